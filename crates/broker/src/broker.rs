@@ -1,0 +1,211 @@
+//! The broker's shared state: configuration, the controller and its metadata image, and the
+//! hosted partitions. One `Arc<Broker>` is shared by every connection.
+//!
+//! Architecture invariant: the image a handler sees and the partitions the replica manager
+//! hosts change together, under the controller mutex, so a topic visible in Metadata is
+//! always writable and readable.
+
+use std::path::Path;
+use std::sync::{Arc, Mutex, RwLock};
+
+use gregor_metadata::controller::NewTopic;
+use gregor_metadata::{ConfigResource, Controller, ControllerError, MetadataImage};
+use gregor_storage::log_dir::LogDir;
+
+use crate::config::BrokerConfig;
+use crate::replica_manager::ReplicaManager;
+
+/// Errors that stop the broker from starting or shutting down cleanly.
+#[derive(Debug, thiserror::Error)]
+pub enum BrokerError {
+    #[error("configuration: {0}")]
+    Config(#[from] crate::config::ConfigError),
+    #[error("storage: {0}")]
+    Storage(#[from] gregor_storage::error::StorageError),
+    #[error("metadata: {0}")]
+    Metadata(#[from] ControllerError),
+    #[error("{context}: {source}")]
+    Io {
+        context: String,
+        source: std::io::Error,
+    },
+}
+
+/// State shared by all connections of one broker.
+pub struct Broker {
+    pub node_id: i32,
+    pub cluster_id: String,
+    /// Static configuration (file and overrides).
+    static_config: BrokerConfig,
+    /// Static configuration with dynamic broker configs applied on top.
+    config: RwLock<Arc<BrokerConfig>>,
+    controller: Mutex<Controller>,
+    image: RwLock<Arc<MetadataImage>>,
+    pub replicas: ReplicaManager,
+}
+
+impl Broker {
+    /// Opens the data directory, replays metadata, recovers logs and registers this broker
+    /// with the advertised endpoint `host:port`.
+    pub fn open(config: BrokerConfig, host: &str, port: u16) -> Result<Broker, BrokerError> {
+        let node_id = config.node_id();
+        let dir = config.log_dir();
+        let log_dir = LogDir::open(&dir)?;
+        let cluster_id = load_or_create_cluster_id(&dir, node_id)?;
+        let mut controller = Controller::open(&dir.join("__cluster_metadata-0").join("metadata.log"))?;
+        let image = controller.register_broker(node_id, host, port)?;
+        let replicas = ReplicaManager::new(node_id, log_dir);
+        let broker = Broker {
+            node_id,
+            cluster_id,
+            config: RwLock::new(Arc::new(config.clone())),
+            static_config: config,
+            controller: Mutex::new(controller),
+            image: RwLock::new(image.clone()),
+            replicas,
+        };
+        broker.remove_stray_partition_dirs(&image);
+        broker.apply_image(image)?;
+        Ok(broker)
+    }
+
+    /// The current metadata image.
+    pub fn image(&self) -> Arc<MetadataImage> {
+        self.image.read().expect("image lock poisoned").clone()
+    }
+
+    /// The effective broker configuration.
+    pub fn config(&self) -> Arc<BrokerConfig> {
+        self.config.read().expect("config lock poisoned").clone()
+    }
+
+    /// The configuration from file and overrides only.
+    pub fn static_config(&self) -> &BrokerConfig {
+        &self.static_config
+    }
+
+    /// Runs one controller operation; on success publishes the new image and brings the
+    /// hosted partitions in line with it before returning.
+    pub fn commit<F>(&self, op: F) -> Result<Arc<MetadataImage>, ControllerError>
+    where
+        F: FnOnce(&mut Controller) -> Result<Arc<MetadataImage>, ControllerError>,
+    {
+        let mut controller = self.controller.lock().expect("controller lock poisoned");
+        let before = controller.image();
+        let image = op(&mut controller)?;
+        if !Arc::ptr_eq(&before, &image) {
+            if let Err(e) = self.apply_image(image.clone()) {
+                tracing::error!(error = %e, "failed to apply metadata to local partitions");
+            }
+        }
+        Ok(image)
+    }
+
+    fn apply_image(&self, image: Arc<MetadataImage>) -> Result<(), BrokerError> {
+        let mut config = self.static_config.clone();
+        for (k, v) in image.configs_of(&ConfigResource::Broker(self.node_id)) {
+            if let Err(e) = config.set(&k, &v) {
+                tracing::warn!(key = %k, error = %e, "ignoring stored dynamic broker config");
+            }
+        }
+        self.replicas.sync(&image, &config)?;
+        *self.config.write().expect("config lock poisoned") = Arc::new(config);
+        *self.image.write().expect("image lock poisoned") = image;
+        Ok(())
+    }
+
+    /// Creates `name` with broker defaults if auto-creation is on; returns whether it exists.
+    pub fn auto_create_topic(&self, name: &str) -> Result<bool, ControllerError> {
+        if self.image().topic(name).is_some() {
+            return Ok(true);
+        }
+        let config = self.config();
+        if !config.auto_create_topics() {
+            return Ok(false);
+        }
+        let result = self.commit(|c| {
+            c.create_topic(
+                NewTopic {
+                    name,
+                    num_partitions: config.num_partitions(),
+                    replication_factor: config.default_replication_factor(),
+                    configs: &[],
+                },
+                false,
+            )
+        });
+        match result {
+            Ok(_) | Err(ControllerError::TopicAlreadyExists(_)) => Ok(true),
+            Err(e) => Err(e),
+        }
+    }
+
+    /// Partition directories left by topics deleted while the broker was down.
+    fn remove_stray_partition_dirs(&self, image: &MetadataImage) {
+        for (topic, index) in self.replicas.log_dir().partition_dirs() {
+            if topic == "__cluster_metadata" {
+                continue;
+            }
+            let known = image.topic(&topic).is_some_and(|t| t.partitions.contains_key(&index));
+            if !known {
+                let path = self.replicas.log_dir().path().join(format!("{topic}-{index}"));
+                tracing::warn!(path = %path.display(), "removing data of a partition unknown to metadata");
+                if let Err(e) = std::fs::remove_dir_all(&path) {
+                    tracing::error!(path = %path.display(), error = %e, "could not remove stray partition");
+                }
+            }
+        }
+    }
+
+    /// Flushes all partitions, writes checkpoints and the clean-shutdown marker.
+    pub fn shutdown(&self) -> Result<(), BrokerError> {
+        self.replicas.shutdown()?;
+        Ok(())
+    }
+}
+
+/// Reads `meta.properties` (cluster.id, node.id) or creates it with a fresh cluster id.
+fn load_or_create_cluster_id(dir: &Path, node_id: i32) -> Result<String, BrokerError> {
+    let path = dir.join("meta.properties");
+    let io = |source| BrokerError::Io {
+        context: format!("meta.properties at {}", path.display()),
+        source,
+    };
+    if let Ok(text) = std::fs::read_to_string(&path) {
+        let props = crate::config::parse_properties(&text);
+        if let Some((_, id)) = props.iter().find(|(k, _)| k == "cluster.id") {
+            return Ok(id.clone());
+        }
+    }
+    let id = base64_url(uuid::Uuid::new_v4().as_bytes());
+    let text = format!("version=1\ncluster.id={id}\nnode.id={node_id}\n");
+    let tmp = path.with_extension("tmp");
+    std::fs::write(&tmp, text).map_err(io)?;
+    std::fs::rename(&tmp, &path).map_err(io)?;
+    Ok(id)
+}
+
+/// Kafka prints cluster ids as URL-safe base64 without padding (22 characters).
+fn base64_url(bytes: &[u8]) -> String {
+    const ALPHABET: &[u8; 64] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_";
+    let mut out = String::new();
+    for chunk in bytes.chunks(3) {
+        let b = [chunk[0], *chunk.get(1).unwrap_or(&0), *chunk.get(2).unwrap_or(&0)];
+        let n = (b[0] as u32) << 16 | (b[1] as u32) << 8 | b[2] as u32;
+        let chars = chunk.len() + 1;
+        for i in 0..chars {
+            out.push(ALPHABET[((n >> (18 - 6 * i)) & 63) as usize] as char);
+        }
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn cluster_ids_are_22_url_safe_chars() {
+        let id = super::base64_url(&[0xff; 16]);
+        assert_eq!(id.len(), 22);
+        assert!(id.chars().all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_'));
+    }
+}

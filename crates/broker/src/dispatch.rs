@@ -1,0 +1,92 @@
+//! From a request frame to a response frame: guard, decode, route to a handler, encode.
+//!
+//! Nothing here may panic on client input: the guard rejects frames the codec could not
+//! decode safely, decode errors close the connection with a log line (as Kafka does for
+//! unparsable requests), and unsupported versions get UNSUPPORTED_VERSION (ApiVersions) or a
+//! closed connection (every other API, as Kafka).
+
+use bytes::{BufMut, Bytes, BytesMut};
+use gregor_protocol::guard::check_request;
+use gregor_protocol::versions;
+use kafka_protocol::messages::{ApiKey, RequestHeader, RequestKind, ResponseHeader, ResponseKind};
+use kafka_protocol::protocol::{Decodable, Encodable};
+
+use crate::broker::Broker;
+use crate::handlers;
+
+/// Decoded requests may use at most this many times their frame size in memory.
+const DECODE_MEMORY_FACTOR: usize = 16;
+
+/// What the connection should do after a request.
+pub enum Outcome {
+    /// Write this complete frame (length prefix included).
+    Respond(Bytes),
+    /// Send nothing (acks=0 produce).
+    NoResponse,
+    /// Close the connection; the text says why.
+    Close(String),
+}
+
+/// Serves one request frame (without its length prefix).
+pub async fn dispatch(broker: &Broker, frame: Bytes) -> Outcome {
+    let api_key_raw = i16::from_be_bytes([frame[0], frame[1]]);
+    let api_version = i16::from_be_bytes([frame[2], frame[3]]);
+    let correlation_id = i32::from_be_bytes([frame[4], frame[5], frame[6], frame[7]]);
+    let max_decoded = frame.len().saturating_mul(DECODE_MEMORY_FACTOR).max(1 << 20);
+    // A client newer than the broker opens with an ApiVersions version the broker does not
+    // know; it is answered in v0 without parsing anything past the correlation id.
+    if api_key_raw == ApiKey::ApiVersions as i16 && !versions::is_supported(ApiKey::ApiVersions, api_version) {
+        return Outcome::Respond(handlers::api_versions::unsupported_version_response(correlation_id));
+    }
+    match check_request(&frame, max_decoded) {
+        Ok(()) => {}
+        Err(e) => {
+            return Outcome::Close(format!(
+                "request api_key={api_key_raw} version={api_version} correlation_id={correlation_id} refused: {e}"
+            ));
+        }
+    }
+    let api_key = ApiKey::try_from(api_key_raw).expect("guard accepts only known api keys");
+    debug_assert!(versions::is_supported(api_key, api_version));
+    let mut body = frame;
+    let header = match RequestHeader::decode(&mut body, api_key.request_header_version(api_version)) {
+        Ok(h) => h,
+        Err(e) => return Outcome::Close(format!("undecodable request header: {e}")),
+    };
+    let request = match RequestKind::decode(api_key, &mut body, api_version) {
+        Ok(r) => r,
+        Err(e) => {
+            return Outcome::Close(format!(
+                "undecodable {api_key:?} v{api_version} request (correlation_id={correlation_id}): {e}"
+            ))
+        }
+    };
+    let response = match handlers::handle(broker, &header, request).await {
+        Some(r) => r,
+        None => return Outcome::NoResponse,
+    };
+    match encode_response(api_key, api_version, correlation_id, &response) {
+        Ok(bytes) => Outcome::Respond(bytes),
+        Err(e) => Outcome::Close(format!("cannot encode {api_key:?} v{api_version} response: {e}")),
+    }
+}
+
+/// Encodes `response` with its header and length prefix.
+pub fn encode_response(
+    api_key: ApiKey,
+    version: i16,
+    correlation_id: i32,
+    response: &ResponseKind,
+) -> Result<Bytes, String> {
+    let header = ResponseHeader::default().with_correlation_id(correlation_id);
+    let header_version = api_key.response_header_version(version);
+    let mut buf = BytesMut::with_capacity(256);
+    buf.put_i32(0);
+    header
+        .encode(&mut buf, header_version)
+        .map_err(|e| e.to_string())?;
+    response.encode(&mut buf, version).map_err(|e| e.to_string())?;
+    let len = (buf.len() - 4) as i32;
+    buf[..4].copy_from_slice(&len.to_be_bytes());
+    Ok(buf.freeze())
+}

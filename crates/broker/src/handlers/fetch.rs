@@ -1,0 +1,172 @@
+//! Fetch: read whole record batches below the high watermark, within the request's byte
+//! limits, and long-poll until min_bytes are available or max_wait_ms passes.
+//!
+//! The wait is a delayed operation: it subscribes to the high-watermark notifications of the
+//! partitions it reads and re-reads only when one of them moves, never on a timer loop.
+
+use std::future::Future;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::task::Poll;
+use std::time::Duration;
+
+use bytes::Bytes;
+use kafka_protocol::error::ResponseError;
+use kafka_protocol::messages::fetch_response::{FetchableTopicResponse, PartitionData};
+use kafka_protocol::messages::{BrokerId, FetchRequest, FetchResponse};
+use tokio::sync::watch;
+
+use super::{code, NONE};
+use crate::broker::Broker;
+use crate::handlers::produce::storage_error;
+use crate::partition::Partition;
+
+/// The largest max_wait_ms honoured, so a client cannot park a connection for hours.
+const MAX_WAIT_MS_CAP: i32 = 30_000;
+
+pub async fn handle(broker: &Broker, request: FetchRequest, version: i16) -> FetchResponse {
+    let deadline = tokio::time::Instant::now()
+        + Duration::from_millis(request.max_wait_ms.clamp(0, MAX_WAIT_MS_CAP) as u64);
+    let min_bytes = request.min_bytes.max(0) as usize;
+    // max_bytes appeared in v3; all supported versions carry it.
+    let max_bytes = if request.max_bytes <= 0 { i32::MAX } else { request.max_bytes } as usize;
+    let targets: Vec<(usize, usize, Option<Arc<Partition>>)> = request
+        .topics
+        .iter()
+        .enumerate()
+        .flat_map(|(ti, t)| {
+            let name = t.topic.0.as_str();
+            t.partitions
+                .iter()
+                .enumerate()
+                .map(move |(pi, p)| (ti, pi, broker.replicas.get(name, p.partition)))
+        })
+        .collect();
+    loop {
+        let (response, bytes, had_error) = read_all(&request, &targets, max_bytes, version);
+        let now = tokio::time::Instant::now();
+        if bytes >= min_bytes || had_error || now >= deadline {
+            return response;
+        }
+        let mut watches: Vec<watch::Receiver<i64>> = targets
+            .iter()
+            .filter_map(|(_, _, p)| p.as_ref().map(|p| p.subscribe_hw()))
+            .collect();
+        if watches.is_empty() || tokio::time::timeout_at(deadline, any_changed(&mut watches)).await.is_err() {
+            // Timed out with nothing new: the last read is the answer.
+            return read_all(&request, &targets, max_bytes, version).0;
+        }
+    }
+}
+
+/// Completes when any receiver sees a new value (or its partition is gone).
+async fn any_changed(watches: &mut [watch::Receiver<i64>]) {
+    let mut changes: Vec<Pin<Box<dyn Future<Output = _> + Send + '_>>> =
+        watches.iter_mut().map(|w| Box::pin(w.changed()) as Pin<Box<_>>).collect();
+    std::future::poll_fn(|cx| {
+        for change in changes.iter_mut() {
+            if change.as_mut().poll(cx).is_ready() {
+                return Poll::Ready(());
+            }
+        }
+        Poll::Pending
+    })
+    .await
+}
+
+/// One pass over every requested partition. Returns the response, the record bytes in it,
+/// and whether any partition had an error (which ends a long poll at once, as in Kafka).
+fn read_all(
+    request: &FetchRequest,
+    targets: &[(usize, usize, Option<Arc<Partition>>)],
+    max_bytes: usize,
+    _version: i16,
+) -> (FetchResponse, usize, bool) {
+    let mut topics: Vec<FetchableTopicResponse> = request
+        .topics
+        .iter()
+        .map(|t| {
+            FetchableTopicResponse::default()
+                .with_topic(t.topic.clone())
+                .with_topic_id(t.topic_id)
+        })
+        .collect();
+    let mut total = 0usize;
+    let mut had_error = false;
+    for (ti, pi, partition) in targets {
+        let req = &request.topics[*ti].partitions[*pi];
+        let mut data = PartitionData::default()
+            .with_partition_index(req.partition)
+            .with_high_watermark(-1)
+            .with_last_stable_offset(-1)
+            .with_log_start_offset(-1)
+            .with_preferred_read_replica(BrokerId(-1))
+            .with_records(Some(Bytes::new()));
+        match partition {
+            None => {
+                data.error_code = code(ResponseError::UnknownTopicOrPartition);
+                had_error = true;
+            }
+            Some(p) => {
+                let epoch = p.leader_epoch();
+                if req.current_leader_epoch >= 0 && req.current_leader_epoch < epoch {
+                    data.error_code = code(ResponseError::FencedLeaderEpoch);
+                    had_error = true;
+                } else if req.current_leader_epoch > epoch {
+                    data.error_code = code(ResponseError::UnknownLeaderEpoch);
+                    had_error = true;
+                } else {
+                    let remaining = max_bytes.saturating_sub(total);
+                    let limit = (req.partition_max_bytes.max(0) as usize).min(remaining);
+                    // The first non-empty partition may exceed the limits by one batch so a
+                    // consumer can always make progress, as Kafka does.
+                    let min_one_batch = total == 0;
+                    match read_partition(p, req.fetch_offset, limit, min_one_batch) {
+                        Ok(read) => {
+                            total += read.records.len();
+                            data = data
+                                .with_error_code(NONE)
+                                .with_high_watermark(read.high_watermark)
+                                .with_last_stable_offset(read.last_stable_offset)
+                                .with_log_start_offset(read.log_start_offset)
+                                .with_records(Some(read.records));
+                        }
+                        Err(e) => {
+                            let (c, _) = storage_error(&e);
+                            data.error_code = c;
+                            data.high_watermark = p.high_watermark();
+                            data.log_start_offset = p.log_start_offset();
+                            data.last_stable_offset = p.high_watermark();
+                            had_error = true;
+                        }
+                    }
+                }
+            }
+        }
+        topics[*ti].partitions.push(data);
+    }
+    let response = FetchResponse::default()
+        .with_error_code(NONE)
+        .with_session_id(0)
+        .with_responses(topics);
+    (response, total, had_error)
+}
+
+fn read_partition(
+    p: &Partition,
+    offset: i64,
+    limit: usize,
+    min_one_batch: bool,
+) -> Result<crate::partition::PartitionRead, gregor_storage::error::StorageError> {
+    if limit == 0 && !min_one_batch {
+        // No room left in this response; report offsets only.
+        let hw = p.high_watermark();
+        return Ok(crate::partition::PartitionRead {
+            records: Bytes::new(),
+            high_watermark: hw,
+            log_start_offset: p.log_start_offset(),
+            last_stable_offset: hw,
+        });
+    }
+    p.read(offset, limit, min_one_batch)
+}

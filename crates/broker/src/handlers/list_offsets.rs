@@ -1,0 +1,101 @@
+//! ListOffsets: earliest, latest, max-timestamp and by-timestamp lookups per partition.
+
+use kafka_protocol::error::ResponseError;
+use kafka_protocol::messages::list_offsets_response::{ListOffsetsPartitionResponse, ListOffsetsTopicResponse};
+use kafka_protocol::messages::{ListOffsetsRequest, ListOffsetsResponse};
+
+use super::{code, NONE};
+use crate::broker::Broker;
+use crate::partition::Partition;
+use crate::record_scan::{first_at_or_after, max_timestamp_record, RecordPosition};
+
+const LATEST: i64 = -1;
+const EARLIEST: i64 = -2;
+const MAX_TIMESTAMP: i64 = -3;
+/// Enough bytes to read one batch header; the read returns the whole batch anyway.
+const ONE_BATCH_BYTES: usize = 1;
+
+pub fn handle(broker: &Broker, request: ListOffsetsRequest, _version: i16) -> ListOffsetsResponse {
+    let topics = request
+        .topics
+        .into_iter()
+        .map(|t| {
+            let name = t.name.0.to_string();
+            let partitions = t
+                .partitions
+                .into_iter()
+                .map(|p| {
+                    let base = ListOffsetsPartitionResponse::default()
+                        .with_partition_index(p.partition_index)
+                        .with_timestamp(-1)
+                        .with_offset(-1)
+                        .with_leader_epoch(-1);
+                    let Some(partition) = broker.replicas.get(&name, p.partition_index) else {
+                        return base.with_error_code(code(ResponseError::UnknownTopicOrPartition));
+                    };
+                    let epoch = partition.leader_epoch();
+                    if p.current_leader_epoch >= 0 && p.current_leader_epoch < epoch {
+                        return base.with_error_code(code(ResponseError::FencedLeaderEpoch));
+                    }
+                    if p.current_leader_epoch > epoch {
+                        return base.with_error_code(code(ResponseError::UnknownLeaderEpoch));
+                    }
+                    match lookup(&partition, p.timestamp) {
+                        Ok(Some(found)) => base
+                            .with_error_code(NONE)
+                            .with_offset(found.offset)
+                            .with_timestamp(found.timestamp)
+                            .with_leader_epoch(epoch),
+                        Ok(None) => base.with_error_code(NONE),
+                        Err(e) => {
+                            tracing::warn!(topic = %name, partition = p.partition_index, error = %e, "offset lookup failed");
+                            base.with_error_code(code(ResponseError::KafkaStorageError))
+                        }
+                    }
+                })
+                .collect();
+            ListOffsetsTopicResponse::default().with_name(t.name).with_partitions(partitions)
+        })
+        .collect();
+    ListOffsetsResponse::default().with_topics(topics)
+}
+
+/// The offset (and timestamp) answering `timestamp`; `None` when no record qualifies.
+fn lookup(partition: &Partition, timestamp: i64) -> Result<Option<RecordPosition>, String> {
+    let hw = partition.high_watermark();
+    match timestamp {
+        LATEST => Ok(Some(RecordPosition { offset: hw, timestamp: -1 })),
+        EARLIEST => Ok(Some(RecordPosition {
+            offset: partition.log_start_offset(),
+            timestamp: -1,
+        })),
+        MAX_TIMESTAMP => {
+            let Some((_, base)) = partition.with_log(|log| log.max_timestamp()) else {
+                return Ok(None);
+            };
+            let batch = read_batch(partition, base)?;
+            max_timestamp_record(&batch)
+        }
+        t if t >= 0 => {
+            let base = partition
+                .with_log(|log| log.batch_for_timestamp(t))
+                .map_err(|e| e.to_string())?;
+            let Some(base) = base.filter(|b| *b < hw) else {
+                return Ok(None);
+            };
+            let batch = read_batch(partition, base)?;
+            first_at_or_after(&batch, t)
+        }
+        other => Err(format!("unsupported timestamp query {other}")),
+    }
+}
+
+fn read_batch(partition: &Partition, base_offset: i64) -> Result<bytes::Bytes, String> {
+    let read = partition
+        .read(base_offset, ONE_BATCH_BYTES, true)
+        .map_err(|e| e.to_string())?;
+    if read.records.is_empty() {
+        return Err(format!("no batch at offset {base_offset}"));
+    }
+    Ok(read.records)
+}

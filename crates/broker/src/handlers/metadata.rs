@@ -1,0 +1,110 @@
+//! Metadata: brokers, controller, and topics with their partitions' leaders and replicas.
+//! Unknown topics are created here when auto.create.topics.enable is on and the client
+//! allows it.
+
+use kafka_protocol::error::ResponseError;
+use kafka_protocol::messages::metadata_response::{MetadataResponseBroker, MetadataResponsePartition, MetadataResponseTopic};
+use kafka_protocol::messages::{BrokerId, MetadataRequest, MetadataResponse, TopicName};
+use gregor_metadata::controller::validate_topic_name;
+use gregor_metadata::{ControllerError, TopicImage};
+
+use super::{code, s, NONE};
+use crate::broker::Broker;
+
+pub fn handle(broker: &Broker, request: MetadataRequest, version: i16) -> MetadataResponse {
+    // v0 asks for every topic with an empty list; later versions with a null one.
+    let requested: Option<Vec<String>> = match request.topics {
+        None => None,
+        Some(list) if list.is_empty() && version == 0 => None,
+        Some(list) => Some(
+            list.into_iter()
+                .filter_map(|t| t.name.map(|n| n.0.to_string()))
+                .collect(),
+        ),
+    };
+    // Before v4 there is no flag and auto-creation follows the broker config alone.
+    let allow_auto_create = version < 4 || request.allow_auto_topic_creation;
+    let mut topics = Vec::new();
+    match requested {
+        None => {
+            let image = broker.image();
+            topics.extend(image.topics.values().map(|t| topic_entry(t, version)));
+        }
+        Some(names) => {
+            for name in names {
+                topics.push(requested_topic(broker, &name, allow_auto_create, version));
+            }
+        }
+    }
+    let image = broker.image();
+    let brokers = image
+        .brokers
+        .values()
+        .map(|b| {
+            MetadataResponseBroker::default()
+                .with_node_id(BrokerId(b.node_id))
+                .with_host(s(b.host.clone()))
+                .with_port(b.port as i32)
+                .with_rack(b.rack.clone().map(s))
+        })
+        .collect();
+    MetadataResponse::default()
+        .with_brokers(brokers)
+        .with_cluster_id(Some(s(broker.cluster_id.clone())))
+        .with_controller_id(BrokerId(broker.node_id))
+        .with_topics(topics)
+        .with_cluster_authorized_operations(i32::MIN)
+}
+
+fn requested_topic(broker: &Broker, name: &str, allow_auto_create: bool, version: i16) -> MetadataResponseTopic {
+    let error = |e: ResponseError| {
+        MetadataResponseTopic::default()
+            .with_name(Some(TopicName(s(name))))
+            .with_error_code(code(e))
+            .with_topic_authorized_operations(i32::MIN)
+    };
+    if let Some(t) = broker.image().topic(name) {
+        return topic_entry(t, version);
+    }
+    if validate_topic_name(name).is_err() {
+        return error(ResponseError::InvalidTopicException);
+    }
+    if !allow_auto_create {
+        return error(ResponseError::UnknownTopicOrPartition);
+    }
+    match broker.auto_create_topic(name) {
+        Ok(true) => match broker.image().topic(name) {
+            Some(t) => topic_entry(t, version),
+            None => error(ResponseError::LeaderNotAvailable),
+        },
+        Ok(false) => error(ResponseError::UnknownTopicOrPartition),
+        Err(ControllerError::InvalidTopic(_)) => error(ResponseError::InvalidTopicException),
+        Err(e) => {
+            tracing::warn!(topic = name, error = %e, "auto-creation failed");
+            error(ResponseError::UnknownServerError)
+        }
+    }
+}
+
+fn topic_entry(topic: &TopicImage, _version: i16) -> MetadataResponseTopic {
+    let partitions = topic
+        .partitions
+        .values()
+        .map(|p| {
+            MetadataResponsePartition::default()
+                .with_error_code(NONE)
+                .with_partition_index(p.partition)
+                .with_leader_id(BrokerId(p.leader))
+                .with_leader_epoch(p.leader_epoch)
+                .with_replica_nodes(p.replicas.iter().copied().map(BrokerId).collect())
+                .with_isr_nodes(p.isr.iter().copied().map(BrokerId).collect())
+        })
+        .collect();
+    MetadataResponseTopic::default()
+        .with_error_code(NONE)
+        .with_name(Some(TopicName(s(topic.name.clone()))))
+        .with_topic_id(topic.topic_id)
+        .with_is_internal(topic.name.starts_with("__"))
+        .with_partitions(partitions)
+        .with_topic_authorized_operations(i32::MIN)
+}

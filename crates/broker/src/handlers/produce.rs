@@ -1,0 +1,137 @@
+//! Produce: append each partition's record set as leader, then answer per the acks rule.
+//!
+//! acks=0 gets no response; acks=1 is answered once the leader wrote the batch; acks=-1
+//! waits (as a delayed operation woken by the partition's high-watermark notifications)
+//! until every in-sync replica has it, or the request timeout passes.
+
+use std::time::Duration;
+
+use kafka_protocol::error::ResponseError;
+use kafka_protocol::messages::produce_response::{PartitionProduceResponse, TopicProduceResponse};
+use kafka_protocol::messages::{ProduceRequest, ProduceResponse};
+use gregor_storage::error::StorageError;
+
+use super::{code, now_ms, s, NONE};
+use crate::broker::Broker;
+
+/// Kafka error code and message for a storage failure.
+pub fn storage_error(e: &StorageError) -> (i16, String) {
+    let c = match e {
+        StorageError::CorruptMessage(_) => ResponseError::CorruptMessage,
+        StorageError::MessageTooLarge(_) => ResponseError::MessageTooLarge,
+        StorageError::InvalidRecord(_) => ResponseError::InvalidRecord,
+        StorageError::OffsetOutOfRange { .. } => ResponseError::OffsetOutOfRange,
+        _ => ResponseError::KafkaStorageError,
+    };
+    (code(c), e.to_string())
+}
+
+fn partition_error(index: i32, error: ResponseError, message: Option<String>) -> PartitionProduceResponse {
+    PartitionProduceResponse::default()
+        .with_index(index)
+        .with_error_code(code(error))
+        .with_base_offset(-1)
+        .with_log_append_time_ms(-1)
+        .with_log_start_offset(-1)
+        .with_error_message(message.map(s))
+}
+
+pub async fn handle(broker: &Broker, request: ProduceRequest, _version: i16) -> Option<ProduceResponse> {
+    let acks = request.acks;
+    let mut waits = Vec::new();
+    let mut responses = Vec::with_capacity(request.topic_data.len());
+    let min_isr: usize = broker
+        .config()
+        .get("min.insync.replicas")
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(1);
+    for topic in request.topic_data {
+        let name = topic.name.0.to_string();
+        let mut partitions = Vec::with_capacity(topic.partition_data.len());
+        for pdata in topic.partition_data {
+            let index = pdata.index;
+            if !matches!(acks, -1..=1) {
+                partitions.push(partition_error(
+                    index,
+                    ResponseError::InvalidRequiredAcks,
+                    Some(format!("acks must be -1, 0 or 1, got {acks}")),
+                ));
+                continue;
+            }
+            let Some(partition) = broker.replicas.get(&name, index) else {
+                partitions.push(partition_error(index, ResponseError::UnknownTopicOrPartition, None));
+                continue;
+            };
+            if acks == -1 && partition.isr_size() < min_isr {
+                partitions.push(partition_error(
+                    index,
+                    ResponseError::NotEnoughReplicas,
+                    Some(format!("{} in-sync replicas, min.insync.replicas is {min_isr}", partition.isr_size())),
+                ));
+                continue;
+            }
+            let Some(records) = pdata.records.filter(|r| !r.is_empty()) else {
+                partitions.push(partition_error(
+                    index,
+                    ResponseError::InvalidRecord,
+                    Some("the produce request carries no records".into()),
+                ));
+                continue;
+            };
+            match partition.append(&records, now_ms()) {
+                Ok(info) => {
+                    if acks == -1 {
+                        waits.push((partition.clone(), info.last_offset + 1));
+                    }
+                    partitions.push(
+                        PartitionProduceResponse::default()
+                            .with_index(index)
+                            .with_error_code(NONE)
+                            .with_base_offset(info.first_offset)
+                            .with_log_append_time_ms(info.log_append_time)
+                            .with_log_start_offset(info.log_start_offset),
+                    );
+                }
+                Err(e) => {
+                    let (c, message) = storage_error(&e);
+                    tracing::debug!(topic = %name, partition = index, error = %e, "produce refused");
+                    partitions.push(
+                        PartitionProduceResponse::default()
+                            .with_index(index)
+                            .with_error_code(c)
+                            .with_base_offset(-1)
+                            .with_log_append_time_ms(-1)
+                            .with_log_start_offset(-1)
+                            .with_error_message(Some(s(message))),
+                    );
+                }
+            }
+        }
+        responses.push(
+            TopicProduceResponse::default()
+                .with_name(topic.name)
+                .with_partition_responses(partitions),
+        );
+    }
+    if acks == 0 {
+        return None;
+    }
+    let deadline = tokio::time::Instant::now() + Duration::from_millis(request.timeout_ms.max(0) as u64);
+    for (partition, required_hw) in waits {
+        let mut hw = partition.subscribe_hw();
+        let committed = tokio::time::timeout_at(deadline, hw.wait_for(|hw| *hw >= required_hw)).await;
+        if !matches!(committed, Ok(Ok(_))) {
+            mark_timed_out(&mut responses, &partition.topic, partition.index);
+        }
+    }
+    Some(ProduceResponse::default().with_responses(responses))
+}
+
+fn mark_timed_out(responses: &mut [TopicProduceResponse], topic: &str, index: i32) {
+    for t in responses.iter_mut().filter(|t| t.name.0.as_str() == topic) {
+        for p in t.partition_responses.iter_mut().filter(|p| p.index == index) {
+            p.error_code = code(ResponseError::RequestTimedOut);
+            p.error_message = Some(s("the write was not replicated to all in-sync replicas in time"));
+        }
+    }
+}

@@ -1,0 +1,198 @@
+//! CreateTopics, DeleteTopics and CreatePartitions: admin changes through the controller.
+
+use kafka_protocol::error::ResponseError;
+use kafka_protocol::messages::create_partitions_response::CreatePartitionsTopicResult;
+use kafka_protocol::messages::create_topics_response::{CreatableTopicConfigs, CreatableTopicResult};
+use kafka_protocol::messages::delete_topics_response::DeletableTopicResult;
+use kafka_protocol::messages::{
+    CreatePartitionsRequest, CreatePartitionsResponse, CreateTopicsRequest, CreateTopicsResponse,
+    DeleteTopicsRequest, DeleteTopicsResponse, TopicName,
+};
+use gregor_metadata::controller::NewTopic;
+use gregor_metadata::ControllerError;
+
+use super::configs::topic_entries;
+use super::{code, s, NONE};
+use crate::broker::Broker;
+
+/// Kafka error code and message for a refused controller operation.
+pub fn controller_error(e: &ControllerError) -> (i16, String) {
+    let c = match e {
+        ControllerError::TopicAlreadyExists(_) => ResponseError::TopicAlreadyExists,
+        ControllerError::InvalidTopic(_) => ResponseError::InvalidTopicException,
+        ControllerError::InvalidPartitions(_) => ResponseError::InvalidPartitions,
+        ControllerError::InvalidReplicationFactor(_) => ResponseError::InvalidReplicationFactor,
+        ControllerError::InvalidConfig(_) => ResponseError::InvalidConfig,
+        ControllerError::UnknownTopic(_) => ResponseError::UnknownTopicOrPartition,
+        ControllerError::Log(_) => ResponseError::KafkaStorageError,
+    };
+    (code(c), e.to_string())
+}
+
+pub fn create_topics(broker: &Broker, request: CreateTopicsRequest, version: i16) -> CreateTopicsResponse {
+    let config = broker.config();
+    let mut seen = std::collections::HashSet::new();
+    let topics = request
+        .topics
+        .into_iter()
+        .map(|t| {
+            let name = t.name.0.to_string();
+            let result = CreatableTopicResult::default().with_name(t.name.clone());
+            let fail = |c: ResponseError, m: String| {
+                result
+                    .clone()
+                    .with_error_code(code(c))
+                    .with_error_message(Some(s(m)))
+                    .with_num_partitions(-1)
+                    .with_replication_factor(-1)
+            };
+            if !seen.insert(name.clone()) {
+                return fail(ResponseError::InvalidRequest, format!("topic '{name}' appears more than once in the request"));
+            }
+            let (mut partitions, mut rf) = (t.num_partitions, t.replication_factor);
+            if !t.assignments.is_empty() {
+                if partitions != -1 || rf != -1 {
+                    return fail(
+                        ResponseError::InvalidRequest,
+                        "both a replica assignment and partitions/replication factor were given".into(),
+                    );
+                }
+                let image = broker.image();
+                let unknown = t
+                    .assignments
+                    .iter()
+                    .flat_map(|a| a.broker_ids.iter())
+                    .find(|b| !image.brokers.contains_key(&b.0));
+                if let Some(b) = unknown {
+                    return fail(ResponseError::InvalidReplicaAssignment, format!("broker {} does not exist", b.0));
+                }
+                partitions = t.assignments.len() as i32;
+                rf = t.assignments[0].broker_ids.len() as i16;
+            }
+            if partitions == -1 {
+                partitions = config.num_partitions();
+            }
+            if rf == -1 {
+                rf = config.default_replication_factor();
+            }
+            let configs: Vec<(String, String)> = t
+                .configs
+                .iter()
+                .filter_map(|c| c.value.as_ref().map(|v| (c.name.to_string(), v.to_string())))
+                .collect();
+            let created = broker.commit(|c| {
+                c.create_topic(
+                    NewTopic {
+                        name: &name,
+                        num_partitions: partitions,
+                        replication_factor: rf,
+                        configs: &configs,
+                    },
+                    request.validate_only,
+                )
+            });
+            match created {
+                Ok(image) => {
+                    let topic_id = image.topic(&name).map(|t| t.topic_id).unwrap_or_default();
+                    let mut ok = result
+                        .with_error_code(NONE)
+                        .with_topic_id(topic_id)
+                        .with_num_partitions(partitions)
+                        .with_replication_factor(rf);
+                    if version >= 5 {
+                        let entries = topic_entries(broker, &name, &configs)
+                            .into_iter()
+                            .map(|e| {
+                                CreatableTopicConfigs::default()
+                                    .with_name(s(e.name))
+                                    .with_value(e.value.map(s))
+                                    .with_config_source(e.source)
+                                    .with_read_only(false)
+                            })
+                            .collect();
+                        ok = ok.with_configs(Some(entries));
+                    }
+                    ok
+                }
+                Err(e) => {
+                    let (c, m) = controller_error(&e);
+                    result
+                        .with_error_code(c)
+                        .with_error_message(Some(s(m)))
+                        .with_num_partitions(-1)
+                        .with_replication_factor(-1)
+                }
+            }
+        })
+        .collect();
+    CreateTopicsResponse::default().with_topics(topics)
+}
+
+pub fn delete_topics(broker: &Broker, request: DeleteTopicsRequest, version: i16) -> DeleteTopicsResponse {
+    // v6 names topics by name or id; earlier versions by name only.
+    let targets: Vec<(Option<String>, uuid::Uuid)> = if version >= 6 {
+        request
+            .topics
+            .into_iter()
+            .map(|t| (t.name.map(|n| n.0.to_string()), t.topic_id))
+            .collect()
+    } else {
+        request
+            .topic_names
+            .into_iter()
+            .map(|n| (Some(n.0.to_string()), uuid::Uuid::nil()))
+            .collect()
+    };
+    let responses = targets
+        .into_iter()
+        .map(|(name, id)| {
+            let image = broker.image();
+            let name = name.or_else(|| image.topic_by_id(&id).map(|t| t.name.clone()));
+            let result = DeletableTopicResult::default()
+                .with_name(name.clone().map(|n| TopicName(s(n))))
+                .with_topic_id(id);
+            let Some(name) = name else {
+                return result
+                    .with_error_code(code(ResponseError::UnknownTopicId))
+                    .with_error_message(Some(s(format!("no topic has id {id}"))));
+            };
+            let topic_id = image.topic(&name).map(|t| t.topic_id).unwrap_or(id);
+            match broker.commit(|c| c.delete_topic(&name)) {
+                Ok(_) => result.with_error_code(NONE).with_topic_id(topic_id),
+                Err(e) => {
+                    let (c, m) = controller_error(&e);
+                    result.with_error_code(c).with_error_message(Some(s(m)))
+                }
+            }
+        })
+        .collect();
+    DeleteTopicsResponse::default().with_responses(responses)
+}
+
+pub fn create_partitions(broker: &Broker, request: CreatePartitionsRequest) -> CreatePartitionsResponse {
+    let results = request
+        .topics
+        .into_iter()
+        .map(|t| {
+            let name = t.name.0.to_string();
+            let result = CreatePartitionsTopicResult::default().with_name(t.name.clone());
+            if let Some(assignments) = &t.assignments {
+                let image = broker.image();
+                let current = image.topic(&name).map(|t| t.partitions.len() as i32).unwrap_or(0);
+                if assignments.len() as i32 != t.count - current {
+                    return result.with_error_code(code(ResponseError::InvalidReplicaAssignment)).with_error_message(Some(s(
+                        format!("{} assignments given for {} new partitions", assignments.len(), t.count - current),
+                    )));
+                }
+            }
+            match broker.commit(|c| c.create_partitions(&name, t.count, request.validate_only)) {
+                Ok(_) => result.with_error_code(NONE),
+                Err(e) => {
+                    let (c, m) = controller_error(&e);
+                    result.with_error_code(c).with_error_message(Some(s(m)))
+                }
+            }
+        })
+        .collect();
+    CreatePartitionsResponse::default().with_results(results)
+}

@@ -1,0 +1,19 @@
+//! The Gregor broker: network server, request handlers, and the partitions it hosts.
+//!
+//! Layering: `server` accepts connections and frames requests, `dispatch` guards, decodes
+//! and routes them to `handlers`, which act on the shared [`broker::Broker`] state: the
+//! controller's metadata image and the [`replica_manager::ReplicaManager`]'s partitions.
+
+pub mod background;
+pub mod broker;
+pub mod config;
+pub mod dispatch;
+pub mod handlers;
+pub mod partition;
+pub mod record_scan;
+pub mod replica_manager;
+pub mod server;
+
+pub use broker::{Broker, BrokerError};
+pub use config::BrokerConfig;
+pub use server::{start, BrokerHandle};

@@ -1,0 +1,197 @@
+//! The network server: accepts connections and serves each one's requests in order.
+//!
+//! Shutdown is an explicit protocol: `BrokerHandle::shutdown` flips a watch channel; the
+//! accept loop stops accepting, each connection finishes the request it is serving and
+//! closes, and once all are gone the partitions are flushed and the clean-shutdown marker is
+//! written. A semaphore bounds the number of open connections (max.connections).
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use bytes::BytesMut;
+use gregor_protocol::frame::{split_frame, FrameError};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::{TcpListener, TcpStream};
+use tokio::sync::{watch, Semaphore};
+use tokio::task::JoinSet;
+
+use crate::broker::{Broker, BrokerError};
+use crate::config::BrokerConfig;
+use crate::dispatch::{dispatch, Outcome};
+
+/// How long shutdown waits for connections to finish their in-flight request.
+const SHUTDOWN_GRACE: Duration = Duration::from_secs(10);
+/// Initial read buffer per connection; it grows to the largest frame seen.
+const READ_BUFFER_BYTES: usize = 64 * 1024;
+
+/// A running broker.
+pub struct BrokerHandle {
+    pub local_addr: SocketAddr,
+    pub broker: Arc<Broker>,
+    shutdown_tx: watch::Sender<bool>,
+    server: tokio::task::JoinHandle<Result<(), BrokerError>>,
+}
+
+impl BrokerHandle {
+    /// Stops the broker gracefully and waits until its data is flushed.
+    pub async fn shutdown(self) -> Result<(), BrokerError> {
+        let _ = self.shutdown_tx.send(true);
+        self.wait().await
+    }
+
+    /// Waits for the broker to stop (after `shutdown` from elsewhere).
+    pub async fn wait(self) -> Result<(), BrokerError> {
+        match self.server.await {
+            Ok(result) => result,
+            Err(e) => Err(BrokerError::Io {
+                context: "broker task".into(),
+                source: std::io::Error::other(e.to_string()),
+            }),
+        }
+    }
+
+    /// A sender that triggers shutdown (for signal handlers).
+    pub fn shutdown_trigger(&self) -> watch::Sender<bool> {
+        self.shutdown_tx.clone()
+    }
+}
+
+/// Binds the listener, opens the broker state and starts serving.
+pub async fn start(config: BrokerConfig) -> Result<BrokerHandle, BrokerError> {
+    let bind = config.listener()?;
+    let listener = TcpListener::bind(bind).await.map_err(|source| BrokerError::Io {
+        context: format!("cannot listen on {bind}"),
+        source,
+    })?;
+    let local_addr = listener.local_addr().map_err(|source| BrokerError::Io {
+        context: "listener address".into(),
+        source,
+    })?;
+    let (mut host, mut port) = config.advertised_listener()?;
+    if port == 0 {
+        port = local_addr.port();
+    }
+    if host == "0.0.0.0" || host == "::" {
+        host = "127.0.0.1".into();
+    }
+    let max_connections = config.max_connections();
+    let broker = Arc::new(block_in_place_or_run(|| Broker::open(config, &host, port))?);
+    let (shutdown_tx, shutdown_rx) = watch::channel(false);
+    tokio::spawn(crate::background::run(broker.clone(), shutdown_rx.clone()));
+    let server = tokio::spawn(serve(listener, broker.clone(), shutdown_rx, max_connections));
+    tracing::info!(%local_addr, advertised = %format!("{host}:{port}"), "broker listening");
+    Ok(BrokerHandle {
+        local_addr,
+        broker,
+        shutdown_tx,
+        server,
+    })
+}
+
+/// Runs blocking start-up work (log recovery) without stalling a multi-threaded runtime.
+fn block_in_place_or_run<T>(f: impl FnOnce() -> T) -> T {
+    match tokio::runtime::Handle::try_current().map(|h| h.runtime_flavor()) {
+        Ok(tokio::runtime::RuntimeFlavor::MultiThread) => tokio::task::block_in_place(f),
+        _ => f(),
+    }
+}
+
+async fn serve(
+    listener: TcpListener,
+    broker: Arc<Broker>,
+    mut shutdown: watch::Receiver<bool>,
+    max_connections: usize,
+) -> Result<(), BrokerError> {
+    let permits = Arc::new(Semaphore::new(max_connections.min(Semaphore::MAX_PERMITS)));
+    let mut connections = JoinSet::new();
+    loop {
+        let permit = tokio::select! {
+            _ = shutdown.changed() => break,
+            permit = permits.clone().acquire_owned() => permit.expect("semaphore never closed"),
+        };
+        let accepted = tokio::select! {
+            _ = shutdown.changed() => break,
+            accepted = listener.accept() => accepted,
+        };
+        match accepted {
+            Ok((stream, peer)) => {
+                let broker = broker.clone();
+                let shutdown = shutdown.clone();
+                connections.spawn(async move {
+                    if let Err(e) = serve_connection(stream, broker, shutdown).await {
+                        tracing::info!(%peer, error = %e, "connection closed");
+                    }
+                    drop(permit);
+                });
+            }
+            Err(e) => {
+                tracing::warn!(error = %e, "accept failed");
+                tokio::time::sleep(Duration::from_millis(10)).await;
+            }
+        }
+        while connections.try_join_next().is_some() {}
+    }
+    drop(listener);
+    let drained = tokio::time::timeout(SHUTDOWN_GRACE, async {
+        while connections.join_next().await.is_some() {}
+    })
+    .await;
+    if drained.is_err() {
+        tracing::warn!("connections still open after the shutdown grace period; closing them");
+        connections.abort_all();
+    }
+    let result = tokio::task::spawn_blocking(move || broker.shutdown())
+        .await
+        .unwrap_or_else(|e| {
+            Err(BrokerError::Io {
+                context: "shutdown".into(),
+                source: std::io::Error::other(e.to_string()),
+            })
+        });
+    tracing::info!(clean = result.is_ok(), "broker stopped");
+    result
+}
+
+/// Why a connection ended other than by the peer closing it.
+#[derive(Debug, thiserror::Error)]
+enum ConnectionError {
+    #[error("{0}")]
+    Frame(#[from] FrameError),
+    #[error("{0}")]
+    Io(#[from] std::io::Error),
+    #[error("{0}")]
+    Protocol(String),
+}
+
+async fn serve_connection(
+    mut stream: TcpStream,
+    broker: Arc<Broker>,
+    mut shutdown: watch::Receiver<bool>,
+) -> Result<(), ConnectionError> {
+    stream.set_nodelay(true)?;
+    let max_frame = broker.config().socket_request_max_bytes();
+    let mut buf = BytesMut::with_capacity(READ_BUFFER_BYTES);
+    loop {
+        while let Some(frame) = split_frame(&mut buf, max_frame)? {
+            match dispatch(&broker, frame).await {
+                Outcome::Respond(bytes) => stream.write_all(&bytes).await?,
+                Outcome::NoResponse => {}
+                Outcome::Close(reason) => return Err(ConnectionError::Protocol(reason)),
+            }
+            if *shutdown.borrow() {
+                return Ok(());
+            }
+        }
+        if buf.capacity() - buf.len() < 4096 {
+            buf.reserve(READ_BUFFER_BYTES);
+        }
+        let read = tokio::select! {
+            _ = shutdown.changed() => return Ok(()),
+            read = stream.read_buf(&mut buf) => read?,
+        };
+        if read == 0 {
+            return Ok(());
+        }
+    }
+}

@@ -1,0 +1,415 @@
+//! The single-node controller: validates admin requests and turns them into metadata records.
+//!
+//! It is the only writer of the metadata log. Each accepted change is appended (durably) and
+//! only then applied to a new image, so the image never shows a change that could be lost.
+//! With a replicated quorum, `commit` becomes "replicate then apply"; the validation stays.
+
+use std::collections::BTreeMap;
+use std::path::Path;
+use std::sync::Arc;
+
+use uuid::Uuid;
+
+use crate::config::validate_topic_config;
+use crate::image::MetadataImage;
+use crate::log::{MetadataLog, MetadataLogError};
+use crate::record::{ConfigResource, MetadataRecord};
+
+/// Longest legal topic name, as in Kafka.
+pub const TOPIC_NAME_MAX_CHARS: usize = 249;
+
+/// Why the controller refused a change. Each maps to one Kafka error code.
+#[derive(Debug, thiserror::Error)]
+pub enum ControllerError {
+    #[error("{0}")]
+    TopicAlreadyExists(String),
+    #[error("{0}")]
+    InvalidTopic(String),
+    #[error("{0}")]
+    InvalidPartitions(String),
+    #[error("{0}")]
+    InvalidReplicationFactor(String),
+    #[error("{0}")]
+    InvalidConfig(String),
+    #[error("{0}")]
+    UnknownTopic(String),
+    #[error(transparent)]
+    Log(#[from] MetadataLogError),
+}
+
+/// Checks a topic name against Kafka's rules.
+pub fn validate_topic_name(name: &str) -> Result<(), ControllerError> {
+    let err = |why: &str| {
+        Err(ControllerError::InvalidTopic(format!(
+            "topic name '{name}' is illegal: {why}"
+        )))
+    };
+    if name.is_empty() {
+        return err("it is empty");
+    }
+    if name == "." || name == ".." {
+        return err("'.' and '..' are not allowed");
+    }
+    if name.chars().count() > TOPIC_NAME_MAX_CHARS {
+        return err("it is longer than 249 characters");
+    }
+    if !name
+        .chars()
+        .all(|c| c.is_ascii_alphanumeric() || c == '.' || c == '_' || c == '-')
+    {
+        return err("it may contain only ASCII letters, digits, '.', '_' and '-'");
+    }
+    Ok(())
+}
+
+/// The single-node controller and the metadata log it owns.
+pub struct Controller {
+    log: MetadataLog,
+    image: Arc<MetadataImage>,
+}
+
+/// A new topic as requested.
+pub struct NewTopic<'a> {
+    pub name: &'a str,
+    pub num_partitions: i32,
+    pub replication_factor: i16,
+    pub configs: &'a [(String, String)],
+}
+
+impl Controller {
+    /// Opens the metadata log at `path` and replays it.
+    pub fn open(path: &Path) -> Result<Controller, ControllerError> {
+        let (log, image) = MetadataLog::open(path)?;
+        Ok(Controller {
+            log,
+            image: Arc::new(image),
+        })
+    }
+
+    /// The current image.
+    pub fn image(&self) -> Arc<MetadataImage> {
+        self.image.clone()
+    }
+
+    /// Appends `records` durably, then applies them; returns the new image.
+    fn commit(
+        &mut self,
+        records: Vec<MetadataRecord>,
+    ) -> Result<Arc<MetadataImage>, ControllerError> {
+        if records.is_empty() {
+            return Ok(self.image.clone());
+        }
+        let next = self
+            .image
+            .apply_all(&records)
+            .map_err(|e| ControllerError::InvalidConfig(e.to_string()))?;
+        self.log.append(&records)?;
+        self.image = Arc::new(next);
+        Ok(self.image.clone())
+    }
+
+    /// Registers (or re-registers with a new endpoint) broker `node_id`.
+    pub fn register_broker(
+        &mut self,
+        node_id: i32,
+        host: &str,
+        port: u16,
+    ) -> Result<Arc<MetadataImage>, ControllerError> {
+        let unchanged = self
+            .image
+            .brokers
+            .get(&node_id)
+            .is_some_and(|b| b.host == host && b.port == port);
+        if unchanged {
+            return Ok(self.image.clone());
+        }
+        self.commit(vec![MetadataRecord::RegisterBroker {
+            node_id,
+            host: host.to_string(),
+            port,
+            rack: None,
+        }])
+    }
+
+    /// Creates a topic. `num_partitions` and `replication_factor` must already be resolved
+    /// from the broker defaults when the client sent -1.
+    pub fn create_topic(
+        &mut self,
+        topic: NewTopic<'_>,
+        validate_only: bool,
+    ) -> Result<Arc<MetadataImage>, ControllerError> {
+        validate_topic_name(topic.name)?;
+        if self.image.topics.contains_key(topic.name) {
+            return Err(ControllerError::TopicAlreadyExists(format!(
+                "topic '{}' already exists",
+                topic.name
+            )));
+        }
+        if topic.num_partitions < 1 {
+            return Err(ControllerError::InvalidPartitions(format!(
+                "number of partitions must be at least 1, got {}",
+                topic.num_partitions
+            )));
+        }
+        let brokers: Vec<i32> = self.image.brokers.keys().copied().collect();
+        if topic.replication_factor < 1 || topic.replication_factor as usize > brokers.len() {
+            return Err(ControllerError::InvalidReplicationFactor(format!(
+                "replication factor {} is invalid: it must be between 1 and the number of available brokers ({})",
+                topic.replication_factor,
+                brokers.len()
+            )));
+        }
+        let mut seen = BTreeMap::new();
+        for (k, v) in topic.configs {
+            validate_topic_config(k, v).map_err(ControllerError::InvalidConfig)?;
+            if seen.insert(k.clone(), v.clone()).is_some() {
+                return Err(ControllerError::InvalidConfig(format!(
+                    "config '{k}' is given twice"
+                )));
+            }
+        }
+        if validate_only {
+            return Ok(self.image.clone());
+        }
+        let topic_id = Uuid::new_v4();
+        let mut records = vec![MetadataRecord::Topic {
+            name: topic.name.to_string(),
+            topic_id,
+        }];
+        records.extend(
+            (0..topic.num_partitions).map(|p| {
+                partition_record(topic_id, p, &brokers, topic.replication_factor as usize)
+            }),
+        );
+        records.extend(
+            seen.into_iter()
+                .map(|(name, value)| MetadataRecord::Config {
+                    resource: ConfigResource::Topic(topic.name.to_string()),
+                    name,
+                    value: Some(value),
+                }),
+        );
+        self.commit(records)
+    }
+
+    /// Deletes a topic and everything it holds.
+    pub fn delete_topic(&mut self, name: &str) -> Result<Arc<MetadataImage>, ControllerError> {
+        let topic = self.image.topic(name).ok_or_else(|| {
+            ControllerError::UnknownTopic(format!("topic '{name}' does not exist"))
+        })?;
+        let topic_id = topic.topic_id;
+        self.commit(vec![MetadataRecord::RemoveTopic { topic_id }])
+    }
+
+    /// Grows a topic to `total` partitions; shrinking is refused.
+    pub fn create_partitions(
+        &mut self,
+        name: &str,
+        total: i32,
+        validate_only: bool,
+    ) -> Result<Arc<MetadataImage>, ControllerError> {
+        let topic = self.image.topic(name).ok_or_else(|| {
+            ControllerError::UnknownTopic(format!("topic '{name}' does not exist"))
+        })?;
+        let current = topic.partitions.len() as i32;
+        if total < current {
+            return Err(ControllerError::InvalidPartitions(format!(
+                "topic '{name}' has {current} partitions; the count can only grow, so {total} is refused"
+            )));
+        }
+        if total == current {
+            return Err(ControllerError::InvalidPartitions(format!(
+                "topic '{name}' already has {current} partitions"
+            )));
+        }
+        let rf = topic
+            .partitions
+            .values()
+            .next()
+            .map(|p| p.replicas.len())
+            .unwrap_or(1);
+        let brokers: Vec<i32> = self.image.brokers.keys().copied().collect();
+        if rf > brokers.len() {
+            return Err(ControllerError::InvalidReplicationFactor(format!(
+                "topic '{name}' needs {rf} replicas but only {} brokers are available",
+                brokers.len()
+            )));
+        }
+        if validate_only {
+            return Ok(self.image.clone());
+        }
+        let topic_id = topic.topic_id;
+        let records = (current..total)
+            .map(|p| partition_record(topic_id, p, &brokers, rf))
+            .collect();
+        self.commit(records)
+    }
+
+    /// Sets (`Some`) or removes (`None`) topic config keys after validating each one.
+    pub fn alter_topic_configs(
+        &mut self,
+        name: &str,
+        changes: &[(String, Option<String>)],
+        validate_only: bool,
+    ) -> Result<Arc<MetadataImage>, ControllerError> {
+        if self.image.topic(name).is_none() {
+            return Err(ControllerError::UnknownTopic(format!(
+                "topic '{name}' does not exist"
+            )));
+        }
+        for (k, v) in changes {
+            match v {
+                Some(v) => validate_topic_config(k, v).map_err(ControllerError::InvalidConfig)?,
+                None => {
+                    if crate::config::topic_config(k).is_none() {
+                        return Err(ControllerError::InvalidConfig(format!(
+                            "unknown topic config '{k}'"
+                        )));
+                    }
+                }
+            }
+        }
+        if validate_only {
+            return Ok(self.image.clone());
+        }
+        self.commit(config_records(
+            ConfigResource::Topic(name.to_string()),
+            changes,
+        ))
+    }
+
+    /// Records broker config changes the broker has already validated.
+    pub fn alter_broker_configs(
+        &mut self,
+        node_id: i32,
+        changes: &[(String, Option<String>)],
+    ) -> Result<Arc<MetadataImage>, ControllerError> {
+        self.commit(config_records(ConfigResource::Broker(node_id), changes))
+    }
+}
+
+fn config_records(
+    resource: ConfigResource,
+    changes: &[(String, Option<String>)],
+) -> Vec<MetadataRecord> {
+    changes
+        .iter()
+        .map(|(name, value)| MetadataRecord::Config {
+            resource: resource.clone(),
+            name: name.clone(),
+            value: value.clone(),
+        })
+        .collect()
+}
+
+/// Assigns replicas round-robin over the brokers, starting at a partition-dependent broker.
+fn partition_record(topic_id: Uuid, partition: i32, brokers: &[i32], rf: usize) -> MetadataRecord {
+    assert!(
+        rf >= 1 && rf <= brokers.len(),
+        "replication factor checked by the caller"
+    );
+    let replicas: Vec<i32> = (0..rf)
+        .map(|i| brokers[(partition as usize + i) % brokers.len()])
+        .collect();
+    MetadataRecord::Partition {
+        topic_id,
+        partition,
+        leader: replicas[0],
+        isr: replicas.clone(),
+        replicas,
+        leader_epoch: 0,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn controller(dir: &Path) -> Controller {
+        let mut c = Controller::open(&dir.join("metadata.log")).unwrap();
+        c.register_broker(1, "127.0.0.1", 9092).unwrap();
+        c
+    }
+
+    fn new_topic<'a>(name: &'a str, parts: i32, configs: &'a [(String, String)]) -> NewTopic<'a> {
+        NewTopic {
+            name,
+            num_partitions: parts,
+            replication_factor: 1,
+            configs,
+        }
+    }
+
+    #[test]
+    fn create_grow_alter_delete_survive_reopen() {
+        let dir = tempfile::tempdir().unwrap();
+        {
+            let mut c = controller(dir.path());
+            let cfg = vec![("segment.bytes".to_string(), "1024".to_string())];
+            c.create_topic(new_topic("t", 2, &cfg), false).unwrap();
+            c.create_partitions("t", 4, false).unwrap();
+            c.alter_topic_configs("t", &[("retention.ms".into(), Some("1000".into()))], false)
+                .unwrap();
+            c.create_topic(new_topic("gone", 1, &[]), false).unwrap();
+            c.delete_topic("gone").unwrap();
+        }
+        let c = Controller::open(&dir.path().join("metadata.log")).unwrap();
+        let image = c.image();
+        let t = image.topic("t").unwrap();
+        assert_eq!(t.partitions.len(), 4);
+        assert!(image.topic("gone").is_none());
+        let cfg = image.configs_of(&ConfigResource::Topic("t".into()));
+        assert_eq!(cfg.get("segment.bytes").map(String::as_str), Some("1024"));
+        assert_eq!(cfg.get("retention.ms").map(String::as_str), Some("1000"));
+    }
+
+    #[test]
+    fn refuses_bad_requests() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut c = controller(dir.path());
+        c.create_topic(new_topic("t", 2, &[]), false).unwrap();
+        assert!(matches!(
+            c.create_topic(new_topic("t", 1, &[]), false),
+            Err(ControllerError::TopicAlreadyExists(_))
+        ));
+        assert!(matches!(
+            c.create_topic(new_topic("bad name", 1, &[]), false),
+            Err(ControllerError::InvalidTopic(_))
+        ));
+        assert!(matches!(
+            c.create_topic(new_topic("x", 0, &[]), false),
+            Err(ControllerError::InvalidPartitions(_))
+        ));
+        let bad = vec![("segment.bytes".to_string(), "nope".to_string())];
+        assert!(matches!(
+            c.create_topic(new_topic("y", 1, &bad), false),
+            Err(ControllerError::InvalidConfig(_))
+        ));
+        let rf3 = NewTopic {
+            name: "z",
+            num_partitions: 1,
+            replication_factor: 3,
+            configs: &[],
+        };
+        assert!(matches!(
+            c.create_topic(rf3, false),
+            Err(ControllerError::InvalidReplicationFactor(_))
+        ));
+        assert!(matches!(
+            c.create_partitions("t", 1, false),
+            Err(ControllerError::InvalidPartitions(_))
+        ));
+        assert!(matches!(
+            c.delete_topic("nope"),
+            Err(ControllerError::UnknownTopic(_))
+        ));
+        c.create_topic(new_topic("v", 1, &[]), true).unwrap();
+        assert!(
+            c.image().topic("v").is_none(),
+            "validate_only creates nothing"
+        );
+        assert!(validate_topic_name(&"a".repeat(250)).is_err());
+        assert!(validate_topic_name("..").is_err());
+        assert!(validate_topic_name("ok.name_1-2").is_ok());
+    }
+}

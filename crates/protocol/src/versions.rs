@@ -1,0 +1,77 @@
+//! The table of API version ranges Gregor really implements.
+//!
+//! This is the single source of truth for three things: what ApiVersions advertises, which
+//! requests the broker decodes (anything outside is answered UNSUPPORTED_VERSION), and which
+//! layouts the request guard (`crate::guard`) must know. Add a row only together with a
+//! handler that implements every version in it.
+
+use kafka_protocol::messages::ApiKey;
+
+/// One implemented API: its key and the inclusive version range.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ApiRange {
+    pub key: ApiKey,
+    pub min: i16,
+    pub max: i16,
+}
+
+const fn range(key: ApiKey, min: i16, max: i16) -> ApiRange {
+    ApiRange { key, min, max }
+}
+
+/// Every API the broker serves, with the versions it serves.
+pub const SUPPORTED: &[ApiRange] = &[
+    range(ApiKey::Produce, 3, 11),
+    range(ApiKey::Fetch, 4, 12),
+    range(ApiKey::ListOffsets, 1, 7),
+    range(ApiKey::Metadata, 0, 12),
+    range(ApiKey::ApiVersions, 0, 4),
+    range(ApiKey::CreateTopics, 2, 7),
+    range(ApiKey::DeleteTopics, 1, 6),
+    range(ApiKey::DescribeConfigs, 1, 4),
+    range(ApiKey::AlterConfigs, 0, 2),
+    range(ApiKey::CreatePartitions, 0, 3),
+    range(ApiKey::IncrementalAlterConfigs, 0, 1),
+    range(ApiKey::DescribeCluster, 0, 1),
+];
+
+/// The implemented range for `key`, if the broker serves that API at all.
+pub fn supported_range(key: ApiKey) -> Option<ApiRange> {
+    SUPPORTED.iter().copied().find(|r| r.key == key)
+}
+
+/// Whether `version` of `key` is implemented.
+pub fn is_supported(key: ApiKey, version: i16) -> bool {
+    supported_range(key).is_some_and(|r| (r.min..=r.max).contains(&version))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use kafka_protocol::protocol::Message;
+
+    /// Every advertised range must lie inside what the codec crate can decode.
+    #[test]
+    fn advertised_ranges_are_decodable() {
+        use kafka_protocol::messages::*;
+        for r in SUPPORTED {
+            let codec = match r.key {
+                ApiKey::Produce => ProduceRequest::VERSIONS,
+                ApiKey::Fetch => FetchRequest::VERSIONS,
+                ApiKey::ListOffsets => ListOffsetsRequest::VERSIONS,
+                ApiKey::Metadata => MetadataRequest::VERSIONS,
+                ApiKey::ApiVersions => ApiVersionsRequest::VERSIONS,
+                ApiKey::CreateTopics => CreateTopicsRequest::VERSIONS,
+                ApiKey::DeleteTopics => DeleteTopicsRequest::VERSIONS,
+                ApiKey::DescribeConfigs => DescribeConfigsRequest::VERSIONS,
+                ApiKey::AlterConfigs => AlterConfigsRequest::VERSIONS,
+                ApiKey::CreatePartitions => CreatePartitionsRequest::VERSIONS,
+                ApiKey::IncrementalAlterConfigs => IncrementalAlterConfigsRequest::VERSIONS,
+                ApiKey::DescribeCluster => DescribeClusterRequest::VERSIONS,
+                other => panic!("no codec check for {other:?}"),
+            };
+            assert!(codec.min <= r.min && r.max <= codec.max, "{:?}", r.key);
+            assert!(r.min <= r.max);
+        }
+    }
+}

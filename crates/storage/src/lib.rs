@@ -1,0 +1,32 @@
+//! Gregor's storage layer: Kafka-style segmented partition logs.
+//!
+//! This crate exists so that the broker can persist and serve record batches
+//! exactly the way Apache Kafka lays them out on disk, without knowing
+//! anything about the Kafka wire protocol beyond the v2 record-batch format.
+//!
+//! * [`batch`] parses and patches v2 record-batch headers.
+//! * [`index`] / [`time_index`] are the sparse per-segment indexes.
+//! * [`segment`] is one `.log` file plus its two indexes.
+//! * [`log`] is a whole partition log (a directory of segments) with
+//!   recovery, reads, rolling, truncation and the leader-epoch cache.
+//! * [`log_dir`] manages one `log.dirs` entry: clean-shutdown marker and the
+//!   recovery-point / log-start-offset checkpoint files.
+
+pub mod batch;
+mod checkpoint;
+pub mod config;
+pub mod epoch;
+pub mod error;
+pub mod index;
+pub mod log;
+pub mod log_dir;
+pub mod segment;
+pub mod time_index;
+
+pub use batch::{BatchHeader, BatchIter, HEADER_SIZE};
+pub use config::{LogConfig, TimestampType};
+pub use epoch::{EpochEntry, LeaderEpochCache};
+pub use error::StorageError;
+pub use log::{AppendInfo, Log, ReadResult, Recovery};
+pub use log_dir::LogDir;
+pub use segment::LogSegment;

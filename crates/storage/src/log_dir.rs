@@ -1,0 +1,246 @@
+//! One `log.dirs` entry: partition directories, the clean-shutdown marker
+//! and the offset checkpoint files.
+//!
+//! Exists so that the broker can tell, per log directory, whether the
+//! previous run shut down cleanly and how far each partition was known to
+//! be fsynced (recovery point) and where each log starts (log start offset).
+//!
+//! File formats (Kafka's text checkpoints): `recovery-point-offset-checkpoint`
+//! and `log-start-offset-checkpoint` contain a line `0`, a line with the
+//! entry count, then `<topic> <partition> <offset>` per line. The marker
+//! `.kafka_cleanshutdown` is an empty file whose presence means the previous
+//! run closed every log cleanly.
+//!
+//! Crash behaviour: checkpoints are replaced atomically (tmp file + fsync +
+//! rename + directory fsync). The marker is removed as soon as the directory
+//! is opened (and the removal fsynced), so a crash during this run is seen
+//! as unclean by the next one; it is only recreated by
+//! [`LogDir::mark_clean_shutdown`] after all logs were closed.
+
+use std::collections::HashMap;
+use std::fs::{self, OpenOptions};
+use std::io;
+use std::path::{Path, PathBuf};
+
+use crate::checkpoint;
+use crate::config::LogConfig;
+use crate::error::StorageError;
+use crate::log::{Log, Recovery};
+
+pub const CLEAN_SHUTDOWN_MARKER: &str = ".kafka_cleanshutdown";
+pub const RECOVERY_POINT_CHECKPOINT: &str = "recovery-point-offset-checkpoint";
+pub const LOG_START_OFFSET_CHECKPOINT: &str = "log-start-offset-checkpoint";
+
+type Offsets = HashMap<(String, i32), i64>;
+
+/// One log directory.
+#[derive(Debug)]
+pub struct LogDir {
+    path: PathBuf,
+    clean_shutdown: bool,
+    recovery_points: Offsets,
+    log_start_offsets: Offsets,
+}
+
+/// Splits `<topic>-<partition>` at the last '-'.
+pub fn parse_partition_dir(name: &str) -> Option<(String, i32)> {
+    let (topic, partition) = name.rsplit_once('-')?;
+    if topic.is_empty() || !partition.bytes().all(|b| b.is_ascii_digit()) {
+        return None;
+    }
+    Some((topic.to_owned(), partition.parse().ok()?))
+}
+
+fn read_offsets(path: &Path) -> Result<Offsets, StorageError> {
+    let mut out = HashMap::new();
+    for line in checkpoint::read(path)? {
+        let parsed = match line.as_slice() {
+            [t, p, o] => p
+                .parse::<i32>()
+                .ok()
+                .zip(o.parse::<i64>().ok())
+                .map(|(p, o)| (t, p, o)),
+            _ => None,
+        };
+        let (topic, partition, offset) = parsed.ok_or_else(|| {
+            StorageError::CorruptMessage(format!(
+                "malformed checkpoint entry {line:?} in {}",
+                path.display()
+            ))
+        })?;
+        out.insert((topic.clone(), partition), offset);
+    }
+    Ok(out)
+}
+
+impl LogDir {
+    /// Opens (creating) the directory, consumes the clean-shutdown marker
+    /// and loads both checkpoints.
+    pub fn open(path: &Path) -> Result<LogDir, StorageError> {
+        fs::create_dir_all(path)?;
+        let marker = path.join(CLEAN_SHUTDOWN_MARKER);
+        let clean_shutdown = match fs::remove_file(&marker) {
+            Ok(()) => {
+                checkpoint::sync_dir(path)?;
+                true
+            }
+            Err(e) if e.kind() == io::ErrorKind::NotFound => false,
+            Err(e) => return Err(e.into()),
+        };
+        Ok(LogDir {
+            path: path.to_path_buf(),
+            clean_shutdown,
+            recovery_points: read_offsets(&path.join(RECOVERY_POINT_CHECKPOINT))?,
+            log_start_offsets: read_offsets(&path.join(LOG_START_OFFSET_CHECKPOINT))?,
+        })
+    }
+
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    /// Whether the previous run left the clean-shutdown marker.
+    pub fn was_clean_shutdown(&self) -> bool {
+        self.clean_shutdown
+    }
+
+    /// Checkpointed recovery point of a partition, if any.
+    pub fn recovery_point(&self, topic: &str, partition: i32) -> Option<i64> {
+        self.recovery_points
+            .get(&(topic.to_owned(), partition))
+            .copied()
+    }
+
+    /// Checkpointed log start offset of a partition, if any.
+    pub fn log_start_offset(&self, topic: &str, partition: i32) -> Option<i64> {
+        self.log_start_offsets
+            .get(&(topic.to_owned(), partition))
+            .copied()
+    }
+
+    /// Directory of a partition inside this log dir.
+    pub fn partition_path(&self, topic: &str, partition: i32) -> PathBuf {
+        self.path.join(format!("{topic}-{partition}"))
+    }
+
+    /// Opens (creating if needed) a partition's log with the recovery
+    /// information of this directory.
+    pub fn open_log(
+        &self,
+        topic: &str,
+        partition: i32,
+        config: LogConfig,
+    ) -> Result<Log, StorageError> {
+        let recovery = Recovery {
+            clean_shutdown: self.clean_shutdown,
+            recovery_point: self.recovery_point(topic, partition).unwrap_or(0),
+            log_start_offset: self.log_start_offset(topic, partition),
+        };
+        Log::open(self.partition_path(topic, partition), config, recovery)
+    }
+
+    /// `(topic, partition)` of every partition directory present.
+    pub fn partition_dirs(&self) -> Vec<(String, i32)> {
+        let mut out: Vec<(String, i32)> = fs::read_dir(&self.path)
+            .into_iter()
+            .flatten()
+            .flatten()
+            .filter(|e| e.file_type().is_ok_and(|t| t.is_dir()))
+            .filter_map(|e| e.file_name().to_str().and_then(parse_partition_dir))
+            .collect();
+        out.sort();
+        out
+    }
+
+    /// Atomically rewrites both checkpoints from
+    /// `(topic, partition, recovery point, log start offset)` entries.
+    pub fn write_checkpoints(
+        &self,
+        entries: &[(String, i32, i64, i64)],
+    ) -> Result<(), StorageError> {
+        for (t, _, _, _) in entries {
+            assert!(
+                !t.contains(char::is_whitespace),
+                "topic names contain no whitespace"
+            );
+        }
+        let rp: Vec<String> = entries
+            .iter()
+            .map(|(t, p, r, _)| format!("{t} {p} {r}"))
+            .collect();
+        let ls: Vec<String> = entries
+            .iter()
+            .map(|(t, p, _, s)| format!("{t} {p} {s}"))
+            .collect();
+        checkpoint::write(&self.path.join(RECOVERY_POINT_CHECKPOINT), &rp)?;
+        checkpoint::write(&self.path.join(LOG_START_OFFSET_CHECKPOINT), &ls)?;
+        Ok(())
+    }
+
+    /// Creates the clean-shutdown marker; call after every log was closed
+    /// and the checkpoints were written.
+    pub fn mark_clean_shutdown(&self) -> Result<(), StorageError> {
+        let f = OpenOptions::new()
+            .write(true)
+            .create(true)
+            .truncate(true)
+            .open(self.path.join(CLEAN_SHUTDOWN_MARKER))?;
+        f.sync_all()?;
+        checkpoint::sync_dir(&self.path)?;
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn parse_dir_names() {
+        assert_eq!(
+            parse_partition_dir("my-topic-12"),
+            Some(("my-topic".into(), 12))
+        );
+        assert_eq!(parse_partition_dir("t-0"), Some(("t".into(), 0)));
+        assert_eq!(parse_partition_dir("t-x"), None);
+        assert_eq!(parse_partition_dir("-3"), None);
+        assert_eq!(parse_partition_dir("nodash"), None);
+        assert_eq!(parse_partition_dir("t--1"), Some(("t-".into(), 1)));
+        assert_eq!(parse_partition_dir("t-"), None);
+    }
+
+    #[test]
+    fn marker_and_checkpoints() {
+        let d = tempfile::tempdir().unwrap();
+        let root = d.path().join("logs");
+        let ld = LogDir::open(&root).unwrap();
+        assert!(!ld.was_clean_shutdown());
+        ld.write_checkpoints(&[("a-b".into(), 3, 100, 7), ("c".into(), 0, 5, 0)])
+            .unwrap();
+        assert_eq!(
+            fs::read_to_string(root.join(RECOVERY_POINT_CHECKPOINT)).unwrap(),
+            "0\n2\na-b 3 100\nc 0 5\n"
+        );
+        fs::create_dir(root.join("a-b-3")).unwrap();
+        fs::create_dir(root.join("c-0")).unwrap();
+        fs::write(root.join("not-a-partition"), b"").unwrap();
+        ld.mark_clean_shutdown().unwrap();
+        drop(ld);
+
+        let ld = LogDir::open(&root).unwrap();
+        assert!(ld.was_clean_shutdown());
+        assert!(!root.join(CLEAN_SHUTDOWN_MARKER).exists());
+        assert_eq!(ld.recovery_point("a-b", 3), Some(100));
+        assert_eq!(ld.log_start_offset("a-b", 3), Some(7));
+        assert_eq!(ld.recovery_point("c", 0), Some(5));
+        assert_eq!(ld.recovery_point("c", 1), None);
+        assert_eq!(
+            ld.partition_dirs(),
+            vec![("a-b".into(), 3), ("c".into(), 0)]
+        );
+        drop(ld);
+
+        // The marker was consumed: the next open sees an unclean shutdown.
+        assert!(!LogDir::open(&root).unwrap().was_clean_shutdown());
+    }
+}
