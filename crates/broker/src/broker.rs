@@ -52,7 +52,8 @@ impl Broker {
         let dir = config.log_dir();
         let log_dir = LogDir::open(&dir)?;
         let cluster_id = load_or_create_cluster_id(&dir, node_id)?;
-        let mut controller = Controller::open(&dir.join("__cluster_metadata-0").join("metadata.log"))?;
+        let mut controller =
+            Controller::open(&dir.join("__cluster_metadata-0").join("metadata.log"))?;
         let image = controller.register_broker(node_id, host, port)?;
         let replicas = ReplicaManager::new(node_id, log_dir);
         let broker = Broker {
@@ -146,9 +147,15 @@ impl Broker {
             if topic == "__cluster_metadata" {
                 continue;
             }
-            let known = image.topic(&topic).is_some_and(|t| t.partitions.contains_key(&index));
+            let known = image
+                .topic(&topic)
+                .is_some_and(|t| t.partitions.contains_key(&index));
             if !known {
-                let path = self.replicas.log_dir().path().join(format!("{topic}-{index}"));
+                let path = self
+                    .replicas
+                    .log_dir()
+                    .path()
+                    .join(format!("{topic}-{index}"));
                 tracing::warn!(path = %path.display(), "removing data of a partition unknown to metadata");
                 if let Err(e) = std::fs::remove_dir_all(&path) {
                     tracing::error!(path = %path.display(), error = %e, "could not remove stray partition");
@@ -190,7 +197,11 @@ fn base64_url(bytes: &[u8]) -> String {
     const ALPHABET: &[u8; 64] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_";
     let mut out = String::new();
     for chunk in bytes.chunks(3) {
-        let b = [chunk[0], *chunk.get(1).unwrap_or(&0), *chunk.get(2).unwrap_or(&0)];
+        let b = [
+            chunk[0],
+            *chunk.get(1).unwrap_or(&0),
+            *chunk.get(2).unwrap_or(&0),
+        ];
         let n = (b[0] as u32) << 16 | (b[1] as u32) << 8 | b[2] as u32;
         let chars = chunk.len() + 1;
         for i in 0..chars {
@@ -206,6 +217,8 @@ mod tests {
     fn cluster_ids_are_22_url_safe_chars() {
         let id = super::base64_url(&[0xff; 16]);
         assert_eq!(id.len(), 22);
-        assert!(id.chars().all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_'));
+        assert!(id
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_'));
     }
 }

@@ -24,8 +24,18 @@ pub struct BrokerConfigDef {
     pub doc: &'static str,
 }
 
-const fn def(name: &'static str, ty: ConfigType, default: Option<&'static str>, doc: &'static str) -> BrokerConfigDef {
-    BrokerConfigDef { name, ty, default, doc }
+const fn def(
+    name: &'static str,
+    ty: ConfigType,
+    default: Option<&'static str>,
+    doc: &'static str,
+) -> BrokerConfigDef {
+    BrokerConfigDef {
+        name,
+        ty,
+        default,
+        doc,
+    }
 }
 
 use ConfigType::{Boolean as B, Int as I, Long as L, Text as T};
@@ -33,49 +43,259 @@ use ConfigType::{Boolean as B, Int as I, Long as L, Text as T};
 /// Every broker key Gregor understands.
 pub const BROKER_CONFIGS: &[BrokerConfigDef] = &[
     def("node.id", I { min: 0 }, Some("1"), "this broker's id"),
-    def("process.roles", T, Some("broker,controller"), "single-node mode is both broker and controller"),
-    def("listeners", T, Some("PLAINTEXT://127.0.0.1:9092"), "where the broker listens (one PLAINTEXT listener)"),
-    def("advertised.listeners", T, None, "the address given to clients; defaults to listeners"),
-    def("log.dirs", T, Some("./gregor-data"), "where partition data and metadata are stored"),
+    def(
+        "process.roles",
+        T,
+        Some("broker,controller"),
+        "single-node mode is both broker and controller",
+    ),
+    def(
+        "listeners",
+        T,
+        Some("PLAINTEXT://127.0.0.1:9092"),
+        "where the broker listens (one PLAINTEXT listener)",
+    ),
+    def(
+        "advertised.listeners",
+        T,
+        None,
+        "the address given to clients; defaults to listeners",
+    ),
+    def(
+        "log.dirs",
+        T,
+        Some("./gregor-data"),
+        "where partition data and metadata are stored",
+    ),
     def("log.dir", T, None, "used when log.dirs is not set"),
-    def("num.partitions", I { min: 1 }, Some("1"), "partitions of auto-created topics and of CreateTopics with -1"),
-    def("default.replication.factor", ConfigType::Int { min: 1 }, Some("1"), "replication factor when none is given"),
-    def("auto.create.topics.enable", B, Some("true"), "create a topic on Metadata for an unknown name"),
-    def("message.max.bytes", I { min: 0 }, Some("1048588"), "largest record batch accepted (topic: max.message.bytes)"),
-    def("socket.request.max.bytes", I { min: 1 }, Some("104857600"), "largest request frame; bigger frames close the connection"),
-    def("max.connections", I { min: 1 }, Some("2147483647"), "accepted connections at once"),
-    def("queued.max.requests", I { min: 1 }, Some("500"), "accepted for compatibility; each connection has one request in flight"),
-    def("num.network.threads", I { min: 1 }, Some("3"), "accepted for compatibility; the async runtime serves all connections"),
-    def("num.io.threads", I { min: 1 }, Some("8"), "accepted for compatibility; the async runtime serves all requests"),
-    def("log.segment.bytes", I { min: 14 }, Some("1073741824"), "segment size before a roll"),
-    def("log.roll.hours", I { min: 1 }, Some("168"), "segment age before a roll"),
-    def("log.roll.ms", L { min: 1 }, None, "segment age before a roll; overrides log.roll.hours"),
-    def("log.roll.jitter.ms", L { min: 0 }, Some("0"), "random jitter subtracted from the roll age"),
-    def("log.index.interval.bytes", I { min: 0 }, Some("4096"), "bytes between offset index entries"),
-    def("log.index.size.max.bytes", I { min: 4 }, Some("10485760"), "largest offset index size"),
-    def("log.flush.interval.messages", L { min: 1 }, Some(MAX_LONG), "fsync a partition after this many messages"),
-    def("log.flush.interval.ms", L { min: 0 }, None, "fsync a partition after this many ms; defaults to log.flush.scheduler.interval.ms"),
-    def("log.flush.scheduler.interval.ms", L { min: 0 }, Some(MAX_LONG), "how often partitions are checked for a time-based flush"),
-    def("log.flush.offset.checkpoint.interval.ms", I { min: 0 }, Some("60000"), "how often recovery points are checkpointed"),
-    def("log.flush.start.offset.checkpoint.interval.ms", I { min: 0 }, Some("60000"), "how often log start offsets are checkpointed"),
-    def("log.message.timestamp.type", ConfigType::Enum(&["CreateTime", "LogAppendTime"]), Some("CreateTime"), "whose timestamp is stored"),
-    def("log.message.timestamp.before.max.ms", L { min: 0 }, Some(MAX_LONG), "how far in the past a CreateTime may be"),
-    def("log.message.timestamp.after.max.ms", L { min: 0 }, Some(MAX_LONG), "how far in the future a CreateTime may be"),
-    def("log.retention.hours", I { min: -1 }, Some("168"), "retention age in hours"),
-    def("log.retention.minutes", I { min: -1 }, None, "retention age in minutes; overrides hours"),
-    def("log.retention.ms", L { min: -1 }, None, "retention age in ms; overrides minutes and hours"),
-    def("log.retention.bytes", L { min: -1 }, Some("-1"), "largest partition size before old segments go"),
-    def("log.retention.check.interval.ms", L { min: 1 }, Some("300000"), "how often retention runs"),
-    def("log.segment.delete.delay.ms", L { min: 0 }, Some("60000"), "delay before deleted segment files are removed"),
-    def("log.cleanup.policy", ConfigType::List(&["delete", "compact"]), Some("delete"), "default cleanup policy"),
-    def("log.cleaner.delete.retention.ms", L { min: 0 }, Some("86400000"), "how long tombstones are kept"),
-    def("log.cleaner.min.cleanable.ratio", ConfigType::Double { min: 0.0, max: 1.0 }, Some("0.5"), "dirty ratio that triggers compaction"),
-    def("log.cleaner.min.compaction.lag.ms", L { min: 0 }, Some("0"), "shortest time a record stays uncompacted"),
-    def("log.cleaner.max.compaction.lag.ms", L { min: 1 }, Some(MAX_LONG), "longest time a record stays uncompacted"),
-    def("log.preallocate", B, Some("false"), "preallocate segment files"),
-    def("compression.type", ConfigType::Enum(&["uncompressed", "zstd", "lz4", "snappy", "gzip", "producer"]), Some("producer"), "default topic compression"),
-    def("min.insync.replicas", I { min: 1 }, Some("1"), "replicas needed for acks=all"),
-    def("unclean.leader.election.enable", B, Some("false"), "allow out-of-sync leaders"),
+    def(
+        "num.partitions",
+        I { min: 1 },
+        Some("1"),
+        "partitions of auto-created topics and of CreateTopics with -1",
+    ),
+    def(
+        "default.replication.factor",
+        ConfigType::Int { min: 1 },
+        Some("1"),
+        "replication factor when none is given",
+    ),
+    def(
+        "auto.create.topics.enable",
+        B,
+        Some("true"),
+        "create a topic on Metadata for an unknown name",
+    ),
+    def(
+        "message.max.bytes",
+        I { min: 0 },
+        Some("1048588"),
+        "largest record batch accepted (topic: max.message.bytes)",
+    ),
+    def(
+        "socket.request.max.bytes",
+        I { min: 1 },
+        Some("104857600"),
+        "largest request frame; bigger frames close the connection",
+    ),
+    def(
+        "max.connections",
+        I { min: 1 },
+        Some("2147483647"),
+        "accepted connections at once",
+    ),
+    def(
+        "queued.max.requests",
+        I { min: 1 },
+        Some("500"),
+        "accepted for compatibility; each connection has one request in flight",
+    ),
+    def(
+        "num.network.threads",
+        I { min: 1 },
+        Some("3"),
+        "accepted for compatibility; the async runtime serves all connections",
+    ),
+    def(
+        "num.io.threads",
+        I { min: 1 },
+        Some("8"),
+        "accepted for compatibility; the async runtime serves all requests",
+    ),
+    def(
+        "log.segment.bytes",
+        I { min: 14 },
+        Some("1073741824"),
+        "segment size before a roll",
+    ),
+    def(
+        "log.roll.hours",
+        I { min: 1 },
+        Some("168"),
+        "segment age before a roll",
+    ),
+    def(
+        "log.roll.ms",
+        L { min: 1 },
+        None,
+        "segment age before a roll; overrides log.roll.hours",
+    ),
+    def(
+        "log.roll.jitter.ms",
+        L { min: 0 },
+        Some("0"),
+        "random jitter subtracted from the roll age",
+    ),
+    def(
+        "log.index.interval.bytes",
+        I { min: 0 },
+        Some("4096"),
+        "bytes between offset index entries",
+    ),
+    def(
+        "log.index.size.max.bytes",
+        I { min: 4 },
+        Some("10485760"),
+        "largest offset index size",
+    ),
+    def(
+        "log.flush.interval.messages",
+        L { min: 1 },
+        Some(MAX_LONG),
+        "fsync a partition after this many messages",
+    ),
+    def(
+        "log.flush.interval.ms",
+        L { min: 0 },
+        None,
+        "fsync a partition after this many ms; defaults to log.flush.scheduler.interval.ms",
+    ),
+    def(
+        "log.flush.scheduler.interval.ms",
+        L { min: 0 },
+        Some(MAX_LONG),
+        "how often partitions are checked for a time-based flush",
+    ),
+    def(
+        "log.flush.offset.checkpoint.interval.ms",
+        I { min: 0 },
+        Some("60000"),
+        "how often recovery points are checkpointed",
+    ),
+    def(
+        "log.flush.start.offset.checkpoint.interval.ms",
+        I { min: 0 },
+        Some("60000"),
+        "how often log start offsets are checkpointed",
+    ),
+    def(
+        "log.message.timestamp.type",
+        ConfigType::Enum(&["CreateTime", "LogAppendTime"]),
+        Some("CreateTime"),
+        "whose timestamp is stored",
+    ),
+    def(
+        "log.message.timestamp.before.max.ms",
+        L { min: 0 },
+        Some(MAX_LONG),
+        "how far in the past a CreateTime may be",
+    ),
+    def(
+        "log.message.timestamp.after.max.ms",
+        L { min: 0 },
+        Some(MAX_LONG),
+        "how far in the future a CreateTime may be",
+    ),
+    def(
+        "log.retention.hours",
+        I { min: -1 },
+        Some("168"),
+        "retention age in hours",
+    ),
+    def(
+        "log.retention.minutes",
+        I { min: -1 },
+        None,
+        "retention age in minutes; overrides hours",
+    ),
+    def(
+        "log.retention.ms",
+        L { min: -1 },
+        None,
+        "retention age in ms; overrides minutes and hours",
+    ),
+    def(
+        "log.retention.bytes",
+        L { min: -1 },
+        Some("-1"),
+        "largest partition size before old segments go",
+    ),
+    def(
+        "log.retention.check.interval.ms",
+        L { min: 1 },
+        Some("300000"),
+        "how often retention runs",
+    ),
+    def(
+        "log.segment.delete.delay.ms",
+        L { min: 0 },
+        Some("60000"),
+        "delay before deleted segment files are removed",
+    ),
+    def(
+        "log.cleanup.policy",
+        ConfigType::List(&["delete", "compact"]),
+        Some("delete"),
+        "default cleanup policy",
+    ),
+    def(
+        "log.cleaner.delete.retention.ms",
+        L { min: 0 },
+        Some("86400000"),
+        "how long tombstones are kept",
+    ),
+    def(
+        "log.cleaner.min.cleanable.ratio",
+        ConfigType::Double { min: 0.0, max: 1.0 },
+        Some("0.5"),
+        "dirty ratio that triggers compaction",
+    ),
+    def(
+        "log.cleaner.min.compaction.lag.ms",
+        L { min: 0 },
+        Some("0"),
+        "shortest time a record stays uncompacted",
+    ),
+    def(
+        "log.cleaner.max.compaction.lag.ms",
+        L { min: 1 },
+        Some(MAX_LONG),
+        "longest time a record stays uncompacted",
+    ),
+    def(
+        "log.preallocate",
+        B,
+        Some("false"),
+        "preallocate segment files",
+    ),
+    def(
+        "compression.type",
+        ConfigType::Enum(&["uncompressed", "zstd", "lz4", "snappy", "gzip", "producer"]),
+        Some("producer"),
+        "default topic compression",
+    ),
+    def(
+        "min.insync.replicas",
+        I { min: 1 },
+        Some("1"),
+        "replicas needed for acks=all",
+    ),
+    def(
+        "unclean.leader.election.enable",
+        B,
+        Some("false"),
+        "allow out-of-sync leaders",
+    ),
 ];
 
 /// The definition of broker key `name`.
@@ -110,7 +330,9 @@ pub fn parse_properties(text: &str) -> Vec<(String, String)> {
 
 impl BrokerConfig {
     /// Builds a config from `pairs` (file entries first, overrides last), validating each.
-    pub fn from_pairs(pairs: impl IntoIterator<Item = (String, String)>) -> Result<BrokerConfig, ConfigError> {
+    pub fn from_pairs(
+        pairs: impl IntoIterator<Item = (String, String)>,
+    ) -> Result<BrokerConfig, ConfigError> {
         let mut config = BrokerConfig::default();
         for (k, v) in pairs {
             match broker_config(&k) {
@@ -129,7 +351,8 @@ impl BrokerConfig {
 
     /// Sets one key after validation (used by tests and dynamic broker configs).
     pub fn set(&mut self, key: &str, value: &str) -> Result<(), ConfigError> {
-        let d = broker_config(key).ok_or_else(|| ConfigError(format!("unknown broker config '{key}'")))?;
+        let d = broker_config(key)
+            .ok_or_else(|| ConfigError(format!("unknown broker config '{key}'")))?;
         d.ty.validate(value)
             .map_err(|e| ConfigError(format!("invalid value for '{key}': {e}")))?;
         self.set.insert(key.to_string(), value.trim().to_string());
@@ -162,10 +385,12 @@ impl BrokerConfig {
         self.num("num.partitions")
     }
     pub fn default_replication_factor(&self) -> i16 {
-        self.num::<i32>("default.replication.factor").clamp(1, i16::MAX as i32) as i16
+        self.num::<i32>("default.replication.factor")
+            .clamp(1, i16::MAX as i32) as i16
     }
     pub fn auto_create_topics(&self) -> bool {
-        self.get("auto.create.topics.enable").is_some_and(|v| v.eq_ignore_ascii_case("true"))
+        self.get("auto.create.topics.enable")
+            .is_some_and(|v| v.eq_ignore_ascii_case("true"))
     }
     pub fn socket_request_max_bytes(&self) -> usize {
         self.num::<i32>("socket.request.max.bytes") as usize
@@ -174,15 +399,20 @@ impl BrokerConfig {
         self.num::<i32>("max.connections") as usize
     }
     pub fn log_dir(&self) -> PathBuf {
-        let dirs = self.get("log.dirs").filter(|_| self.is_set("log.dirs") || !self.is_set("log.dir"));
-        let dirs = dirs.or_else(|| self.get("log.dir")).unwrap_or("./gregor-data");
+        let dirs = self
+            .get("log.dirs")
+            .filter(|_| self.is_set("log.dirs") || !self.is_set("log.dir"));
+        let dirs = dirs
+            .or_else(|| self.get("log.dir"))
+            .unwrap_or("./gregor-data");
         PathBuf::from(dirs.split(',').next().unwrap_or(dirs).trim())
     }
     pub fn flush_scheduler_interval_ms(&self) -> u64 {
         self.num::<i64>("log.flush.scheduler.interval.ms").max(0) as u64
     }
     pub fn checkpoint_interval_ms(&self) -> u64 {
-        self.num::<i32>("log.flush.offset.checkpoint.interval.ms").max(1) as u64
+        self.num::<i32>("log.flush.offset.checkpoint.interval.ms")
+            .max(1) as u64
     }
 
     /// The listener address (`PLAINTEXT://host:port`; the host must be an IP or localhost).
@@ -197,23 +427,37 @@ impl BrokerConfig {
             .get("advertised.listeners")
             .or_else(|| self.get("listeners"))
             .unwrap_or_default();
-        split_listener(raw).map_err(|e| ConfigError(format!("invalid value for 'advertised.listeners': {e}")))
+        split_listener(raw)
+            .map_err(|e| ConfigError(format!("invalid value for 'advertised.listeners': {e}")))
     }
 
     /// The broker-level value that is the default of topic key `topic_key`, if any.
     pub fn topic_default(&self, topic_key: &str) -> Option<String> {
-        let ms_from = |ms: &str, minutes: Option<&str>, hours: &str, hour_ms: i64| -> Option<String> {
-            if self.is_set(ms) {
-                return self.get(ms).map(str::to_string);
-            }
-            if let Some(m) = minutes.filter(|m| self.is_set(m)) {
-                return self.get(m).and_then(|v| v.parse::<i64>().ok()).map(|v| (v * 60_000).to_string());
-            }
-            let h: i64 = self.get(hours)?.parse().ok()?;
-            Some(if h < 0 { "-1".to_string() } else { (h * hour_ms).to_string() })
-        };
+        let ms_from =
+            |ms: &str, minutes: Option<&str>, hours: &str, hour_ms: i64| -> Option<String> {
+                if self.is_set(ms) {
+                    return self.get(ms).map(str::to_string);
+                }
+                if let Some(m) = minutes.filter(|m| self.is_set(m)) {
+                    return self
+                        .get(m)
+                        .and_then(|v| v.parse::<i64>().ok())
+                        .map(|v| (v * 60_000).to_string());
+                }
+                let h: i64 = self.get(hours)?.parse().ok()?;
+                Some(if h < 0 {
+                    "-1".to_string()
+                } else {
+                    (h * hour_ms).to_string()
+                })
+            };
         match topic_key {
-            "retention.ms" => ms_from("log.retention.ms", Some("log.retention.minutes"), "log.retention.hours", 3_600_000),
+            "retention.ms" => ms_from(
+                "log.retention.ms",
+                Some("log.retention.minutes"),
+                "log.retention.hours",
+                3_600_000,
+            ),
             "segment.ms" => ms_from("log.roll.ms", None, "log.roll.hours", 3_600_000),
             "flush.ms" => self
                 .get("log.flush.interval.ms")
@@ -233,10 +477,21 @@ impl BrokerConfig {
                 .get(key)
                 .cloned()
                 .or_else(|| self.topic_default(key))
-                .or_else(|| TOPIC_CONFIGS.iter().find(|d| d.name == key).map(|d| d.default.to_string()))
+                .or_else(|| {
+                    TOPIC_CONFIGS
+                        .iter()
+                        .find(|d| d.name == key)
+                        .map(|d| d.default.to_string())
+                })
                 .expect("every topic key has a default")
         };
-        let num = |key: &str| -> u64 { value(key).trim().parse::<i64>().map(|v| v.max(0) as u64).unwrap_or(u64::MAX) };
+        let num = |key: &str| -> u64 {
+            value(key)
+                .trim()
+                .parse::<i64>()
+                .map(|v| v.max(0) as u64)
+                .unwrap_or(u64::MAX)
+        };
         LogConfig {
             segment_bytes: num("segment.bytes"),
             segment_ms: num("segment.ms"),
@@ -266,14 +521,18 @@ fn split_listener(raw: &str) -> Result<(String, u16), String> {
             if proto.eq_ignore_ascii_case("PLAINTEXT") {
                 Ok(rest)
             } else {
-                Err(format!("listener '{first}': only PLAINTEXT listeners are supported"))
+                Err(format!(
+                    "listener '{first}': only PLAINTEXT listeners are supported"
+                ))
             }
         })
         .unwrap_or(Ok(first))?;
     let (host, port) = rest
         .rsplit_once(':')
         .ok_or_else(|| format!("listener '{first}' has no port"))?;
-    let port: u16 = port.parse().map_err(|_| format!("listener '{first}' has an invalid port"))?;
+    let port: u16 = port
+        .parse()
+        .map_err(|_| format!("listener '{first}' has an invalid port"))?;
     let host = host.trim_start_matches('[').trim_end_matches(']');
     let host = if host.is_empty() { "127.0.0.1" } else { host };
     Ok((host.to_string(), port))
@@ -281,8 +540,14 @@ fn split_listener(raw: &str) -> Result<(String, u16), String> {
 
 fn parse_listener(raw: &str) -> Result<SocketAddr, String> {
     let (host, port) = split_listener(raw)?;
-    let ip = if host == "localhost" { "127.0.0.1" } else { host.as_str() };
-    let ip: std::net::IpAddr = ip.parse().map_err(|_| format!("host '{host}' is not an IP address"))?;
+    let ip = if host == "localhost" {
+        "127.0.0.1"
+    } else {
+        host.as_str()
+    };
+    let ip: std::net::IpAddr = ip
+        .parse()
+        .map_err(|_| format!("host '{host}' is not an IP address"))?;
     Ok(SocketAddr::new(ip, port))
 }
 
@@ -291,12 +556,18 @@ mod tests {
     use super::*;
 
     fn pairs(list: &[(&str, &str)]) -> Vec<(String, String)> {
-        list.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect()
+        list.iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect()
     }
 
     #[test]
     fn defaults_and_overrides() {
-        let c = BrokerConfig::from_pairs(pairs(&[("log.segment.bytes", "2048"), ("whatever.key", "1")])).unwrap();
+        let c = BrokerConfig::from_pairs(pairs(&[
+            ("log.segment.bytes", "2048"),
+            ("whatever.key", "1"),
+        ]))
+        .unwrap();
         assert_eq!(c.node_id(), 1);
         assert_eq!(c.listener().unwrap().to_string(), "127.0.0.1:9092");
         assert_eq!(c.unknown_keys, vec!["whatever.key"]);

@@ -32,11 +32,18 @@ pub async fn dispatch(broker: &Broker, frame: Bytes) -> Outcome {
     let api_key_raw = i16::from_be_bytes([frame[0], frame[1]]);
     let api_version = i16::from_be_bytes([frame[2], frame[3]]);
     let correlation_id = i32::from_be_bytes([frame[4], frame[5], frame[6], frame[7]]);
-    let max_decoded = frame.len().saturating_mul(DECODE_MEMORY_FACTOR).max(1 << 20);
+    let max_decoded = frame
+        .len()
+        .saturating_mul(DECODE_MEMORY_FACTOR)
+        .max(1 << 20);
     // A client newer than the broker opens with an ApiVersions version the broker does not
     // know; it is answered in v0 without parsing anything past the correlation id.
-    if api_key_raw == ApiKey::ApiVersions as i16 && !versions::is_supported(ApiKey::ApiVersions, api_version) {
-        return Outcome::Respond(handlers::api_versions::unsupported_version_response(correlation_id));
+    if api_key_raw == ApiKey::ApiVersions as i16
+        && !versions::is_supported(ApiKey::ApiVersions, api_version)
+    {
+        return Outcome::Respond(handlers::api_versions::unsupported_version_response(
+            correlation_id,
+        ));
     }
     match check_request(&frame, max_decoded) {
         Ok(()) => {}
@@ -49,7 +56,8 @@ pub async fn dispatch(broker: &Broker, frame: Bytes) -> Outcome {
     let api_key = ApiKey::try_from(api_key_raw).expect("guard accepts only known api keys");
     debug_assert!(versions::is_supported(api_key, api_version));
     let mut body = frame;
-    let header = match RequestHeader::decode(&mut body, api_key.request_header_version(api_version)) {
+    let header = match RequestHeader::decode(&mut body, api_key.request_header_version(api_version))
+    {
         Ok(h) => h,
         Err(e) => return Outcome::Close(format!("undecodable request header: {e}")),
     };
@@ -57,8 +65,8 @@ pub async fn dispatch(broker: &Broker, frame: Bytes) -> Outcome {
         Ok(r) => r,
         Err(e) => {
             return Outcome::Close(format!(
-                "undecodable {api_key:?} v{api_version} request (correlation_id={correlation_id}): {e}"
-            ))
+            "undecodable {api_key:?} v{api_version} request (correlation_id={correlation_id}): {e}"
+        ))
         }
     };
     let response = match handlers::handle(broker, &header, request).await {
@@ -67,7 +75,9 @@ pub async fn dispatch(broker: &Broker, frame: Bytes) -> Outcome {
     };
     match encode_response(api_key, api_version, correlation_id, &response) {
         Ok(bytes) => Outcome::Respond(bytes),
-        Err(e) => Outcome::Close(format!("cannot encode {api_key:?} v{api_version} response: {e}")),
+        Err(e) => Outcome::Close(format!(
+            "cannot encode {api_key:?} v{api_version} response: {e}"
+        )),
     }
 }
 
@@ -85,7 +95,9 @@ pub fn encode_response(
     header
         .encode(&mut buf, header_version)
         .map_err(|e| e.to_string())?;
-    response.encode(&mut buf, version).map_err(|e| e.to_string())?;
+    response
+        .encode(&mut buf, version)
+        .map_err(|e| e.to_string())?;
     let len = (buf.len() - 4) as i32;
     buf[..4].copy_from_slice(&len.to_be_bytes());
     Ok(buf.freeze())

@@ -38,7 +38,14 @@ pub struct PartitionRead {
 }
 
 impl Partition {
-    pub fn new(topic: String, index: i32, topic_id: Uuid, log: Log, leader_epoch: i32, isr_size: usize) -> Partition {
+    pub fn new(
+        topic: String,
+        index: i32,
+        topic_id: Uuid,
+        log: Log,
+        leader_epoch: i32,
+        isr_size: usize,
+    ) -> Partition {
         let leo = log.log_end_offset();
         let start = log.log_start_offset();
         let partition = Partition {
@@ -102,14 +109,23 @@ impl Partition {
         let mut log = self.lock();
         let info = log.append_as_leader(records, self.leader_epoch(), now_ms)?;
         let leo = log.log_end_offset();
-        assert_eq!(leo, info.last_offset + 1, "LEO follows the last appended offset");
+        assert_eq!(
+            leo,
+            info.last_offset + 1,
+            "LEO follows the last appended offset"
+        );
         self.log_end_offset.store(leo, Ordering::Release);
         self.hw_watch.send_replace(leo);
         Ok(info)
     }
 
     /// Reads whole batches from `offset`, never past the HW.
-    pub fn read(&self, offset: i64, max_bytes: usize, min_one_batch: bool) -> Result<PartitionRead, StorageError> {
+    pub fn read(
+        &self,
+        offset: i64,
+        max_bytes: usize,
+        min_one_batch: bool,
+    ) -> Result<PartitionRead, StorageError> {
         let log = self.lock();
         let hw = self.high_watermark();
         let ReadResult { records, .. } = log.read(offset, max_bytes, hw, min_one_batch)?;

@@ -21,7 +21,10 @@ pub struct RecordPosition {
 
 /// Walks the records of the first batch in `batch`, calling `visit` with each record's
 /// position until it returns `true`. Errors describe a malformed batch.
-pub fn scan_records(batch: &[u8], mut visit: impl FnMut(RecordPosition) -> bool) -> Result<(), String> {
+pub fn scan_records(
+    batch: &[u8],
+    mut visit: impl FnMut(RecordPosition) -> bool,
+) -> Result<(), String> {
     let header = BatchHeader::parse(batch).map_err(|e| e.to_string())?;
     let end = header.total_size().min(batch.len());
     let body = Bytes::copy_from_slice(&batch[HEADER_SIZE..end]);

@@ -72,11 +72,17 @@ impl ReplicaManager {
                 p.set_config(log_config.clone());
             }
             for (index, pimage) in topic.partitions.range(parts.len() as i32..) {
-                assert_eq!(*index as usize, parts.len(), "partitions are numbered densely");
+                assert_eq!(
+                    *index as usize,
+                    parts.len(),
+                    "partitions are numbered densely"
+                );
                 if !pimage.replicas.contains(&self.node_id) {
                     continue;
                 }
-                let log = self.log_dir.open_log(&topic.name, *index, log_config.clone())?;
+                let log = self
+                    .log_dir
+                    .open_log(&topic.name, *index, log_config.clone())?;
                 parts.push(Arc::new(Partition::new(
                     topic.name.clone(),
                     *index,

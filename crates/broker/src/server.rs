@@ -60,10 +60,12 @@ impl BrokerHandle {
 /// Binds the listener, opens the broker state and starts serving.
 pub async fn start(config: BrokerConfig) -> Result<BrokerHandle, BrokerError> {
     let bind = config.listener()?;
-    let listener = TcpListener::bind(bind).await.map_err(|source| BrokerError::Io {
-        context: format!("cannot listen on {bind}"),
-        source,
-    })?;
+    let listener = TcpListener::bind(bind)
+        .await
+        .map_err(|source| BrokerError::Io {
+            context: format!("cannot listen on {bind}"),
+            source,
+        })?;
     let local_addr = listener.local_addr().map_err(|source| BrokerError::Io {
         context: "listener address".into(),
         source,
@@ -79,7 +81,12 @@ pub async fn start(config: BrokerConfig) -> Result<BrokerHandle, BrokerError> {
     let broker = Arc::new(block_in_place_or_run(|| Broker::open(config, &host, port))?);
     let (shutdown_tx, shutdown_rx) = watch::channel(false);
     tokio::spawn(crate::background::run(broker.clone(), shutdown_rx.clone()));
-    let server = tokio::spawn(serve(listener, broker.clone(), shutdown_rx, max_connections));
+    let server = tokio::spawn(serve(
+        listener,
+        broker.clone(),
+        shutdown_rx,
+        max_connections,
+    ));
     tracing::info!(%local_addr, advertised = %format!("{host}:{port}"), "broker listening");
     Ok(BrokerHandle {
         local_addr,

@@ -7,7 +7,8 @@ use std::time::Duration;
 
 use common::{client_config, start_broker};
 use rdkafka::admin::{
-    AdminClient, AdminOptions, AlterConfig, NewPartitions, NewTopic, ResourceSpecifier, TopicReplication,
+    AdminClient, AdminOptions, AlterConfig, NewPartitions, NewTopic, ResourceSpecifier,
+    TopicReplication,
 };
 use rdkafka::client::DefaultClientContext;
 use rdkafka::consumer::{Consumer, StreamConsumer};
@@ -37,7 +38,10 @@ async fn create_topic(bootstrap: &str, name: &str, partitions: i32, configs: &[(
         topic = topic.set(k, v);
     }
     let results = admin(bootstrap)
-        .create_topics(&[topic], &AdminOptions::new().operation_timeout(Some(TIMEOUT)))
+        .create_topics(
+            &[topic],
+            &AdminOptions::new().operation_timeout(Some(TIMEOUT)),
+        )
         .await
         .expect("create_topics");
     assert!(results[0].is_ok(), "create {name}: {:?}", results[0]);
@@ -54,14 +58,21 @@ fn assigned_consumer(bootstrap: &str, topic: &str, partitions: i32) -> StreamCon
         .expect("consumer");
     let mut tpl = TopicPartitionList::new();
     for p in 0..partitions {
-        tpl.add_partition_offset(topic, p, Offset::Beginning).unwrap();
+        tpl.add_partition_offset(topic, p, Offset::Beginning)
+            .unwrap();
     }
     consumer.assign(&tpl).unwrap();
     consumer
 }
 
 /// (partition, offset, key, value, headers) of each consumed record.
-type Consumed = (i32, i64, Option<Vec<u8>>, Option<Vec<u8>>, Vec<(String, Option<Vec<u8>>)>);
+type Consumed = (
+    i32,
+    i64,
+    Option<Vec<u8>>,
+    Option<Vec<u8>>,
+    Vec<(String, Option<Vec<u8>>)>,
+);
 
 async fn consume(consumer: &StreamConsumer, count: usize) -> Vec<Consumed> {
     let mut out = Vec::with_capacity(count);
@@ -72,7 +83,11 @@ async fn consume(consumer: &StreamConsumer, count: usize) -> Vec<Consumed> {
             .expect("consume");
         let headers = msg
             .headers()
-            .map(|h| h.iter().map(|h| (h.key.to_string(), h.value.map(<[u8]>::to_vec))).collect())
+            .map(|h| {
+                h.iter()
+                    .map(|h| (h.key.to_string(), h.value.map(<[u8]>::to_vec)))
+                    .collect()
+            })
             .unwrap_or_default();
         out.push((
             msg.partition(),
@@ -98,9 +113,18 @@ async fn round_trip_keys_headers_nulls_contiguous_offsets() {
         let key = format!("key-{i}");
         let value = format!("value-{i}");
         let headers = OwnedHeaders::new()
-            .insert(Header { key: "index", value: Some(&i.to_string()) })
-            .insert(Header { key: "empty", value: None::<&[u8]> });
-        let mut record = FutureRecord::to("round-trip").key(&key).partition(i % 3).headers(headers);
+            .insert(Header {
+                key: "index",
+                value: Some(&i.to_string()),
+            })
+            .insert(Header {
+                key: "empty",
+                value: None::<&[u8]>,
+            });
+        let mut record = FutureRecord::to("round-trip")
+            .key(&key)
+            .partition(i % 3)
+            .headers(headers);
         if i % 10 != 0 {
             record = record.payload(&value);
         }
@@ -112,7 +136,10 @@ async fn round_trip_keys_headers_nulls_contiguous_offsets() {
     let mut next_offset: HashMap<i32, i64> = HashMap::new();
     for (partition, offset, key, value, headers) in &records {
         let expected = next_offset.entry(*partition).or_insert(0);
-        assert_eq!(*offset, *expected, "offsets are contiguous from 0 in partition {partition}");
+        assert_eq!(
+            *offset, *expected,
+            "offsets are contiguous from 0 in partition {partition}"
+        );
         *expected += 1;
         let key = String::from_utf8(key.clone().unwrap()).unwrap();
         let i: i32 = key.strip_prefix("key-").unwrap().parse().unwrap();
@@ -123,7 +150,10 @@ async fn round_trip_keys_headers_nulls_contiguous_offsets() {
             assert_eq!(value.as_deref(), Some(format!("value-{i}").as_bytes()));
         }
         assert_eq!(headers.len(), 2);
-        assert_eq!(headers[0], ("index".to_string(), Some(i.to_string().into_bytes())));
+        assert_eq!(
+            headers[0],
+            ("index".to_string(), Some(i.to_string().into_bytes()))
+        );
         assert_eq!(headers[1], ("empty".to_string(), None));
     }
     assert_eq!(next_offset.values().sum::<i64>(), n as i64);
@@ -138,7 +168,10 @@ async fn every_compression_codec_round_trips() {
     for codec in ["gzip", "snappy", "lz4", "zstd"] {
         let topic = format!("codec-{codec}");
         create_topic(&bootstrap, &topic, 1, &[]).await;
-        let producer = producer(&bootstrap, &[("compression.type", codec), ("linger.ms", "50")]);
+        let producer = producer(
+            &bootstrap,
+            &[("compression.type", codec), ("linger.ms", "50")],
+        );
         let n = 500;
         let sends: Vec<_> = (0..n)
             .map(|i| {
@@ -182,7 +215,12 @@ async fn list_offsets_by_timestamp_and_watermarks() {
             async move {
                 let value = format!("v{i}");
                 producer
-                    .send(FutureRecord::<(), _>::to("times").payload(&value).timestamp(base + i * 1000), TIMEOUT)
+                    .send(
+                        FutureRecord::<(), _>::to("times")
+                            .payload(&value)
+                            .timestamp(base + i * 1000),
+                        TIMEOUT,
+                    )
                     .await
                     .expect("delivered")
             }
@@ -194,12 +232,24 @@ async fn list_offsets_by_timestamp_and_watermarks() {
     let consumer = assigned_consumer(&bootstrap, "times", 1);
     let (low, high) = consumer.fetch_watermarks("times", 0, TIMEOUT).unwrap();
     assert_eq!((low, high), (0, 10));
-    for (ts, expected) in [(base, 0), (base + 1, 1), (base + 4500, 5), (base + 9000, 9), (base + 9001, -1), (0, 0)] {
+    for (ts, expected) in [
+        (base, 0),
+        (base + 1, 1),
+        (base + 4500, 5),
+        (base + 9000, 9),
+        (base + 9001, -1),
+        (0, 0),
+    ] {
         let mut tpl = TopicPartitionList::new();
-        tpl.add_partition_offset("times", 0, Offset::Offset(ts)).unwrap();
+        tpl.add_partition_offset("times", 0, Offset::Offset(ts))
+            .unwrap();
         let found = consumer.offsets_for_times(tpl, TIMEOUT).unwrap();
         let offset = found.find_partition("times", 0).unwrap().offset();
-        let expected = if expected < 0 { Offset::End } else { Offset::Offset(expected) };
+        let expected = if expected < 0 {
+            Offset::End
+        } else {
+            Offset::Offset(expected)
+        };
         assert_eq!(offset, expected, "timestamp {ts}");
     }
     broker.shutdown().await.unwrap();
@@ -213,16 +263,28 @@ async fn create_partitions_grows_and_refuses_decrease() {
     create_topic(&bootstrap, "grow", 2, &[]).await;
     let admin = admin(&bootstrap);
     let opts = AdminOptions::new().operation_timeout(Some(TIMEOUT));
-    let r = admin.create_partitions(&[NewPartitions::new("grow", 5)], &opts).await.unwrap();
+    let r = admin
+        .create_partitions(&[NewPartitions::new("grow", 5)], &opts)
+        .await
+        .unwrap();
     assert!(r[0].is_ok(), "{:?}", r[0]);
-    let r = admin.create_partitions(&[NewPartitions::new("grow", 3)], &opts).await.unwrap();
-    assert_eq!(r[0], Err(("grow".to_string(), RDKafkaErrorCode::InvalidPartitions)));
+    let r = admin
+        .create_partitions(&[NewPartitions::new("grow", 3)], &opts)
+        .await
+        .unwrap();
+    assert_eq!(
+        r[0],
+        Err(("grow".to_string(), RDKafkaErrorCode::InvalidPartitions))
+    );
     let metadata = admin.inner().fetch_metadata(Some("grow"), TIMEOUT).unwrap();
     assert_eq!(metadata.topics()[0].partitions().len(), 5);
     // The new partitions take writes.
     let producer = producer(&bootstrap, &[]);
     let d = producer
-        .send(FutureRecord::<(), _>::to("grow").payload("x").partition(4), TIMEOUT)
+        .send(
+            FutureRecord::<(), _>::to("grow").payload("x").partition(4),
+            TIMEOUT,
+        )
         .await
         .expect("delivered");
     assert_eq!((d.partition, d.offset), (4, 0));
@@ -237,36 +299,68 @@ async fn describe_and_alter_topic_configs() {
     create_topic(&bootstrap, "configured", 1, &[("retention.ms", "3600000")]).await;
     let admin = admin(&bootstrap);
     let opts = AdminOptions::new().operation_timeout(Some(TIMEOUT));
-    let described = admin.describe_configs(&[ResourceSpecifier::Topic("configured")], &opts).await.unwrap();
+    let described = admin
+        .describe_configs(&[ResourceSpecifier::Topic("configured")], &opts)
+        .await
+        .unwrap();
     let resource = described[0].as_ref().expect("described");
     let retention = resource.get("retention.ms").unwrap();
     assert_eq!(retention.value.as_deref(), Some("3600000"));
     assert!(!retention.is_default);
     let segment = resource.get("segment.bytes").unwrap();
-    assert_eq!(segment.value.as_deref(), Some("1048576"), "broker static default applies");
+    assert_eq!(
+        segment.value.as_deref(),
+        Some("1048576"),
+        "broker static default applies"
+    );
     let cleanup = resource.get("cleanup.policy").unwrap();
     assert_eq!(cleanup.value.as_deref(), Some("delete"));
 
-    let alter = AlterConfig::new(ResourceSpecifier::Topic("configured")).set("cleanup.policy", "compact");
+    let alter =
+        AlterConfig::new(ResourceSpecifier::Topic("configured")).set("cleanup.policy", "compact");
     let r = admin.alter_configs(&[alter], &opts).await.unwrap();
     assert!(r[0].is_ok(), "{:?}", r[0]);
-    let described = admin.describe_configs(&[ResourceSpecifier::Topic("configured")], &opts).await.unwrap();
+    let described = admin
+        .describe_configs(&[ResourceSpecifier::Topic("configured")], &opts)
+        .await
+        .unwrap();
     let resource = described[0].as_ref().unwrap();
-    assert_eq!(resource.get("cleanup.policy").unwrap().value.as_deref(), Some("compact"));
+    assert_eq!(
+        resource.get("cleanup.policy").unwrap().value.as_deref(),
+        Some("compact")
+    );
     // Legacy AlterConfigs replaces the whole set: retention.ms went back to its default.
-    assert_eq!(resource.get("retention.ms").unwrap().value.as_deref(), Some("604800000"));
+    assert_eq!(
+        resource.get("retention.ms").unwrap().value.as_deref(),
+        Some("604800000")
+    );
 
     let bad = AlterConfig::new(ResourceSpecifier::Topic("configured")).set("segment.bytes", "tiny");
     // The rdkafka crate drops per-resource errors of AlterConfigs (raw_protocol.rs checks
     // the INVALID_CONFIG code); here the refused value must not have been applied.
     admin.alter_configs(&[bad], &opts).await.unwrap();
-    let described = admin.describe_configs(&[ResourceSpecifier::Topic("configured")], &opts).await.unwrap();
+    let described = admin
+        .describe_configs(&[ResourceSpecifier::Topic("configured")], &opts)
+        .await
+        .unwrap();
     let resource = described[0].as_ref().unwrap();
-    assert_eq!(resource.get("segment.bytes").unwrap().value.as_deref(), Some("1048576"));
-    assert_eq!(resource.get("cleanup.policy").unwrap().value.as_deref(), Some("compact"));
-    let described = admin.describe_configs(&[ResourceSpecifier::Broker(1)], &opts).await.unwrap();
+    assert_eq!(
+        resource.get("segment.bytes").unwrap().value.as_deref(),
+        Some("1048576")
+    );
+    assert_eq!(
+        resource.get("cleanup.policy").unwrap().value.as_deref(),
+        Some("compact")
+    );
+    let described = admin
+        .describe_configs(&[ResourceSpecifier::Broker(1)], &opts)
+        .await
+        .unwrap();
     let resource = described[0].as_ref().unwrap();
-    assert_eq!(resource.get("log.segment.bytes").unwrap().value.as_deref(), Some("1048576"));
+    assert_eq!(
+        resource.get("log.segment.bytes").unwrap().value.as_deref(),
+        Some("1048576")
+    );
     broker.shutdown().await.unwrap();
 }
 
@@ -279,20 +373,41 @@ async fn admin_errors_and_auto_creation() {
     let opts = AdminOptions::new().operation_timeout(Some(TIMEOUT));
     let bad = NewTopic::new("bad name!", 1, TopicReplication::Fixed(1));
     let r = admin.create_topics(&[bad], &opts).await.unwrap();
-    assert_eq!(r[0], Err(("bad name!".to_string(), RDKafkaErrorCode::InvalidTopic)));
+    assert_eq!(
+        r[0],
+        Err(("bad name!".to_string(), RDKafkaErrorCode::InvalidTopic))
+    );
     let rf = NewTopic::new("rf3", 1, TopicReplication::Fixed(3));
     let r = admin.create_topics(&[rf], &opts).await.unwrap();
-    assert_eq!(r[0], Err(("rf3".to_string(), RDKafkaErrorCode::InvalidReplicationFactor)));
+    assert_eq!(
+        r[0],
+        Err((
+            "rf3".to_string(),
+            RDKafkaErrorCode::InvalidReplicationFactor
+        ))
+    );
     let r = admin.delete_topics(&["missing"], &opts).await.unwrap();
-    assert_eq!(r[0], Err(("missing".to_string(), RDKafkaErrorCode::UnknownTopicOrPartition)));
+    assert_eq!(
+        r[0],
+        Err((
+            "missing".to_string(),
+            RDKafkaErrorCode::UnknownTopicOrPartition
+        ))
+    );
 
     // Producing to an unknown topic creates it with num.partitions.
     let producer = producer(&bootstrap, &[]);
     producer
-        .send(FutureRecord::<(), _>::to("auto-made").payload("hello"), TIMEOUT)
+        .send(
+            FutureRecord::<(), _>::to("auto-made").payload("hello"),
+            TIMEOUT,
+        )
         .await
         .expect("delivered to an auto-created topic");
-    let md = admin.inner().fetch_metadata(Some("auto-made"), TIMEOUT).unwrap();
+    let md = admin
+        .inner()
+        .fetch_metadata(Some("auto-made"), TIMEOUT)
+        .unwrap();
     assert_eq!(md.topics()[0].partitions().len(), 2);
     let r = admin.delete_topics(&["auto-made"], &opts).await.unwrap();
     assert!(r[0].is_ok());
@@ -313,7 +428,10 @@ async fn oversized_record_gets_message_too_large_and_broker_goes_on() {
         .send(FutureRecord::<(), _>::to("small").payload(&big), TIMEOUT)
         .await
         .expect_err("refused");
-    assert_eq!(err.0, KafkaError::MessageProduction(RDKafkaErrorCode::MessageSizeTooLarge));
+    assert_eq!(
+        err.0,
+        KafkaError::MessageProduction(RDKafkaErrorCode::MessageSizeTooLarge)
+    );
     let d = producer
         .send(FutureRecord::<(), _>::to("small").payload("fits"), TIMEOUT)
         .await
@@ -333,13 +451,21 @@ async fn data_survives_graceful_restart() {
     for i in 0..200 {
         let value = format!("record-{i:04}-{}", "y".repeat(64));
         first
-            .send(FutureRecord::<(), _>::to("durable").payload(&value).partition(i % 2), TIMEOUT)
+            .send(
+                FutureRecord::<(), _>::to("durable")
+                    .payload(&value)
+                    .partition(i % 2),
+                TIMEOUT,
+            )
             .await
             .expect("delivered");
     }
     drop(first);
     broker.shutdown().await.unwrap();
-    assert!(dir.path().join(".kafka_cleanshutdown").exists(), "clean shutdown marker written");
+    assert!(
+        dir.path().join(".kafka_cleanshutdown").exists(),
+        "clean shutdown marker written"
+    );
 
     let broker = common::restart_broker(dir.path(), port, &[("log.segment.bytes", "4096")]).await;
     let consumer = assigned_consumer(&bootstrap, "durable", 2);
@@ -354,7 +480,12 @@ async fn data_survives_graceful_restart() {
     }
     let producer = producer(&bootstrap, &[]);
     let d = producer
-        .send(FutureRecord::<(), _>::to("durable").payload("after").partition(0), TIMEOUT)
+        .send(
+            FutureRecord::<(), _>::to("durable")
+                .payload("after")
+                .partition(0),
+            TIMEOUT,
+        )
         .await
         .expect("delivered");
     assert_eq!(d.offset, 100, "appends continue after the recovered end");

@@ -5,7 +5,9 @@
 mod common;
 
 use common::{start_broker, RawConnection};
-use kafka_protocol::messages::incremental_alter_configs_request::{AlterConfigsResource, AlterableConfig};
+use kafka_protocol::messages::incremental_alter_configs_request::{
+    AlterConfigsResource, AlterableConfig,
+};
 use kafka_protocol::messages::*;
 use kafka_protocol::protocol::StrBytes;
 
@@ -14,8 +16,14 @@ fn s(v: &str) -> StrBytes {
 }
 
 fn metadata_ok(conn: &mut RawConnection) {
-    let r = conn.request(ApiKey::Metadata, 12, &RequestKind::Metadata(MetadataRequest::default().with_topics(None)));
-    let ResponseKind::Metadata(m) = r else { panic!("wrong response") };
+    let r = conn.request(
+        ApiKey::Metadata,
+        12,
+        &RequestKind::Metadata(MetadataRequest::default().with_topics(None)),
+    );
+    let ResponseKind::Metadata(m) = r else {
+        panic!("wrong response")
+    };
     assert_eq!(m.brokers.len(), 1);
 }
 
@@ -24,8 +32,14 @@ fn create_topic(conn: &mut RawConnection, name: &str) {
         .with_name(TopicName(s(name)))
         .with_num_partitions(1)
         .with_replication_factor(1);
-    let r = conn.request(ApiKey::CreateTopics, 7, &RequestKind::CreateTopics(CreateTopicsRequest::default().with_topics(vec![topic])));
-    let ResponseKind::CreateTopics(r) = r else { panic!() };
+    let r = conn.request(
+        ApiKey::CreateTopics,
+        7,
+        &RequestKind::CreateTopics(CreateTopicsRequest::default().with_topics(vec![topic])),
+    );
+    let ResponseKind::CreateTopics(r) = r else {
+        panic!()
+    };
     assert_eq!(r.topics[0].error_code, 0, "{:?}", r.topics[0].error_message);
 }
 
@@ -34,10 +48,21 @@ fn describe_topic_config(conn: &mut RawConnection, topic: &str, key: &str) -> Op
         .with_resource_type(2)
         .with_resource_name(s(topic))
         .with_configuration_keys(Some(vec![s(key)]));
-    let r = conn.request(ApiKey::DescribeConfigs, 4, &RequestKind::DescribeConfigs(DescribeConfigsRequest::default().with_resources(vec![resource])));
-    let ResponseKind::DescribeConfigs(r) = r else { panic!() };
+    let r = conn.request(
+        ApiKey::DescribeConfigs,
+        4,
+        &RequestKind::DescribeConfigs(
+            DescribeConfigsRequest::default().with_resources(vec![resource]),
+        ),
+    );
+    let ResponseKind::DescribeConfigs(r) = r else {
+        panic!()
+    };
     assert_eq!(r.results[0].error_code, 0);
-    r.results[0].configs.first().and_then(|c| c.value.as_ref().map(|v| v.to_string()))
+    r.results[0]
+        .configs
+        .first()
+        .and_then(|c| c.value.as_ref().map(|v| v.to_string()))
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -123,16 +148,29 @@ async fn api_versions_falls_back_to_v0_for_unknown_versions() {
         frame.extend_from_slice(&body);
         c.send_raw(&frame).unwrap();
         let mut resp = c.read_frame().unwrap();
-        let header = <ResponseHeader as kafka_protocol::protocol::Decodable>::decode(&mut resp, 0).unwrap();
+        let header =
+            <ResponseHeader as kafka_protocol::protocol::Decodable>::decode(&mut resp, 0).unwrap();
         assert_eq!(header.correlation_id, 42);
-        let r = <ApiVersionsResponse as kafka_protocol::protocol::Decodable>::decode(&mut resp, 0).unwrap();
+        let r = <ApiVersionsResponse as kafka_protocol::protocol::Decodable>::decode(&mut resp, 0)
+            .unwrap();
         assert_eq!(r.error_code, 35);
-        assert!(r.api_keys.iter().any(|k| k.api_key == 18 && k.max_version >= 3));
+        assert!(r
+            .api_keys
+            .iter()
+            .any(|k| k.api_key == 18 && k.max_version >= 3));
         // v3 works and advertises exactly the table, with no unexpected tagged fields.
-        let r = c.request(ApiKey::ApiVersions, 3, &RequestKind::ApiVersions(
-            ApiVersionsRequest::default().with_client_software_name(s("raw")).with_client_software_version(s("1")),
-        ));
-        let ResponseKind::ApiVersions(r) = r else { panic!() };
+        let r = c.request(
+            ApiKey::ApiVersions,
+            3,
+            &RequestKind::ApiVersions(
+                ApiVersionsRequest::default()
+                    .with_client_software_name(s("raw"))
+                    .with_client_software_version(s("1")),
+            ),
+        );
+        let ResponseKind::ApiVersions(r) = r else {
+            panic!()
+        };
         assert_eq!(r.error_code, 0);
         assert_eq!(r.api_keys.len(), gregor_protocol::versions::SUPPORTED.len());
         assert!(r.supported_features.is_empty() && r.finalized_features.is_empty());
@@ -150,30 +188,85 @@ async fn incremental_and_legacy_alter_configs() {
     tokio::task::spawn_blocking(move || {
         let mut c = RawConnection::connect(addr);
         create_topic(&mut c, "inc");
-        let alter = |c: &mut RawConnection, ops: Vec<(&str, i8, Option<&str>)>, validate_only: bool| -> (i16, Option<String>) {
+        let alter = |c: &mut RawConnection,
+                     ops: Vec<(&str, i8, Option<&str>)>,
+                     validate_only: bool|
+         -> (i16, Option<String>) {
             let configs = ops
                 .into_iter()
-                .map(|(k, op, v)| AlterableConfig::default().with_name(s(k)).with_config_operation(op).with_value(v.map(s)))
+                .map(|(k, op, v)| {
+                    AlterableConfig::default()
+                        .with_name(s(k))
+                        .with_config_operation(op)
+                        .with_value(v.map(s))
+                })
                 .collect();
-            let resource = AlterConfigsResource::default().with_resource_type(2).with_resource_name(s("inc")).with_configs(configs);
-            let req = IncrementalAlterConfigsRequest::default().with_resources(vec![resource]).with_validate_only(validate_only);
-            let ResponseKind::IncrementalAlterConfigs(r) = c.request(ApiKey::IncrementalAlterConfigs, 1, &RequestKind::IncrementalAlterConfigs(req)) else { panic!() };
-            (r.responses[0].error_code, r.responses[0].error_message.as_ref().map(|m| m.to_string()))
+            let resource = AlterConfigsResource::default()
+                .with_resource_type(2)
+                .with_resource_name(s("inc"))
+                .with_configs(configs);
+            let req = IncrementalAlterConfigsRequest::default()
+                .with_resources(vec![resource])
+                .with_validate_only(validate_only);
+            let ResponseKind::IncrementalAlterConfigs(r) = c.request(
+                ApiKey::IncrementalAlterConfigs,
+                1,
+                &RequestKind::IncrementalAlterConfigs(req),
+            ) else {
+                panic!()
+            };
+            (
+                r.responses[0].error_code,
+                r.responses[0].error_message.as_ref().map(|m| m.to_string()),
+            )
         };
-        assert_eq!(alter(&mut c, vec![("retention.ms", 0, Some("1000"))], false).0, 0);
-        assert_eq!(describe_topic_config(&mut c, "inc", "retention.ms").as_deref(), Some("1000"));
-        assert_eq!(alter(&mut c, vec![("cleanup.policy", 2, Some("compact"))], false).0, 0);
-        assert_eq!(describe_topic_config(&mut c, "inc", "cleanup.policy").as_deref(), Some("compact"));
-        assert_eq!(alter(&mut c, vec![("cleanup.policy", 2, Some("delete"))], false).0, 0);
-        assert_eq!(describe_topic_config(&mut c, "inc", "cleanup.policy").as_deref(), Some("compact,delete"));
-        assert_eq!(alter(&mut c, vec![("cleanup.policy", 3, Some("compact"))], false).0, 0);
-        assert_eq!(describe_topic_config(&mut c, "inc", "cleanup.policy").as_deref(), Some("delete"));
+        assert_eq!(
+            alter(&mut c, vec![("retention.ms", 0, Some("1000"))], false).0,
+            0
+        );
+        assert_eq!(
+            describe_topic_config(&mut c, "inc", "retention.ms").as_deref(),
+            Some("1000")
+        );
+        assert_eq!(
+            alter(&mut c, vec![("cleanup.policy", 2, Some("compact"))], false).0,
+            0
+        );
+        assert_eq!(
+            describe_topic_config(&mut c, "inc", "cleanup.policy").as_deref(),
+            Some("compact")
+        );
+        assert_eq!(
+            alter(&mut c, vec![("cleanup.policy", 2, Some("delete"))], false).0,
+            0
+        );
+        assert_eq!(
+            describe_topic_config(&mut c, "inc", "cleanup.policy").as_deref(),
+            Some("compact,delete")
+        );
+        assert_eq!(
+            alter(&mut c, vec![("cleanup.policy", 3, Some("compact"))], false).0,
+            0
+        );
+        assert_eq!(
+            describe_topic_config(&mut c, "inc", "cleanup.policy").as_deref(),
+            Some("delete")
+        );
         // Delete goes back to the default; other keys stay.
         assert_eq!(alter(&mut c, vec![("cleanup.policy", 1, None)], false).0, 0);
-        assert_eq!(describe_topic_config(&mut c, "inc", "retention.ms").as_deref(), Some("1000"));
+        assert_eq!(
+            describe_topic_config(&mut c, "inc", "retention.ms").as_deref(),
+            Some("1000")
+        );
         // validate_only changes nothing.
-        assert_eq!(alter(&mut c, vec![("retention.ms", 0, Some("5"))], true).0, 0);
-        assert_eq!(describe_topic_config(&mut c, "inc", "retention.ms").as_deref(), Some("1000"));
+        assert_eq!(
+            alter(&mut c, vec![("retention.ms", 0, Some("5"))], true).0,
+            0
+        );
+        assert_eq!(
+            describe_topic_config(&mut c, "inc", "retention.ms").as_deref(),
+            Some("1000")
+        );
         // Bad values and keys: INVALID_CONFIG (40) with a message naming the key.
         let (code, msg) = alter(&mut c, vec![("segment.bytes", 0, Some("tiny"))], false);
         assert_eq!(code, 40);
@@ -186,13 +279,35 @@ async fn incremental_and_legacy_alter_configs() {
         let resource = alter_configs_request::AlterConfigsResource::default()
             .with_resource_type(2)
             .with_resource_name(s("inc"))
-            .with_configs(vec![alter_configs_request::AlterableConfig::default().with_name(s("segment.bytes")).with_value(Some(s("tiny")))]);
-        let ResponseKind::AlterConfigs(r) = c.request(ApiKey::AlterConfigs, 1, &RequestKind::AlterConfigs(AlterConfigsRequest::default().with_resources(vec![resource]))) else { panic!() };
+            .with_configs(vec![alter_configs_request::AlterableConfig::default()
+                .with_name(s("segment.bytes"))
+                .with_value(Some(s("tiny")))]);
+        let ResponseKind::AlterConfigs(r) = c.request(
+            ApiKey::AlterConfigs,
+            1,
+            &RequestKind::AlterConfigs(
+                AlterConfigsRequest::default().with_resources(vec![resource]),
+            ),
+        ) else {
+            panic!()
+        };
         assert_eq!(r.responses[0].error_code, 40);
         // Unknown topic.
-        let resource = AlterConfigsResource::default().with_resource_type(2).with_resource_name(s("nope"))
-            .with_configs(vec![AlterableConfig::default().with_name(s("retention.ms")).with_value(Some(s("1")))]);
-        let ResponseKind::IncrementalAlterConfigs(r) = c.request(ApiKey::IncrementalAlterConfigs, 0, &RequestKind::IncrementalAlterConfigs(IncrementalAlterConfigsRequest::default().with_resources(vec![resource]))) else { panic!() };
+        let resource = AlterConfigsResource::default()
+            .with_resource_type(2)
+            .with_resource_name(s("nope"))
+            .with_configs(vec![AlterableConfig::default()
+                .with_name(s("retention.ms"))
+                .with_value(Some(s("1")))]);
+        let ResponseKind::IncrementalAlterConfigs(r) = c.request(
+            ApiKey::IncrementalAlterConfigs,
+            0,
+            &RequestKind::IncrementalAlterConfigs(
+                IncrementalAlterConfigsRequest::default().with_resources(vec![resource]),
+            ),
+        ) else {
+            panic!()
+        };
         assert_eq!(r.responses[0].error_code, 3);
     })
     .await
@@ -208,31 +323,78 @@ async fn produce_and_fetch_errors() {
     tokio::task::spawn_blocking(move || {
         let mut c = RawConnection::connect(addr);
         create_topic(&mut c, "t");
-        let produce = |c: &mut RawConnection, topic: &str, partition: i32, records: Option<bytes::Bytes>, acks: i16| {
-            let p = produce_request::PartitionProduceData::default().with_index(partition).with_records(records);
-            let t = produce_request::TopicProduceData::default().with_name(TopicName(s(topic))).with_partition_data(vec![p]);
-            let req = ProduceRequest::default().with_acks(acks).with_timeout_ms(5000).with_topic_data(vec![t]);
-            let ResponseKind::Produce(r) = c.request(ApiKey::Produce, 9, &RequestKind::Produce(req)) else { panic!() };
+        let produce = |c: &mut RawConnection,
+                       topic: &str,
+                       partition: i32,
+                       records: Option<bytes::Bytes>,
+                       acks: i16| {
+            let p = produce_request::PartitionProduceData::default()
+                .with_index(partition)
+                .with_records(records);
+            let t = produce_request::TopicProduceData::default()
+                .with_name(TopicName(s(topic)))
+                .with_partition_data(vec![p]);
+            let req = ProduceRequest::default()
+                .with_acks(acks)
+                .with_timeout_ms(5000)
+                .with_topic_data(vec![t]);
+            let ResponseKind::Produce(r) =
+                c.request(ApiKey::Produce, 9, &RequestKind::Produce(req))
+            else {
+                panic!()
+            };
             r.responses[0].partition_responses[0].error_code
         };
         let garbage = bytes::Bytes::from(vec![0u8; 100]);
-        assert_eq!(produce(&mut c, "missing", 0, Some(garbage.clone()), 1), 3, "UNKNOWN_TOPIC_OR_PARTITION");
-        assert_eq!(produce(&mut c, "t", 7, Some(garbage.clone()), 1), 3, "unknown partition");
-        assert_eq!(produce(&mut c, "t", 0, Some(garbage.clone()), 5), 21, "INVALID_REQUIRED_ACKS");
-        assert_eq!(produce(&mut c, "t", 0, Some(garbage), 1), 2, "CORRUPT_MESSAGE");
+        assert_eq!(
+            produce(&mut c, "missing", 0, Some(garbage.clone()), 1),
+            3,
+            "UNKNOWN_TOPIC_OR_PARTITION"
+        );
+        assert_eq!(
+            produce(&mut c, "t", 7, Some(garbage.clone()), 1),
+            3,
+            "unknown partition"
+        );
+        assert_eq!(
+            produce(&mut c, "t", 0, Some(garbage.clone()), 5),
+            21,
+            "INVALID_REQUIRED_ACKS"
+        );
+        assert_eq!(
+            produce(&mut c, "t", 0, Some(garbage), 1),
+            2,
+            "CORRUPT_MESSAGE"
+        );
         // Fetch from an unknown partition and out of range.
         let fetch = |c: &mut RawConnection, topic: &str, offset: i64, epoch: i32| {
-            let p = fetch_request::FetchPartition::default().with_partition(0).with_fetch_offset(offset)
-                .with_partition_max_bytes(1024).with_current_leader_epoch(epoch);
-            let t = fetch_request::FetchTopic::default().with_topic(TopicName(s(topic))).with_partitions(vec![p]);
-            let req = FetchRequest::default().with_max_wait_ms(100).with_max_bytes(1 << 20).with_topics(vec![t]).with_replica_id(BrokerId(-1));
-            let ResponseKind::Fetch(r) = c.request(ApiKey::Fetch, 12, &RequestKind::Fetch(req)) else { panic!() };
+            let p = fetch_request::FetchPartition::default()
+                .with_partition(0)
+                .with_fetch_offset(offset)
+                .with_partition_max_bytes(1024)
+                .with_current_leader_epoch(epoch);
+            let t = fetch_request::FetchTopic::default()
+                .with_topic(TopicName(s(topic)))
+                .with_partitions(vec![p]);
+            let req = FetchRequest::default()
+                .with_max_wait_ms(100)
+                .with_max_bytes(1 << 20)
+                .with_topics(vec![t])
+                .with_replica_id(BrokerId(-1));
+            let ResponseKind::Fetch(r) = c.request(ApiKey::Fetch, 12, &RequestKind::Fetch(req))
+            else {
+                panic!()
+            };
             let p = &r.responses[0].partitions[0];
             (p.error_code, p.records.as_ref().map(|b| b.len()))
         };
         assert_eq!(fetch(&mut c, "missing", 0, -1).0, 3);
         assert_eq!(fetch(&mut c, "t", 5, -1).0, 1, "OFFSET_OUT_OF_RANGE");
-        assert_eq!(fetch(&mut c, "t", 0, 3).0, 75, "UNKNOWN_LEADER_EPOCH for a newer epoch");
+        assert_eq!(
+            fetch(&mut c, "t", 0, 3).0,
+            75,
+            "UNKNOWN_LEADER_EPOCH for a newer epoch"
+        );
         // An empty partition answers with an empty (not null) record set after max_wait.
         assert_eq!(fetch(&mut c, "t", 0, -1), (0, Some(0)));
         metadata_ok(&mut c);

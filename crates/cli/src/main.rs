@@ -10,7 +10,11 @@ use gregor_broker::config::parse_properties;
 use gregor_broker::BrokerConfig;
 
 #[derive(Parser)]
-#[command(name = "gregor", version, about = "Gregor: a Kafka-compatible event-streaming platform")]
+#[command(
+    name = "gregor",
+    version,
+    about = "Gregor: a Kafka-compatible event-streaming platform"
+)]
 struct Cli {
     #[command(subcommand)]
     command: Command,
@@ -32,7 +36,8 @@ enum Command {
 fn main() -> Result<()> {
     tracing_subscriber::fmt()
         .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_env("GREGOR_LOG").unwrap_or_else(|_| "info".into()),
+            tracing_subscriber::EnvFilter::try_from_env("GREGOR_LOG")
+                .unwrap_or_else(|_| "info".into()),
         )
         .with_writer(std::io::stderr)
         .init();

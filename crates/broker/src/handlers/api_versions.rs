@@ -1,10 +1,10 @@
 //! ApiVersions: what the broker implements, straight from the version table.
 
 use bytes::Bytes;
+use gregor_protocol::versions::SUPPORTED;
 use kafka_protocol::error::ResponseError;
 use kafka_protocol::messages::api_versions_response::ApiVersion;
 use kafka_protocol::messages::{ApiKey, ApiVersionsRequest, ApiVersionsResponse, ResponseKind};
-use gregor_protocol::versions::SUPPORTED;
 
 use super::NONE;
 
@@ -32,6 +32,11 @@ pub fn unsupported_version_response(correlation_id: i32) -> Bytes {
     let body = ApiVersionsResponse::default()
         .with_error_code(ResponseError::UnsupportedVersion.code())
         .with_api_keys(api_list());
-    crate::dispatch::encode_response(ApiKey::ApiVersions, 0, correlation_id, &ResponseKind::ApiVersions(body))
-        .expect("an ApiVersions v0 response always encodes")
+    crate::dispatch::encode_response(
+        ApiKey::ApiVersions,
+        0,
+        correlation_id,
+        &ResponseKind::ApiVersions(body),
+    )
+    .expect("an ApiVersions v0 response always encodes")
 }

@@ -6,16 +6,17 @@
 
 use std::collections::BTreeMap;
 
+use gregor_metadata::config::{ConfigType, TOPIC_CONFIGS};
+use gregor_metadata::ConfigResource;
 use kafka_protocol::error::ResponseError;
 use kafka_protocol::messages::describe_configs_response::{
     DescribeConfigsResourceResult, DescribeConfigsResult, DescribeConfigsSynonym,
 };
 use kafka_protocol::messages::{
-    alter_configs_response, incremental_alter_configs_response, AlterConfigsRequest, AlterConfigsResponse,
-    DescribeConfigsRequest, DescribeConfigsResponse, IncrementalAlterConfigsRequest, IncrementalAlterConfigsResponse,
+    alter_configs_response, incremental_alter_configs_response, AlterConfigsRequest,
+    AlterConfigsResponse, DescribeConfigsRequest, DescribeConfigsResponse,
+    IncrementalAlterConfigsRequest, IncrementalAlterConfigsResponse,
 };
-use gregor_metadata::config::{ConfigType, TOPIC_CONFIGS};
-use gregor_metadata::ConfigResource;
 
 use super::topics::controller_error;
 use super::{code, s, NONE};
@@ -65,8 +66,14 @@ pub fn topic_entries(broker: &Broker, name: &str, extra: &[(String, String)]) ->
                     }
                 }
             }
-            let default = config.topic_default(d.name).unwrap_or_else(|| d.default.to_string());
-            synonyms.push((d.broker_synonym.unwrap_or(d.name).to_string(), default.clone(), SOURCE_DEFAULT));
+            let default = config
+                .topic_default(d.name)
+                .unwrap_or_else(|| d.default.to_string());
+            synonyms.push((
+                d.broker_synonym.unwrap_or(d.name).to_string(),
+                default.clone(),
+                SOURCE_DEFAULT,
+            ));
             let (value, source) = synonyms
                 .first()
                 .map(|(_, v, src)| (v.clone(), *src))
@@ -89,12 +96,17 @@ fn broker_key_is_dynamic(key: &str) -> bool {
     TOPIC_CONFIGS.iter().any(|d| d.broker_synonym == Some(key))
         || matches!(
             key,
-            "log.retention.hours" | "log.retention.minutes" | "log.roll.hours" | "log.flush.scheduler.interval.ms"
+            "log.retention.hours"
+                | "log.retention.minutes"
+                | "log.roll.hours"
+                | "log.flush.scheduler.interval.ms"
         )
 }
 
 fn broker_entries(broker: &Broker) -> Vec<ConfigEntry> {
-    let dynamic = broker.image().configs_of(&ConfigResource::Broker(broker.node_id));
+    let dynamic = broker
+        .image()
+        .configs_of(&ConfigResource::Broker(broker.node_id));
     let config = broker.config();
     BROKER_CONFIGS
         .iter()
@@ -109,7 +121,10 @@ fn broker_entries(broker: &Broker) -> Vec<ConfigEntry> {
             let value = config.get(d.name).map(str::to_string);
             ConfigEntry {
                 name: d.name.to_string(),
-                synonyms: value.iter().map(|v| (d.name.to_string(), v.clone(), source)).collect(),
+                synonyms: value
+                    .iter()
+                    .map(|v| (d.name.to_string(), v.clone(), source))
+                    .collect(),
                 value,
                 source,
                 read_only: !broker_key_is_dynamic(d.name),
@@ -124,7 +139,11 @@ fn is_this_broker(broker: &Broker, name: &str) -> bool {
     name.is_empty() || name.parse::<i32>().ok() == Some(broker.node_id)
 }
 
-pub fn describe(broker: &Broker, request: DescribeConfigsRequest, version: i16) -> DescribeConfigsResponse {
+pub fn describe(
+    broker: &Broker,
+    request: DescribeConfigsRequest,
+    version: i16,
+) -> DescribeConfigsResponse {
     let results = request
         .resources
         .into_iter()
@@ -146,15 +165,22 @@ pub fn describe(broker: &Broker, request: DescribeConfigsRequest, version: i16) 
                 RESOURCE_BROKER => {
                     return result
                         .with_error_code(code(ResponseError::InvalidRequest))
-                        .with_error_message(Some(s(format!("broker '{name}' is not this broker ({})", broker.node_id))))
+                        .with_error_message(Some(s(format!(
+                            "broker '{name}' is not this broker ({})",
+                            broker.node_id
+                        ))))
                 }
                 other => {
                     return result
                         .with_error_code(code(ResponseError::InvalidRequest))
-                        .with_error_message(Some(s(format!("resource type {other} is not supported"))))
+                        .with_error_message(Some(s(format!(
+                            "resource type {other} is not supported"
+                        ))))
                 }
             };
-            let wanted = r.configuration_keys.map(|k| k.iter().map(|k| k.to_string()).collect::<Vec<_>>());
+            let wanted = r
+                .configuration_keys
+                .map(|k| k.iter().map(|k| k.to_string()).collect::<Vec<_>>());
             let configs = entries
                 .into_iter()
                 .filter(|e| wanted.as_ref().is_none_or(|w| w.contains(&e.name)))
@@ -207,8 +233,12 @@ fn apply(
             .map_err(|e| controller_error(&e)),
         RESOURCE_BROKER if is_this_broker(broker, name) => {
             for (k, v) in &changes {
-                let def = broker_config(k)
-                    .ok_or_else(|| (code(ResponseError::InvalidConfig), format!("unknown broker config '{k}'")))?;
+                let def = broker_config(k).ok_or_else(|| {
+                    (
+                        code(ResponseError::InvalidConfig),
+                        format!("unknown broker config '{k}'"),
+                    )
+                })?;
                 if !broker_key_is_dynamic(k) {
                     return Err((
                         code(ResponseError::InvalidRequest),
@@ -217,7 +247,10 @@ fn apply(
                 }
                 if let Some(v) = v {
                     def.ty.validate(v).map_err(|e| {
-                        (code(ResponseError::InvalidConfig), format!("invalid value for '{k}': {e}"))
+                        (
+                            code(ResponseError::InvalidConfig),
+                            format!("invalid value for '{k}': {e}"),
+                        )
                     })?;
                 }
             }
@@ -233,7 +266,10 @@ fn apply(
             code(ResponseError::InvalidRequest),
             format!("broker '{name}' is not this broker ({})", broker.node_id),
         )),
-        other => Err((code(ResponseError::InvalidRequest), format!("resource type {other} is not supported"))),
+        other => Err((
+            code(ResponseError::InvalidRequest),
+            format!("resource type {other} is not supported"),
+        )),
     }
 }
 
@@ -262,7 +298,13 @@ pub fn alter(broker: &Broker, request: AlterConfigsRequest) -> AlterConfigsRespo
                     changes.push((key, None));
                 }
             }
-            let (error_code, message) = match apply(broker, r.resource_type, &name, changes, request.validate_only) {
+            let (error_code, message) = match apply(
+                broker,
+                r.resource_type,
+                &name,
+                changes,
+                request.validate_only,
+            ) {
                 Ok(()) => (NONE, None),
                 Err((c, m)) => (c, Some(s(m))),
             };
@@ -290,7 +332,10 @@ fn list_type(name: &str) -> bool {
     matches!(ty, Some(ConfigType::List(_)))
 }
 
-pub fn incremental_alter(broker: &Broker, request: IncrementalAlterConfigsRequest) -> IncrementalAlterConfigsResponse {
+pub fn incremental_alter(
+    broker: &Broker,
+    request: IncrementalAlterConfigsRequest,
+) -> IncrementalAlterConfigsResponse {
     let responses = request
         .resources
         .into_iter()
@@ -307,8 +352,16 @@ pub fn incremental_alter(broker: &Broker, request: IncrementalAlterConfigsReques
                     OP_DELETE => Ok(None),
                     OP_APPEND | OP_SUBTRACT if list_type(&key) => {
                         let base = current.get(&key).cloned().unwrap_or_default();
-                        let mut items: Vec<String> = base.split(',').filter(|i| !i.is_empty()).map(str::to_string).collect();
-                        for item in value.unwrap_or_default().split(',').filter(|i| !i.is_empty()) {
+                        let mut items: Vec<String> = base
+                            .split(',')
+                            .filter(|i| !i.is_empty())
+                            .map(str::to_string)
+                            .collect();
+                        for item in value
+                            .unwrap_or_default()
+                            .split(',')
+                            .filter(|i| !i.is_empty())
+                        {
                             if c.config_operation == OP_APPEND {
                                 if !items.iter().any(|i| i == item) {
                                     items.push(item.to_string());
@@ -319,7 +372,9 @@ pub fn incremental_alter(broker: &Broker, request: IncrementalAlterConfigsReques
                         }
                         Ok((!items.is_empty()).then(|| items.join(",")))
                     }
-                    OP_APPEND | OP_SUBTRACT => Err(format!("'{key}' is not a list; APPEND and SUBTRACT need a list")),
+                    OP_APPEND | OP_SUBTRACT => Err(format!(
+                        "'{key}' is not a list; APPEND and SUBTRACT need a list"
+                    )),
                     other => Err(format!("unknown config operation {other}")),
                 };
                 match change {
@@ -330,12 +385,27 @@ pub fn incremental_alter(broker: &Broker, request: IncrementalAlterConfigsReques
                     }
                 }
             }
-            if changes.iter().map(|(k, _)| k).collect::<std::collections::HashSet<_>>().len() != changes.len() {
-                error.get_or_insert((code(ResponseError::InvalidRequest), "a config key appears more than once".into()));
+            if changes
+                .iter()
+                .map(|(k, _)| k)
+                .collect::<std::collections::HashSet<_>>()
+                .len()
+                != changes.len()
+            {
+                error.get_or_insert((
+                    code(ResponseError::InvalidRequest),
+                    "a config key appears more than once".into(),
+                ));
             }
             let outcome = match error {
                 Some(e) => Err(e),
-                None => apply(broker, r.resource_type, &name, changes, request.validate_only),
+                None => apply(
+                    broker,
+                    r.resource_type,
+                    &name,
+                    changes,
+                    request.validate_only,
+                ),
             };
             let (error_code, message) = match outcome {
                 Ok(()) => (NONE, None),

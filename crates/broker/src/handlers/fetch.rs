@@ -29,7 +29,11 @@ pub async fn handle(broker: &Broker, request: FetchRequest, version: i16) -> Fet
         + Duration::from_millis(request.max_wait_ms.clamp(0, MAX_WAIT_MS_CAP) as u64);
     let min_bytes = request.min_bytes.max(0) as usize;
     // max_bytes appeared in v3; all supported versions carry it.
-    let max_bytes = if request.max_bytes <= 0 { i32::MAX } else { request.max_bytes } as usize;
+    let max_bytes = if request.max_bytes <= 0 {
+        i32::MAX
+    } else {
+        request.max_bytes
+    } as usize;
     let targets: Vec<(usize, usize, Option<Arc<Partition>>)> = request
         .topics
         .iter()
@@ -52,7 +56,11 @@ pub async fn handle(broker: &Broker, request: FetchRequest, version: i16) -> Fet
             .iter()
             .filter_map(|(_, _, p)| p.as_ref().map(|p| p.subscribe_hw()))
             .collect();
-        if watches.is_empty() || tokio::time::timeout_at(deadline, any_changed(&mut watches)).await.is_err() {
+        if watches.is_empty()
+            || tokio::time::timeout_at(deadline, any_changed(&mut watches))
+                .await
+                .is_err()
+        {
             // Timed out with nothing new: the last read is the answer.
             return read_all(&request, &targets, max_bytes, version).0;
         }
@@ -61,8 +69,10 @@ pub async fn handle(broker: &Broker, request: FetchRequest, version: i16) -> Fet
 
 /// Completes when any receiver sees a new value (or its partition is gone).
 async fn any_changed(watches: &mut [watch::Receiver<i64>]) {
-    let mut changes: Vec<Pin<Box<dyn Future<Output = _> + Send + '_>>> =
-        watches.iter_mut().map(|w| Box::pin(w.changed()) as Pin<Box<_>>).collect();
+    let mut changes: Vec<Pin<Box<dyn Future<Output = _> + Send + '_>>> = watches
+        .iter_mut()
+        .map(|w| Box::pin(w.changed()) as Pin<Box<_>>)
+        .collect();
     std::future::poll_fn(|cx| {
         for change in changes.iter_mut() {
             if change.as_mut().poll(cx).is_ready() {

@@ -1,7 +1,9 @@
 //! ListOffsets: earliest, latest, max-timestamp and by-timestamp lookups per partition.
 
 use kafka_protocol::error::ResponseError;
-use kafka_protocol::messages::list_offsets_response::{ListOffsetsPartitionResponse, ListOffsetsTopicResponse};
+use kafka_protocol::messages::list_offsets_response::{
+    ListOffsetsPartitionResponse, ListOffsetsTopicResponse,
+};
 use kafka_protocol::messages::{ListOffsetsRequest, ListOffsetsResponse};
 
 use super::{code, NONE};
@@ -64,7 +66,10 @@ pub fn handle(broker: &Broker, request: ListOffsetsRequest, _version: i16) -> Li
 fn lookup(partition: &Partition, timestamp: i64) -> Result<Option<RecordPosition>, String> {
     let hw = partition.high_watermark();
     match timestamp {
-        LATEST => Ok(Some(RecordPosition { offset: hw, timestamp: -1 })),
+        LATEST => Ok(Some(RecordPosition {
+            offset: hw,
+            timestamp: -1,
+        })),
         EARLIEST => Ok(Some(RecordPosition {
             offset: partition.log_start_offset(),
             timestamp: -1,

@@ -2,11 +2,13 @@
 //! Unknown topics are created here when auto.create.topics.enable is on and the client
 //! allows it.
 
-use kafka_protocol::error::ResponseError;
-use kafka_protocol::messages::metadata_response::{MetadataResponseBroker, MetadataResponsePartition, MetadataResponseTopic};
-use kafka_protocol::messages::{BrokerId, MetadataRequest, MetadataResponse, TopicName};
 use gregor_metadata::controller::validate_topic_name;
 use gregor_metadata::{ControllerError, TopicImage};
+use kafka_protocol::error::ResponseError;
+use kafka_protocol::messages::metadata_response::{
+    MetadataResponseBroker, MetadataResponsePartition, MetadataResponseTopic,
+};
+use kafka_protocol::messages::{BrokerId, MetadataRequest, MetadataResponse, TopicName};
 
 use super::{code, s, NONE};
 use crate::broker::Broker;
@@ -56,7 +58,12 @@ pub fn handle(broker: &Broker, request: MetadataRequest, version: i16) -> Metada
         .with_cluster_authorized_operations(i32::MIN)
 }
 
-fn requested_topic(broker: &Broker, name: &str, allow_auto_create: bool, version: i16) -> MetadataResponseTopic {
+fn requested_topic(
+    broker: &Broker,
+    name: &str,
+    allow_auto_create: bool,
+    version: i16,
+) -> MetadataResponseTopic {
     let error = |e: ResponseError| {
         MetadataResponseTopic::default()
             .with_name(Some(TopicName(s(name))))

@@ -6,10 +6,10 @@
 
 use std::time::Duration;
 
+use gregor_storage::error::StorageError;
 use kafka_protocol::error::ResponseError;
 use kafka_protocol::messages::produce_response::{PartitionProduceResponse, TopicProduceResponse};
 use kafka_protocol::messages::{ProduceRequest, ProduceResponse};
-use gregor_storage::error::StorageError;
 
 use super::{code, now_ms, s, NONE};
 use crate::broker::Broker;
@@ -26,7 +26,11 @@ pub fn storage_error(e: &StorageError) -> (i16, String) {
     (code(c), e.to_string())
 }
 
-fn partition_error(index: i32, error: ResponseError, message: Option<String>) -> PartitionProduceResponse {
+fn partition_error(
+    index: i32,
+    error: ResponseError,
+    message: Option<String>,
+) -> PartitionProduceResponse {
     PartitionProduceResponse::default()
         .with_index(index)
         .with_error_code(code(error))
@@ -36,7 +40,11 @@ fn partition_error(index: i32, error: ResponseError, message: Option<String>) ->
         .with_error_message(message.map(s))
 }
 
-pub async fn handle(broker: &Broker, request: ProduceRequest, _version: i16) -> Option<ProduceResponse> {
+pub async fn handle(
+    broker: &Broker,
+    request: ProduceRequest,
+    _version: i16,
+) -> Option<ProduceResponse> {
     let acks = request.acks;
     let mut waits = Vec::new();
     let mut responses = Vec::with_capacity(request.topic_data.len());
@@ -59,14 +67,21 @@ pub async fn handle(broker: &Broker, request: ProduceRequest, _version: i16) -> 
                 continue;
             }
             let Some(partition) = broker.replicas.get(&name, index) else {
-                partitions.push(partition_error(index, ResponseError::UnknownTopicOrPartition, None));
+                partitions.push(partition_error(
+                    index,
+                    ResponseError::UnknownTopicOrPartition,
+                    None,
+                ));
                 continue;
             };
             if acks == -1 && partition.isr_size() < min_isr {
                 partitions.push(partition_error(
                     index,
                     ResponseError::NotEnoughReplicas,
-                    Some(format!("{} in-sync replicas, min.insync.replicas is {min_isr}", partition.isr_size())),
+                    Some(format!(
+                        "{} in-sync replicas, min.insync.replicas is {min_isr}",
+                        partition.isr_size()
+                    )),
                 ));
                 continue;
             }
@@ -116,10 +131,12 @@ pub async fn handle(broker: &Broker, request: ProduceRequest, _version: i16) -> 
     if acks == 0 {
         return None;
     }
-    let deadline = tokio::time::Instant::now() + Duration::from_millis(request.timeout_ms.max(0) as u64);
+    let deadline =
+        tokio::time::Instant::now() + Duration::from_millis(request.timeout_ms.max(0) as u64);
     for (partition, required_hw) in waits {
         let mut hw = partition.subscribe_hw();
-        let committed = tokio::time::timeout_at(deadline, hw.wait_for(|hw| *hw >= required_hw)).await;
+        let committed =
+            tokio::time::timeout_at(deadline, hw.wait_for(|hw| *hw >= required_hw)).await;
         if !matches!(committed, Ok(Ok(_))) {
             mark_timed_out(&mut responses, &partition.topic, partition.index);
         }
@@ -129,9 +146,15 @@ pub async fn handle(broker: &Broker, request: ProduceRequest, _version: i16) -> 
 
 fn mark_timed_out(responses: &mut [TopicProduceResponse], topic: &str, index: i32) {
     for t in responses.iter_mut().filter(|t| t.name.0.as_str() == topic) {
-        for p in t.partition_responses.iter_mut().filter(|p| p.index == index) {
+        for p in t
+            .partition_responses
+            .iter_mut()
+            .filter(|p| p.index == index)
+        {
             p.error_code = code(ResponseError::RequestTimedOut);
-            p.error_message = Some(s("the write was not replicated to all in-sync replicas in time"));
+            p.error_message = Some(s(
+                "the write was not replicated to all in-sync replicas in time",
+            ));
         }
     }
 }

@@ -1,15 +1,17 @@
 //! CreateTopics, DeleteTopics and CreatePartitions: admin changes through the controller.
 
+use gregor_metadata::controller::NewTopic;
+use gregor_metadata::ControllerError;
 use kafka_protocol::error::ResponseError;
 use kafka_protocol::messages::create_partitions_response::CreatePartitionsTopicResult;
-use kafka_protocol::messages::create_topics_response::{CreatableTopicConfigs, CreatableTopicResult};
+use kafka_protocol::messages::create_topics_response::{
+    CreatableTopicConfigs, CreatableTopicResult,
+};
 use kafka_protocol::messages::delete_topics_response::DeletableTopicResult;
 use kafka_protocol::messages::{
     CreatePartitionsRequest, CreatePartitionsResponse, CreateTopicsRequest, CreateTopicsResponse,
     DeleteTopicsRequest, DeleteTopicsResponse, TopicName,
 };
-use gregor_metadata::controller::NewTopic;
-use gregor_metadata::ControllerError;
 
 use super::configs::topic_entries;
 use super::{code, s, NONE};
@@ -29,7 +31,11 @@ pub fn controller_error(e: &ControllerError) -> (i16, String) {
     (code(c), e.to_string())
 }
 
-pub fn create_topics(broker: &Broker, request: CreateTopicsRequest, version: i16) -> CreateTopicsResponse {
+pub fn create_topics(
+    broker: &Broker,
+    request: CreateTopicsRequest,
+    version: i16,
+) -> CreateTopicsResponse {
     let config = broker.config();
     let mut seen = std::collections::HashSet::new();
     let topics = request
@@ -47,14 +53,18 @@ pub fn create_topics(broker: &Broker, request: CreateTopicsRequest, version: i16
                     .with_replication_factor(-1)
             };
             if !seen.insert(name.clone()) {
-                return fail(ResponseError::InvalidRequest, format!("topic '{name}' appears more than once in the request"));
+                return fail(
+                    ResponseError::InvalidRequest,
+                    format!("topic '{name}' appears more than once in the request"),
+                );
             }
             let (mut partitions, mut rf) = (t.num_partitions, t.replication_factor);
             if !t.assignments.is_empty() {
                 if partitions != -1 || rf != -1 {
                     return fail(
                         ResponseError::InvalidRequest,
-                        "both a replica assignment and partitions/replication factor were given".into(),
+                        "both a replica assignment and partitions/replication factor were given"
+                            .into(),
                     );
                 }
                 let image = broker.image();
@@ -64,7 +74,10 @@ pub fn create_topics(broker: &Broker, request: CreateTopicsRequest, version: i16
                     .flat_map(|a| a.broker_ids.iter())
                     .find(|b| !image.brokers.contains_key(&b.0));
                 if let Some(b) = unknown {
-                    return fail(ResponseError::InvalidReplicaAssignment, format!("broker {} does not exist", b.0));
+                    return fail(
+                        ResponseError::InvalidReplicaAssignment,
+                        format!("broker {} does not exist", b.0),
+                    );
                 }
                 partitions = t.assignments.len() as i32;
                 rf = t.assignments[0].broker_ids.len() as i16;
@@ -78,7 +91,11 @@ pub fn create_topics(broker: &Broker, request: CreateTopicsRequest, version: i16
             let configs: Vec<(String, String)> = t
                 .configs
                 .iter()
-                .filter_map(|c| c.value.as_ref().map(|v| (c.name.to_string(), v.to_string())))
+                .filter_map(|c| {
+                    c.value
+                        .as_ref()
+                        .map(|v| (c.name.to_string(), v.to_string()))
+                })
                 .collect();
             let created = broker.commit(|c| {
                 c.create_topic(
@@ -128,7 +145,11 @@ pub fn create_topics(broker: &Broker, request: CreateTopicsRequest, version: i16
     CreateTopicsResponse::default().with_topics(topics)
 }
 
-pub fn delete_topics(broker: &Broker, request: DeleteTopicsRequest, version: i16) -> DeleteTopicsResponse {
+pub fn delete_topics(
+    broker: &Broker,
+    request: DeleteTopicsRequest,
+    version: i16,
+) -> DeleteTopicsResponse {
     // v6 names topics by name or id; earlier versions by name only.
     let targets: Vec<(Option<String>, uuid::Uuid)> = if version >= 6 {
         request
@@ -169,7 +190,10 @@ pub fn delete_topics(broker: &Broker, request: DeleteTopicsRequest, version: i16
     DeleteTopicsResponse::default().with_responses(responses)
 }
 
-pub fn create_partitions(broker: &Broker, request: CreatePartitionsRequest) -> CreatePartitionsResponse {
+pub fn create_partitions(
+    broker: &Broker,
+    request: CreatePartitionsRequest,
+) -> CreatePartitionsResponse {
     let results = request
         .topics
         .into_iter()
@@ -178,11 +202,18 @@ pub fn create_partitions(broker: &Broker, request: CreatePartitionsRequest) -> C
             let result = CreatePartitionsTopicResult::default().with_name(t.name.clone());
             if let Some(assignments) = &t.assignments {
                 let image = broker.image();
-                let current = image.topic(&name).map(|t| t.partitions.len() as i32).unwrap_or(0);
+                let current = image
+                    .topic(&name)
+                    .map(|t| t.partitions.len() as i32)
+                    .unwrap_or(0);
                 if assignments.len() as i32 != t.count - current {
-                    return result.with_error_code(code(ResponseError::InvalidReplicaAssignment)).with_error_message(Some(s(
-                        format!("{} assignments given for {} new partitions", assignments.len(), t.count - current),
-                    )));
+                    return result
+                        .with_error_code(code(ResponseError::InvalidReplicaAssignment))
+                        .with_error_message(Some(s(format!(
+                            "{} assignments given for {} new partitions",
+                            assignments.len(),
+                            t.count - current
+                        ))));
                 }
             }
             match broker.commit(|c| c.create_partitions(&name, t.count, request.validate_only)) {

@@ -17,10 +17,17 @@ use rdkafka::config::ClientConfig;
 /// Starts a broker on 127.0.0.1:0 storing data in `dir`, with extra `overrides`.
 pub async fn start_broker(dir: &Path, overrides: &[(&str, &str)]) -> BrokerHandle {
     let mut pairs = vec![
-        ("listeners".to_string(), "PLAINTEXT://127.0.0.1:0".to_string()),
+        (
+            "listeners".to_string(),
+            "PLAINTEXT://127.0.0.1:0".to_string(),
+        ),
         ("log.dirs".to_string(), dir.display().to_string()),
     ];
-    pairs.extend(overrides.iter().map(|(k, v)| (k.to_string(), v.to_string())));
+    pairs.extend(
+        overrides
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string())),
+    );
     let config = BrokerConfig::from_pairs(pairs).expect("valid test config");
     gregor_broker::start(config).await.expect("broker starts")
 }
@@ -31,8 +38,14 @@ pub async fn restart_broker(dir: &Path, port: u16, overrides: &[(&str, &str)]) -
     let mut all: Vec<(&str, &str)> = vec![("listeners", listener.as_str())];
     all.extend_from_slice(overrides);
     // Owned copies: `start_broker` prepends port 0, which the later entry overrides.
-    let owned: Vec<(String, String)> = all.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect();
-    let refs: Vec<(&str, &str)> = owned.iter().map(|(k, v)| (k.as_str(), v.as_str())).collect();
+    let owned: Vec<(String, String)> = all
+        .iter()
+        .map(|(k, v)| (k.to_string(), v.to_string()))
+        .collect();
+    let refs: Vec<(&str, &str)> = owned
+        .iter()
+        .map(|(k, v)| (k.as_str(), v.as_str()))
+        .collect();
     start_broker(dir, &refs).await
 }
 
@@ -66,8 +79,13 @@ pub struct RawConnection {
 impl RawConnection {
     pub fn connect(addr: std::net::SocketAddr) -> RawConnection {
         let stream = TcpStream::connect(addr).expect("connect");
-        stream.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
-        RawConnection { stream, correlation_id: 0 }
+        stream
+            .set_read_timeout(Some(Duration::from_secs(10)))
+            .unwrap();
+        RawConnection {
+            stream,
+            correlation_id: 0,
+        }
     }
 
     /// Sends raw bytes (a frame must include its own length prefix).
@@ -91,19 +109,30 @@ impl RawConnection {
     }
 
     /// Encodes and sends `request` as `version`, returns the decoded response.
-    pub fn request(&mut self, api_key: ApiKey, version: i16, request: &RequestKind) -> ResponseKind {
+    pub fn request(
+        &mut self,
+        api_key: ApiKey,
+        version: i16,
+        request: &RequestKind,
+    ) -> ResponseKind {
         self.correlation_id += 1;
         let frame = encode_request(api_key, version, self.correlation_id, request);
         self.send_raw(&frame).expect("send");
         let mut body = self.read_frame().expect("response");
-        let header = ResponseHeader::decode(&mut body, api_key.response_header_version(version)).unwrap();
+        let header =
+            ResponseHeader::decode(&mut body, api_key.response_header_version(version)).unwrap();
         assert_eq!(header.correlation_id, self.correlation_id);
         ResponseKind::decode(api_key, &mut body, version).expect("decodable response")
     }
 }
 
 /// A complete request frame, length prefix included.
-pub fn encode_request(api_key: ApiKey, version: i16, correlation_id: i32, request: &RequestKind) -> Bytes {
+pub fn encode_request(
+    api_key: ApiKey,
+    version: i16,
+    correlation_id: i32,
+    request: &RequestKind,
+) -> Bytes {
     let header = RequestHeader::default()
         .with_request_api_key(api_key as i16)
         .with_request_api_version(version)
@@ -111,7 +140,9 @@ pub fn encode_request(api_key: ApiKey, version: i16, correlation_id: i32, reques
         .with_client_id(Some(StrBytes::from_static_str("raw-test")));
     let mut buf = BytesMut::new();
     buf.put_i32(0);
-    header.encode(&mut buf, api_key.request_header_version(version)).unwrap();
+    header
+        .encode(&mut buf, api_key.request_header_version(version))
+        .unwrap();
     request.encode(&mut buf, version).unwrap();
     let len = (buf.len() - 4) as i32;
     buf[..4].copy_from_slice(&len.to_be_bytes());

@@ -1,0 +1,187 @@
+//! The `gregor broker` binary as a separate process: start-up messages, bad configuration,
+//! and durability across SIGKILL (every record acknowledged with acks=1 and
+//! log.flush.interval.messages=1 is there after a restart).
+
+use std::io::{BufRead, BufReader};
+use std::path::Path;
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, TopicReplication};
+use rdkafka::client::DefaultClientContext;
+use rdkafka::config::ClientConfig;
+use rdkafka::consumer::{Consumer, StreamConsumer};
+use rdkafka::message::Message;
+use rdkafka::producer::{FutureProducer, FutureRecord};
+use rdkafka::{Offset, TopicPartitionList};
+
+const TIMEOUT: Duration = Duration::from_secs(20);
+
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+/// Starts the broker binary and waits for its "listening" line.
+fn spawn_broker(dir: &Path, port: u16, extra: &[&str]) -> Child {
+    let mut cmd = Command::new(env!("CARGO_BIN_EXE_gregor"));
+    cmd.arg("broker")
+        .arg("--override")
+        .arg(format!("listeners=PLAINTEXT://127.0.0.1:{port}"))
+        .arg("--override")
+        .arg(format!("log.dirs={}", dir.display()));
+    for e in extra {
+        cmd.arg("--override").arg(e);
+    }
+    let mut child = cmd
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("spawn gregor");
+    let stdout = child.stdout.take().unwrap();
+    let mut lines = BufReader::new(stdout).lines();
+    let first = lines.next().expect("a start-up line").unwrap();
+    assert!(
+        first.contains(&format!("listening on 127.0.0.1:{port}")),
+        "{first}"
+    );
+    assert!(
+        first.contains(&dir.display().to_string()),
+        "prints where data lives: {first}"
+    );
+    child
+}
+
+fn client(port: u16) -> ClientConfig {
+    let mut c = ClientConfig::new();
+    c.set("bootstrap.servers", format!("127.0.0.1:{port}"))
+        .set("broker.address.family", "v4");
+    c
+}
+
+#[test]
+fn invalid_config_stops_startup_naming_the_key() {
+    let dir = tempfile::tempdir().unwrap();
+    let out = Command::new(env!("CARGO_BIN_EXE_gregor"))
+        .args(["broker", "--override", "num.partitions=many", "--override"])
+        .arg(format!("log.dirs={}", dir.path().display()))
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(stderr.contains("num.partitions"), "{stderr}");
+    let out = Command::new(env!("CARGO_BIN_EXE_gregor"))
+        .args(["broker", "--override", "no-equals-sign"])
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    assert!(String::from_utf8_lossy(&out.stderr).contains("key=value"));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn acknowledged_records_survive_sigkill() {
+    let dir = tempfile::tempdir().unwrap();
+    let port = free_port();
+    let flush = ["log.flush.interval.messages=1", "log.segment.bytes=65536"];
+    let mut broker = spawn_broker(dir.path(), port, &flush);
+
+    let admin: AdminClient<DefaultClientContext> = client(port).create().unwrap();
+    let topic = NewTopic::new("crash", 2, TopicReplication::Fixed(1));
+    let r = admin
+        .create_topics(&[topic], &AdminOptions::new())
+        .await
+        .unwrap();
+    assert!(r[0].is_ok());
+
+    let producer: FutureProducer = client(port)
+        .set("acks", "1")
+        .set("linger.ms", "1")
+        .set("message.timeout.ms", "5000")
+        .create()
+        .unwrap();
+    // Produce continuously from a task; kill the broker once enough records were acked.
+    let acked = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
+    let sender = {
+        let acked = acked.clone();
+        let producer = producer.clone();
+        tokio::spawn(async move {
+            for i in 0..20_000u32 {
+                let value = format!("crash-{i}");
+                let fut = producer.send_result(
+                    FutureRecord::<(), _>::to("crash")
+                        .payload(&value)
+                        .partition((i % 2) as i32),
+                );
+                let Ok(fut) = fut else { break };
+                let acked = acked.clone();
+                tokio::spawn(async move {
+                    if let Ok(Ok(d)) = fut.await {
+                        acked.lock().unwrap().push((d.partition, d.offset, value));
+                    }
+                });
+                if i % 50 == 0 {
+                    tokio::time::sleep(Duration::from_millis(2)).await;
+                }
+            }
+        })
+    };
+    let deadline = Instant::now() + TIMEOUT;
+    while acked.lock().unwrap().len() < 2_000 && Instant::now() < deadline {
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    broker.kill().expect("SIGKILL");
+    broker.wait().unwrap();
+    sender.abort();
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    let acked: Vec<(i32, i64, String)> = acked.lock().unwrap().clone();
+    assert!(
+        acked.len() >= 2_000,
+        "only {} records acknowledged before the kill",
+        acked.len()
+    );
+    drop(producer);
+
+    let mut broker = spawn_broker(dir.path(), port, &flush);
+    let consumer: StreamConsumer = client(port)
+        .set("group.id", "crash-check")
+        .set("enable.auto.commit", "false")
+        .create()
+        .unwrap();
+    let mut tpl = TopicPartitionList::new();
+    tpl.add_partition_offset("crash", 0, Offset::Beginning)
+        .unwrap();
+    tpl.add_partition_offset("crash", 1, Offset::Beginning)
+        .unwrap();
+    consumer.assign(&tpl).unwrap();
+    let mut ends = [0i64; 2];
+    for p in 0..2 {
+        ends[p] = consumer
+            .fetch_watermarks("crash", p as i32, TIMEOUT)
+            .unwrap()
+            .1;
+    }
+    let total: i64 = ends.iter().sum();
+    let mut found = std::collections::HashMap::new();
+    while (found.len() as i64) < total {
+        let m = tokio::time::timeout(TIMEOUT, consumer.recv())
+            .await
+            .expect("records")
+            .unwrap();
+        found.insert(
+            (m.partition(), m.offset()),
+            String::from_utf8(m.payload().unwrap().to_vec()).unwrap(),
+        );
+    }
+    for (partition, offset, value) in &acked {
+        assert_eq!(
+            found.get(&(*partition, *offset)),
+            Some(value),
+            "acked record at {partition}/{offset} lost"
+        );
+    }
+    broker.kill().unwrap();
+    broker.wait().unwrap();
+}
