@@ -109,6 +109,7 @@ async fn round_trip_keys_headers_nulls_contiguous_offsets() {
 
     let producer = producer(&bootstrap, &[]);
     let n = 300;
+    let mut deliveries = Vec::new();
     for i in 0..n {
         let key = format!("key-{i}");
         let value = format!("value-{i}");
@@ -128,7 +129,10 @@ async fn round_trip_keys_headers_nulls_contiguous_offsets() {
         if i % 10 != 0 {
             record = record.payload(&value);
         }
-        producer.send(record, TIMEOUT).await.expect("delivered");
+        deliveries.push(producer.send_result(record).expect("enqueued"));
+    }
+    for d in deliveries {
+        d.await.expect("not cancelled").expect("delivered");
     }
 
     let consumer = assigned_consumer(&bootstrap, "round-trip", 3);
@@ -173,21 +177,16 @@ async fn every_compression_codec_round_trips() {
             &[("compression.type", codec), ("linger.ms", "50")],
         );
         let n = 500;
-        let sends: Vec<_> = (0..n)
+        // Enqueue everything first so linger.ms puts many records in each compressed batch.
+        let deliveries: Vec<_> = (0..n)
             .map(|i| {
                 let value = format!("{codec} record {i} {}", "x".repeat(i % 50));
-                let topic = topic.clone();
-                let producer = producer.clone();
-                async move {
-                    producer
-                        .send(FutureRecord::<(), _>::to(&topic).payload(&value), TIMEOUT)
-                        .await
-                        .expect("delivered")
-                }
+                let record = FutureRecord::<(), _>::to(&topic).payload(&value);
+                producer.send_result(record).expect("enqueued")
             })
             .collect();
-        for s in sends {
-            s.await;
+        for d in deliveries {
+            d.await.expect("not cancelled").expect("delivered");
         }
         let consumer = assigned_consumer(&bootstrap, &topic, 1);
         let records = consume(&consumer, n).await;
@@ -209,25 +208,19 @@ async fn list_offsets_by_timestamp_and_watermarks() {
     let producer = producer(&bootstrap, &[("linger.ms", "100")]);
     let base = 1_700_000_000_000i64;
     // Ten records in one or more batches with timestamps base, base+1000, ...
-    let sends: Vec<_> = (0..10)
+    // Enqueued together so several records share a batch and the lookup must find the
+    // record inside it.
+    let deliveries: Vec<_> = (0..10)
         .map(|i| {
-            let producer = producer.clone();
-            async move {
-                let value = format!("v{i}");
-                producer
-                    .send(
-                        FutureRecord::<(), _>::to("times")
-                            .payload(&value)
-                            .timestamp(base + i * 1000),
-                        TIMEOUT,
-                    )
-                    .await
-                    .expect("delivered")
-            }
+            let value = format!("v{i}");
+            let record = FutureRecord::<(), _>::to("times")
+                .payload(&value)
+                .timestamp(base + i * 1000);
+            producer.send_result(record).expect("enqueued")
         })
         .collect();
-    for s in sends {
-        s.await;
+    for d in deliveries {
+        d.await.expect("not cancelled").expect("delivered");
     }
     let consumer = assigned_consumer(&bootstrap, "times", 1);
     let (low, high) = consumer.fetch_watermarks("times", 0, TIMEOUT).unwrap();
