@@ -156,14 +156,9 @@ async fn acknowledged_records_survive_sigkill() {
     tpl.add_partition_offset("crash", 1, Offset::Beginning)
         .unwrap();
     consumer.assign(&tpl).unwrap();
-    let mut ends = [0i64; 2];
-    for p in 0..2 {
-        ends[p] = consumer
-            .fetch_watermarks("crash", p as i32, TIMEOUT)
-            .unwrap()
-            .1;
-    }
-    let total: i64 = ends.iter().sum();
+    let total: i64 = (0..2)
+        .map(|p| consumer.fetch_watermarks("crash", p, TIMEOUT).unwrap().1)
+        .sum();
     let mut found = std::collections::HashMap::new();
     while (found.len() as i64) < total {
         let m = tokio::time::timeout(TIMEOUT, consumer.recv())
