@@ -17,7 +17,7 @@ const MAX_TIMESTAMP: i64 = -3;
 /// Enough bytes to read one batch header; the read returns the whole batch anyway.
 const ONE_BATCH_BYTES: usize = 1;
 
-pub fn handle(broker: &Broker, request: ListOffsetsRequest, _version: i16) -> ListOffsetsResponse {
+pub fn handle(broker: &Broker, request: ListOffsetsRequest, version: i16) -> ListOffsetsResponse {
     let topics = request
         .topics
         .into_iter()
@@ -47,7 +47,8 @@ pub fn handle(broker: &Broker, request: ListOffsetsRequest, _version: i16) -> Li
                             .with_error_code(NONE)
                             .with_offset(found.offset)
                             .with_timestamp(found.timestamp)
-                            .with_leader_epoch(epoch),
+                            // The field exists from v4; the codec refuses it earlier.
+                            .with_leader_epoch(if version >= 4 { epoch } else { -1 }),
                         Ok(None) => base.with_error_code(NONE),
                         Err(e) => {
                             tracing::warn!(topic = %name, partition = p.partition_index, error = %e, "offset lookup failed");
