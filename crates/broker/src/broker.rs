@@ -13,6 +13,7 @@ use gregor_metadata::{ConfigResource, Controller, ControllerError, MetadataImage
 use gregor_storage::log_dir::LogDir;
 
 use crate::config::BrokerConfig;
+use crate::group::coordinator::{GroupCoordinator, OFFSETS_TOPIC};
 use crate::replica_manager::ReplicaManager;
 
 /// Errors that stop the broker from starting or shutting down cleanly.
@@ -42,6 +43,7 @@ pub struct Broker {
     controller: Mutex<Controller>,
     image: RwLock<Arc<MetadataImage>>,
     pub replicas: ReplicaManager,
+    pub groups: GroupCoordinator,
 }
 
 impl Broker {
@@ -56,6 +58,7 @@ impl Broker {
             Controller::open(&dir.join("__cluster_metadata-0").join("metadata.log"))?;
         let image = controller.register_broker(node_id, host, port)?;
         let replicas = ReplicaManager::new(node_id, log_dir);
+        let groups = GroupCoordinator::new(config.coordinator_config());
         let broker = Broker {
             node_id,
             cluster_id,
@@ -64,9 +67,14 @@ impl Broker {
             controller: Mutex::new(controller),
             image: RwLock::new(image.clone()),
             replicas,
+            groups,
         };
         broker.remove_stray_partition_dirs(&image);
         broker.apply_image(image)?;
+        broker.groups.load(&broker).map_err(|e| BrokerError::Io {
+            context: format!("replaying {OFFSETS_TOPIC}"),
+            source: std::io::Error::other(e),
+        })?;
         Ok(broker)
     }
 
@@ -115,10 +123,49 @@ impl Broker {
         Ok(())
     }
 
+    /// Creates `__consumer_offsets` (compacted, offsets.topic.* settings) if it is missing.
+    pub fn ensure_offsets_topic(&self) -> Result<(), ControllerError> {
+        if self.image().topic(OFFSETS_TOPIC).is_some() {
+            return Ok(());
+        }
+        let config = self.config();
+        let get = |k: &str| config.get(k).unwrap_or_default().to_string();
+        let brokers = self.image().brokers.len().max(1) as i16;
+        let rf = get("offsets.topic.replication.factor")
+            .parse::<i16>()
+            .unwrap_or(1)
+            .clamp(1, brokers);
+        let configs = vec![
+            ("cleanup.policy".to_string(), "compact".to_string()),
+            (
+                "segment.bytes".to_string(),
+                get("offsets.topic.segment.bytes"),
+            ),
+        ];
+        let result = self.commit(|c| {
+            c.create_topic(
+                NewTopic {
+                    name: OFFSETS_TOPIC,
+                    num_partitions: get("offsets.topic.num.partitions").parse().unwrap_or(50),
+                    replication_factor: rf,
+                    configs: &configs,
+                },
+                false,
+            )
+        });
+        match result {
+            Ok(_) | Err(ControllerError::TopicAlreadyExists(_)) => Ok(()),
+            Err(e) => Err(e),
+        }
+    }
+
     /// Creates `name` with broker defaults if auto-creation is on; returns whether it exists.
     pub fn auto_create_topic(&self, name: &str) -> Result<bool, ControllerError> {
         if self.image().topic(name).is_some() {
             return Ok(true);
+        }
+        if name == OFFSETS_TOPIC {
+            return self.ensure_offsets_topic().map(|_| true);
         }
         let config = self.config();
         if !config.auto_create_topics() {

@@ -296,6 +296,66 @@ pub const BROKER_CONFIGS: &[BrokerConfigDef] = &[
         Some("false"),
         "allow out-of-sync leaders",
     ),
+    def(
+        "offsets.topic.num.partitions",
+        I { min: 1 },
+        Some("50"),
+        "partitions of __consumer_offsets (fixed once the topic exists)",
+    ),
+    def(
+        "offsets.topic.replication.factor",
+        I { min: 1 },
+        Some("3"),
+        "replication of __consumer_offsets, capped at the number of brokers",
+    ),
+    def(
+        "offsets.topic.segment.bytes",
+        I { min: 14 },
+        Some("104857600"),
+        "segment size of __consumer_offsets",
+    ),
+    def(
+        "offsets.retention.minutes",
+        I { min: 1 },
+        Some("10080"),
+        "how long an empty group's committed offsets are kept",
+    ),
+    def(
+        "offsets.retention.check.interval.ms",
+        L { min: 1 },
+        Some("600000"),
+        "how often expired offsets are looked for",
+    ),
+    def(
+        "offset.metadata.max.bytes",
+        I { min: 0 },
+        Some("4096"),
+        "largest metadata string of a committed offset",
+    ),
+    def(
+        "group.initial.rebalance.delay.ms",
+        I { min: 0 },
+        Some("3000"),
+        "how long a new group's first rebalance waits for more members",
+    ),
+    def(
+        "group.min.session.timeout.ms",
+        I { min: 0 },
+        Some("6000"),
+        "smallest session timeout a member may ask for",
+    ),
+    def(
+        "group.max.session.timeout.ms",
+        I { min: 0 },
+        Some("1800000"),
+        "largest session timeout a member may ask for",
+    ),
+    def(
+        "group.max.size",
+        I { min: 1 },
+        Some("2147483647"),
+        "most members of one group",
+    ),
 ];
 
 /// The definition of broker key `name`.
@@ -413,6 +473,23 @@ impl BrokerConfig {
     pub fn checkpoint_interval_ms(&self) -> u64 {
         self.num::<i32>("log.flush.offset.checkpoint.interval.ms")
             .max(1) as u64
+    }
+
+    /// The group coordinator's settings.
+    pub fn coordinator_config(&self) -> crate::group::coordinator::CoordinatorConfig {
+        crate::group::coordinator::CoordinatorConfig {
+            limits: crate::group::state::GroupLimits {
+                min_session_timeout_ms: self.num("group.min.session.timeout.ms"),
+                max_session_timeout_ms: self.num("group.max.session.timeout.ms"),
+                max_size: self.num::<i32>("group.max.size") as usize,
+                initial_rebalance_delay_ms: self.num::<i32>("group.initial.rebalance.delay.ms")
+                    as i64,
+            },
+            offsets_partitions: self.num("offsets.topic.num.partitions"),
+            offset_metadata_max_bytes: self.num::<i32>("offset.metadata.max.bytes") as usize,
+            offsets_retention_ms: self.num::<i32>("offsets.retention.minutes") as i64 * 60_000,
+            offsets_retention_check_interval_ms: self.num("offsets.retention.check.interval.ms"),
+        }
     }
 
     /// The listener address (`PLAINTEXT://host:port`; the host must be an IP or localhost).

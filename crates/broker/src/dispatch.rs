@@ -70,8 +70,9 @@ pub async fn dispatch(broker: &Broker, frame: Bytes) -> Outcome {
         }
     };
     let response = match handlers::handle(broker, &header, request).await {
-        Some(r) => r,
-        None => return Outcome::NoResponse,
+        Ok(Some(r)) => r,
+        Ok(None) => return Outcome::NoResponse,
+        Err(reason) => return Outcome::Close(reason),
     };
     match encode_response(api_key, api_version, correlation_id, &response) {
         Ok(bytes) => Outcome::Respond(bytes),

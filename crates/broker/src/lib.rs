@@ -8,6 +8,7 @@ pub mod background;
 pub mod broker;
 pub mod config;
 pub mod dispatch;
+pub mod group;
 pub mod handlers;
 pub mod partition;
 pub mod record_scan;

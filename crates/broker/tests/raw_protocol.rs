@@ -406,7 +406,7 @@ async fn produce_and_fetch_errors() {
 
 /// One request per API with a topic and partition in it, so nested response fields are
 /// filled, for the given version.
-fn sample_request(key: ApiKey, topic: &str) -> RequestKind {
+fn sample_request(key: ApiKey, version: i16, topic: &str) -> RequestKind {
     let name = || TopicName(s(topic));
     match key {
         ApiKey::Produce => {
@@ -500,6 +500,101 @@ fn sample_request(key: ApiKey, topic: &str) -> RequestKind {
                     .with_resource_name(s(topic))]),
         ),
         ApiKey::DescribeCluster => RequestKind::DescribeCluster(DescribeClusterRequest::default()),
+        ApiKey::FindCoordinator if version >= 4 => RequestKind::FindCoordinator(
+            FindCoordinatorRequest::default().with_coordinator_keys(vec![s("g"), s("h")]),
+        ),
+        ApiKey::FindCoordinator => {
+            RequestKind::FindCoordinator(FindCoordinatorRequest::default().with_key(s("g")))
+        }
+        // A member id nobody was given: answered at once with UNKNOWN_MEMBER_ID.
+        ApiKey::JoinGroup => RequestKind::JoinGroup(
+            JoinGroupRequest::default()
+                .with_group_id(GroupId(s("g")))
+                .with_session_timeout_ms(10_000)
+                .with_rebalance_timeout_ms(10_000)
+                .with_member_id(s("stranger"))
+                .with_protocol_type(s("consumer"))
+                .with_protocols(vec![join_group_request::JoinGroupRequestProtocol::default(
+                )
+                .with_name(s("range"))]),
+        ),
+        ApiKey::SyncGroup => RequestKind::SyncGroup(
+            SyncGroupRequest::default()
+                .with_group_id(GroupId(s("g")))
+                .with_member_id(s("m")),
+        ),
+        ApiKey::Heartbeat => RequestKind::Heartbeat(
+            HeartbeatRequest::default()
+                .with_group_id(GroupId(s("g")))
+                .with_member_id(s("m")),
+        ),
+        ApiKey::LeaveGroup if version >= 3 => RequestKind::LeaveGroup(
+            LeaveGroupRequest::default()
+                .with_group_id(GroupId(s("g")))
+                .with_members(vec![
+                    leave_group_request::MemberIdentity::default().with_member_id(s("m"))
+                ]),
+        ),
+        ApiKey::LeaveGroup => RequestKind::LeaveGroup(
+            LeaveGroupRequest::default()
+                .with_group_id(GroupId(s("g")))
+                .with_member_id(s("m")),
+        ),
+        ApiKey::OffsetCommit => {
+            let p = offset_commit_request::OffsetCommitRequestPartition::default()
+                .with_partition_index(0)
+                .with_committed_offset(1);
+            let t = offset_commit_request::OffsetCommitRequestTopic::default()
+                .with_name(name())
+                .with_partitions(vec![p]);
+            RequestKind::OffsetCommit(
+                OffsetCommitRequest::default()
+                    .with_group_id(GroupId(s("g")))
+                    .with_generation_id_or_member_epoch(-1)
+                    .with_topics(vec![t]),
+            )
+        }
+        ApiKey::OffsetFetch => {
+            let t = offset_fetch_request::OffsetFetchRequestTopic::default()
+                .with_name(name())
+                .with_partition_indexes(vec![0, 1]);
+            let g = offset_fetch_request::OffsetFetchRequestGroup::default()
+                .with_group_id(GroupId(s("g")))
+                .with_topics(Some(vec![
+                    offset_fetch_request::OffsetFetchRequestTopics::default()
+                        .with_name(name())
+                        .with_partition_indexes(vec![0]),
+                ]));
+            if version >= 8 {
+                RequestKind::OffsetFetch(OffsetFetchRequest::default().with_groups(vec![g]))
+            } else {
+                RequestKind::OffsetFetch(
+                    OffsetFetchRequest::default()
+                        .with_group_id(GroupId(s("g")))
+                        .with_topics(Some(vec![t])),
+                )
+            }
+        }
+        ApiKey::ListGroups => RequestKind::ListGroups(ListGroupsRequest::default()),
+        ApiKey::DescribeGroups => RequestKind::DescribeGroups(
+            DescribeGroupsRequest::default().with_groups(vec![GroupId(s("g"))]),
+        ),
+        ApiKey::DeleteGroups => RequestKind::DeleteGroups(
+            DeleteGroupsRequest::default().with_groups_names(vec![GroupId(s("nope"))]),
+        ),
+        ApiKey::OffsetDelete => {
+            let t = offset_delete_request::OffsetDeleteRequestTopic::default()
+                .with_name(name())
+                .with_partitions(vec![
+                    offset_delete_request::OffsetDeleteRequestPartition::default()
+                        .with_partition_index(0),
+                ]);
+            RequestKind::OffsetDelete(
+                OffsetDeleteRequest::default()
+                    .with_group_id(GroupId(s("g")))
+                    .with_topics(vec![t]),
+            )
+        }
         other => panic!("no sample request for {other:?}"),
     }
 }
@@ -516,7 +611,11 @@ async fn every_advertised_version_is_answered() {
             for version in range.min..=range.max {
                 // `request` asserts the correlation id and that the response decodes; an
                 // encoding failure on the broker would close the connection instead.
-                let _ = c.request(range.key, version, &sample_request(range.key, "versions"));
+                let _ = c.request(
+                    range.key,
+                    version,
+                    &sample_request(range.key, version, "versions"),
+                );
             }
         }
         metadata_ok(&mut c);

@@ -5,6 +5,7 @@ pub mod api_versions;
 pub mod cluster;
 pub mod configs;
 pub mod fetch;
+pub mod groups;
 pub mod list_offsets;
 pub mod metadata;
 pub mod produce;
@@ -16,17 +17,20 @@ use kafka_protocol::protocol::StrBytes;
 
 use crate::broker::Broker;
 
-/// Routes a decoded request to its handler.
+/// Routes a decoded request to its handler. `Ok(None)`: no response is due (acks=0).
 pub async fn handle(
     broker: &Broker,
     header: &RequestHeader,
     request: RequestKind,
-) -> Option<ResponseKind> {
+) -> Result<Option<ResponseKind>, String> {
     let v = header.request_api_version;
-    Some(match request {
+    Ok(Some(match request {
         RequestKind::ApiVersions(r) => ResponseKind::ApiVersions(api_versions::handle(&r, v)),
         RequestKind::Metadata(r) => ResponseKind::Metadata(metadata::handle(broker, r, v)),
-        RequestKind::Produce(r) => ResponseKind::Produce(produce::handle(broker, r, v).await?),
+        RequestKind::Produce(r) => match produce::handle(broker, r, v).await {
+            Some(response) => ResponseKind::Produce(response),
+            None => return Ok(None),
+        },
         RequestKind::Fetch(r) => ResponseKind::Fetch(fetch::handle(broker, r, v).await),
         RequestKind::ListOffsets(r) => {
             ResponseKind::ListOffsets(list_offsets::handle(broker, r, v))
@@ -50,11 +54,36 @@ pub async fn handle(
         RequestKind::DescribeCluster(r) => {
             ResponseKind::DescribeCluster(cluster::describe(broker, r))
         }
-        other => {
-            // The guard only lets through APIs in the version table, and each has an arm.
-            unreachable!("no handler for {other:?}")
+        RequestKind::FindCoordinator(r) => {
+            ResponseKind::FindCoordinator(groups::find_coordinator(broker, r, v))
         }
-    })
+        RequestKind::JoinGroup(r) => {
+            let client_id = header.client_id.as_ref().map(|c| c.as_str()).unwrap_or("");
+            ResponseKind::JoinGroup(groups::join_group(broker, r, v, client_id).await)
+        }
+        RequestKind::SyncGroup(r) => ResponseKind::SyncGroup(groups::sync_group(broker, r).await),
+        RequestKind::Heartbeat(r) => ResponseKind::Heartbeat(groups::heartbeat(broker, r)),
+        RequestKind::LeaveGroup(r) => ResponseKind::LeaveGroup(groups::leave_group(broker, r, v)),
+        RequestKind::OffsetCommit(r) => {
+            ResponseKind::OffsetCommit(groups::offset_commit(broker, r))
+        }
+        RequestKind::OffsetFetch(r) => {
+            ResponseKind::OffsetFetch(groups::offset_fetch(broker, r, v))
+        }
+        RequestKind::ListGroups(r) => ResponseKind::ListGroups(groups::list_groups(broker, r, v)),
+        RequestKind::DescribeGroups(r) => {
+            ResponseKind::DescribeGroups(groups::describe_groups(broker, r))
+        }
+        RequestKind::DeleteGroups(r) => {
+            ResponseKind::DeleteGroups(groups::delete_groups(broker, r))
+        }
+        RequestKind::OffsetDelete(r) => {
+            ResponseKind::OffsetDelete(groups::offset_delete(broker, r))
+        }
+        // The guard lets through only APIs in the version table, and each has an arm above;
+        // should one be missing, the connection is closed rather than the broker panicking.
+        other => return Err(format!("no handler for {:?}", other)),
+    }))
 }
 
 /// Kafka error code for "no error".

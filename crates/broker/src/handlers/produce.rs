@@ -66,6 +66,14 @@ pub async fn handle(
                 ));
                 continue;
             }
+            if name == crate::group::coordinator::OFFSETS_TOPIC {
+                partitions.push(partition_error(
+                    index,
+                    ResponseError::InvalidTopicException,
+                    Some(format!("cannot append to internal topic {name}")),
+                ));
+                continue;
+            }
             let Some(partition) = broker.replicas.get(&name, index) else {
                 partitions.push(partition_error(
                     index,

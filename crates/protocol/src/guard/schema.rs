@@ -144,11 +144,6 @@ pub static SERVED: &[ApiSchema] = &[
         INCREMENTAL_ALTER_CONFIGS,
     ),
     api(ApiKey::DescribeCluster, 0, 1, 0, DESCRIBE_CLUSTER),
-];
-
-/// Layouts written ahead of their handlers; not served until a row in
-/// [`crate::versions::SUPPORTED`] is added.
-pub static EXTRA: &[ApiSchema] = &[
     api(ApiKey::FindCoordinator, 0, 4, 3, FIND_COORDINATOR),
     api(ApiKey::JoinGroup, 0, 9, 6, JOIN_GROUP),
     api(ApiKey::SyncGroup, 0, 5, 4, SYNC_GROUP),
@@ -160,6 +155,11 @@ pub static EXTRA: &[ApiSchema] = &[
     api(ApiKey::DescribeGroups, 0, 5, 5, DESCRIBE_GROUPS),
     api(ApiKey::DeleteGroups, 0, 2, 2, DELETE_GROUPS),
     api(ApiKey::OffsetDelete, 0, 0, NEVER, OFFSET_DELETE),
+];
+
+/// Layouts written ahead of their handlers; not served until a row in
+/// [`crate::versions::SUPPORTED`] is added.
+pub static EXTRA: &[ApiSchema] = &[
     api(ApiKey::InitProducerId, 0, 5, 2, INIT_PRODUCER_ID),
     api(ApiKey::DeleteRecords, 0, 2, 2, DELETE_RECORDS),
 ];

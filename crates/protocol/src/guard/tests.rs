@@ -1020,12 +1020,12 @@ fn header_is_checked_before_the_version() {
         Err(GuardError::Malformed(_))
     ));
     // Written but not served apis are refused by check_request.
-    let f = frame(ApiKey::JoinGroup, 7);
+    let f = frame(ApiKey::InitProducerId, 3);
     assert!(matches!(
         check_request(&f, CAP),
         Err(GuardError::UnsupportedVersion {
-            api_key: 11,
-            api_version: 7
+            api_key: 22,
+            api_version: 3
         })
     ));
     // Readable messages.

@@ -1,0 +1,772 @@
+//! The group coordinator: runs each group's state machine, answers waiting JoinGroup and
+//! SyncGroup requests when their rebalance step completes, keeps committed offsets, and
+//! persists both to `__consumer_offsets` (Kafka's record schemas) before acknowledging.
+//!
+//! Architecture invariants: a group's state and its persisted records change under one
+//! mutex, in the same order; an offset commit is acknowledged only after its records are in
+//! the log; on start the whole topic is replayed, so what was acknowledged survives a
+//! restart or a kill -9. Timers (session expiry, join deadlines, the initial rebalance
+//! delay, offset retention) are driven by one task that sleeps until the earliest deadline
+//! and is woken early when a new deadline appears.
+
+use std::collections::{BTreeMap, HashMap};
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::Duration;
+
+use bytes::Bytes;
+use tokio::sync::{oneshot, watch, Notify};
+
+use super::offsets_log::{
+    decode_batches, encode_batch, GroupMemberRecord, GroupMetadataValue, OffsetCommitKey,
+    OffsetCommitValue, OffsetsRecord,
+};
+use super::state::{
+    code, Completion, Effects, Group, GroupLimits, GroupState, JoinRequest, JoinResponse, Reply,
+    SyncResponse, WaiterId,
+};
+use crate::broker::Broker;
+use crate::handlers::now_ms;
+
+/// The internal topic holding group metadata and committed offsets.
+pub const OFFSETS_TOPIC: &str = "__consumer_offsets";
+
+/// Kafka error codes used only here.
+const OFFSET_METADATA_TOO_LARGE: i16 = 12;
+const UNKNOWN_TOPIC_OR_PARTITION: i16 = 3;
+const NOT_COORDINATOR: i16 = 16;
+const NON_EMPTY_GROUP: i16 = 68;
+const GROUP_ID_NOT_FOUND: i16 = 69;
+const GROUP_SUBSCRIBED_TO_TOPIC: i16 = 86;
+const KAFKA_STORAGE_ERROR: i16 = 56;
+
+/// Settings from the broker configuration.
+#[derive(Debug, Clone, Copy)]
+pub struct CoordinatorConfig {
+    pub limits: GroupLimits,
+    pub offsets_partitions: i32,
+    pub offset_metadata_max_bytes: usize,
+    pub offsets_retention_ms: i64,
+    pub offsets_retention_check_interval_ms: i64,
+}
+
+/// One committed offset, as OffsetFetch reports it.
+#[derive(Debug, Clone, PartialEq)]
+pub struct CommittedOffset {
+    pub offset: i64,
+    pub leader_epoch: i32,
+    pub metadata: String,
+}
+
+/// A group as DescribeGroups reports it.
+pub struct GroupDescription {
+    pub state: &'static str,
+    pub protocol_type: String,
+    pub protocol: String,
+    /// (member id, instance id, client id, client host, metadata, assignment)
+    pub members: Vec<(String, Option<String>, String, String, Bytes, Bytes)>,
+}
+
+#[derive(Default)]
+struct Inner {
+    groups: HashMap<String, Group>,
+    offsets: HashMap<String, BTreeMap<(String, i32), OffsetCommitValue>>,
+    waiters: HashMap<WaiterId, oneshot::Sender<Completion>>,
+    next_waiter: WaiterId,
+    last_retention_check_ms: i64,
+}
+
+/// Runs every classic group hosted by this broker.
+pub struct GroupCoordinator {
+    inner: Mutex<Inner>,
+    wake: Notify,
+    config: CoordinatorConfig,
+}
+
+/// Java's `String.hashCode`, which decides a group's offsets partition in Kafka.
+pub fn java_string_hash(s: &str) -> i32 {
+    s.encode_utf16()
+        .fold(0i32, |h, c| h.wrapping_mul(31).wrapping_add(c as i32))
+}
+
+impl GroupCoordinator {
+    pub fn new(config: CoordinatorConfig) -> GroupCoordinator {
+        GroupCoordinator {
+            inner: Mutex::new(Inner::default()),
+            wake: Notify::new(),
+            config,
+        }
+    }
+
+    fn lock(&self) -> MutexGuard<'_, Inner> {
+        self.inner.lock().expect("group coordinator mutex poisoned")
+    }
+
+    /// The `__consumer_offsets` partition that holds `group_id`'s state.
+    pub fn partition_for(&self, group_id: &str) -> i32 {
+        let h = java_string_hash(group_id);
+        let positive = if h == i32::MIN { 0 } else { h.abs() };
+        positive % self.config.offsets_partitions
+    }
+
+    /// Replays `__consumer_offsets` into memory (at start-up).
+    pub fn load(&self, broker: &Broker) -> Result<(), String> {
+        let mut inner = self.lock();
+        let now = now_ms();
+        let mut groups: HashMap<String, Option<GroupMetadataValue>> = HashMap::new();
+        for p in 0..self.config.offsets_partitions {
+            let Some(partition) = broker.replicas.get(OFFSETS_TOPIC, p) else {
+                continue;
+            };
+            let mut offset = partition.log_start_offset();
+            let hw = partition.high_watermark();
+            while offset < hw {
+                let read = partition
+                    .read(offset, 1 << 20, true)
+                    .map_err(|e| e.to_string())?;
+                if read.records.is_empty() {
+                    break;
+                }
+                let records = decode_batches(&read.records).map_err(|e| e.to_string())?;
+                let mut last = offset;
+                for (o, record) in records {
+                    last = last.max(o);
+                    if o < offset {
+                        continue;
+                    }
+                    match record {
+                        OffsetsRecord::Offset { key, value } => {
+                            let entry = inner.offsets.entry(key.group.clone()).or_default();
+                            match value {
+                                Some(v) => {
+                                    entry.insert((key.topic, key.partition), v);
+                                }
+                                None => {
+                                    entry.remove(&(key.topic, key.partition));
+                                }
+                            }
+                        }
+                        OffsetsRecord::Group { group, value } => {
+                            groups.insert(group, value);
+                        }
+                    }
+                }
+                offset = last + 1;
+            }
+        }
+        inner.offsets.retain(|_, o| !o.is_empty());
+        for (group_id, value) in groups {
+            let Some(v) = value else { continue };
+            let members = v
+                .members
+                .into_iter()
+                .map(|m| {
+                    Group::stored_member(
+                        m.member_id,
+                        m.group_instance_id,
+                        m.client_id,
+                        m.client_host,
+                        m.rebalance_timeout_ms,
+                        m.session_timeout_ms,
+                        v.protocol.as_deref(),
+                        m.subscription,
+                        m.assignment,
+                    )
+                })
+                .collect();
+            let group = Group::restore(
+                &group_id,
+                v.generation,
+                v.protocol_type,
+                v.protocol,
+                v.leader,
+                members,
+                now,
+                self.config.limits,
+            );
+            inner.groups.insert(group_id, group);
+        }
+        tracing::info!(groups = inner.groups.len(), "group coordinator loaded");
+        Ok(())
+    }
+
+    /// Appends `records` for `group_id` to its offsets partition.
+    fn persist(
+        &self,
+        broker: &Broker,
+        group_id: &str,
+        records: &[OffsetsRecord],
+    ) -> Result<(), i16> {
+        if records.is_empty() {
+            return Ok(());
+        }
+        let p = self.partition_for(group_id);
+        let partition = broker
+            .replicas
+            .get(OFFSETS_TOPIC, p)
+            .ok_or(NOT_COORDINATOR)?;
+        let now = now_ms();
+        partition
+            .append(&encode_batch(records, now), now)
+            .map(|_| ())
+            .map_err(|e| {
+                tracing::error!(group = group_id, error = %e, "cannot persist group state");
+                KAFKA_STORAGE_ERROR
+            })
+    }
+
+    fn group_record(group: &Group) -> OffsetsRecord {
+        let members = group
+            .members
+            .values()
+            .map(|m| GroupMemberRecord {
+                member_id: m.member_id.clone(),
+                group_instance_id: m.group_instance_id.clone(),
+                client_id: m.client_id.clone(),
+                client_host: m.client_host.clone(),
+                rebalance_timeout_ms: m.rebalance_timeout_ms,
+                session_timeout_ms: m.session_timeout_ms,
+                subscription: group
+                    .protocol
+                    .as_ref()
+                    .and_then(|p| m.protocols.iter().find(|(n, _)| n == p))
+                    .map(|(_, b)| b.clone())
+                    .unwrap_or_default(),
+                assignment: m.assignment.clone(),
+            })
+            .collect();
+        OffsetsRecord::Group {
+            group: group.group_id.clone(),
+            value: Some(GroupMetadataValue {
+                protocol_type: group.protocol_type.clone().unwrap_or_default(),
+                generation: group.generation,
+                protocol: group.protocol.clone(),
+                leader: group.leader.clone(),
+                current_state_timestamp_ms: group.state_since_ms,
+                members,
+            }),
+        }
+    }
+
+    /// Persists what the state machine asked for and delivers its completions.
+    fn apply(&self, broker: &Broker, inner: &mut Inner, group_id: &str, fx: Effects) {
+        if fx.persist_group {
+            if let Some(group) = inner.groups.get(group_id) {
+                let record = Self::group_record(group);
+                // A failed write leaves the in-memory state ahead of the log; the members
+                // still get their answers, and the next change is written in full.
+                let _ = self.persist(broker, group_id, &[record]);
+            }
+        }
+        for c in fx.completions {
+            let id = match &c {
+                Completion::Join(w, _) | Completion::Sync(w, _) => *w,
+            };
+            if let Some(tx) = inner.waiters.remove(&id) {
+                let _ = tx.send(c);
+            }
+        }
+    }
+
+    fn group_mut<'a>(&self, inner: &'a mut Inner, group_id: &str) -> &'a mut Group {
+        let limits = self.config.limits;
+        inner
+            .groups
+            .entry(group_id.to_string())
+            .or_insert_with(|| Group::new(group_id, now_ms(), limits))
+    }
+
+    /// JoinGroup: answers at once or when the join phase of the rebalance ends.
+    pub async fn join(&self, broker: &Broker, group_id: &str, req: JoinRequest) -> JoinResponse {
+        let member_id = req.member_id.clone();
+        let rx = {
+            let mut inner = self.lock();
+            inner.next_waiter += 1;
+            let waiter = inner.next_waiter;
+            let (reply, fx) = self
+                .group_mut(&mut inner, group_id)
+                .join(req, waiter, now_ms());
+            self.apply(broker, &mut inner, group_id, fx);
+            match reply {
+                Reply::Now(r) => return r,
+                Reply::Later => {
+                    let (tx, rx) = oneshot::channel();
+                    inner.waiters.insert(waiter, tx);
+                    rx
+                }
+            }
+        };
+        self.wake.notify_one();
+        match rx.await {
+            Ok(Completion::Join(_, r)) => r,
+            _ => JoinResponse {
+                error: code::COORDINATOR_NOT_AVAILABLE,
+                generation: -1,
+                protocol_type: None,
+                protocol: None,
+                leader: String::new(),
+                member_id,
+                members: Vec::new(),
+                skip_assignment: false,
+            },
+        }
+    }
+
+    /// SyncGroup: followers wait for the leader's assignment.
+    #[allow(clippy::too_many_arguments)]
+    pub async fn sync(
+        &self,
+        broker: &Broker,
+        group_id: &str,
+        member_id: &str,
+        instance_id: Option<&str>,
+        generation: i32,
+        protocol_type: Option<&str>,
+        protocol: Option<&str>,
+        assignments: Vec<(String, Bytes)>,
+    ) -> SyncResponse {
+        let unknown = SyncResponse {
+            error: code::UNKNOWN_MEMBER_ID,
+            protocol_type: None,
+            protocol: None,
+            assignment: Bytes::new(),
+        };
+        let rx = {
+            let mut inner = self.lock();
+            inner.next_waiter += 1;
+            let waiter = inner.next_waiter;
+            let Some(group) = inner.groups.get_mut(group_id) else {
+                return unknown;
+            };
+            let (reply, fx) = group.sync(
+                member_id,
+                instance_id,
+                generation,
+                protocol_type,
+                protocol,
+                assignments,
+                waiter,
+                now_ms(),
+            );
+            self.apply(broker, &mut inner, group_id, fx);
+            match reply {
+                Reply::Now(r) => return r,
+                Reply::Later => {
+                    let (tx, rx) = oneshot::channel();
+                    inner.waiters.insert(waiter, tx);
+                    rx
+                }
+            }
+        };
+        self.wake.notify_one();
+        match rx.await {
+            Ok(Completion::Sync(_, r)) => r,
+            _ => SyncResponse {
+                error: code::COORDINATOR_NOT_AVAILABLE,
+                ..unknown
+            },
+        }
+    }
+
+    pub fn heartbeat(
+        &self,
+        group_id: &str,
+        member_id: &str,
+        instance_id: Option<&str>,
+        generation: i32,
+    ) -> i16 {
+        let mut inner = self.lock();
+        match inner.groups.get_mut(group_id) {
+            Some(g) => g.heartbeat(member_id, instance_id, generation, now_ms()),
+            None => code::UNKNOWN_MEMBER_ID,
+        }
+    }
+
+    /// LeaveGroup for each (member id, instance id); returns per-member codes.
+    pub fn leave(
+        &self,
+        broker: &Broker,
+        group_id: &str,
+        members: &[(String, Option<String>)],
+    ) -> Result<Vec<i16>, i16> {
+        let mut inner = self.lock();
+        let Some(group) = inner.groups.get_mut(group_id) else {
+            return Err(code::UNKNOWN_MEMBER_ID);
+        };
+        let mut fx = Effects::default();
+        let now = now_ms();
+        let codes = members
+            .iter()
+            .map(|(m, i)| group.leave(m, i.as_deref(), now, &mut fx))
+            .collect();
+        fx.persist_group |= group.state == GroupState::Empty;
+        self.apply(broker, &mut inner, group_id, fx);
+        drop(inner);
+        self.wake.notify_one();
+        Ok(codes)
+    }
+
+    /// OffsetCommit. `entries`: (topic, partition, offset, leader epoch, metadata). Returns
+    /// one code per entry, or a code for all of them.
+    #[allow(clippy::too_many_arguments)]
+    pub fn commit(
+        &self,
+        broker: &Broker,
+        group_id: &str,
+        member_id: &str,
+        instance_id: Option<&str>,
+        generation: i32,
+        entries: Vec<(String, i32, i64, i32, String)>,
+    ) -> Vec<i16> {
+        let mut inner = self.lock();
+        let now = now_ms();
+        let group_error = match inner.groups.get_mut(group_id) {
+            Some(g) => g.check_commit(member_id, instance_id, generation, now),
+            None if generation < 0 => code::NONE,
+            None => code::ILLEGAL_GENERATION,
+        };
+        if group_error != code::NONE {
+            return vec![group_error; entries.len()];
+        }
+        self.group_mut(&mut inner, group_id);
+        let image = broker.image();
+        let mut codes = Vec::with_capacity(entries.len());
+        let mut records = Vec::new();
+        for (topic, partition, offset, leader_epoch, metadata) in &entries {
+            let known = image
+                .topic(topic)
+                .is_some_and(|t| t.partitions.contains_key(partition));
+            let code = if metadata.len() > self.config.offset_metadata_max_bytes {
+                OFFSET_METADATA_TOO_LARGE
+            } else if !known {
+                UNKNOWN_TOPIC_OR_PARTITION
+            } else {
+                records.push(OffsetsRecord::Offset {
+                    key: OffsetCommitKey {
+                        group: group_id.to_string(),
+                        topic: topic.clone(),
+                        partition: *partition,
+                    },
+                    value: Some(OffsetCommitValue {
+                        offset: *offset,
+                        leader_epoch: *leader_epoch,
+                        metadata: metadata.clone(),
+                        commit_timestamp_ms: now,
+                        expire_timestamp_ms: None,
+                    }),
+                });
+                code::NONE
+            };
+            codes.push(code);
+        }
+        if let Err(e) = self.persist(broker, group_id, &records) {
+            return codes
+                .into_iter()
+                .map(|c| if c == code::NONE { e } else { c })
+                .collect();
+        }
+        let store = inner.offsets.entry(group_id.to_string()).or_default();
+        for r in records {
+            if let OffsetsRecord::Offset {
+                key,
+                value: Some(v),
+            } = r
+            {
+                store.insert((key.topic, key.partition), v);
+            }
+        }
+        codes
+    }
+
+    /// Committed offsets of `group_id`: of the given partitions (missing ones as offset -1),
+    /// or every committed one when `partitions` is `None`.
+    pub fn fetch_offsets(
+        &self,
+        group_id: &str,
+        partitions: Option<Vec<(String, i32)>>,
+    ) -> Vec<(String, i32, CommittedOffset)> {
+        let inner = self.lock();
+        let store = inner.offsets.get(group_id);
+        let missing = CommittedOffset {
+            offset: -1,
+            leader_epoch: -1,
+            metadata: String::new(),
+        };
+        let to_committed = |v: &OffsetCommitValue| CommittedOffset {
+            offset: v.offset,
+            leader_epoch: v.leader_epoch,
+            metadata: v.metadata.clone(),
+        };
+        match partitions {
+            Some(list) => list
+                .into_iter()
+                .map(|(t, p)| {
+                    let c = store
+                        .and_then(|s| s.get(&(t.clone(), p)))
+                        .map(to_committed)
+                        .unwrap_or_else(|| missing.clone());
+                    (t, p, c)
+                })
+                .collect(),
+            None => store
+                .map(|s| {
+                    s.iter()
+                        .map(|((t, p), v)| (t.clone(), *p, to_committed(v)))
+                        .collect()
+                })
+                .unwrap_or_default(),
+        }
+    }
+
+    /// (group id, protocol type, state) of every group, optionally filtered by state names.
+    pub fn list(&self, states: &[String]) -> Vec<(String, String, &'static str)> {
+        let inner = self.lock();
+        let mut ids: Vec<&String> = inner.groups.keys().chain(inner.offsets.keys()).collect();
+        ids.sort();
+        ids.dedup();
+        ids.into_iter()
+            .filter_map(|id| {
+                let (ptype, state) = match inner.groups.get(id) {
+                    Some(g) if g.state == GroupState::Dead => return None,
+                    Some(g) => (g.protocol_type.clone().unwrap_or_default(), g.state.name()),
+                    None => (String::new(), GroupState::Empty.name()),
+                };
+                let wanted =
+                    states.is_empty() || states.iter().any(|s| s.eq_ignore_ascii_case(state));
+                wanted.then(|| (id.clone(), ptype, state))
+            })
+            .collect()
+    }
+
+    /// DescribeGroups for one group; unknown groups are reported as Dead.
+    pub fn describe(&self, group_id: &str) -> GroupDescription {
+        let inner = self.lock();
+        match inner.groups.get(group_id) {
+            Some(g) => {
+                let protocol = g.protocol.clone().unwrap_or_default();
+                GroupDescription {
+                    state: g.state.name(),
+                    protocol_type: g.protocol_type.clone().unwrap_or_default(),
+                    protocol: protocol.clone(),
+                    members: g
+                        .members
+                        .values()
+                        .map(|m| {
+                            let metadata = m
+                                .protocols
+                                .iter()
+                                .find(|(n, _)| *n == protocol)
+                                .map(|(_, b)| b.clone())
+                                .unwrap_or_default();
+                            (
+                                m.member_id.clone(),
+                                m.group_instance_id.clone(),
+                                m.client_id.clone(),
+                                m.client_host.clone(),
+                                metadata,
+                                m.assignment.clone(),
+                            )
+                        })
+                        .collect(),
+                }
+            }
+            None if inner.offsets.contains_key(group_id) => GroupDescription {
+                state: GroupState::Empty.name(),
+                protocol_type: String::new(),
+                protocol: String::new(),
+                members: Vec::new(),
+            },
+            None => GroupDescription {
+                state: GroupState::Dead.name(),
+                protocol_type: String::new(),
+                protocol: String::new(),
+                members: Vec::new(),
+            },
+        }
+    }
+
+    /// DeleteGroups for one group.
+    pub fn delete_group(&self, broker: &Broker, group_id: &str) -> i16 {
+        let mut inner = self.lock();
+        let exists = inner.groups.contains_key(group_id) || inner.offsets.contains_key(group_id);
+        if !exists {
+            return GROUP_ID_NOT_FOUND;
+        }
+        if inner.groups.get(group_id).is_some_and(|g| !g.is_empty()) {
+            return NON_EMPTY_GROUP;
+        }
+        let mut records: Vec<OffsetsRecord> = inner
+            .offsets
+            .get(group_id)
+            .map(|s| {
+                s.keys()
+                    .map(|(t, p)| OffsetsRecord::Offset {
+                        key: OffsetCommitKey {
+                            group: group_id.to_string(),
+                            topic: t.clone(),
+                            partition: *p,
+                        },
+                        value: None,
+                    })
+                    .collect()
+            })
+            .unwrap_or_default();
+        records.push(OffsetsRecord::Group {
+            group: group_id.to_string(),
+            value: None,
+        });
+        if let Err(e) = self.persist(broker, group_id, &records) {
+            return e;
+        }
+        inner.offsets.remove(group_id);
+        if let Some(mut g) = inner.groups.remove(group_id) {
+            g.mark_dead(now_ms());
+        }
+        code::NONE
+    }
+
+    /// OffsetDelete: per-partition codes, or a group-level code.
+    pub fn delete_offsets(
+        &self,
+        broker: &Broker,
+        group_id: &str,
+        partitions: &[(String, i32)],
+    ) -> Result<Vec<i16>, i16> {
+        let mut inner = self.lock();
+        let exists = inner.groups.contains_key(group_id) || inner.offsets.contains_key(group_id);
+        if !exists {
+            return Err(GROUP_ID_NOT_FOUND);
+        }
+        let subscribed = inner
+            .groups
+            .get(group_id)
+            .map(|g| g.subscribed_topics())
+            .unwrap_or_default();
+        let mut codes = Vec::with_capacity(partitions.len());
+        let mut records = Vec::new();
+        for (t, p) in partitions {
+            if subscribed.contains(t) {
+                codes.push(GROUP_SUBSCRIBED_TO_TOPIC);
+                continue;
+            }
+            codes.push(code::NONE);
+            if inner
+                .offsets
+                .get(group_id)
+                .is_some_and(|s| s.contains_key(&(t.clone(), *p)))
+            {
+                records.push(OffsetsRecord::Offset {
+                    key: OffsetCommitKey {
+                        group: group_id.to_string(),
+                        topic: t.clone(),
+                        partition: *p,
+                    },
+                    value: None,
+                });
+            }
+        }
+        self.persist(broker, group_id, &records)?;
+        if let Some(store) = inner.offsets.get_mut(group_id) {
+            for r in &records {
+                if let OffsetsRecord::Offset { key, .. } = r {
+                    store.remove(&(key.topic.clone(), key.partition));
+                }
+            }
+        }
+        Ok(codes)
+    }
+
+    /// Advances every group's timers; returns the next deadline.
+    fn tick(&self, broker: &Broker) -> Option<i64> {
+        let mut inner = self.lock();
+        let now = now_ms();
+        let ids: Vec<String> = inner.groups.keys().cloned().collect();
+        for id in &ids {
+            let fx = inner.groups.get_mut(id).expect("listed").tick(now);
+            self.apply(broker, &mut inner, id, fx);
+        }
+        if now - inner.last_retention_check_ms >= self.config.offsets_retention_check_interval_ms {
+            inner.last_retention_check_ms = now;
+            self.expire_offsets(broker, &mut inner, now);
+        }
+        let group_deadline = inner
+            .groups
+            .values()
+            .filter_map(Group::next_deadline_ms)
+            .min();
+        let retention =
+            inner.last_retention_check_ms + self.config.offsets_retention_check_interval_ms;
+        Some(group_deadline.map_or(retention, |d| d.min(retention)))
+    }
+
+    /// Drops the offsets of groups that have had no members for offsets.retention.minutes.
+    fn expire_offsets(&self, broker: &Broker, inner: &mut Inner, now: i64) {
+        let retention = self.config.offsets_retention_ms;
+        let expired: Vec<String> = inner
+            .offsets
+            .iter()
+            .filter(|(id, store)| {
+                let empty_since = match inner.groups.get(*id) {
+                    Some(g) if g.state == GroupState::Empty => g.state_since_ms,
+                    Some(_) => return false,
+                    None => store
+                        .values()
+                        .map(|v| v.commit_timestamp_ms)
+                        .max()
+                        .unwrap_or(0),
+                };
+                let last_commit = store
+                    .values()
+                    .map(|v| v.commit_timestamp_ms)
+                    .max()
+                    .unwrap_or(0);
+                now - empty_since.max(last_commit) >= retention
+            })
+            .map(|(id, _)| id.clone())
+            .collect();
+        for id in expired {
+            let records: Vec<OffsetsRecord> = inner.offsets[&id]
+                .keys()
+                .map(|(t, p)| OffsetsRecord::Offset {
+                    key: OffsetCommitKey {
+                        group: id.clone(),
+                        topic: t.clone(),
+                        partition: *p,
+                    },
+                    value: None,
+                })
+                .collect();
+            if self.persist(broker, &id, &records).is_ok() {
+                tracing::info!(group = %id, offsets = records.len(), "expired committed offsets");
+                inner.offsets.remove(&id);
+            }
+        }
+    }
+}
+
+/// Drives the coordinator's timers until shutdown.
+pub async fn run_timers(broker: Arc<Broker>, mut shutdown: watch::Receiver<bool>) {
+    loop {
+        let next = broker.groups.tick(&broker).unwrap_or(i64::MAX);
+        let wait_ms = (next - now_ms()).clamp(1, 60_000) as u64;
+        tokio::select! {
+            _ = shutdown.changed() => return,
+            _ = broker.groups.wake.notified() => {}
+            _ = tokio::time::sleep(Duration::from_millis(wait_ms)) => {}
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::java_string_hash;
+
+    #[test]
+    fn java_hash_matches_known_values() {
+        // "".hashCode(), "a".hashCode(), "hello".hashCode() and a string whose hash
+        // overflows to Integer.MIN_VALUE, as the JVM computes them.
+        assert_eq!(java_string_hash(""), 0);
+        assert_eq!(java_string_hash("a"), 97);
+        assert_eq!(java_string_hash("hello"), 99162322);
+        assert_eq!(java_string_hash("polygenelubricants"), i32::MIN);
+    }
+}
