@@ -180,3 +180,59 @@ async fn acknowledged_records_survive_sigkill() {
     broker.kill().unwrap();
     broker.wait().unwrap();
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn committed_offsets_survive_sigkill() {
+    let dir = tempfile::tempdir().unwrap();
+    let port = free_port();
+    let mut broker = spawn_broker(dir.path(), port, &["group.initial.rebalance.delay.ms=100"]);
+    let admin: AdminClient<DefaultClientContext> = client(port).create().unwrap();
+    let topic = NewTopic::new("offsets-kill", 3, TopicReplication::Fixed(1));
+    assert!(admin
+        .create_topics(&[topic], &AdminOptions::new())
+        .await
+        .unwrap()[0]
+        .is_ok());
+    let consumer: StreamConsumer = client(port)
+        .set("group.id", "survivors")
+        .set("enable.auto.commit", "false")
+        .create()
+        .unwrap();
+    consumer.subscribe(&["offsets-kill"]).unwrap();
+    // Wait for the assignment, then commit explicit offsets for every partition.
+    let deadline = Instant::now() + TIMEOUT;
+    while consumer.assignment().unwrap().count() < 3 && Instant::now() < deadline {
+        let _ = tokio::time::timeout(Duration::from_millis(100), consumer.recv()).await;
+    }
+    let mut tpl = TopicPartitionList::new();
+    for p in 0..3 {
+        tpl.add_partition_offset("offsets-kill", p, Offset::Offset(10 + p as i64))
+            .unwrap();
+    }
+    consumer
+        .commit(&tpl, rdkafka::consumer::CommitMode::Sync)
+        .expect("commit acknowledged");
+    broker.kill().expect("SIGKILL");
+    broker.wait().unwrap();
+    drop(consumer);
+
+    let mut broker = spawn_broker(dir.path(), port, &["group.initial.rebalance.delay.ms=100"]);
+    let checker: StreamConsumer = client(port).set("group.id", "survivors").create().unwrap();
+    let mut wanted = TopicPartitionList::new();
+    for p in 0..3 {
+        wanted.add_partition("offsets-kill", p);
+    }
+    let committed = checker.committed_offsets(wanted, TIMEOUT).unwrap();
+    for p in 0..3 {
+        assert_eq!(
+            committed
+                .find_partition("offsets-kill", p)
+                .unwrap()
+                .offset(),
+            Offset::Offset(10 + p as i64),
+            "partition {p}"
+        );
+    }
+    broker.kill().unwrap();
+    broker.wait().unwrap();
+}
