@@ -1,4 +1,5 @@
-//! Record-level lookups inside one stored batch, for ListOffsets by timestamp.
+//! Record-level lookups inside batches: ListOffsets by timestamp, and the key check of
+//! compacted topics.
 //!
 //! The data plane never decodes records; only these lookups do. A batch's records follow
 //! its 61-byte header: each is `length: varint`, `attributes: i8`, `timestampDelta: varlong`,
@@ -6,7 +7,7 @@
 //! Compressed batches are inflated first (bounded by `INFLATED_BYTES_MAX`).
 
 use bytes::{Buf, Bytes};
-use gregor_storage::batch::{BatchHeader, HEADER_SIZE};
+use gregor_storage::batch::{BatchHeader, BatchIter, HEADER_SIZE};
 use kafka_protocol::compression::{Decompressor, Gzip, Lz4, Snappy, Zstd};
 
 /// Largest decompressed batch this lookup inflates.
@@ -17,6 +18,8 @@ const INFLATED_BYTES_MAX: usize = 256 * 1024 * 1024;
 pub struct RecordPosition {
     pub offset: i64,
     pub timestamp: i64,
+    /// Length of the record's key; -1 for a null key.
+    pub key_len: i64,
 }
 
 /// Walks the records of the first batch in `batch`, calling `visit` with each record's
@@ -44,6 +47,7 @@ pub fn scan_records(
         record.advance(1); // attributes
         let ts_delta = read_varint(&mut record)?;
         let offset_delta = read_varint(&mut record)?;
+        let key_len = read_varint(&mut record)?;
         let timestamp = if log_append {
             header.max_timestamp
         } else {
@@ -52,6 +56,7 @@ pub fn scan_records(
         if visit(RecordPosition {
             offset: header.base_offset + offset_delta,
             timestamp,
+            key_len,
         }) {
             break;
         }
@@ -81,6 +86,23 @@ pub fn max_timestamp_record(batch: &[u8]) -> Result<Option<RecordPosition>, Stri
         false
     })?;
     Ok(best)
+}
+
+/// Positions (index within its batch) of the records without a key, over every batch of a
+/// producer's record set; a compacted topic refuses them.
+pub fn records_without_key(record_set: &[u8]) -> Result<Vec<i32>, String> {
+    let mut missing = Vec::new();
+    for (_, batch) in BatchIter::new(record_set) {
+        let mut index = 0i32;
+        scan_records(batch, |r| {
+            if r.key_len < 0 {
+                missing.push(index);
+            }
+            index += 1;
+            false
+        })?;
+    }
+    Ok(missing)
 }
 
 fn inflate(codec: u8, mut body: Bytes) -> Result<Bytes, String> {

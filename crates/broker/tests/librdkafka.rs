@@ -484,3 +484,32 @@ async fn data_survives_graceful_restart() {
     assert_eq!(d.offset, 100, "appends continue after the recovered end");
     broker.shutdown().await.unwrap();
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn compacted_topic_refuses_records_without_key() {
+    let dir = tempfile::tempdir().unwrap();
+    let broker = start_broker(dir.path(), &[]).await;
+    let bootstrap = broker.local_addr.to_string();
+    create_topic(&bootstrap, "compacted", 1, &[("cleanup.policy", "compact")]).await;
+    let producer = producer(&bootstrap, &[("linger.ms", "0")]);
+    let err = producer
+        .send(
+            FutureRecord::<(), _>::to("compacted").payload("no key"),
+            TIMEOUT,
+        )
+        .await
+        .expect_err("a keyless record is refused");
+    assert_eq!(
+        err.0,
+        KafkaError::MessageProduction(RDKafkaErrorCode::InvalidRecord)
+    );
+    let d = producer
+        .send(
+            FutureRecord::to("compacted").key("k").payload("keyed"),
+            TIMEOUT,
+        )
+        .await
+        .expect("a keyed record is accepted");
+    assert_eq!(d.offset, 0, "the refused record took no offset");
+    broker.shutdown().await.unwrap();
+}

@@ -9,7 +9,13 @@ use kafka_protocol::messages::{ListOffsetsRequest, ListOffsetsResponse};
 use super::{code, NONE};
 use crate::broker::Broker;
 use crate::partition::Partition;
-use crate::record_scan::{first_at_or_after, max_timestamp_record, RecordPosition};
+use crate::record_scan::{first_at_or_after, max_timestamp_record};
+
+/// An answer to one partition's query.
+struct Found {
+    offset: i64,
+    timestamp: i64,
+}
 
 const LATEST: i64 = -1;
 const EARLIEST: i64 = -2;
@@ -64,14 +70,14 @@ pub fn handle(broker: &Broker, request: ListOffsetsRequest, version: i16) -> Lis
 }
 
 /// The offset (and timestamp) answering `timestamp`; `None` when no record qualifies.
-fn lookup(partition: &Partition, timestamp: i64) -> Result<Option<RecordPosition>, String> {
+fn lookup(partition: &Partition, timestamp: i64) -> Result<Option<Found>, String> {
     let hw = partition.high_watermark();
     match timestamp {
-        LATEST => Ok(Some(RecordPosition {
+        LATEST => Ok(Some(Found {
             offset: hw,
             timestamp: -1,
         })),
-        EARLIEST => Ok(Some(RecordPosition {
+        EARLIEST => Ok(Some(Found {
             offset: partition.log_start_offset(),
             timestamp: -1,
         })),
@@ -80,7 +86,10 @@ fn lookup(partition: &Partition, timestamp: i64) -> Result<Option<RecordPosition
                 return Ok(None);
             };
             let batch = read_batch(partition, base)?;
-            max_timestamp_record(&batch)
+            Ok(max_timestamp_record(&batch)?.map(|r| Found {
+                offset: r.offset,
+                timestamp: r.timestamp,
+            }))
         }
         t if t >= 0 => {
             let base = partition
@@ -90,7 +99,10 @@ fn lookup(partition: &Partition, timestamp: i64) -> Result<Option<RecordPosition
                 return Ok(None);
             };
             let batch = read_batch(partition, base)?;
-            first_at_or_after(&batch, t)
+            Ok(first_at_or_after(&batch, t)?.map(|r| Found {
+                offset: r.offset,
+                timestamp: r.timestamp,
+            }))
         }
         other => Err(format!("unsupported timestamp query {other}")),
     }

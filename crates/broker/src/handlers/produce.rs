@@ -8,7 +8,9 @@ use std::time::Duration;
 
 use gregor_storage::error::StorageError;
 use kafka_protocol::error::ResponseError;
-use kafka_protocol::messages::produce_response::{PartitionProduceResponse, TopicProduceResponse};
+use kafka_protocol::messages::produce_response::{
+    BatchIndexAndErrorMessage, PartitionProduceResponse, TopicProduceResponse,
+};
 use kafka_protocol::messages::{ProduceRequest, ProduceResponse};
 
 use super::{code, now_ms, s, NONE};
@@ -101,6 +103,36 @@ pub async fn handle(
                 ));
                 continue;
             };
+            if compacted(broker, &name) {
+                match crate::record_scan::records_without_key(&records) {
+                    Ok(missing) if missing.is_empty() => {}
+                    Ok(missing) => {
+                        let message =
+                            format!("compacted topic {name} cannot accept a record without a key");
+                        let record_errors = missing
+                            .into_iter()
+                            .map(|i| {
+                                BatchIndexAndErrorMessage::default()
+                                    .with_batch_index(i)
+                                    .with_batch_index_error_message(Some(s(message.clone())))
+                            })
+                            .collect();
+                        partitions.push(
+                            partition_error(index, ResponseError::InvalidRecord, Some(message))
+                                .with_record_errors(record_errors),
+                        );
+                        continue;
+                    }
+                    Err(e) => {
+                        partitions.push(partition_error(
+                            index,
+                            ResponseError::CorruptMessage,
+                            Some(e),
+                        ));
+                        continue;
+                    }
+                }
+            }
             match partition.append(&records, now_ms()) {
                 Ok(info) => {
                     if acks == -1 {
@@ -165,4 +197,17 @@ fn mark_timed_out(responses: &mut [TopicProduceResponse], topic: &str, index: i3
             ));
         }
     }
+}
+
+/// Whether `topic`'s cleanup.policy includes compact (its records must have keys).
+fn compacted(broker: &Broker, topic: &str) -> bool {
+    let overrides = broker
+        .image()
+        .configs_of(&gregor_metadata::ConfigResource::Topic(topic.to_string()));
+    let policy = overrides
+        .get("cleanup.policy")
+        .cloned()
+        .or_else(|| broker.config().topic_default("cleanup.policy"))
+        .unwrap_or_default();
+    policy.split(',').any(|p| p.trim() == "compact")
 }
