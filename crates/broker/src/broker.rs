@@ -44,6 +44,8 @@ pub struct Broker {
     image: RwLock<Arc<MetadataImage>>,
     pub replicas: ReplicaManager,
     pub groups: GroupCoordinator,
+    /// The current block of producer ids: (next to hand out, end of block).
+    producer_ids: Mutex<(i64, i64)>,
 }
 
 impl Broker {
@@ -68,6 +70,7 @@ impl Broker {
             image: RwLock::new(image.clone()),
             replicas,
             groups,
+            producer_ids: Mutex::new((0, 0)),
         };
         broker.remove_stray_partition_dirs(&image);
         broker.apply_image(image)?;
@@ -86,6 +89,38 @@ impl Broker {
     /// The effective broker configuration.
     pub fn config(&self) -> Arc<BrokerConfig> {
         self.config.read().expect("config lock poisoned").clone()
+    }
+
+    /// The effective value of topic config `key` for `topic`: the topic's own setting, else
+    /// the broker's default for it, else Kafka's default.
+    pub fn topic_config_value(&self, topic: &str, key: &str) -> String {
+        self.image()
+            .configs_of(&ConfigResource::Topic(topic.to_string()))
+            .get(key)
+            .cloned()
+            .or_else(|| self.config().topic_default(key))
+            .or_else(|| gregor_metadata::config::topic_config(key).map(|d| d.default.to_string()))
+            .unwrap_or_default()
+    }
+
+    /// A producer id never handed out before, reserving a new block in the metadata log
+    /// when the current one is used up.
+    pub fn next_producer_id(&self) -> Result<i64, ControllerError> {
+        const BLOCK: i64 = 1000;
+        let mut ids = self
+            .producer_ids
+            .lock()
+            .expect("producer id mutex poisoned");
+        if ids.0 >= ids.1 {
+            let start = self
+                .controller
+                .lock()
+                .expect("controller lock poisoned")
+                .allocate_producer_ids(BLOCK)?;
+            *ids = (start, start + BLOCK);
+        }
+        ids.0 += 1;
+        Ok(ids.0 - 1)
     }
 
     /// The configuration from file and overrides only.
@@ -213,7 +248,8 @@ impl Broker {
 
     /// Flushes all partitions, writes checkpoints and the clean-shutdown marker.
     pub fn shutdown(&self) -> Result<(), BrokerError> {
-        self.replicas.shutdown()?;
+        self.replicas
+            .shutdown(self.config().producer_id_expiration_ms())?;
         Ok(())
     }
 }

@@ -297,6 +297,36 @@ pub const BROKER_CONFIGS: &[BrokerConfigDef] = &[
         "allow out-of-sync leaders",
     ),
     def(
+        "producer.id.expiration.ms",
+        I { min: 1 },
+        Some("86400000"),
+        "how long a silent idempotent producer's state is kept per partition",
+    ),
+    def(
+        "log.cleaner.enable",
+        B,
+        Some("true"),
+        "run the log cleaner for compacted topics",
+    ),
+    def(
+        "log.cleaner.threads",
+        I { min: 0 },
+        Some("1"),
+        "log cleaner threads (one task cleans one partition at a time)",
+    ),
+    def(
+        "log.cleaner.dedupe.buffer.size",
+        L { min: 1024 },
+        Some("134217728"),
+        "memory the cleaner may use for its key map",
+    ),
+    def(
+        "log.cleaner.backoff.ms",
+        L { min: 0 },
+        Some("15000"),
+        "pause of the cleaner when nothing needs cleaning",
+    ),
+    def(
         "offsets.topic.num.partitions",
         I { min: 1 },
         Some("50"),
@@ -470,6 +500,23 @@ impl BrokerConfig {
     pub fn flush_scheduler_interval_ms(&self) -> u64 {
         self.num::<i64>("log.flush.scheduler.interval.ms").max(0) as u64
     }
+    pub fn producer_id_expiration_ms(&self) -> i64 {
+        self.num::<i32>("producer.id.expiration.ms") as i64
+    }
+    pub fn retention_check_interval_ms(&self) -> u64 {
+        self.num::<i64>("log.retention.check.interval.ms").max(1) as u64
+    }
+    pub fn cleaner_enabled(&self) -> bool {
+        self.get("log.cleaner.enable")
+            .is_some_and(|v| v.eq_ignore_ascii_case("true"))
+            && self.num::<i32>("log.cleaner.threads") > 0
+    }
+    pub fn cleaner_backoff_ms(&self) -> u64 {
+        self.num::<i64>("log.cleaner.backoff.ms").max(0) as u64
+    }
+    pub fn cleaner_dedupe_buffer_bytes(&self) -> usize {
+        self.num::<i64>("log.cleaner.dedupe.buffer.size").max(1024) as usize
+    }
     pub fn checkpoint_interval_ms(&self) -> u64 {
         self.num::<i32>("log.flush.offset.checkpoint.interval.ms")
             .max(1) as u64
@@ -569,6 +616,11 @@ impl BrokerConfig {
                 .map(|v| v.max(0) as u64)
                 .unwrap_or(u64::MAX)
         };
+        let signed = |key: &str| -> i64 { value(key).trim().parse::<i64>().unwrap_or(-1) };
+        let policy: Vec<String> = value("cleanup.policy")
+            .split(',')
+            .map(|p| p.trim().to_string())
+            .collect();
         LogConfig {
             segment_bytes: num("segment.bytes"),
             segment_ms: num("segment.ms"),
@@ -581,6 +633,18 @@ impl BrokerConfig {
             } else {
                 TimestampType::CreateTime
             },
+            retention_ms: signed("retention.ms"),
+            retention_bytes: signed("retention.bytes"),
+            file_delete_delay_ms: num("file.delete.delay.ms"),
+            cleanup_delete: policy.iter().any(|p| p == "delete"),
+            cleanup_compact: policy.iter().any(|p| p == "compact"),
+            delete_retention_ms: num("delete.retention.ms"),
+            min_compaction_lag_ms: num("min.compaction.lag.ms"),
+            max_compaction_lag_ms: num("max.compaction.lag.ms"),
+            min_cleanable_dirty_ratio: value("min.cleanable.dirty.ratio")
+                .trim()
+                .parse()
+                .unwrap_or(0.5),
         }
     }
 

@@ -11,6 +11,7 @@ pub mod dispatch;
 pub mod group;
 pub mod handlers;
 pub mod partition;
+pub mod producer_state;
 pub mod record_scan;
 pub mod replica_manager;
 pub mod server;

@@ -96,8 +96,13 @@ impl ReplicaManager {
         Ok(())
     }
 
-    /// Writes recovery-point and log-start-offset checkpoints for every partition.
-    pub fn write_checkpoints(&self) -> Result<(), StorageError> {
+    /// Writes recovery-point and log-start-offset checkpoints and the producer-state
+    /// snapshots of every partition (forgetting producers idle for `producer_expiration_ms`).
+    pub fn write_checkpoints(&self, producer_expiration_ms: i64) -> Result<(), StorageError> {
+        let now = crate::handlers::now_ms();
+        for p in self.all() {
+            p.snapshot_producers(now, producer_expiration_ms)?;
+        }
         let entries: Vec<(String, i32, i64, i64)> = self
             .all()
             .iter()
@@ -110,11 +115,11 @@ impl ReplicaManager {
     }
 
     /// Flushes every partition, checkpoints and marks the shutdown clean.
-    pub fn shutdown(&self) -> Result<(), StorageError> {
+    pub fn shutdown(&self, producer_expiration_ms: i64) -> Result<(), StorageError> {
         for p in self.all() {
             p.flush()?;
         }
-        self.write_checkpoints()?;
+        self.write_checkpoints(producer_expiration_ms)?;
         self.log_dir.mark_clean_shutdown()
     }
 }

@@ -81,6 +81,10 @@ pub async fn start(config: BrokerConfig) -> Result<BrokerHandle, BrokerError> {
     let broker = Arc::new(block_in_place_or_run(|| Broker::open(config, &host, port))?);
     let (shutdown_tx, shutdown_rx) = watch::channel(false);
     tokio::spawn(crate::background::run(broker.clone(), shutdown_rx.clone()));
+    tokio::spawn(crate::background::run_cleaner(
+        broker.clone(),
+        shutdown_rx.clone(),
+    ));
     tokio::spawn(crate::group::coordinator::run_timers(
         broker.clone(),
         shutdown_rx.clone(),

@@ -513,3 +513,37 @@ async fn compacted_topic_refuses_records_without_key() {
     assert_eq!(d.offset, 0, "the refused record took no offset");
     broker.shutdown().await.unwrap();
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn idempotent_producer_writes_each_record_once_in_order() {
+    let dir = tempfile::tempdir().unwrap();
+    let broker = start_broker(dir.path(), &[]).await;
+    let bootstrap = broker.local_addr.to_string();
+    create_topic(&bootstrap, "idempotent", 1, &[]).await;
+    let producer = producer(
+        &bootstrap,
+        &[
+            ("enable.idempotence", "true"),
+            ("max.in.flight.requests.per.connection", "5"),
+            ("linger.ms", "1"),
+        ],
+    );
+    let deliveries: Vec<_> = (0..2000)
+        .map(|i| {
+            let value = format!("{i}");
+            producer
+                .send_result(FutureRecord::<(), _>::to("idempotent").payload(&value))
+                .expect("enqueued")
+        })
+        .collect();
+    for (i, d) in deliveries.into_iter().enumerate() {
+        let d = d.await.unwrap().expect("delivered");
+        assert_eq!(d.offset, i as i64, "in order, no gaps, no duplicates");
+    }
+    let consumer = assigned_consumer(&bootstrap, "idempotent", 1);
+    let records = consume(&consumer, 2000).await;
+    for (i, r) in records.iter().enumerate() {
+        assert_eq!(r.3.as_deref(), Some(i.to_string().as_bytes()));
+    }
+    broker.shutdown().await.unwrap();
+}

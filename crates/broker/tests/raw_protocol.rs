@@ -595,6 +595,25 @@ fn sample_request(key: ApiKey, version: i16, topic: &str) -> RequestKind {
                     .with_topics(vec![t]),
             )
         }
+        ApiKey::DeleteRecords => {
+            let p = delete_records_request::DeleteRecordsPartition::default()
+                .with_partition_index(0)
+                .with_offset(0);
+            let t = delete_records_request::DeleteRecordsTopic::default()
+                .with_name(name())
+                .with_partitions(vec![p]);
+            RequestKind::DeleteRecords(
+                DeleteRecordsRequest::default()
+                    .with_topics(vec![t])
+                    .with_timeout_ms(1000),
+            )
+        }
+        ApiKey::InitProducerId => RequestKind::InitProducerId(
+            InitProducerIdRequest::default()
+                .with_transactional_id(None)
+                .with_producer_id(ProducerId(-1))
+                .with_producer_epoch(-1),
+        ),
         other => panic!("no sample request for {other:?}"),
     }
 }
@@ -619,6 +638,106 @@ async fn every_advertised_version_is_answered() {
             }
         }
         metadata_ok(&mut c);
+    })
+    .await
+    .unwrap();
+    broker.shutdown().await.unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn idempotent_produce_dedupes_and_checks_sequences_across_restarts() {
+    let dir = tempfile::tempdir().unwrap();
+    let broker = start_broker(dir.path(), &[]).await;
+    let port = broker.local_addr.port();
+    let addr = broker.local_addr;
+    let produce = |c: &mut RawConnection, batch: bytes::Bytes| -> (i16, i64) {
+        let p = produce_request::PartitionProduceData::default()
+            .with_index(0)
+            .with_records(Some(batch));
+        let t = produce_request::TopicProduceData::default()
+            .with_name(TopicName(s("idem")))
+            .with_partition_data(vec![p]);
+        let req = ProduceRequest::default()
+            .with_acks(-1)
+            .with_timeout_ms(5000)
+            .with_topic_data(vec![t]);
+        let ResponseKind::Produce(r) = c.request(ApiKey::Produce, 9, &RequestKind::Produce(req))
+        else {
+            panic!()
+        };
+        let p = &r.responses[0].partition_responses[0];
+        (p.error_code, p.base_offset)
+    };
+    let init = |c: &mut RawConnection, id: i64, epoch: i16| -> (i16, i64, i16) {
+        let req = InitProducerIdRequest::default()
+            .with_producer_id(ProducerId(id))
+            .with_producer_epoch(epoch)
+            .with_transaction_timeout_ms(60_000);
+        let ResponseKind::InitProducerId(r) =
+            c.request(ApiKey::InitProducerId, 4, &RequestKind::InitProducerId(req))
+        else {
+            panic!()
+        };
+        (r.error_code, r.producer_id.0, r.producer_epoch)
+    };
+    let pid = tokio::task::spawn_blocking(move || {
+        let mut c = RawConnection::connect(addr);
+        create_topic(&mut c, "idem");
+        let (e, pid, epoch) = init(&mut c, -1, -1);
+        assert_eq!((e, epoch), (0, 0));
+        let (_, other, _) = init(&mut c, -1, -1);
+        assert_ne!(other, pid, "every producer gets its own id");
+        let batch = common::idempotent_batch(pid, 0, 0, &[b"a", b"b", b"c"]);
+        assert_eq!(produce(&mut c, batch.clone()), (0, 0));
+        assert_eq!(
+            produce(&mut c, batch),
+            (0, 0),
+            "a retried batch gets its original offset"
+        );
+        assert_eq!(
+            produce(&mut c, common::idempotent_batch(pid, 0, 5, &[b"gap"])).0,
+            45,
+            "OUT_OF_ORDER_SEQUENCE_NUMBER"
+        );
+        assert_eq!(
+            produce(&mut c, common::idempotent_batch(pid, 0, 3, &[b"d"])),
+            (0, 3)
+        );
+        assert_eq!(
+            produce(&mut c, common::idempotent_batch(99_999, 0, 7, &[b"x"])).0,
+            59,
+            "UNKNOWN_PRODUCER_ID"
+        );
+        // KIP-360: the same id at the next epoch, starting again at sequence 0.
+        assert_eq!(init(&mut c, pid, 0), (0, pid, 1));
+        assert_eq!(
+            produce(&mut c, common::idempotent_batch(pid, 1, 0, &[b"e"])),
+            (0, 4)
+        );
+        assert_eq!(
+            produce(&mut c, common::idempotent_batch(pid, 0, 4, &[b"old"])).0,
+            47,
+            "INVALID_PRODUCER_EPOCH"
+        );
+        pid
+    })
+    .await
+    .unwrap();
+    broker.shutdown().await.unwrap();
+    // After a restart the producer state is rebuilt: a retry is still recognised.
+    let broker = common::restart_broker(dir.path(), port, &[]).await;
+    tokio::task::spawn_blocking(move || {
+        let mut c = RawConnection::connect(addr);
+        assert_eq!(
+            produce(&mut c, common::idempotent_batch(pid, 1, 0, &[b"e"])),
+            (0, 4)
+        );
+        assert_eq!(
+            produce(&mut c, common::idempotent_batch(pid, 1, 1, &[b"f"])),
+            (0, 5)
+        );
+        let (_, next, _) = init(&mut c, -1, -1);
+        assert!(next > pid + 1, "ids are not reused after a restart");
     })
     .await
     .unwrap();

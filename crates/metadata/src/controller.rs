@@ -278,6 +278,16 @@ impl Controller {
         ))
     }
 
+    /// Reserves the next `size` producer ids durably; returns the first of them.
+    pub fn allocate_producer_ids(&mut self, size: i64) -> Result<i64, ControllerError> {
+        assert!(size > 0, "a producer id block is not empty");
+        let start = self.image.next_producer_id;
+        self.commit(vec![MetadataRecord::ProducerIds {
+            next_block_start: start + size,
+        }])?;
+        Ok(start)
+    }
+
     /// Records broker config changes the broker has already validated.
     pub fn alter_broker_configs(
         &mut self,
@@ -411,5 +421,19 @@ mod tests {
         assert!(validate_topic_name(&"a".repeat(250)).is_err());
         assert!(validate_topic_name("..").is_err());
         assert!(validate_topic_name("ok.name_1-2").is_ok());
+    }
+
+    #[test]
+    fn producer_id_blocks_never_repeat_after_reopen() {
+        let dir = tempfile::tempdir().unwrap();
+        let first = {
+            let mut c = controller(dir.path());
+            let a = c.allocate_producer_ids(1000).unwrap();
+            let b = c.allocate_producer_ids(1000).unwrap();
+            assert_eq!(b, a + 1000);
+            b
+        };
+        let mut c = Controller::open(&dir.path().join("metadata.log")).unwrap();
+        assert_eq!(c.allocate_producer_ids(10).unwrap(), first + 1000);
     }
 }

@@ -46,6 +46,8 @@ pub struct MetadataImage {
     pub topic_names_by_id: HashMap<Uuid, String>,
     /// Explicitly set configs per resource (defaults are not stored).
     pub configs: HashMap<ConfigResource, BTreeMap<String, String>>,
+    /// The first producer id not yet handed out in any block.
+    pub next_producer_id: i64,
 }
 
 /// A record that does not fit the image it is applied to: the log is inconsistent.
@@ -149,6 +151,15 @@ impl MetadataImage {
                         entry.remove(name);
                     }
                 }
+            }
+            MetadataRecord::ProducerIds { next_block_start } => {
+                if *next_block_start < self.next_producer_id {
+                    return Err(ApplyError(format!(
+                        "producer id block would go back from {} to {next_block_start}",
+                        self.next_producer_id
+                    )));
+                }
+                self.next_producer_id = *next_block_start;
             }
             MetadataRecord::RemoveTopic { topic_id } => {
                 let name = self

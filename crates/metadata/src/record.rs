@@ -40,4 +40,6 @@ pub enum MetadataRecord {
     },
     /// A topic and all its partitions and configs are gone.
     RemoveTopic { topic_id: Uuid },
+    /// Producer ids below `next_block_start` are handed out; never reuse them.
+    ProducerIds { next_block_start: i64 },
 }

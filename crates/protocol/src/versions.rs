@@ -44,6 +44,8 @@ pub const SUPPORTED: &[ApiRange] = &[
     range(ApiKey::DescribeGroups, 0, 5),
     range(ApiKey::DeleteGroups, 0, 2),
     range(ApiKey::OffsetDelete, 0, 0),
+    range(ApiKey::DeleteRecords, 0, 2),
+    range(ApiKey::InitProducerId, 0, 4),
 ];
 
 /// The implemented range for `key`, if the broker serves that API at all.
@@ -90,6 +92,8 @@ mod tests {
                 ApiKey::DescribeGroups => DescribeGroupsRequest::VERSIONS,
                 ApiKey::DeleteGroups => DeleteGroupsRequest::VERSIONS,
                 ApiKey::OffsetDelete => OffsetDeleteRequest::VERSIONS,
+                ApiKey::DeleteRecords => DeleteRecordsRequest::VERSIONS,
+                ApiKey::InitProducerId => InitProducerIdRequest::VERSIONS,
                 other => panic!("no codec check for {other:?}"),
             };
             assert!(codec.min <= r.min && r.max <= codec.max, "{:?}", r.key);

@@ -197,6 +197,19 @@ pub fn set_partition_leader_epoch(batch: &mut [u8], epoch: i32) {
     batch[LEADER_EPOCH_AT..LEADER_EPOCH_AT + 4].copy_from_slice(&epoch.to_be_bytes());
 }
 
+/// Rewrites the `batchLength` field (covered by nothing; call [`write_crc`]
+/// after all changes anyway).
+#[inline]
+pub fn set_batch_length(batch: &mut [u8], batch_length: i32) {
+    batch[BATCH_LENGTH_AT..BATCH_LENGTH_AT + 4].copy_from_slice(&batch_length.to_be_bytes());
+}
+
+/// Rewrites the `recordsCount` field (CRC covered: call [`write_crc`]).
+#[inline]
+pub fn set_records_count(batch: &mut [u8], count: i32) {
+    batch[RECORDS_COUNT_AT..RECORDS_COUNT_AT + 4].copy_from_slice(&count.to_be_bytes());
+}
+
 /// Marks the batch as LogAppendTime with `maxTimestamp = now_ms` and
 /// recomputes the CRC (attributes and maxTimestamp are covered by it).
 pub fn set_log_append_time(batch: &mut [u8], now_ms: i64) {

@@ -9,24 +9,31 @@
 //! * [`segment`] is one `.log` file plus its two indexes.
 //! * [`log`] is a whole partition log (a directory of segments) with
 //!   recovery, reads, rolling, truncation and the leader-epoch cache.
+//! * [`log`] also applies retention and DeleteRecords (whole segments are
+//!   deleted) and runs the cheap, locked phases of compaction.
+//! * [`cleaner`] is the heavy phase of compaction, run without the lock;
+//!   [`records`] decodes the records it needs to look at.
 //! * [`log_dir`] manages one `log.dirs` entry: clean-shutdown marker and the
 //!   recovery-point / log-start-offset checkpoint files.
 
 pub mod batch;
 mod checkpoint;
+pub mod cleaner;
 pub mod config;
 pub mod epoch;
 pub mod error;
 pub mod index;
 pub mod log;
 pub mod log_dir;
+pub mod records;
 pub mod segment;
 pub mod time_index;
 
 pub use batch::{BatchHeader, BatchIter, HEADER_SIZE};
+pub use cleaner::{build_cleaned, CleanPlan, CleanStats, CleanedSegment, CleanedSegments};
 pub use config::{LogConfig, TimestampType};
 pub use epoch::{EpochEntry, LeaderEpochCache};
 pub use error::StorageError;
-pub use log::{AppendInfo, Log, ReadResult, Recovery};
+pub use log::{AppendInfo, Log, ReadResult, Recovery, RetentionOutcome};
 pub use log_dir::LogDir;
 pub use segment::LogSegment;

@@ -7,7 +7,11 @@
 //!
 //! Directory layout: `<log.dir>/<topic>-<partition>/` holding segment files
 //! (`<20-digit base offset>.log|.index|.timeindex`, see [`crate::segment`])
-//! and `leader-epoch-checkpoint` (see [`crate::epoch`]).
+//! and `leader-epoch-checkpoint` (see [`crate::epoch`]), plus, for
+//! compacted logs, `cleaner-offset-checkpoint` (see [`crate::cleaner`]).
+//! Removed segments are first renamed to `<name>.deleted` and unlinked
+//! `file.delete.delay.ms` later; the cleaner's swap uses `<name>.cleaned`
+//! and `<name>.swap` files (see [`crate::cleaner`] for the protocol).
 //!
 //! Crash behaviour: data below the recovery point (the last offset known to
 //! be fsynced, checkpointed by [`crate::log_dir::LogDir`]) is trusted.
@@ -16,7 +20,9 @@
 //! batch and everything after it (including later segments) is discarded.
 //! After a clean shutdown the index files are trusted after a sanity check
 //! and only the tail of each segment is scanned. In both cases leader-epoch
-//! entries beyond the resulting log end offset are dropped.
+//! entries beyond the resulting log end offset are dropped. Before any of
+//! this, an interrupted cleaner swap is finished or rolled back and
+//! leftover `.deleted` files are removed.
 
 use std::fs;
 use std::io;
@@ -31,6 +37,13 @@ use crate::config::{LogConfig, TimestampType};
 use crate::epoch::{LeaderEpochCache, LEADER_EPOCH_CHECKPOINT};
 use crate::error::StorageError;
 use crate::segment::{self, LogSegment};
+
+#[path = "log_cleaning.rs"]
+mod cleaning;
+#[path = "log_retention.rs"]
+mod retention;
+
+pub use retention::RetentionOutcome;
 
 /// How to open a log: what is known about the previous shutdown.
 #[derive(Clone, Debug)]
@@ -92,6 +105,15 @@ pub struct Log {
     scratch: Vec<(usize, BatchHeader)>,
     /// A segment file was created since the directory was last fsynced.
     dir_dirty: bool,
+    /// Renamed `.deleted` files awaiting removal, with the time of renaming.
+    pending_deletes: Vec<(PathBuf, i64)>,
+    /// Everything below this offset has been through the cleaner.
+    cleaned_through: i64,
+    /// Segments with a base offset below this may have offset gaps.
+    gaps_below: i64,
+    /// Bumped whenever segments are removed, truncated or replaced (not on
+    /// append or roll); a cleaning plan is only applied to the same version.
+    version: u64,
 }
 
 fn wall_clock_ms() -> i64 {
@@ -108,6 +130,8 @@ impl Log {
     /// Opens (creating if missing) the log in `dir`, recovering as needed.
     pub fn open(dir: PathBuf, config: LogConfig, recovery: Recovery) -> Result<Log, StorageError> {
         fs::create_dir_all(&dir)?;
+        let mut dir_dirty = cleaning::finish_interrupted_swap(&dir)?;
+        let cleaner_state = cleaning::read_cleaner_checkpoint(&dir)?;
         let mut bases = Vec::new();
         for entry in fs::read_dir(&dir)? {
             let entry = entry?;
@@ -139,9 +163,9 @@ impl Log {
 
         let interval = config.index_interval_bytes;
         let mut segments: Vec<LogSegment> = Vec::with_capacity(bases.len().max(1));
-        let mut dir_dirty = false;
         for (i, &base) in bases.iter().enumerate() {
             let mut seg = LogSegment::open(&dir, base)?;
+            seg.set_allow_gaps(base < cleaner_state.gaps_below);
             let is_last = i + 1 == bases.len();
             let needs_recovery =
                 !recovery.clean_shutdown && (is_last || bases[i + 1] > recovery.recovery_point);
@@ -197,6 +221,10 @@ impl Log {
             epochs,
             scratch: Vec::new(),
             dir_dirty,
+            pending_deletes: Vec::new(),
+            cleaned_through: cleaner_state.cleaned_through.min(log_end),
+            gaps_below: cleaner_state.gaps_below,
+            version: 0,
         };
         // Everything that was recovered has been fsynced; clean segments
         // were fsynced at shutdown.
@@ -517,6 +545,7 @@ impl Log {
         if offset >= self.log_end_offset() {
             return Ok(());
         }
+        self.version += 1;
         if offset < self.log_start_offset || offset <= self.segments[0].base_offset() {
             let new_base = offset.max(0);
             for seg in self.segments.drain(..) {
@@ -537,6 +566,11 @@ impl Log {
         self.log_start_offset = self.log_start_offset.min(log_end);
         self.recovery_point = self.recovery_point.min(log_end);
         self.epochs.truncate_from_end(log_end)?;
+        if self.cleaned_through > log_end {
+            // Data above the new end will be new, uncleaned data.
+            self.cleaned_through = log_end;
+            self.write_cleaner_checkpoint()?;
+        }
         self.check_invariants();
         Ok(())
     }
@@ -612,3 +646,7 @@ impl Log {
 #[cfg(test)]
 #[path = "log_tests.rs"]
 mod tests;
+
+#[cfg(test)]
+#[path = "cleanup_tests.rs"]
+mod cleanup_tests;

@@ -15,8 +15,9 @@
 //! file, so after a crash the file holds a prefix of the appended bytes:
 //! possibly a torn last batch, or garbage if the OS lost pages. `recover`
 //! scans from byte 0, validates every batch (length, magic, CRC, and offsets
-//! contiguous from the base offset: nothing compacts segments, so a gap means
-//! a damaged baseOffset field, which the CRC does not cover),
+//! contiguous from the base offset: a gap means a damaged baseOffset field,
+//! which the CRC does not cover; only segments rewritten by the log cleaner,
+//! see [`LogSegment::set_allow_gaps`], may have gaps between batches),
 //! truncates the file at the first invalid batch, and rebuilds both indexes
 //! from scratch. A segment known to be cleanly closed is instead loaded from
 //! its index files (`load_clean`), checking them and scanning only the tail
@@ -64,6 +65,31 @@ pub fn delete_files(dir: &Path, base_offset: i64) -> io::Result<()> {
         }
     }
     Ok(())
+}
+
+/// The three files of a segment, by suffix.
+pub const SEGMENT_SUFFIXES: [&str; 3] = [".log", ".index", ".timeindex"];
+
+/// Renames `<base><suffix><from>` to `<base><suffix><to>` for the three
+/// segment suffixes (missing files are skipped). Returns the new paths of
+/// the files that were renamed.
+pub fn rename_files(
+    dir: &Path,
+    base_offset: i64,
+    from: &str,
+    to: &str,
+) -> io::Result<Vec<PathBuf>> {
+    let mut out = Vec::with_capacity(3);
+    for suffix in SEGMENT_SUFFIXES {
+        let src = segment_file(dir, base_offset, &format!("{suffix}{from}"));
+        let dst = segment_file(dir, base_offset, &format!("{suffix}{to}"));
+        match fs::rename(&src, &dst) {
+            Ok(()) => out.push(dst),
+            Err(e) if e.kind() == io::ErrorKind::NotFound => {}
+            Err(e) => return Err(e),
+        }
+    }
+    Ok(out)
 }
 
 /// Buffered positional reader that walks batch headers of a log file with
@@ -158,6 +184,9 @@ pub struct LogSegment {
     created_ms: i64,
     /// Data or index entries not yet fsynced.
     dirty: bool,
+    /// The segment may have been compacted: offsets between batches may be
+    /// missing (they still increase).
+    allow_gaps: bool,
 }
 
 impl LogSegment {
@@ -220,11 +249,34 @@ impl LogSegment {
             bytes_since_last_index: 0,
             created_ms,
             dirty: false,
+            allow_gaps: false,
         })
     }
 
     pub fn base_offset(&self) -> i64 {
         self.base_offset
+    }
+
+    /// Declares that the segment may have been compacted, so validation
+    /// accepts increasing but non-contiguous offsets (and a first batch
+    /// above the base offset). Set before `load_clean` / `recover`.
+    pub fn set_allow_gaps(&mut self, allow: bool) {
+        self.allow_gaps = allow;
+    }
+
+    pub fn allows_gaps(&self) -> bool {
+        self.allow_gaps
+    }
+
+    /// `baseTimestamp` of the first batch, if the segment is non-empty.
+    pub fn first_batch_timestamp(&self) -> Result<Option<i64>, StorageError> {
+        let mut sc = Scanner::new(&self.log, self.size, HEADER_SIZE);
+        Ok(sc.header(0)?.map(|h| h.base_timestamp))
+    }
+
+    /// Path of one of this segment's files (`.log`, `.index`, `.timeindex`).
+    pub fn file_path(&self, suffix: &str) -> PathBuf {
+        segment_file(&self.dir, self.base_offset, suffix)
     }
 
     /// Bytes in the `.log` file.
@@ -440,14 +492,19 @@ impl LogSegment {
                     h.last_offset()
                 )));
             }
-            if !first && h.base_offset != self.next_offset {
+            let gap_ok = self.allow_gaps && h.base_offset > self.next_offset;
+            if !first && h.base_offset != self.next_offset && !gap_ok {
                 return Ok(Err(format!(
                     "batch at offset {} does not follow offset {}",
                     h.base_offset,
                     self.next_offset - 1
                 )));
             }
-            if first && self.index.is_empty() && h.base_offset != self.base_offset {
+            if first
+                && self.index.is_empty()
+                && h.base_offset != self.base_offset
+                && !(self.allow_gaps && h.base_offset > self.base_offset)
+            {
                 return Ok(Err(format!(
                     "first batch offset {} differs from segment base offset",
                     h.base_offset
@@ -507,9 +564,11 @@ impl LogSegment {
             while let Some(h) = sc.header(pos)? {
                 let size = h.total_size();
                 // Offsets within a segment are contiguous from its base
-                // offset (nothing compacts them), so any gap is corruption.
-                if h.base_offset != expected || h.last_offset() - self.base_offset > u32::MAX as i64
-                {
+                // offset unless the cleaner rewrote it, so any other gap is
+                // corruption.
+                let offset_ok =
+                    h.base_offset == expected || (self.allow_gaps && h.base_offset > expected);
+                if !offset_ok || h.last_offset() - self.base_offset > u32::MAX as i64 {
                     break;
                 }
                 if !batch::verify_crc(sc.slice(pos, size)?) {
@@ -608,6 +667,17 @@ impl LogSegment {
         time_index.delete()?;
         delete_files(&dir, base_offset)?;
         Ok(())
+    }
+
+    /// Renames the segment's files to `<name>.deleted` (an open handle, e.g.
+    /// of a reader in flight, stays valid) and closes them. Returns the new
+    /// paths.
+    pub fn rename_to_deleted(mut self) -> Result<Vec<PathBuf>, StorageError> {
+        // Pending index entries are irrelevant for a deleted segment.
+        let dir = std::mem::take(&mut self.dir);
+        let base = self.base_offset;
+        drop(self);
+        Ok(rename_files(&dir, base, "", ".deleted")?)
     }
 
     fn describe(&self) -> String {

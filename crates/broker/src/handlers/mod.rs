@@ -4,11 +4,13 @@
 pub mod api_versions;
 pub mod cluster;
 pub mod configs;
+pub mod delete_records;
 pub mod fetch;
 pub mod groups;
 pub mod list_offsets;
 pub mod metadata;
 pub mod produce;
+pub mod producer_id;
 pub mod topics;
 
 use kafka_protocol::error::ResponseError;
@@ -79,6 +81,12 @@ pub async fn handle(
         }
         RequestKind::OffsetDelete(r) => {
             ResponseKind::OffsetDelete(groups::offset_delete(broker, r))
+        }
+        RequestKind::InitProducerId(r) => {
+            ResponseKind::InitProducerId(producer_id::init_producer_id(broker, r))
+        }
+        RequestKind::DeleteRecords(r) => {
+            ResponseKind::DeleteRecords(delete_records::handle(broker, r))
         }
         // The guard lets through only APIs in the version table, and each has an arm above;
         // should one be missing, the connection is closed rather than the broker panicking.

@@ -15,6 +15,7 @@ use kafka_protocol::messages::{ProduceRequest, ProduceResponse};
 
 use super::{code, now_ms, s, NONE};
 use crate::broker::Broker;
+use crate::partition::AppendError;
 
 /// Kafka error code and message for a storage failure.
 pub fn storage_error(e: &StorageError) -> (i16, String) {
@@ -147,8 +148,23 @@ pub async fn handle(
                             .with_log_start_offset(info.log_start_offset),
                     );
                 }
+                Err(AppendError::Duplicate { first_offset }) => {
+                    // A retry of a batch already written: the original offset, nothing new.
+                    partitions.push(
+                        PartitionProduceResponse::default()
+                            .with_index(index)
+                            .with_error_code(NONE)
+                            .with_base_offset(first_offset)
+                            .with_log_append_time_ms(-1)
+                            .with_log_start_offset(partition.log_start_offset()),
+                    );
+                }
                 Err(e) => {
-                    let (c, message) = storage_error(&e);
+                    let (c, message) = match &e {
+                        AppendError::Storage(se) => storage_error(se),
+                        AppendError::Producer(c, m) => (*c, m.clone()),
+                        AppendError::Duplicate { .. } => unreachable!("handled above"),
+                    };
                     tracing::debug!(topic = %name, partition = index, error = %e, "produce refused");
                     partitions.push(
                         PartitionProduceResponse::default()
@@ -201,13 +217,8 @@ fn mark_timed_out(responses: &mut [TopicProduceResponse], topic: &str, index: i3
 
 /// Whether `topic`'s cleanup.policy includes compact (its records must have keys).
 fn compacted(broker: &Broker, topic: &str) -> bool {
-    let overrides = broker
-        .image()
-        .configs_of(&gregor_metadata::ConfigResource::Topic(topic.to_string()));
-    let policy = overrides
-        .get("cleanup.policy")
-        .cloned()
-        .or_else(|| broker.config().topic_default("cleanup.policy"))
-        .unwrap_or_default();
-    policy.split(',').any(|p| p.trim() == "compact")
+    broker
+        .topic_config_value(topic, "cleanup.policy")
+        .split(',')
+        .any(|p| p.trim() == "compact")
 }

@@ -148,3 +148,58 @@ pub fn encode_request(
     buf[..4].copy_from_slice(&len.to_be_bytes());
     buf.freeze()
 }
+
+/// Appends a zigzag varint.
+fn put_varint(buf: &mut BytesMut, v: i64) {
+    let mut z = ((v << 1) ^ (v >> 63)) as u64;
+    loop {
+        if z < 0x80 {
+            buf.put_u8(z as u8);
+            return;
+        }
+        buf.put_u8((z as u8 & 0x7f) | 0x80);
+        z >>= 7;
+    }
+}
+
+/// A v2 record batch of keyless `values`, as an idempotent producer would send it.
+pub fn idempotent_batch(
+    producer_id: i64,
+    epoch: i16,
+    base_sequence: i32,
+    values: &[&[u8]],
+) -> Bytes {
+    let mut records = BytesMut::new();
+    for (i, v) in values.iter().enumerate() {
+        let mut r = BytesMut::new();
+        r.put_u8(0); // attributes
+        put_varint(&mut r, 0); // timestamp delta
+        put_varint(&mut r, i as i64); // offset delta
+        put_varint(&mut r, -1); // null key
+        put_varint(&mut r, v.len() as i64);
+        r.extend_from_slice(v);
+        put_varint(&mut r, 0); // headers
+        put_varint(&mut records, r.len() as i64);
+        records.extend_from_slice(&r);
+    }
+    let mut b = BytesMut::new();
+    b.put_i64(0); // base offset
+    b.put_i32(0); // batch length, patched below
+    b.put_i32(-1); // partition leader epoch
+    b.put_i8(2); // magic
+    b.put_u32(0); // crc, patched below
+    b.put_i16(0); // attributes
+    b.put_i32(values.len() as i32 - 1);
+    b.put_i64(1_700_000_000_000);
+    b.put_i64(1_700_000_000_000);
+    b.put_i64(producer_id);
+    b.put_i16(epoch);
+    b.put_i32(base_sequence);
+    b.put_i32(values.len() as i32);
+    b.extend_from_slice(&records);
+    let len = (b.len() - 12) as i32;
+    b[8..12].copy_from_slice(&len.to_be_bytes());
+    let crc = crc32c::crc32c(&b[21..]);
+    b[17..21].copy_from_slice(&crc.to_be_bytes());
+    b.freeze()
+}

@@ -155,14 +155,13 @@ pub static SERVED: &[ApiSchema] = &[
     api(ApiKey::DescribeGroups, 0, 5, 5, DESCRIBE_GROUPS),
     api(ApiKey::DeleteGroups, 0, 2, 2, DELETE_GROUPS),
     api(ApiKey::OffsetDelete, 0, 0, NEVER, OFFSET_DELETE),
+    api(ApiKey::DeleteRecords, 0, 2, 2, DELETE_RECORDS),
+    api(ApiKey::InitProducerId, 0, 5, 2, INIT_PRODUCER_ID),
 ];
 
 /// Layouts written ahead of their handlers; not served until a row in
 /// [`crate::versions::SUPPORTED`] is added.
-pub static EXTRA: &[ApiSchema] = &[
-    api(ApiKey::InitProducerId, 0, 5, 2, INIT_PRODUCER_ID),
-    api(ApiKey::DeleteRecords, 0, 2, 2, DELETE_RECORDS),
-];
+pub static EXTRA: &[ApiSchema] = &[];
 
 // ---- Produce -------------------------------------------------------------------------------
 
