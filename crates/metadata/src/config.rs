@@ -278,6 +278,42 @@ pub const TOPIC_CONFIGS: &[TopicConfigDef] = &[
         Some("log.message.timestamp.after.max.ms"),
         "how far in the future a CreateTime timestamp may be",
     ),
+    // Accepted so Kafka tools and clients that set them keep working; they change nothing.
+    def(
+        "message.format.version",
+        ConfigType::Text,
+        "3.0-IV1",
+        Some("log.message.format.version"),
+        "compatibility only: batches are always stored as the producer sent them (v2)",
+    ),
+    def(
+        "message.downconversion.enable",
+        ConfigType::Boolean,
+        "true",
+        Some("log.message.downconversion.enable"),
+        "compatibility only: Gregor serves v2 batches to every client it supports",
+    ),
+    def(
+        "message.timestamp.difference.max.ms",
+        ConfigType::Long { min: 0 },
+        MAX_LONG,
+        Some("log.message.timestamp.difference.max.ms"),
+        "compatibility only (deprecated in Kafka)",
+    ),
+    def(
+        "leader.replication.throttled.replicas",
+        ConfigType::Text,
+        "",
+        None,
+        "compatibility only: no replication throttling",
+    ),
+    def(
+        "follower.replication.throttled.replicas",
+        ConfigType::Text,
+        "",
+        None,
+        "compatibility only: no replication throttling",
+    ),
 ];
 
 /// The definition of topic key `name`.
