@@ -275,25 +275,47 @@ impl GroupCoordinator {
             .or_insert_with(|| Group::new(group_id, now_ms(), limits))
     }
 
+    /// Runs a state-machine call that may answer later, under the lock. `Ok(Some)`: the answer
+    /// now; `Ok(None)`: the group does not exist (and `create` was false); `Err`: the receiver
+    /// the answer will arrive on.
+    fn call_or_wait<T>(
+        &self,
+        broker: &Broker,
+        group_id: &str,
+        create: bool,
+        call: impl FnOnce(&mut Group, WaiterId) -> Option<(Reply<T>, Effects)>,
+    ) -> Result<Option<T>, oneshot::Receiver<Completion>> {
+        let mut inner = self.lock();
+        inner.next_waiter += 1;
+        let waiter = inner.next_waiter;
+        let group = if create {
+            Some(self.group_mut(&mut inner, group_id))
+        } else {
+            inner.groups.get_mut(group_id)
+        };
+        let Some((reply, fx)) = group.and_then(|g| call(g, waiter)) else {
+            return Ok(None);
+        };
+        self.apply(broker, &mut inner, group_id, fx);
+        match reply {
+            Reply::Now(r) => Ok(Some(r)),
+            Reply::Later => {
+                let (tx, rx) = oneshot::channel();
+                inner.waiters.insert(waiter, tx);
+                Err(rx)
+            }
+        }
+    }
+
     /// JoinGroup: answers at once or when the join phase of the rebalance ends.
     pub async fn join(&self, broker: &Broker, group_id: &str, req: JoinRequest) -> JoinResponse {
         let member_id = req.member_id.clone();
-        let rx = {
-            let mut inner = self.lock();
-            inner.next_waiter += 1;
-            let waiter = inner.next_waiter;
-            let (reply, fx) = self
-                .group_mut(&mut inner, group_id)
-                .join(req, waiter, now_ms());
-            self.apply(broker, &mut inner, group_id, fx);
-            match reply {
-                Reply::Now(r) => return r,
-                Reply::Later => {
-                    let (tx, rx) = oneshot::channel();
-                    inner.waiters.insert(waiter, tx);
-                    rx
-                }
-            }
+        let rx = match self.call_or_wait(broker, group_id, true, |g, w| {
+            Some(g.join(req, w, now_ms()))
+        }) {
+            Ok(Some(r)) => return r,
+            Ok(None) => unreachable!("join creates the group"),
+            Err(rx) => rx,
         };
         self.wake.notify_one();
         match rx.await {
@@ -330,32 +352,22 @@ impl GroupCoordinator {
             protocol: None,
             assignment: Bytes::new(),
         };
-        let rx = {
-            let mut inner = self.lock();
-            inner.next_waiter += 1;
-            let waiter = inner.next_waiter;
-            let Some(group) = inner.groups.get_mut(group_id) else {
-                return unknown;
-            };
-            let (reply, fx) = group.sync(
+        let call = |g: &mut Group, w| {
+            Some(g.sync(
                 member_id,
                 instance_id,
                 generation,
                 protocol_type,
                 protocol,
                 assignments,
-                waiter,
+                w,
                 now_ms(),
-            );
-            self.apply(broker, &mut inner, group_id, fx);
-            match reply {
-                Reply::Now(r) => return r,
-                Reply::Later => {
-                    let (tx, rx) = oneshot::channel();
-                    inner.waiters.insert(waiter, tx);
-                    rx
-                }
-            }
+            ))
+        };
+        let rx = match self.call_or_wait(broker, group_id, false, call) {
+            Ok(Some(r)) => return r,
+            Ok(None) => return unknown,
+            Err(rx) => rx,
         };
         self.wake.notify_one();
         match rx.await {

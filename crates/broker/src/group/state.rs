@@ -443,15 +443,7 @@ impl Group {
         }
         self.prepare_rebalance(now_ms, !known, &mut fx);
         self.try_complete_join(now_ms, &mut fx);
-        // The waiter may have been completed right away (all members joined).
-        let mut reply = Reply::Later;
-        fx.completions.retain(|c| match c {
-            Completion::Join(w, r) if *w == waiter => {
-                reply = Reply::Now(r.clone());
-                false
-            }
-            _ => true,
-        });
+        let reply = take_join_reply(&mut fx, waiter);
         (reply, fx)
     }
 
@@ -512,14 +504,7 @@ impl Group {
         self.members.insert(new_id, member);
         self.prepare_rebalance(now_ms, false, &mut fx);
         self.try_complete_join(now_ms, &mut fx);
-        let mut reply = Reply::Later;
-        fx.completions.retain(|c| match c {
-            Completion::Join(w, r) if *w == waiter => {
-                reply = Reply::Now(r.clone());
-                false
-            }
-            _ => true,
-        });
+        let reply = take_join_reply(&mut fx, waiter);
         (reply, fx)
     }
 
@@ -978,6 +963,20 @@ impl Group {
         }
         topics
     }
+}
+
+/// The caller's own JoinGroup answer, if the call that registered `waiter` already completed
+/// the join phase (every member had rejoined); it is taken out of the completions.
+fn take_join_reply(fx: &mut Effects, waiter: WaiterId) -> Reply<JoinResponse> {
+    let mut reply = Reply::Later;
+    fx.completions.retain(|c| match c {
+        Completion::Join(w, r) if *w == waiter => {
+            reply = Reply::Now(r.clone());
+            false
+        }
+        _ => true,
+    });
+    reply
 }
 
 /// Topic names from a ConsumerProtocolSubscription (i16 version, then an array of strings).
