@@ -463,3 +463,144 @@ async fn time_to_first_record_with_default_delay_is_under_four_seconds() {
     );
     broker.shutdown().await.unwrap();
 }
+
+/// A raw JoinGroup (v5+, so static membership is possible) that loops through
+/// MEMBER_ID_REQUIRED; returns (member id, generation, leader).
+fn raw_join(
+    c: &mut RawConnection,
+    group: &str,
+    topic: &str,
+    instance: Option<&str>,
+) -> (String, i32, String) {
+    use kafka_protocol::messages::*;
+    use kafka_protocol::protocol::StrBytes;
+    let s = |v: &str| StrBytes::from_string(v.to_string());
+    // ConsumerProtocolSubscription v0 for one topic.
+    let mut meta = vec![0u8, 0, 0, 0, 0, 1];
+    meta.extend_from_slice(&(topic.len() as i16).to_be_bytes());
+    meta.extend_from_slice(topic.as_bytes());
+    meta.extend_from_slice(&[0, 0, 0, 0]);
+    let mut member = String::new();
+    loop {
+        let req = JoinGroupRequest::default()
+            .with_group_id(GroupId(s(group)))
+            .with_session_timeout_ms(6000)
+            .with_rebalance_timeout_ms(10_000)
+            .with_member_id(s(&member))
+            .with_group_instance_id(instance.map(s))
+            .with_protocol_type(s("consumer"))
+            .with_protocols(vec![join_group_request::JoinGroupRequestProtocol::default(
+            )
+            .with_name(s("range"))
+            .with_metadata(bytes::Bytes::from(meta.clone()))]);
+        let ResponseKind::JoinGroup(r) =
+            c.request(ApiKey::JoinGroup, 7, &RequestKind::JoinGroup(req))
+        else {
+            panic!()
+        };
+        match r.error_code {
+            79 => member = r.member_id.to_string(),
+            0 => {
+                return (
+                    r.member_id.to_string(),
+                    r.generation_id,
+                    r.leader.to_string(),
+                )
+            }
+            e => panic!("join failed with {e}"),
+        }
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn silent_member_is_evicted_after_its_session_timeout() {
+    let dir = tempfile::tempdir().unwrap();
+    let broker = setup(dir.path(), "evict", 2, 0).await;
+    let b = broker.local_addr.to_string();
+    let addr = broker.local_addr;
+    // A member that joins, takes its assignment, and then never heartbeats (a killed process).
+    tokio::task::spawn_blocking(move || {
+        let mut c = RawConnection::connect(addr);
+        let (id, generation, _) = raw_join(&mut c, "evictors", "evict", None);
+        use kafka_protocol::messages::*;
+        let sync = SyncGroupRequest::default()
+            .with_group_id(GroupId(kafka_protocol::protocol::StrBytes::from_string(
+                "evictors".into(),
+            )))
+            .with_member_id(kafka_protocol::protocol::StrBytes::from_string(id))
+            .with_generation_id(generation);
+        let ResponseKind::SyncGroup(r) =
+            c.request(ApiKey::SyncGroup, 3, &RequestKind::SyncGroup(sync))
+        else {
+            panic!()
+        };
+        assert_eq!(r.error_code, 0);
+    })
+    .await
+    .unwrap();
+    let started = Instant::now();
+    let survivor = consumer(&b, "evictors", &[]);
+    survivor.subscribe(&["evict"]).unwrap();
+    produce(&b, "evict", 0, 100).await;
+    // Both partitions reach the survivor once the silent member's 6 s session has expired.
+    let got = drain(&[&survivor], 100).await;
+    assert_eq!(values(&got[0]), (0..100).collect::<Vec<_>>());
+    assert!(
+        started.elapsed() >= Duration::from_secs(5),
+        "not before the session timeout"
+    );
+    broker.shutdown().await.unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn static_member_restart_keeps_the_generation() {
+    let dir = tempfile::tempdir().unwrap();
+    let broker = start_broker(dir.path(), &[("group.initial.rebalance.delay.ms", "0")]).await;
+    let addr = broker.local_addr;
+    tokio::task::spawn_blocking(move || {
+        use kafka_protocol::messages::*;
+        use kafka_protocol::protocol::StrBytes;
+        let mut c = RawConnection::connect(addr);
+        let (old_id, generation, leader) = raw_join(&mut c, "statics", "t", Some("instance-1"));
+        assert_eq!(leader, old_id);
+        let sync = SyncGroupRequest::default()
+            .with_group_id(GroupId(StrBytes::from_string("statics".into())))
+            .with_member_id(StrBytes::from_string(old_id.clone()))
+            .with_group_instance_id(Some(StrBytes::from_string("instance-1".into())))
+            .with_generation_id(generation)
+            .with_assignments(vec![
+                sync_group_request::SyncGroupRequestAssignment::default()
+                    .with_member_id(StrBytes::from_string(old_id.clone()))
+                    .with_assignment(bytes::Bytes::from_static(b"mine")),
+            ]);
+        let ResponseKind::SyncGroup(r) =
+            c.request(ApiKey::SyncGroup, 3, &RequestKind::SyncGroup(sync))
+        else {
+            panic!()
+        };
+        assert_eq!(r.error_code, 0);
+        // The process restarts: same instance id, no member id. No rebalance: same generation.
+        let mut c2 = RawConnection::connect(addr);
+        let (new_id, new_generation, _) = raw_join(&mut c2, "statics", "t", Some("instance-1"));
+        assert_ne!(new_id, old_id);
+        assert_eq!(
+            new_generation, generation,
+            "a static rejoin does not rebalance"
+        );
+        // The old incarnation is fenced.
+        let hb = HeartbeatRequest::default()
+            .with_group_id(GroupId(StrBytes::from_string("statics".into())))
+            .with_member_id(StrBytes::from_string(old_id))
+            .with_group_instance_id(Some(StrBytes::from_string("instance-1".into())))
+            .with_generation_id(generation);
+        let ResponseKind::Heartbeat(r) =
+            c.request(ApiKey::Heartbeat, 3, &RequestKind::Heartbeat(hb))
+        else {
+            panic!()
+        };
+        assert_eq!(r.error_code, 82, "FENCED_INSTANCE_ID");
+    })
+    .await
+    .unwrap();
+    broker.shutdown().await.unwrap();
+}
