@@ -1,0 +1,24 @@
+//! Gregor's native Rust client.
+//!
+//! * [`connection`]: one pipelined TCP connection with ApiVersions negotiation.
+//! * [`metadata`]: bootstrap servers, a metadata cache and a pool of connections.
+//! * [`producer`]: an asynchronous, batching, idempotent producer.
+//! * [`partitioner`]: the [`Partitioner`] trait, the default (murmur2 / sticky) and
+//!   round-robin partitioners.
+//! * [`consumer`]: only a one-shot fetch helper for now.
+
+pub mod config;
+pub mod connection;
+pub mod consumer;
+pub mod error;
+pub mod metadata;
+pub mod partitioner;
+pub mod producer;
+
+mod accumulator;
+mod sender;
+
+pub use config::{ClientConfig, ProducerConfig};
+pub use error::{ConfigError, Error};
+pub use partitioner::{murmur2, DefaultPartitioner, Partitioner, RoundRobinPartitioner};
+pub use producer::{DeliveryFuture, Producer, ProducerMetrics, ProducerRecord, RecordMetadata};

@@ -1,0 +1,278 @@
+//! Cluster metadata: bootstrap servers, a cache of topics → partitions → leaders, and the
+//! pool of broker connections the client shares.
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use kafka_protocol::error::ResponseError;
+use kafka_protocol::messages::metadata_request::MetadataRequestTopic;
+use kafka_protocol::messages::{
+    ApiKey, MetadataRequest, MetadataResponse, RequestKind, ResponseKind, TopicName,
+};
+use kafka_protocol::protocol::StrBytes;
+use tokio::sync::Mutex as AsyncMutex;
+
+use crate::connection::Connection;
+use crate::error::{Error, Result};
+
+/// One partition as the last metadata response described it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PartitionInfo {
+    pub partition: i32,
+    /// Node id of the leader, -1 when there is none.
+    pub leader: i32,
+    pub error_code: i16,
+}
+
+/// One topic as the last metadata response described it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TopicMetadata {
+    pub name: String,
+    pub error_code: i16,
+    /// Sorted by partition id.
+    pub partitions: Vec<PartitionInfo>,
+}
+
+/// A snapshot of cluster metadata.
+#[derive(Debug, Clone, Default)]
+pub struct MetadataCache {
+    pub brokers: HashMap<i32, String>,
+    pub topics: HashMap<String, TopicMetadata>,
+    pub last_refresh: Option<Instant>,
+}
+
+impl MetadataCache {
+    /// Merges a Metadata response (topics not in the response are kept).
+    pub fn update(&mut self, response: &MetadataResponse) {
+        if !response.brokers.is_empty() {
+            self.brokers = response
+                .brokers
+                .iter()
+                .map(|b| (b.node_id.0, format!("{}:{}", b.host.as_str(), b.port)))
+                .collect();
+        }
+        for t in &response.topics {
+            let Some(name) = t.name.as_ref() else {
+                continue;
+            };
+            let mut partitions: Vec<PartitionInfo> = t
+                .partitions
+                .iter()
+                .map(|p| PartitionInfo {
+                    partition: p.partition_index,
+                    leader: p.leader_id.0,
+                    error_code: p.error_code,
+                })
+                .collect();
+            partitions.sort_by_key(|p| p.partition);
+            self.topics.insert(
+                name.0.to_string(),
+                TopicMetadata {
+                    name: name.0.to_string(),
+                    error_code: t.error_code,
+                    partitions,
+                },
+            );
+        }
+        self.last_refresh = Some(Instant::now());
+    }
+
+    /// Number of partitions of a usable topic.
+    pub fn partition_count(&self, topic: &str) -> Option<i32> {
+        self.topics
+            .get(topic)
+            .filter(|t| t.error_code == 0 && !t.partitions.is_empty())
+            .map(|t| t.partitions.len() as i32)
+    }
+
+    /// Leader node of a partition, if known.
+    pub fn leader(&self, topic: &str, partition: i32) -> Option<i32> {
+        self.topics
+            .get(topic)?
+            .partitions
+            .iter()
+            .find(|p| p.partition == partition)
+            .map(|p| p.leader)
+            .filter(|l| *l >= 0)
+    }
+}
+
+/// Shared network state: bootstrap list, metadata cache and one connection per broker.
+pub struct Cluster {
+    bootstrap: Vec<String>,
+    client_id: String,
+    request_timeout: Duration,
+    conns: AsyncMutex<HashMap<String, Arc<Connection>>>,
+    cache: Mutex<MetadataCache>,
+    refresh_lock: AsyncMutex<()>,
+}
+
+impl Cluster {
+    pub fn new(bootstrap: Vec<String>, client_id: &str, request_timeout: Duration) -> Cluster {
+        Cluster {
+            bootstrap,
+            client_id: client_id.to_string(),
+            request_timeout,
+            conns: AsyncMutex::new(HashMap::new()),
+            cache: Mutex::new(MetadataCache::default()),
+            refresh_lock: AsyncMutex::new(()),
+        }
+    }
+
+    /// A snapshot of the metadata cache.
+    pub fn snapshot(&self) -> MetadataCache {
+        self.cache.lock().unwrap().clone()
+    }
+
+    pub fn with_cache<T>(&self, f: impl FnOnce(&MetadataCache) -> T) -> T {
+        f(&self.cache.lock().unwrap())
+    }
+
+    /// Forgets a topic so the next use refreshes it.
+    pub fn invalidate(&self, topic: &str) {
+        self.cache.lock().unwrap().topics.remove(topic);
+    }
+
+    /// A live connection to `addr`, opened (and negotiated) on first use.
+    pub async fn connection(&self, addr: &str) -> Result<Arc<Connection>> {
+        let mut conns = self.conns.lock().await;
+        if let Some(c) = conns.get(addr) {
+            if !c.is_closed() {
+                return Ok(c.clone());
+            }
+        }
+        let c = Arc::new(Connection::connect(addr, &self.client_id, self.request_timeout).await?);
+        conns.insert(addr.to_string(), c.clone());
+        Ok(c)
+    }
+
+    /// A connection to broker `node_id` as the metadata names it.
+    pub async fn node_connection(&self, node_id: i32) -> Result<Arc<Connection>> {
+        let addr = self
+            .cache
+            .lock()
+            .unwrap()
+            .brokers
+            .get(&node_id)
+            .cloned()
+            .ok_or_else(|| {
+                Error::NoBrokerAvailable(format!("broker {node_id} is not in the metadata"))
+            })?;
+        self.connection(&addr).await
+    }
+
+    /// A connection to any broker: known brokers first, then the bootstrap servers.
+    pub async fn any_connection(&self) -> Result<Arc<Connection>> {
+        let mut candidates: Vec<String> = self
+            .cache
+            .lock()
+            .unwrap()
+            .brokers
+            .values()
+            .cloned()
+            .collect();
+        candidates.sort();
+        candidates.extend(self.bootstrap.iter().cloned());
+        let mut errors = Vec::new();
+        for addr in candidates {
+            match self.connection(&addr).await {
+                Ok(c) => return Ok(c),
+                Err(e) => errors.push(e.to_string()),
+            }
+        }
+        Err(Error::NoBrokerAvailable(errors.join("; ")))
+    }
+
+    /// Fetches metadata for `topics` (auto-creating them if the broker allows) and merges it
+    /// into the cache.
+    pub async fn refresh(&self, topics: &[String]) -> Result<()> {
+        let _guard = self.refresh_lock.lock().await;
+        let conn = self.any_connection().await?;
+        let request = MetadataRequest::default()
+            .with_topics(Some(
+                topics
+                    .iter()
+                    .map(|t| {
+                        MetadataRequestTopic::default()
+                            .with_name(Some(TopicName(StrBytes::from_string(t.clone()))))
+                    })
+                    .collect(),
+            ))
+            .with_allow_auto_topic_creation(true);
+        let response = conn
+            .send(ApiKey::Metadata, &RequestKind::Metadata(request))?
+            .await?;
+        let ResponseKind::Metadata(response) = response else {
+            return Err(Error::Protocol("unexpected response to Metadata".into()));
+        };
+        self.cache.lock().unwrap().update(&response);
+        Ok(())
+    }
+
+    /// Partition count of `topic`, refreshing metadata until `deadline` if needed.
+    pub async fn wait_for_partitions(
+        &self,
+        topic: &str,
+        deadline: Instant,
+        backoff: Duration,
+        max_block_ms: u64,
+    ) -> Result<i32> {
+        let mut last_error: Option<String> = None;
+        loop {
+            let known = self.with_cache(|c| {
+                c.topics
+                    .get(topic)
+                    .map(|t| (t.error_code, c.partition_count(topic)))
+            });
+            match known {
+                Some((_, Some(n))) => return Ok(n),
+                Some((code, None)) if code != 0 => {
+                    let err =
+                        Error::broker(code, Some(format!("topic {topic}"))).expect("non-zero code");
+                    if !err.is_retriable() {
+                        return Err(err);
+                    }
+                    last_error = Some(err.to_string());
+                }
+                _ => {}
+            }
+            if Instant::now() >= deadline {
+                return Err(Error::MaxBlockTimeout {
+                    what: format!(
+                        "metadata for topic {topic}{}",
+                        last_error
+                            .map(|e| format!(" (last error: {e})"))
+                            .unwrap_or_default()
+                    ),
+                    max_block_ms,
+                });
+            }
+            let remaining = deadline.saturating_duration_since(Instant::now());
+            match tokio::time::timeout(remaining, self.refresh(&[topic.to_string()])).await {
+                Ok(Ok(())) => {
+                    let ok = self.with_cache(|c| c.partition_count(topic).is_some());
+                    if ok {
+                        continue;
+                    }
+                }
+                Ok(Err(e)) => last_error = Some(e.to_string()),
+                Err(_) => continue,
+            }
+            let remaining = deadline.saturating_duration_since(Instant::now());
+            tokio::time::sleep(backoff.min(remaining)).await;
+        }
+    }
+}
+
+/// Whether a partition-level error code means the cached leader is stale.
+pub(crate) fn is_metadata_error(code: i16) -> bool {
+    matches!(
+        ResponseError::try_from_code(code),
+        Some(
+            ResponseError::NotLeaderOrFollower
+                | ResponseError::UnknownTopicOrPartition
+                | ResponseError::LeaderNotAvailable
+        )
+    )
+}

@@ -1,0 +1,427 @@
+//! The producer: `send` appends records to per-partition batches; a background sender task
+//! turns ready batches into Produce requests.
+
+use std::future::Future;
+use std::pin::Pin;
+use std::sync::{Arc, Mutex};
+use std::task::{Context, Poll};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+use bytes::Bytes;
+use tokio::sync::{oneshot, Notify};
+
+use crate::accumulator::{estimate_record_size, PendingRecord, State, BATCH_OVERHEAD};
+use crate::config::{ClientConfig, PartitionerKind, ProducerConfig};
+use crate::error::{Error, Result};
+use crate::metadata::Cluster;
+use crate::partitioner::{DefaultPartitioner, Partitioner, RoundRobinPartitioner};
+
+pub use crate::accumulator::ProducerIdentity;
+
+/// A record to send.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct ProducerRecord {
+    pub topic: String,
+    pub partition: Option<i32>,
+    pub key: Option<Bytes>,
+    pub value: Option<Bytes>,
+    /// Header names must be distinct: the batch encoder keeps one value per name.
+    pub headers: Vec<(String, Option<Bytes>)>,
+    /// Creation time in ms since the epoch; `None` means now.
+    pub timestamp: Option<i64>,
+}
+
+impl ProducerRecord {
+    /// A keyless record with `value`.
+    pub fn new(topic: impl Into<String>, value: impl Into<Bytes>) -> ProducerRecord {
+        ProducerRecord {
+            topic: topic.into(),
+            value: Some(value.into()),
+            ..ProducerRecord::default()
+        }
+    }
+
+    pub fn with_key(mut self, key: impl Into<Bytes>) -> ProducerRecord {
+        self.key = Some(key.into());
+        self
+    }
+
+    pub fn with_partition(mut self, partition: i32) -> ProducerRecord {
+        self.partition = Some(partition);
+        self
+    }
+
+    pub fn with_header(mut self, name: impl Into<String>, value: Option<Bytes>) -> ProducerRecord {
+        self.headers.push((name.into(), value));
+        self
+    }
+
+    pub fn with_timestamp(mut self, timestamp: i64) -> ProducerRecord {
+        self.timestamp = Some(timestamp);
+        self
+    }
+}
+
+/// Where an acknowledged record was written. `offset` is -1 with acks=0.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RecordMetadata {
+    pub topic: String,
+    pub partition: i32,
+    pub offset: i64,
+    /// Create time, or the broker's log-append time when the topic uses it.
+    pub timestamp: i64,
+}
+
+/// Resolves once the record is acknowledged (or has definitely failed).
+#[derive(Debug)]
+pub struct DeliveryFuture {
+    rx: oneshot::Receiver<Result<RecordMetadata>>,
+}
+
+impl Future for DeliveryFuture {
+    type Output = Result<RecordMetadata>;
+
+    fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
+        Pin::new(&mut self.rx)
+            .poll(cx)
+            .map(|r| r.unwrap_or(Err(Error::Closed)))
+    }
+}
+
+/// A snapshot of producer metrics.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct ProducerMetrics {
+    /// Records acknowledged (or written, with acks=0).
+    pub records_sent: u64,
+    /// Encoded batch bytes acknowledged.
+    pub bytes_sent: u64,
+    /// Batches acknowledged.
+    pub batches_sent: u64,
+    /// `bytes_sent / batches_sent`.
+    pub batch_size_avg: f64,
+    /// Produce requests completed.
+    pub requests: u64,
+    pub request_latency_avg_ms: f64,
+    pub request_latency_max_ms: f64,
+    /// Records that failed for good.
+    pub record_errors: u64,
+    /// Retried batches.
+    pub retries: u64,
+    /// Buffer memory held by unacknowledged records.
+    pub buffer_bytes_in_use: u64,
+}
+
+#[derive(Default)]
+pub(crate) struct MetricsInner {
+    pub records_sent: u64,
+    pub bytes_sent: u64,
+    pub batches_sent: u64,
+    pub requests: u64,
+    pub latency_total: Duration,
+    pub latency_max: Duration,
+    pub record_errors: u64,
+    pub retries: u64,
+}
+
+/// State shared by the producer handle and its sender task.
+pub(crate) struct Inner {
+    pub config: ProducerConfig,
+    pub cluster: Cluster,
+    pub partitioner: Arc<dyn Partitioner>,
+    pub state: Mutex<State>,
+    /// Woken on any change the sender might act on.
+    pub wake_sender: Notify,
+    /// Woken whenever batches complete (memory freed, flush progress).
+    pub completed: Notify,
+    pub metrics: Mutex<MetricsInner>,
+}
+
+impl Inner {
+    /// Waits until `cond` holds or `deadline` passes; returns whether it holds.
+    pub async fn wait_for(
+        &self,
+        deadline: Instant,
+        mut cond: impl FnMut(&mut State) -> bool,
+    ) -> bool {
+        loop {
+            let notified = self.completed.notified();
+            tokio::pin!(notified);
+            notified.as_mut().enable();
+            if cond(&mut self.state.lock().unwrap()) {
+                return true;
+            }
+            if tokio::time::timeout_at(deadline.into(), notified)
+                .await
+                .is_err()
+            {
+                return cond(&mut self.state.lock().unwrap());
+            }
+        }
+    }
+}
+
+/// An asynchronous Kafka producer.
+///
+/// `send` returns once the record is buffered; await the [`DeliveryFuture`] for the
+/// acknowledgement. Must be created inside a Tokio runtime.
+pub struct Producer {
+    inner: Arc<Inner>,
+    sender: Mutex<Option<tokio::task::JoinHandle<()>>>,
+}
+
+impl std::fmt::Debug for Producer {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Producer")
+            .field("client_id", &self.inner.config.client_id)
+            .finish()
+    }
+}
+
+fn now_ms() -> i64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_millis() as i64)
+        .unwrap_or(0)
+}
+
+impl Producer {
+    /// A producer using the partitioner named by `partitioner.class` (default: murmur2/sticky).
+    pub fn new(config: &ClientConfig) -> Result<Producer> {
+        let parsed = ProducerConfig::from_config(config)?;
+        let partitioner: Arc<dyn Partitioner> = match parsed.partitioner {
+            PartitionerKind::Default => Arc::new(DefaultPartitioner::new()),
+            PartitionerKind::RoundRobin => Arc::new(RoundRobinPartitioner::new()),
+        };
+        Ok(Producer::start(parsed, partitioner))
+    }
+
+    /// A producer with a custom partitioner.
+    pub fn with_partitioner(
+        config: &ClientConfig,
+        partitioner: Arc<dyn Partitioner>,
+    ) -> Result<Producer> {
+        Ok(Producer::start(
+            ProducerConfig::from_config(config)?,
+            partitioner,
+        ))
+    }
+
+    fn start(config: ProducerConfig, partitioner: Arc<dyn Partitioner>) -> Producer {
+        let cluster = Cluster::new(
+            config.bootstrap_servers.clone(),
+            &config.client_id,
+            config.request_timeout,
+        );
+        let inner = Arc::new(Inner {
+            state: Mutex::new(State::new(config.enable_idempotence)),
+            config,
+            cluster,
+            partitioner,
+            wake_sender: Notify::new(),
+            completed: Notify::new(),
+            metrics: Mutex::new(MetricsInner::default()),
+        });
+        let sender = tokio::spawn(crate::sender::run(inner.clone()));
+        Producer {
+            inner,
+            sender: Mutex::new(Some(sender)),
+        }
+    }
+
+    /// The validated configuration.
+    pub fn config(&self) -> &ProducerConfig {
+        &self.inner.config
+    }
+
+    /// The producer id and epoch in use (idempotence only; `None` before the first send).
+    pub fn identity(&self) -> Option<ProducerIdentity> {
+        self.inner.state.lock().unwrap().idempotence.identity
+    }
+
+    /// Buffers `record` and returns a future for its acknowledgement.
+    ///
+    /// Waits (up to `max.block.ms`) only for the topic's metadata and for buffer space;
+    /// then fails with [`Error::MaxBlockTimeout`].
+    pub async fn send(&self, record: ProducerRecord) -> Result<DeliveryFuture> {
+        let config = &self.inner.config;
+        let max_block_ms = config.max_block.as_millis() as u64;
+        let deadline = Instant::now() + config.max_block;
+        if self.inner.state.lock().unwrap().closed {
+            return Err(Error::Closed);
+        }
+        if record.topic.is_empty() {
+            return Err(Error::InvalidRecord("empty topic name".into()));
+        }
+        let size =
+            estimate_record_size(record.key.as_ref(), record.value.as_ref(), &record.headers);
+        if size + BATCH_OVERHEAD > config.max_request_size {
+            return Err(Error::RecordTooLarge {
+                size,
+                key: "max.request.size",
+                limit: config.max_request_size,
+            });
+        }
+        if size > config.buffer_memory {
+            return Err(Error::RecordTooLarge {
+                size,
+                key: "buffer.memory",
+                limit: config.buffer_memory,
+            });
+        }
+        let partitions = self
+            .inner
+            .cluster
+            .wait_for_partitions(&record.topic, deadline, config.retry_backoff, max_block_ms)
+            .await?;
+        let partition = match record.partition {
+            Some(p) if p < 0 || p >= partitions => {
+                return Err(Error::InvalidRecord(format!(
+                    "partition {p} of topic {} does not exist ({partitions} partitions)",
+                    record.topic
+                )))
+            }
+            Some(p) => p,
+            None => self.inner.partitioner.partition(
+                &record.topic,
+                record.key.as_deref(),
+                record.value.as_deref(),
+                partitions,
+            ),
+        };
+        // Reserve buffer memory, waiting for completions to free some.
+        let limit = config.buffer_memory;
+        let mut reserved = false;
+        let got = self
+            .inner
+            .wait_for(deadline, |st| {
+                if st.closed {
+                    return true;
+                }
+                if st.buffer_used + size <= limit {
+                    // `append` below accounts the memory under the same lock.
+                    reserved = true;
+                    st.buffer_used += size;
+                    true
+                } else {
+                    false
+                }
+            })
+            .await;
+        if !got {
+            return Err(Error::MaxBlockTimeout {
+                what: format!(
+                    "{size} bytes of buffer memory (buffer.memory = {limit}, {} in use)",
+                    self.inner.state.lock().unwrap().buffer_used
+                ),
+                max_block_ms,
+            });
+        }
+        let (reply, rx) = oneshot::channel();
+        let pending = PendingRecord {
+            key: record.key,
+            value: record.value,
+            headers: record.headers,
+            timestamp: record.timestamp.unwrap_or_else(now_ms),
+            reply,
+        };
+        {
+            let mut st = self.inner.state.lock().unwrap();
+            if reserved {
+                st.buffer_used -= size;
+            }
+            if st.closed {
+                return Err(Error::Closed);
+            }
+            st.append((record.topic, partition), pending, size, config.batch_size);
+        }
+        self.inner.wake_sender.notify_one();
+        Ok(DeliveryFuture { rx })
+    }
+
+    /// Sends `record` and waits for its acknowledgement.
+    pub async fn send_and_wait(&self, record: ProducerRecord) -> Result<RecordMetadata> {
+        self.send(record).await?.await
+    }
+
+    /// Sends everything buffered now and waits until every accepted record is resolved
+    /// (acknowledged or failed). Fails with [`Error::Timeout`] if `timeout` passes first.
+    pub async fn flush(&self, timeout: Duration) -> Result<()> {
+        self.inner.state.lock().unwrap().flushing += 1;
+        self.inner.wake_sender.notify_one();
+        let done = self
+            .inner
+            .wait_for(Instant::now() + timeout, |st| st.unacked == 0)
+            .await;
+        let mut st = self.inner.state.lock().unwrap();
+        st.flushing -= 1;
+        if done {
+            Ok(())
+        } else {
+            Err(Error::Timeout {
+                op: "flush",
+                pending: st.unacked,
+            })
+        }
+    }
+
+    /// Stops accepting records, sends everything accepted and stops the sender task.
+    ///
+    /// Fails with [`Error::Timeout`] (records stay pending and the sender keeps running, so a
+    /// later `close` can finish) if `timeout` passes first. Nothing accepted is dropped
+    /// silently: every record's future resolves.
+    pub async fn close(&self, timeout: Duration) -> Result<()> {
+        self.inner.state.lock().unwrap().closed = true;
+        self.flush(timeout).await.map_err(|e| match e {
+            Error::Timeout { pending, .. } => Error::Timeout {
+                op: "close",
+                pending,
+            },
+            other => other,
+        })?;
+        self.inner.state.lock().unwrap().shutdown = true;
+        self.inner.wake_sender.notify_one();
+        let handle = self.sender.lock().unwrap().take();
+        if let Some(handle) = handle {
+            let _ = handle.await;
+        }
+        Ok(())
+    }
+
+    /// A snapshot of the producer metrics.
+    pub fn metrics(&self) -> ProducerMetrics {
+        let m = self.inner.metrics.lock().unwrap();
+        let buffer = self.inner.state.lock().unwrap().buffer_used as u64;
+        ProducerMetrics {
+            records_sent: m.records_sent,
+            bytes_sent: m.bytes_sent,
+            batches_sent: m.batches_sent,
+            batch_size_avg: if m.batches_sent == 0 {
+                0.0
+            } else {
+                m.bytes_sent as f64 / m.batches_sent as f64
+            },
+            requests: m.requests,
+            request_latency_avg_ms: if m.requests == 0 {
+                0.0
+            } else {
+                m.latency_total.as_secs_f64() * 1000.0 / m.requests as f64
+            },
+            request_latency_max_ms: m.latency_max.as_secs_f64() * 1000.0,
+            record_errors: m.record_errors,
+            retries: m.retries,
+            buffer_bytes_in_use: buffer,
+        }
+    }
+}
+
+impl Drop for Producer {
+    /// Dropping without `close` stops accepting records; the sender task keeps delivering
+    /// what was accepted (bounded by `delivery.timeout.ms`) and then exits.
+    fn drop(&mut self) {
+        let mut st = self.inner.state.lock().unwrap();
+        st.closed = true;
+        st.shutdown = true;
+        drop(st);
+        self.inner.wake_sender.notify_one();
+    }
+}

@@ -1,0 +1,479 @@
+//! The sender task: obtains a producer id, keeps metadata fresh, drains ready batches per
+//! leader into Produce requests and handles the responses (success, retry, failure).
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use kafka_protocol::error::ResponseError;
+use kafka_protocol::messages::produce_request::{PartitionProduceData, TopicProduceData};
+use kafka_protocol::messages::{
+    ApiKey, InitProducerIdRequest, ProduceRequest, ProduceResponse, RequestKind, ResponseKind,
+    TopicName,
+};
+use kafka_protocol::protocol::StrBytes;
+
+use crate::accumulator::{Batch, ProducerIdentity};
+use crate::error::{Error, Result};
+use crate::metadata::is_metadata_error;
+use crate::producer::Inner;
+
+/// Longest idle sleep; the loop also wakes on every notification.
+const IDLE: Duration = Duration::from_millis(500);
+
+pub(crate) async fn run(inner: Arc<Inner>) {
+    let mut last_metadata_attempt: Option<Instant> = None;
+    let mut last_pid_attempt: Option<Instant> = None;
+    loop {
+        let now = Instant::now();
+        let backoff = inner.config.retry_backoff;
+
+        // Exit once shut down and everything accepted is resolved.
+        {
+            let st = inner.state.lock().unwrap();
+            if st.shutdown && st.unacked == 0 && st.requests_in_flight == 0 {
+                return;
+            }
+        }
+
+        expire(&inner, now);
+
+        // Idempotence: obtain (or renew) the producer id when nothing is in flight.
+        let need_pid = {
+            let st = inner.state.lock().unwrap();
+            let idem = &st.idempotence;
+            idem.enabled
+                && (idem.identity.is_none() || idem.needs_reset)
+                && st.requests_in_flight == 0
+                && st.unacked > 0
+        };
+        if need_pid && last_pid_attempt.is_none_or(|t| now.duration_since(t) >= backoff) {
+            last_pid_attempt = Some(now);
+            match init_producer_id(&inner).await {
+                Ok(identity) => {
+                    tracing::debug!(?identity, "obtained producer id");
+                    let mut st = inner.state.lock().unwrap();
+                    st.idempotence.install(identity);
+                    st.clear_sequences();
+                }
+                Err(e) => tracing::warn!("InitProducerId failed: {e}"),
+            }
+            continue;
+        }
+
+        // Metadata: refresh when asked to, or when it is older than metadata.max.age.ms.
+        let (topics, needed) = {
+            let st = inner.state.lock().unwrap();
+            (
+                st.topics.iter().cloned().collect::<Vec<_>>(),
+                st.metadata_needed,
+            )
+        };
+        let stale = inner
+            .cluster
+            .with_cache(|c| c.last_refresh)
+            .is_none_or(|t| now.duration_since(t) >= inner.config.metadata_max_age);
+        if (needed || stale)
+            && !topics.is_empty()
+            && last_metadata_attempt.is_none_or(|t| now.duration_since(t) >= backoff)
+        {
+            last_metadata_attempt = Some(now);
+            inner.state.lock().unwrap().metadata_needed = false;
+            if let Err(e) = inner.cluster.refresh(&topics).await {
+                tracing::debug!("metadata refresh failed: {e}");
+                inner.state.lock().unwrap().metadata_needed = true;
+            }
+            continue;
+        }
+
+        let (requests, mut wake_at) = drain(&inner, now);
+        for (node, batches) in requests {
+            dispatch(&inner, node, batches).await;
+        }
+        if inner.state.lock().unwrap().metadata_needed {
+            let at = last_metadata_attempt.map_or(now, |t| t + backoff);
+            wake_at = wake_at.min(at);
+        }
+        if need_pid {
+            let at = last_pid_attempt.map_or(now, |t| t + backoff);
+            wake_at = wake_at.min(at);
+        }
+        let wake_at = wake_at.max(Instant::now() + Duration::from_millis(1));
+        tokio::select! {
+            _ = inner.wake_sender.notified() => {}
+            _ = tokio::time::sleep_until(wake_at.into()) => {}
+        }
+    }
+}
+
+/// Fails batches that waited longer than `delivery.timeout.ms`.
+fn expire(inner: &Inner, now: Instant) {
+    let expired = inner
+        .state
+        .lock()
+        .unwrap()
+        .expire(now, inner.config.delivery_timeout);
+    if expired.is_empty() {
+        return;
+    }
+    inner.metrics.lock().unwrap().record_errors +=
+        expired.iter().map(|b| b.records.len() as u64).sum::<u64>();
+    for b in expired {
+        let err = Error::DeliveryTimeout {
+            topic: b.tp.0.clone(),
+            partition: b.tp.1,
+            delivery_timeout_ms: inner.config.delivery_timeout.as_millis() as u64,
+            last_error: b
+                .last_error
+                .as_ref()
+                .map_or("never sent".to_string(), |e| e.to_string()),
+        };
+        b.complete(Err(err));
+    }
+    inner.completed.notify_waiters();
+}
+
+/// Picks ready batches, grouped by leader; returns them and when to look again.
+fn drain(inner: &Inner, now: Instant) -> (BTreeMap<i32, Vec<Batch>>, Instant) {
+    let config = &inner.config;
+    let cache = inner.cluster.snapshot();
+    let mut st = inner.state.lock().unwrap();
+    let mut wake_at = now + IDLE;
+    let mut out: BTreeMap<i32, Vec<Batch>> = BTreeMap::new();
+    let mut request_bytes: BTreeMap<i32, usize> = BTreeMap::new();
+    if st.idempotence.enabled && (st.idempotence.identity.is_none() || st.idempotence.needs_reset) {
+        return (out, wake_at);
+    }
+    let identity = st.idempotence.identity;
+    let flushing = st.flushing > 0 || st.closed;
+    let mut metadata_needed = false;
+    let st = &mut *st;
+    for (tp, q) in st.queues.iter_mut() {
+        let Some(front) = q.batches.front() else {
+            continue;
+        };
+        if let Some(at) = front.retry_after {
+            if at > now {
+                wake_at = wake_at.min(at);
+                continue;
+            }
+        }
+        let linger_done = front.created + config.linger;
+        let ready = flushing
+            || q.batches.len() > 1
+            || front.size >= config.batch_size
+            || front.attempts > 0
+            || now >= linger_done;
+        if !ready {
+            wake_at = wake_at.min(linger_done);
+            continue;
+        }
+        let Some(leader) = cache.leader(&tp.0, tp.1) else {
+            metadata_needed = true;
+            continue;
+        };
+        // A new request to this leader needs a free in-flight slot on its connection.
+        let node_busy = st.node_in_flight.get(&leader).copied().unwrap_or(0);
+        if !out.contains_key(&leader) && node_busy >= config.max_in_flight {
+            continue;
+        }
+        let bytes = request_bytes.entry(leader).or_insert(0);
+        if *bytes > 0 && *bytes + front.size > config.max_request_size {
+            continue;
+        }
+        let mut batch = q.batches.pop_front().expect("front exists");
+        *bytes += batch.size;
+        if st.idempotence.enabled && batch.sequence.is_none() {
+            let id = identity.expect("identity checked above");
+            let seq = st.idempotence.reserve(tp, batch.records.len() as i32);
+            batch.sequence = Some((id, seq));
+        }
+        batch.retry_after = None;
+        if let Some((_, seq)) = batch.sequence {
+            q.in_flight_sequences.push(seq);
+        }
+        if !out.contains_key(&leader) {
+            *st.node_in_flight.entry(leader).or_insert(0) += 1;
+            st.requests_in_flight += 1;
+        }
+        inner.partitioner.on_batch_sent(&tp.0, tp.1);
+        out.entry(leader).or_default().push(batch);
+    }
+    if metadata_needed {
+        st.metadata_needed = true;
+    }
+    (out, wake_at)
+}
+
+async fn init_producer_id(inner: &Inner) -> Result<ProducerIdentity> {
+    let conn = inner.cluster.any_connection().await?;
+    let request = InitProducerIdRequest::default()
+        .with_transactional_id(None)
+        .with_transaction_timeout_ms(-1)
+        .with_producer_id((-1).into())
+        .with_producer_epoch(-1);
+    match conn
+        .send(
+            ApiKey::InitProducerId,
+            &RequestKind::InitProducerId(request),
+        )?
+        .await?
+    {
+        ResponseKind::InitProducerId(r) => {
+            if let Some(e) = Error::broker(r.error_code, Some("InitProducerId".into())) {
+                return Err(e);
+            }
+            Ok(ProducerIdentity {
+                producer_id: r.producer_id.0,
+                epoch: r.producer_epoch,
+            })
+        }
+        _ => Err(Error::Protocol(
+            "unexpected response to InitProducerId".into(),
+        )),
+    }
+}
+
+/// Encodes and queues one Produce request on the leader's connection (in the sender task,
+/// so requests reach each connection in drain order) and spawns the response handling.
+async fn dispatch(inner: &Arc<Inner>, node: i32, batches: Vec<Batch>) {
+    let config = &inner.config;
+    let mut encoded: Vec<Bytes> = Vec::with_capacity(batches.len());
+    for b in &batches {
+        match b.encode(config.compression) {
+            Ok(bytes) => encoded.push(bytes),
+            Err(e) => {
+                // Cannot happen for well-formed records; fail the whole request's batches.
+                finish(
+                    inner,
+                    node,
+                    batches.into_iter().map(|b| (b, Err(e.clone()))).collect(),
+                    None,
+                );
+                return;
+            }
+        }
+    }
+    let mut topics: BTreeMap<String, Vec<PartitionProduceData>> = BTreeMap::new();
+    for (b, bytes) in batches.iter().zip(&encoded) {
+        topics.entry(b.tp.0.clone()).or_default().push(
+            PartitionProduceData::default()
+                .with_index(b.tp.1)
+                .with_records(Some(bytes.clone())),
+        );
+    }
+    let request = ProduceRequest::default()
+        .with_transactional_id(None)
+        .with_acks(config.acks)
+        .with_timeout_ms(config.request_timeout.as_millis().min(i32::MAX as u128) as i32)
+        .with_topic_data(
+            topics
+                .into_iter()
+                .map(|(name, parts)| {
+                    TopicProduceData::default()
+                        .with_name(TopicName(StrBytes::from_string(name)))
+                        .with_partition_data(parts)
+                })
+                .collect(),
+        );
+    let request = RequestKind::Produce(request);
+    let sizes: Vec<usize> = encoded.iter().map(Bytes::len).collect();
+    let start = Instant::now();
+    let conn = match inner.cluster.node_connection(node).await {
+        Ok(c) => c,
+        Err(e) => {
+            fail_request(inner, node, batches, e);
+            return;
+        }
+    };
+    let inner = inner.clone();
+    if config.acks == 0 {
+        let written = match conn.send_without_response(ApiKey::Produce, &request) {
+            Ok(f) => f,
+            Err(e) => return fail_request(&inner, node, batches, e),
+        };
+        tokio::spawn(async move {
+            match written.await {
+                Ok(()) => {
+                    record_request(&inner, start);
+                    let results = batches.into_iter().map(|b| (b, Ok((-1, -1)))).collect();
+                    finish(&inner, node, results, None);
+                }
+                Err(e) => fail_request(&inner, node, batches, e),
+            }
+        });
+        return;
+    }
+    let response = match conn.send(ApiKey::Produce, &request) {
+        Ok(f) => f,
+        Err(e) => return fail_request(&inner, node, batches, e),
+    };
+    tokio::spawn(async move {
+        match response.await {
+            Ok(ResponseKind::Produce(r)) => {
+                handle_response(&inner, node, batches, &sizes, r, start);
+            }
+            Ok(_) => fail_request(
+                &inner,
+                node,
+                batches,
+                Error::Protocol("unexpected response to Produce".into()),
+            ),
+            Err(e) => fail_request(&inner, node, batches, e),
+        }
+    });
+}
+
+/// Records the latency of a completed Produce request.
+fn record_request(inner: &Inner, start: Instant) {
+    let latency = start.elapsed();
+    let mut m = inner.metrics.lock().unwrap();
+    m.requests += 1;
+    m.latency_total += latency;
+    m.latency_max = m.latency_max.max(latency);
+}
+
+/// Outcome of one batch: `Ok((base_offset, log_append_time))` or the error.
+type BatchResult = std::result::Result<(i64, i64), Error>;
+
+fn handle_response(
+    inner: &Inner,
+    node: i32,
+    batches: Vec<Batch>,
+    sizes: &[usize],
+    response: ProduceResponse,
+    start: Instant,
+) {
+    record_request(inner, start);
+    let mut results = Vec::with_capacity(batches.len());
+    for b in batches {
+        let part = response
+            .responses
+            .iter()
+            .filter(|t| t.name.0.as_str() == b.tp.0)
+            .flat_map(|t| t.partition_responses.iter())
+            .find(|p| p.index == b.tp.1);
+        let result = match part {
+            None => Err(Error::Protocol(format!(
+                "Produce response lacks {}-{}",
+                b.tp.0, b.tp.1
+            ))),
+            Some(p) if p.error_code == 0 => Ok((p.base_offset, p.log_append_time_ms)),
+            Some(p) if p.error_code == ResponseError::DuplicateSequenceNumber.code() => {
+                // Already written by an earlier attempt whose response was lost.
+                Ok((p.base_offset, p.log_append_time_ms))
+            }
+            Some(p) => Err(Error::broker(
+                p.error_code,
+                p.error_message.as_ref().map(|m| m.to_string()),
+            )
+            .expect("non-zero")),
+        };
+        results.push((b, result));
+    }
+    finish(inner, node, results, Some(sizes));
+}
+
+fn fail_request(inner: &Inner, node: i32, batches: Vec<Batch>, error: Error) {
+    tracing::debug!("Produce request to node {node} failed: {error}");
+    let results = batches
+        .into_iter()
+        .map(|b| (b, Err(error.clone())))
+        .collect();
+    finish(inner, node, results, None);
+}
+
+/// Applies batch outcomes: completes, retries or fails each batch, then wakes everyone.
+fn finish(inner: &Inner, node: i32, results: Vec<(Batch, BatchResult)>, sizes: Option<&[usize]>) {
+    let config = &inner.config;
+    let now = Instant::now();
+    let mut done: Vec<(Batch, BatchResult)> = Vec::new();
+    {
+        let mut st = inner.state.lock().unwrap();
+        if let Some(n) = st.node_in_flight.get_mut(&node) {
+            *n = n.saturating_sub(1);
+        }
+        st.requests_in_flight = st.requests_in_flight.saturating_sub(1);
+        for (i, (mut batch, result)) in results.into_iter().enumerate() {
+            if let (Some(q), Some((_, seq))) = (st.queues.get_mut(&batch.tp), batch.sequence) {
+                q.in_flight_sequences.retain(|s| *s != seq);
+            }
+            let error = match result {
+                Ok(ok) => {
+                    let mut m = inner.metrics.lock().unwrap();
+                    m.records_sent += batch.records.len() as u64;
+                    m.batches_sent += 1;
+                    m.bytes_sent +=
+                        sizes.and_then(|s| s.get(i)).copied().unwrap_or(batch.size) as u64;
+                    drop(m);
+                    st.release(&batch);
+                    done.push((batch, Ok(ok)));
+                    continue;
+                }
+                Err(e) => e,
+            };
+            let out_of_order =
+                error.response_error() == Some(ResponseError::OutOfOrderSequenceNumber);
+            let seq = batch.sequence.map(|(_, s)| s);
+            let earlier_pending = out_of_order
+                && seq.is_some_and(|s| st.queues.get(&batch.tp).is_some_and(|q| q.has_earlier(s)));
+            // The partition lost our producer state (e.g. it was recreated or truncated):
+            // retry under a fresh producer identity with sequences restarted.
+            let unknown_producer = batch.sequence.is_some()
+                && error.response_error() == Some(ResponseError::UnknownProducerId);
+            if unknown_producer {
+                st.idempotence.needs_reset = true;
+            }
+            let retriable = error.is_retriable() || earlier_pending || unknown_producer;
+            let expired = now.duration_since(batch.created) >= config.delivery_timeout;
+            if retriable && !expired && (batch.attempts as i64) < config.retries as i64 {
+                if error.invalidates_metadata() {
+                    st.metadata_needed = true;
+                }
+                if let Error::Broker { error: e, .. } = &error {
+                    if is_metadata_error(e.code()) {
+                        st.metadata_needed = true;
+                    }
+                }
+                tracing::debug!(
+                    "retrying batch for {}-{} (attempt {}): {error}",
+                    batch.tp.0,
+                    batch.tp.1,
+                    batch.attempts + 1
+                );
+                batch.attempts += 1;
+                batch.retry_after = Some(now + config.retry_backoff);
+                batch.last_error = Some(error);
+                inner.metrics.lock().unwrap().retries += 1;
+                st.queues
+                    .entry(batch.tp.clone())
+                    .or_default()
+                    .requeue(batch);
+                continue;
+            }
+            let error = if expired {
+                Error::DeliveryTimeout {
+                    topic: batch.tp.0.clone(),
+                    partition: batch.tp.1,
+                    delivery_timeout_ms: config.delivery_timeout.as_millis() as u64,
+                    last_error: error.to_string(),
+                }
+            } else {
+                error
+            };
+            if batch.sequence.is_some() {
+                // A gap in the sequence: the next batches need a fresh producer identity.
+                st.idempotence.needs_reset = true;
+            }
+            inner.metrics.lock().unwrap().record_errors += batch.records.len() as u64;
+            st.release(&batch);
+            done.push((batch, Err(error)));
+        }
+    }
+    for (batch, result) in done {
+        batch.complete(result);
+    }
+    inner.completed.notify_waiters();
+    inner.wake_sender.notify_one();
+}
