@@ -48,7 +48,7 @@ impl ClientConfig {
         self.values.keys().map(String::as_str)
     }
 
-    fn invalid(key: &str, value: &str, reason: impl Into<String>) -> ConfigError {
+    pub(crate) fn invalid(key: &str, value: &str, reason: impl Into<String>) -> ConfigError {
         ConfigError::Invalid {
             key: key.to_string(),
             value: value.to_string(),

@@ -28,6 +28,14 @@ pub const CLIENT_VERSIONS: &[(ApiKey, i16, i16)] = &[
     (ApiKey::Metadata, 4, 12),
     (ApiKey::ApiVersions, 0, 3),
     (ApiKey::InitProducerId, 0, 4),
+    (ApiKey::FindCoordinator, 0, 3),
+    (ApiKey::OffsetCommit, 2, 8),
+    (ApiKey::OffsetFetch, 1, 7),
+    (ApiKey::DeleteRecords, 0, 2),
+    (ApiKey::JoinGroup, 1, 7),
+    (ApiKey::SyncGroup, 0, 4),
+    (ApiKey::Heartbeat, 0, 4),
+    (ApiKey::LeaveGroup, 0, 2),
 ];
 
 /// Largest response frame accepted.

@@ -68,6 +68,19 @@ pub enum Error {
     /// `flush` or `close` did not finish in time; records are still pending.
     #[error("{op} timed out with {pending} record(s) still unacknowledged")]
     Timeout { op: &'static str, pending: usize },
+    /// A consumer partition has no committed offset and `auto.offset.reset` is `none`.
+    #[error("no committed offset for {topic}-{partition} and auto.offset.reset = none")]
+    NoOffsetForPartition { topic: String, partition: i32 },
+    /// A consumer's fetch position is out of range and `auto.offset.reset` is `none`.
+    #[error("fetch position {offset} of {topic}-{partition} is out of range and auto.offset.reset = none")]
+    OffsetOutOfRange {
+        topic: String,
+        partition: i32,
+        offset: i64,
+    },
+    /// The call is not valid in the consumer's current state.
+    #[error("illegal state: {0}")]
+    IllegalState(String),
     /// A bootstrap server or broker address could not be resolved / reached at all.
     #[error("no broker reachable: {0}")]
     NoBrokerAvailable(String),

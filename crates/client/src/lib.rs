@@ -5,7 +5,7 @@
 //! * [`producer`]: an asynchronous, batching, idempotent producer.
 //! * [`partitioner`]: the [`Partitioner`] trait, the default (murmur2 / sticky) and
 //!   round-robin partitioners.
-//! * [`consumer`]: only a one-shot fetch helper for now.
+//! * [`consumer`]: a consumer (manual assignment or group subscription, committed offsets).
 
 pub mod config;
 pub mod connection;
@@ -19,6 +19,7 @@ mod accumulator;
 mod sender;
 
 pub use config::{ClientConfig, ProducerConfig};
+pub use consumer::{Consumer, ConsumerConfig, ConsumerRecord, OffsetReset};
 pub use error::{ConfigError, Error};
 pub use partitioner::{murmur2, DefaultPartitioner, Partitioner, RoundRobinPartitioner};
 pub use producer::{DeliveryFuture, Producer, ProducerMetrics, ProducerRecord, RecordMetadata};
