@@ -5,8 +5,10 @@
 //! * [`producer`]: an asynchronous, batching, idempotent producer.
 //! * [`partitioner`]: the [`Partitioner`] trait, the default (murmur2 / sticky) and
 //!   round-robin partitioners.
+//! * [`admin`]: the admin client (topics, configs, cluster, groups, offsets, records).
 //! * [`consumer`]: a consumer (manual assignment or group subscription, committed offsets).
 
+pub mod admin;
 pub mod config;
 pub mod connection;
 pub mod consumer;
@@ -18,6 +20,11 @@ pub mod producer;
 mod accumulator;
 mod sender;
 
+pub use admin::{
+    AdminClient, AdminConfig, AdminError, AlterConfigOp, ClusterDescription, ConfigEntry,
+    ConfigResource, ConfigSource, GroupDescription, GroupListing, ItemResult, MemberDescription,
+    NewTopic, OffsetSpec, PartitionDescription, TopicDescription,
+};
 pub use config::{ClientConfig, ProducerConfig};
 pub use consumer::{Consumer, ConsumerConfig, ConsumerRecord, OffsetReset};
 pub use error::{ConfigError, Error};
