@@ -1,13 +1,22 @@
-//! The `gregor` binary. `gregor broker` starts a single-node broker with embedded defaults;
-//! `--config FILE` reads a Kafka-style server.properties and `--override key=value` wins over
-//! both.
+//! The `gregor` binary.
+//!
+//! * `gregor broker`: a single-node broker ([`broker_cmd`]).
+//! * `gregor produce` / `gregor consume`: console producer and consumer ([`produce`],
+//!   [`consume`]).
+//! * `gregor perf produce` / `gregor perf consume`: throughput and latency tests ([`perf`]).
+//!
+//! Client commands take `--brokers` (or `GREGOR_BROKERS`) and `-X key=value` client
+//! properties ([`common`]); errors are printed as one line and exit with code 1.
 
-use std::path::PathBuf;
+mod broker_cmd;
+mod common;
+mod consume;
+mod perf;
+mod produce;
 
-use anyhow::{bail, Context, Result};
+use std::process::ExitCode;
+
 use clap::{Parser, Subcommand};
-use gregor_broker::config::parse_properties;
-use gregor_broker::BrokerConfig;
 
 #[derive(Parser)]
 #[command(
@@ -23,84 +32,61 @@ struct Cli {
 #[derive(Subcommand)]
 enum Command {
     /// Run a single-node broker (node.id 1, its own controller) on 127.0.0.1:9092.
-    Broker {
-        /// A Kafka-style server.properties file.
-        #[arg(long)]
-        config: Option<PathBuf>,
-        /// A Kafka broker property, `key=value`; repeatable; wins over the file.
-        #[arg(long = "override", value_name = "KEY=VALUE")]
-        overrides: Vec<String>,
+    Broker(broker_cmd::BrokerArgs),
+    /// Produce records read line by line from stdin (or a file) to a topic.
+    Produce(produce::ProduceArgs),
+    /// Consume records from a topic and print them to stdout.
+    Consume(consume::ConsumeArgs),
+    /// Performance tests: producer throughput/latency and consumer throughput.
+    Perf {
+        #[command(subcommand)]
+        command: perf::PerfCommand,
     },
 }
 
-fn main() -> Result<()> {
+fn init_logging(default: &str) {
     tracing_subscriber::fmt()
         .with_env_filter(
             tracing_subscriber::EnvFilter::try_from_env("GREGOR_LOG")
-                .unwrap_or_else(|_| "info".into()),
+                .unwrap_or_else(|_| default.into()),
         )
         .with_writer(std::io::stderr)
         .init();
+}
+
+fn main() -> ExitCode {
     let cli = Cli::parse();
-    match cli.command {
-        Command::Broker { config, overrides } => run_broker(config, overrides),
-    }
-}
-
-fn broker_config(file: Option<PathBuf>, overrides: Vec<String>) -> Result<BrokerConfig> {
-    let mut pairs = Vec::new();
-    if let Some(path) = file {
-        let text = std::fs::read_to_string(&path)
-            .with_context(|| format!("cannot read config file {}", path.display()))?;
-        pairs.extend(parse_properties(&text));
-    }
-    for o in overrides {
-        let Some((k, v)) = o.split_once('=') else {
-            bail!("--override '{o}' is not of the form key=value");
-        };
-        pairs.push((k.trim().to_string(), v.trim().to_string()));
-    }
-    let config = BrokerConfig::from_pairs(pairs)?;
-    for key in &config.unknown_keys {
-        tracing::warn!(key = %key, "unknown config key ignored");
-    }
-    Ok(config)
-}
-
-fn run_broker(file: Option<PathBuf>, overrides: Vec<String>) -> Result<()> {
-    let config = broker_config(file, overrides)?;
-    let runtime = tokio::runtime::Builder::new_multi_thread()
-        .enable_all()
-        .thread_name("gregor")
-        .build()
-        .context("cannot start the async runtime")?;
-    runtime.block_on(async move {
-        let data_dir = config.log_dir();
-        let handle = gregor_broker::start(config).await?;
-        let data_dir = std::fs::canonicalize(&data_dir).unwrap_or(data_dir);
-        println!(
-            "Gregor broker {} listening on {} (node.id {}), data in {}",
-            env!("CARGO_PKG_VERSION"),
-            handle.local_addr,
-            handle.broker.node_id,
-            data_dir.display()
-        );
-        let trigger = handle.shutdown_trigger();
-        tokio::spawn(async move {
-            wait_for_signal().await;
-            tracing::info!("shutdown signal received");
-            let _ = trigger.send(true);
-        });
-        handle.wait().await?;
-        Ok::<_, anyhow::Error>(())
-    })
-}
-
-async fn wait_for_signal() {
-    use tokio::signal::unix::{signal, SignalKind};
-    let mut term = signal(SignalKind::terminate()).expect("SIGTERM handler");
-    tokio::select! {
-        _ = tokio::signal::ctrl_c() => {}
-        _ = term.recv() => {}
+    let result = match cli.command {
+        Command::Broker(args) => {
+            init_logging("info");
+            // Same output as returning the error from `main`.
+            return match broker_cmd::run(args) {
+                Ok(()) => ExitCode::SUCCESS,
+                Err(e) => {
+                    eprintln!("Error: {e:?}");
+                    ExitCode::FAILURE
+                }
+            };
+        }
+        Command::Produce(args) => {
+            init_logging("warn");
+            common::block_on(produce::run(args))
+        }
+        Command::Consume(args) => {
+            init_logging("warn");
+            common::block_on(consume::run(args))
+        }
+        Command::Perf { command } => {
+            init_logging("warn");
+            common::block_on(perf::run(command))
+        }
+    };
+    match result {
+        Ok(code) => code,
+        Err(e) => {
+            let line = format!("{e:#}").replace('\n', " ");
+            eprintln!("gregor: error: {line}");
+            ExitCode::FAILURE
+        }
     }
 }

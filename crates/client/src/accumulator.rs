@@ -239,7 +239,9 @@ impl State {
     }
 
     /// Appends a record to the partition's last batch, or starts a new batch. Returns whether
-    /// a new batch was started.
+    /// a new batch was started. `size` bytes of buffer memory were already reserved by the
+    /// caller; a new batch adds its header overhead, so that `release` (which returns
+    /// `batch.size`) gives back exactly what was taken.
     pub fn append(
         &mut self,
         tp: Tp,
@@ -247,7 +249,6 @@ impl State {
         size: usize,
         batch_size: usize,
     ) -> bool {
-        self.buffer_used += size;
         self.unacked += 1;
         self.topics.insert(tp.0.clone());
         let q = self.queues.entry(tp.clone()).or_default();
@@ -258,6 +259,7 @@ impl State {
                 return false;
             }
         }
+        self.buffer_used += BATCH_OVERHEAD;
         q.batches.push_back(Batch {
             tp,
             records: vec![record],
@@ -273,6 +275,10 @@ impl State {
 
     /// Releases the memory and accounting of a finished batch.
     pub fn release(&mut self, batch: &Batch) {
+        debug_assert!(
+            self.buffer_used >= batch.size,
+            "buffer accounting is symmetric"
+        );
         self.buffer_used = self.buffer_used.saturating_sub(batch.size);
         self.unacked = self.unacked.saturating_sub(batch.records.len());
     }

@@ -288,7 +288,8 @@ impl Producer {
                 partitions,
             ),
         };
-        // Reserve buffer memory, waiting for completions to free some.
+        // Reserve buffer memory, waiting for completions to free some. The reservation becomes
+        // the record's share of its batch in `append` (released with the batch).
         let limit = config.buffer_memory;
         let mut reserved = false;
         let got = self
@@ -298,7 +299,6 @@ impl Producer {
                     return true;
                 }
                 if st.buffer_used + size <= limit {
-                    // `append` below accounts the memory under the same lock.
                     reserved = true;
                     st.buffer_used += size;
                     true
@@ -326,12 +326,13 @@ impl Producer {
         };
         {
             let mut st = self.inner.state.lock().unwrap();
-            if reserved {
-                st.buffer_used -= size;
-            }
             if st.closed {
+                if reserved {
+                    st.buffer_used -= size;
+                }
                 return Err(Error::Closed);
             }
+            debug_assert!(reserved, "memory is reserved unless the producer closed");
             st.append((record.topic, partition), pending, size, config.batch_size);
         }
         self.inner.wake_sender.notify_one();

@@ -531,3 +531,45 @@ async fn unknown_topic_triggers_metadata_refresh_and_retry() {
     assert_eq!(got[0].value.as_deref(), Some(&b"b"[..]));
     broker.shutdown().await.unwrap();
 }
+
+/// Many tasks sending at once through a small buffer: batches are released on other threads
+/// while records are being added, and the buffer accounting must stay exact (it once
+/// underflowed when a release subtracted a batch overhead that was never added).
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn concurrent_sends_through_a_small_buffer_keep_exact_accounting() {
+    let dir = tempfile::tempdir().unwrap();
+    let broker = start_broker(dir.path(), &[]).await;
+    let c = config(
+        &broker,
+        &[
+            ("buffer.memory", "65536"),
+            ("batch.size", "4096"),
+            ("linger.ms", "1"),
+        ],
+    );
+    let producer = Arc::new(Producer::new(&c).unwrap());
+    let tasks: Vec<_> = (0..4)
+        .map(|t| {
+            let producer = producer.clone();
+            tokio::spawn(async move {
+                let mut futures = Vec::new();
+                for i in 0..5_000 {
+                    let record = ProducerRecord::new("busy", format!("task-{t}-record-{i}"));
+                    futures.push(producer.send(record).await.expect("accepted"));
+                }
+                for f in futures {
+                    f.await.expect("delivered");
+                }
+            })
+        })
+        .collect();
+    for t in tasks {
+        t.await.expect("no task panicked");
+    }
+    assert_eq!(
+        producer.metrics().buffer_bytes_in_use,
+        0,
+        "every reserved byte was given back"
+    );
+    broker.shutdown().await.unwrap();
+}
