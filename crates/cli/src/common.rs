@@ -8,7 +8,7 @@ use std::time::Duration;
 
 use anyhow::{bail, Context, Result};
 use clap::Args;
-use gregor_client::ClientConfig;
+use gregor_client::{AdminClient, AdminError, ClientConfig};
 
 /// Connection options shared by every client command.
 #[derive(Args, Debug, Clone)]
@@ -103,6 +103,95 @@ pub async fn check_reachable(config: &ClientConfig) -> Result<()> {
     bail!("{}", errors.join("; "))
 }
 
+/// Output format of the read-only admin commands.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
+pub enum OutputFormat {
+    /// Aligned tables.
+    Text,
+    /// One JSON document.
+    Json,
+}
+
+/// `--format` of the admin read commands.
+#[derive(Args, Debug, Clone)]
+pub struct FormatArg {
+    /// Output format.
+    #[arg(long, value_enum, default_value_t = OutputFormat::Text)]
+    pub format: OutputFormat,
+}
+
+/// An admin client for `conn` after checking that a broker is reachable.
+pub async fn admin_client(conn: &ConnArgs) -> Result<AdminClient> {
+    let config = conn.client_config(&[])?;
+    let admin = AdminClient::new(&config)?;
+    check_reachable(&config).await?;
+    Ok(admin)
+}
+
+/// The Kafka error name (`TOPIC_ALREADY_EXISTS`) behind an error from the client, if any.
+pub fn kafka_error_name(e: &anyhow::Error) -> Option<String> {
+    if let Some(a) = e.downcast_ref::<AdminError>() {
+        return Some(a.name.clone());
+    }
+    e.downcast_ref::<gregor_client::Error>()
+        .and_then(|c| c.response_error())
+        .map(gregor_client::admin::error_name)
+}
+
+/// A table with left-aligned columns separated by two spaces (no trailing blanks).
+pub fn table(headers: &[&str], rows: &[Vec<String>]) -> String {
+    let mut widths: Vec<usize> = headers.iter().map(|h| h.chars().count()).collect();
+    for row in rows {
+        for (i, cell) in row.iter().enumerate() {
+            if i < widths.len() {
+                widths[i] = widths[i].max(cell.chars().count());
+            }
+        }
+    }
+    let mut out = String::new();
+    let header: Vec<String> = headers.iter().map(|h| h.to_string()).collect();
+    for row in std::iter::once(&header).chain(rows.iter()) {
+        let mut line = String::new();
+        for (i, cell) in row.iter().enumerate() {
+            if i > 0 {
+                line.push_str("  ");
+            }
+            line.push_str(cell);
+            let w = widths.get(i).copied().unwrap_or(0);
+            for _ in cell.chars().count()..w {
+                line.push(' ');
+            }
+        }
+        out.push_str(line.trim_end());
+        out.push('\n');
+    }
+    out
+}
+
+/// Node ids as `1,2,3`.
+pub fn id_list(ids: &[i32]) -> String {
+    ids.iter()
+        .map(|i| i.to_string())
+        .collect::<Vec<_>>()
+        .join(",")
+}
+
+/// Prints a JSON value (pretty) followed by a newline.
+pub fn print_json(v: &serde_json::Value) {
+    println!(
+        "{}",
+        serde_json::to_string_pretty(v).unwrap_or_else(|_| v.to_string())
+    );
+}
+
+/// Parses `key=value` for `what` (an option name).
+pub fn parse_kv(what: &str, s: &str) -> Result<(String, String)> {
+    match s.split_once('=') {
+        Some((k, v)) if !k.trim().is_empty() => Ok((k.trim().to_string(), v.to_string())),
+        _ => bail!("{what} '{s}' is not of the form key=value"),
+    }
+}
+
 /// Parses `key=value` (a `--header`).
 pub fn parse_header(s: &str) -> Result<(String, String)> {
     match s.split_once('=') {
@@ -188,6 +277,21 @@ mod tests {
         assert_eq!(bytes_text(&[0xff, 0x00]), "/wA=");
         assert_eq!(json_bytes(None), "null");
         assert_eq!(json_bytes(Some(b"a\"b")), "\"a\\\"b\"");
+    }
+
+    #[test]
+    fn tables_are_aligned() {
+        let t = table(
+            &["A", "LONGER"],
+            &[vec!["xyz".into(), "1".into()], vec!["q".into(), "".into()]],
+        );
+        assert_eq!(t, "A    LONGER\nxyz  1\nq\n");
+        assert_eq!(id_list(&[1, 2]), "1,2");
+        assert!(parse_kv("--config", "a").is_err());
+        assert_eq!(
+            parse_kv("--config", "a=b=c").unwrap(),
+            ("a".into(), "b=c".into())
+        );
     }
 
     #[test]

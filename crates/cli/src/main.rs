@@ -4,15 +4,20 @@
 //! * `gregor produce` / `gregor consume`: console producer and consumer ([`produce`],
 //!   [`consume`]).
 //! * `gregor perf produce` / `gregor perf consume`: throughput and latency tests ([`perf`]).
+//! * `gregor topic ...`, `gregor group ...`, `gregor cluster info`: administration with the
+//!   admin client ([`topic`], [`group`], [`cluster`]); read commands take `--format json`.
 //!
 //! Client commands take `--brokers` (or `GREGOR_BROKERS`) and `-X key=value` client
 //! properties ([`common`]); errors are printed as one line and exit with code 1.
 
 mod broker_cmd;
+mod cluster;
 mod common;
 mod consume;
+mod group;
 mod perf;
 mod produce;
+mod topic;
 
 use std::process::ExitCode;
 
@@ -41,6 +46,21 @@ enum Command {
     Perf {
         #[command(subcommand)]
         command: perf::PerfCommand,
+    },
+    /// Topics: create, list, describe, alter-config, add-partitions, delete.
+    Topic {
+        #[command(subcommand)]
+        command: topic::TopicCommand,
+    },
+    /// Consumer groups: list, describe, delete, reset-offsets.
+    Group {
+        #[command(subcommand)]
+        command: group::GroupCommand,
+    },
+    /// The cluster: info.
+    Cluster {
+        #[command(subcommand)]
+        command: cluster::ClusterCommand,
     },
 }
 
@@ -79,6 +99,18 @@ fn main() -> ExitCode {
         Command::Perf { command } => {
             init_logging("warn");
             common::block_on(perf::run(command))
+        }
+        Command::Topic { command } => {
+            init_logging("warn");
+            common::block_on(topic::run(command))
+        }
+        Command::Group { command } => {
+            init_logging("warn");
+            common::block_on(group::run(command))
+        }
+        Command::Cluster { command } => {
+            init_logging("warn");
+            common::block_on(cluster::run(command))
         }
     };
     match result {

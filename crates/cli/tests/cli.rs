@@ -435,7 +435,9 @@ fn help_lists_the_commands() {
         .output()
         .unwrap();
     let text = String::from_utf8_lossy(&out.stdout);
-    for cmd in ["broker", "produce", "consume", "perf"] {
+    for cmd in [
+        "broker", "produce", "consume", "perf", "topic", "group", "cluster",
+    ] {
         assert!(text.contains(cmd), "{text}");
     }
     let out = Command::new(env!("CARGO_BIN_EXE_gregor"))
@@ -453,4 +455,299 @@ fn help_lists_the_commands() {
     ] {
         assert!(text.contains(flag), "{flag} in {text}");
     }
+}
+
+fn json(out: &Output) -> serde_json::Value {
+    let text = ok(out);
+    serde_json::from_str(&text).unwrap_or_else(|e| panic!("{e}: {text}"))
+}
+
+#[test]
+fn topic_admin_commands() {
+    let b = start_broker(&["num.partitions=1"]);
+    let g = |args: &[&str]| gregor(&b.addr, args, b"");
+    let out = g(&[
+        "topic",
+        "create",
+        "admin-t",
+        "--partitions",
+        "2",
+        "--replication-factor",
+        "1",
+        "--config",
+        "retention.ms=123456",
+    ]);
+    assert!(ok(&out).contains("admin-t"));
+    one_line_error(
+        &g(&["topic", "create", "admin-t"]),
+        "topic 'admin-t' already exists",
+    );
+    one_line_error(
+        &g(&["topic", "describe", "missing"]),
+        "topic 'missing' does not exist",
+    );
+    one_line_error(
+        &g(&["topic", "create", "bad", "--config", "noequals"]),
+        "noequals",
+    );
+
+    assert_eq!(ok(&g(&["topic", "list"])), "admin-t\n");
+    let v = json(&g(&["topic", "list", "--format", "json"]));
+    assert_eq!(v, serde_json::json!(["admin-t"]));
+
+    let text = ok(&g(&["topic", "describe", "admin-t"]));
+    assert!(text.contains("Partitions: 2"), "{text}");
+    assert!(
+        text.contains("PARTITION  LEADER  REPLICAS  ISR  LOG-START  LOG-END"),
+        "{text}"
+    );
+    assert!(text.contains("retention.ms  123456"), "{text}");
+    ok(&gregor(
+        &b.addr,
+        &["produce", "admin-t", "--partition", "1"],
+        b"x\ny\n",
+    ));
+    let v = json(&g(&["topic", "describe", "admin-t", "--format", "json"]));
+    assert_eq!(v["name"], "admin-t");
+    assert_eq!(v["partitions"].as_array().unwrap().len(), 2);
+    assert_eq!(v["partitions"][1]["leader"], 1);
+    assert_eq!(v["partitions"][1]["replicas"], serde_json::json!([1]));
+    assert_eq!(v["partitions"][1]["isr"], serde_json::json!([1]));
+    assert_eq!(v["partitions"][1]["log_start_offset"], 0);
+    assert_eq!(v["partitions"][1]["log_end_offset"], 2);
+    assert_eq!(v["partitions"][0]["log_end_offset"], 0);
+    assert_eq!(v["configs"]["retention.ms"], "123456");
+
+    ok(&g(&[
+        "topic",
+        "alter-config",
+        "admin-t",
+        "--set",
+        "max.message.bytes=2048",
+        "--delete",
+        "retention.ms",
+    ]));
+    let v = json(&g(&["topic", "describe", "admin-t", "--format", "json"]));
+    assert_eq!(v["configs"]["max.message.bytes"], "2048", "{v}");
+    assert!(v["configs"].get("retention.ms").is_none(), "{v}");
+    one_line_error(
+        &g(&["topic", "alter-config", "missing", "--set", "a=b"]),
+        "topic 'missing' does not exist",
+    );
+
+    ok(&g(&["topic", "add-partitions", "admin-t", "--total", "4"]));
+    let text = ok(&g(&["topic", "describe", "admin-t"]));
+    assert!(text.contains("Partitions: 4"), "{text}");
+    one_line_error(
+        &g(&["topic", "add-partitions", "admin-t", "--total", "3"]),
+        "admin-t",
+    );
+
+    ok(&g(&["topic", "delete", "admin-t"]));
+    assert_eq!(ok(&g(&["topic", "list"])), "");
+    one_line_error(
+        &g(&["topic", "delete", "admin-t"]),
+        "topic 'admin-t' does not exist",
+    );
+}
+
+#[test]
+fn group_admin_commands() {
+    let b = start_broker(&["num.partitions=1"]);
+    let g = |args: &[&str]| gregor(&b.addr, args, b"");
+    ok(&g(&["topic", "create", "gt", "--partitions", "1"]));
+    ok(&gregor(&b.addr, &["produce", "gt"], b"a\nb\nc\nd\ne\n"));
+    let consumed = ok(&g(&[
+        "consume",
+        "gt",
+        "--group",
+        "gg",
+        "--from-beginning",
+        "--count",
+        "3",
+        "--timeout-ms",
+        "8000",
+    ]));
+    assert_eq!(consumed, "a\nb\nc\n");
+
+    let text = ok(&g(&["group", "list"]));
+    assert!(text.starts_with("GROUP"), "{text}");
+    assert!(text.lines().any(|l| l.starts_with("gg ")), "{text}");
+    let v = json(&g(&["group", "list", "--format", "json"]));
+    assert!(
+        v.as_array().unwrap().iter().any(|x| x["group"] == "gg"),
+        "{v}"
+    );
+
+    let text = ok(&g(&["group", "describe", "gg"]));
+    assert!(text.contains("State: Empty"), "{text}");
+    assert!(
+        text.lines().any(|l| {
+            let f: Vec<&str> = l.split_whitespace().collect();
+            f.len() >= 5 && f[..5] == ["gt", "0", "3", "5", "2"]
+        }),
+        "{text}"
+    );
+    let v = json(&g(&["group", "describe", "gg", "--format", "json"]));
+    assert_eq!(v["offsets"][0]["committed_offset"], 3, "{v}");
+    assert_eq!(v["offsets"][0]["log_end_offset"], 5, "{v}");
+    assert_eq!(v["offsets"][0]["lag"], 2, "{v}");
+    one_line_error(
+        &g(&["group", "describe", "nogroup"]),
+        "group 'nogroup' does not exist",
+    );
+
+    // Dry run: prints the plan, changes nothing.
+    let text = ok(&g(&[
+        "group",
+        "reset-offsets",
+        "gg",
+        "--topic",
+        "gt",
+        "--to-earliest",
+    ]));
+    assert!(text.contains("dry run"), "{text}");
+    assert!(
+        text.lines()
+            .any(|l| l.split_whitespace().collect::<Vec<_>>() == ["gt", "0", "3", "0"]),
+        "{text}"
+    );
+    let v = json(&g(&["group", "describe", "gg", "--format", "json"]));
+    assert_eq!(v["offsets"][0]["committed_offset"], 3, "{v}");
+
+    let v = json(&g(&[
+        "group",
+        "reset-offsets",
+        "gg",
+        "--topic",
+        "gt",
+        "--to-offset",
+        "1",
+        "--execute",
+        "--format",
+        "json",
+    ]));
+    assert_eq!(v["partitions"][0]["current_offset"], 3, "{v}");
+    assert_eq!(v["partitions"][0]["new_offset"], 1, "{v}");
+    let v = json(&g(&["group", "describe", "gg", "--format", "json"]));
+    assert_eq!(v["offsets"][0]["committed_offset"], 1, "{v}");
+    assert_eq!(v["offsets"][0]["lag"], 4, "{v}");
+    ok(&g(&[
+        "group",
+        "reset-offsets",
+        "gg",
+        "--topic",
+        "gt",
+        "--to-latest",
+        "--execute",
+    ]));
+    let v = json(&g(&["group", "describe", "gg", "--format", "json"]));
+    assert_eq!(v["offsets"][0]["committed_offset"], 5, "{v}");
+    one_line_error(
+        &g(&[
+            "group",
+            "reset-offsets",
+            "gg",
+            "--topic",
+            "nope",
+            "--to-latest",
+        ]),
+        "topic 'nope' does not exist",
+    );
+
+    ok(&g(&["group", "delete", "gg"]));
+    let v = json(&g(&["group", "list", "--format", "json"]));
+    assert!(
+        v.as_array().unwrap().iter().all(|x| x["group"] != "gg"),
+        "{v}"
+    );
+    one_line_error(&g(&["group", "delete", "gg"]), "group 'gg' does not exist");
+}
+
+#[test]
+fn cluster_info_text_and_json() {
+    let b = start_broker(&[]);
+    let text = ok(&gregor(&b.addr, &["cluster", "info"], b""));
+    assert!(text.contains("Cluster id: "), "{text}");
+    assert!(text.contains("Controller: 1"), "{text}");
+    assert!(text.contains(&format!("1   {}  yes", b.addr)), "{text}");
+    let v = json(&gregor(
+        &b.addr,
+        &["cluster", "info", "--format", "json"],
+        b"",
+    ));
+    assert!(!v["cluster_id"].as_str().unwrap().is_empty(), "{v}");
+    assert_eq!(v["controller"], 1);
+    assert_eq!(v["brokers"][0]["id"], 1);
+    assert_eq!(
+        format!(
+            "{}:{}",
+            v["brokers"][0]["host"].as_str().unwrap(),
+            v["brokers"][0]["port"]
+        ),
+        b.addr
+    );
+    let dead = format!("127.0.0.1:{}", free_port());
+    one_line_error(
+        &gregor(&dead, &["cluster", "info"], b""),
+        &format!("cannot reach {dead}: connection refused"),
+    );
+}
+
+#[test]
+fn reset_offsets_is_refused_while_the_group_has_members() {
+    let b = start_broker(&["num.partitions=1"]);
+    ok(&gregor(&b.addr, &["produce", "busy"], b"a\n"));
+    let mut consumer = Command::new(env!("CARGO_BIN_EXE_gregor"))
+        .args([
+            "consume",
+            "busy",
+            "--group",
+            "busy-g",
+            "--timeout-ms",
+            "15000",
+        ])
+        .env("GREGOR_BROKERS", &b.addr)
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let deadline = Instant::now() + Duration::from_secs(8);
+    let mut member = false;
+    while Instant::now() < deadline {
+        let out = gregor(
+            &b.addr,
+            &["group", "describe", "busy-g", "--format", "json"],
+            b"",
+        );
+        if out.status.success() {
+            let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+            if v["state"] == "Stable" && !v["members"].as_array().unwrap().is_empty() {
+                let text = ok(&gregor(&b.addr, &["group", "describe", "busy-g"], b""));
+                assert!(text.contains("MEMBER-ID"), "{text}");
+                assert!(text.contains("busy-0"), "{text}");
+                member = true;
+                break;
+            }
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    let out = gregor(
+        &b.addr,
+        &[
+            "group",
+            "reset-offsets",
+            "busy-g",
+            "--topic",
+            "busy",
+            "--to-earliest",
+            "--execute",
+        ],
+        b"",
+    );
+    let _ = consumer.kill();
+    let _ = consumer.wait();
+    assert!(member, "the consumer joined");
+    one_line_error(&out, "group 'busy-g' has 1 active member(s)");
 }
