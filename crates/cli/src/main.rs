@@ -75,6 +75,7 @@ fn init_logging(default: &str) {
 }
 
 fn main() -> ExitCode {
+    restore_default_sigpipe();
     let cli = Cli::parse();
     let result = match cli.command {
         Command::Broker(args) => {
@@ -120,5 +121,15 @@ fn main() -> ExitCode {
             eprintln!("gregor: error: {line}");
             ExitCode::FAILURE
         }
+    }
+}
+
+/// Rust ignores SIGPIPE, so `gregor consume ... | head` would panic on the next write to the
+/// closed pipe. Like other command-line tools, end quietly instead.
+fn restore_default_sigpipe() {
+    // SAFETY: called first thing in `main`, before any thread exists; it only resets the
+    // disposition of one signal to the default.
+    unsafe {
+        libc::signal(libc::SIGPIPE, libc::SIG_DFL);
     }
 }
