@@ -1,16 +1,21 @@
-//! `gregor cluster info`: cluster id, controller and brokers.
+//! `gregor cluster info`: cluster id, controller, brokers and versions (this CLI's and the
+//! API version ranges each broker advertises).
 
 use std::process::ExitCode;
+use std::time::Duration;
 
-use anyhow::Result;
+use anyhow::{anyhow, Result};
 use clap::{Args, Subcommand};
+use gregor_client::connection::Connection;
+use kafka_protocol::messages::{ApiKey, ApiVersionsRequest, RequestKind, ResponseKind};
+use kafka_protocol::protocol::StrBytes;
 use serde_json::json;
 
 use crate::common::{admin_client, print_json, table, ConnArgs, FormatArg, OutputFormat};
 
 #[derive(Subcommand)]
 pub enum ClusterCommand {
-    /// Show the cluster id, the controller and the brokers.
+    /// Show the cluster id, the controller, the brokers and versions.
     Info(InfoArgs),
 }
 
@@ -22,23 +27,91 @@ pub struct InfoArgs {
     conn: ConnArgs,
 }
 
+/// One API a broker advertises: `(name, min, max)`.
+type ApiRange = (String, i16, i16);
+
+/// The API name of a key (`Produce`), or `Unknown(N)`.
+fn api_name(key: i16) -> String {
+    match ApiKey::try_from(key) {
+        Ok(k) => format!("{k:?}"),
+        Err(()) => format!("Unknown({key})"),
+    }
+}
+
+/// The API version ranges the broker at `addr` advertises, sorted by API key. The client's
+/// connection keeps only the negotiated versions, so this sends its own ApiVersions
+/// request (v3, else v0) through a fresh connection.
+async fn api_versions(addr: &str, timeout: Duration) -> Result<Vec<ApiRange>> {
+    let conn = Connection::connect(addr, "gregor-cli", timeout).await?;
+    let request = ApiVersionsRequest::default()
+        .with_client_software_name(StrBytes::from_static_str("gregor-cli"))
+        .with_client_software_version(StrBytes::from_static_str(env!("CARGO_PKG_VERSION")));
+    let mut last_error = None;
+    for version in [3i16, 0] {
+        let kind = RequestKind::ApiVersions(request.clone());
+        match conn
+            .send_versioned(ApiKey::ApiVersions, version, &kind)?
+            .await
+        {
+            Ok(ResponseKind::ApiVersions(r)) if r.error_code == 0 => {
+                let mut keys: Vec<_> = r
+                    .api_keys
+                    .iter()
+                    .map(|k| (k.api_key, k.min_version, k.max_version))
+                    .collect();
+                keys.sort();
+                return Ok(keys
+                    .into_iter()
+                    .map(|(k, lo, hi)| (api_name(k), lo, hi))
+                    .collect());
+            }
+            Ok(ResponseKind::ApiVersions(r)) => {
+                last_error = Some(anyhow!("ApiVersions error code {}", r.error_code))
+            }
+            Ok(_) => last_error = Some(anyhow!("unexpected response to ApiVersions")),
+            Err(e) => last_error = Some(e.into()),
+        }
+    }
+    Err(last_error.unwrap_or_else(|| anyhow!("no ApiVersions response")))
+}
+
+fn ranges_json(r: &Result<Vec<ApiRange>>) -> serde_json::Value {
+    match r {
+        Ok(v) => json!(v
+            .iter()
+            .map(|(name, min, max)| json!({"api": name, "min": min, "max": max}))
+            .collect::<Vec<_>>()),
+        Err(_) => serde_json::Value::Null,
+    }
+}
+
 pub async fn run(command: ClusterCommand) -> Result<ExitCode> {
     let ClusterCommand::Info(a) = command;
     let admin = admin_client(&a.conn).await?;
     let c = admin.describe_cluster().await?;
+    let timeout = admin.config().request_timeout;
+    let mut versions = Vec::new();
+    for (_, host, port) in &c.brokers {
+        versions.push(api_versions(&format!("{host}:{port}"), timeout).await);
+    }
+    let controller = c.brokers.iter().position(|b| b.0 == c.controller_id);
     match a.format.format {
         OutputFormat::Json => print_json(&json!({
             "cluster_id": c.cluster_id,
             "controller": c.controller_id,
-            "brokers": c.brokers.iter().map(|(id, host, port)| json!({
+            "gregor_version": env!("CARGO_PKG_VERSION"),
+            "brokers": c.brokers.iter().zip(&versions).map(|((id, host, port), v)| json!({
                 "id": id,
                 "host": host,
                 "port": port,
+                "api_versions": ranges_json(v),
             })).collect::<Vec<_>>(),
+            "api_versions": controller.map_or(serde_json::Value::Null, |i| ranges_json(&versions[i])),
         })),
         OutputFormat::Text => {
             println!("Cluster id: {}", c.cluster_id);
             println!("Controller: {}", c.controller_id);
+            println!("Gregor CLI version: {}", env!("CARGO_PKG_VERSION"));
             println!();
             let rows: Vec<Vec<String>> = c
                 .brokers
@@ -52,6 +125,21 @@ pub async fn run(command: ClusterCommand) -> Result<ExitCode> {
                 })
                 .collect();
             print!("{}", table(&["ID", "ADDRESS", "CONTROLLER"], &rows));
+            println!();
+            match controller.map(|i| &versions[i]) {
+                Some(Ok(ranges)) => {
+                    println!("API versions (broker {}):", c.controller_id);
+                    let rows: Vec<Vec<String>> = ranges
+                        .iter()
+                        .map(|(name, min, max)| {
+                            vec![name.clone(), min.to_string(), max.to_string()]
+                        })
+                        .collect();
+                    print!("{}", table(&["API", "MIN", "MAX"], &rows));
+                }
+                Some(Err(e)) => println!("API versions: unavailable ({e:#})"),
+                None => println!("API versions: unavailable (controller not among the brokers)"),
+            }
         }
     }
     Ok(ExitCode::SUCCESS)

@@ -11,7 +11,9 @@ use clap::{Args, ValueEnum};
 use gregor_client::metadata::Cluster;
 use gregor_client::{ClientConfig, Consumer, ConsumerRecord};
 
-use crate::common::{check_reachable, json_bytes, json_str, ConnArgs};
+use gregor_client::{AdminClient, OffsetSpec};
+
+use crate::common::{check_reachable, json_bytes, json_str, stderr_is_terminal, ConnArgs};
 
 /// Output format of `gregor consume`.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
@@ -28,8 +30,12 @@ pub struct ConsumeArgs {
     /// The topic to read.
     topic: String,
     /// Start at the beginning of the log (with --group: when the group has no offset).
-    #[arg(long, conflicts_with = "offset")]
+    #[arg(long, conflicts_with_all = ["offset", "from_timestamp"])]
     from_beginning: bool,
+    /// Start every partition at the first record whose timestamp is at least MS
+    /// (milliseconds since the epoch); a partition with no such record starts at its end.
+    #[arg(long, value_name = "MS", conflicts_with = "offset")]
+    from_timestamp: Option<i64>,
     /// Start at this offset of --partition.
     #[arg(long, requires = "partition", conflicts_with = "group")]
     offset: Option<i64>,
@@ -118,6 +124,21 @@ pub async fn open_consumer(
     check_reachable(config).await?;
     if group {
         consumer.subscribe(vec![topic])?;
+        if let Start::Timestamp(ms) = start {
+            // The group assigns partitions in `poll`: join first, then seek what we got.
+            let deadline = Instant::now() + request_timeout(config);
+            while consumer.assignment().is_empty() {
+                if Instant::now() >= deadline {
+                    bail!(
+                        "no partitions of topic {topic} were assigned to this group member in time"
+                    );
+                }
+                // Records returned before the seek are dropped: nothing was printed or committed.
+                consumer.poll(Duration::from_millis(100)).await?;
+            }
+            let partitions = consumer.assignment();
+            seek_to_timestamp(config, &mut consumer, &partitions, ms).await?;
+        }
         return Ok(consumer);
     }
     let count = partition_count(config, topic).await?;
@@ -137,8 +158,58 @@ pub async fn open_consumer(
                 consumer.seek(t, *p, o)?;
             }
         }
+        Start::Timestamp(ms) => seek_to_timestamp(config, &mut consumer, &partitions, ms).await?,
     }
     Ok(consumer)
+}
+
+fn request_timeout(config: &ClientConfig) -> Duration {
+    Duration::from_millis(
+        config
+            .get("request.timeout.ms")
+            .and_then(|v| v.parse().ok())
+            .unwrap_or(30_000),
+    )
+}
+
+/// Seeks each of `partitions` to its first offset with a timestamp >= `ms`, or to its end
+/// when there is no such record.
+async fn seek_to_timestamp(
+    config: &ClientConfig,
+    consumer: &mut Consumer,
+    partitions: &[(String, i32)],
+    ms: i64,
+) -> Result<()> {
+    // The admin client rejects consumer keys: give it only the connection settings.
+    let mut admin_config = ClientConfig::new();
+    for key in ["bootstrap.servers", "client.id", "request.timeout.ms"] {
+        if let Some(v) = config.get(key) {
+            admin_config.set(key, v.to_string());
+        }
+    }
+    let admin = AdminClient::new(&admin_config)?;
+    let requests = partitions
+        .iter()
+        .map(|(t, p)| (t.clone(), *p, OffsetSpec::Timestamp(ms)))
+        .collect();
+    let mut at_end = Vec::new();
+    for (t, p, r) in admin
+        .list_offsets(requests)
+        .await
+        .context("cannot look up offsets by timestamp")?
+    {
+        let (offset, _) =
+            r.with_context(|| format!("cannot look up offset by timestamp of {t}-{p}"))?;
+        if offset < 0 {
+            at_end.push((t, p));
+        } else {
+            consumer.seek(&t, p, offset)?;
+        }
+    }
+    if !at_end.is_empty() {
+        consumer.seek_to(&at_end, false).await?;
+    }
+    Ok(())
 }
 
 /// Where an assigned consumer starts.
@@ -147,6 +218,8 @@ pub enum Start {
     Beginning,
     End,
     Offset(i64),
+    /// The first record with a timestamp (ms) at least this.
+    Timestamp(i64),
 }
 
 /// Runs `gregor consume`.
@@ -170,10 +243,11 @@ pub async fn run(args: ConsumeArgs) -> Result<ExitCode> {
         fixed.push(("enable.auto.commit", "false".to_string()));
     }
     let config = args.conn.client_config(&fixed)?;
-    let start = match (args.from_beginning, args.offset) {
-        (_, Some(o)) => Start::Offset(o),
-        (true, None) => Start::Beginning,
-        (false, None) => Start::End,
+    let start = match (args.from_beginning, args.offset, args.from_timestamp) {
+        (_, Some(o), _) => Start::Offset(o),
+        (_, None, Some(ms)) => Start::Timestamp(ms),
+        (true, None, None) => Start::Beginning,
+        (false, None, None) => Start::End,
     };
     let mut consumer = open_consumer(
         &config,
@@ -192,7 +266,15 @@ pub async fn run(args: ConsumeArgs) -> Result<ExitCode> {
     let ctrl_c = tokio::signal::ctrl_c();
     tokio::pin!(ctrl_c);
     let mut result: Result<()> = Ok(());
+    let progress = show_progress(stderr_is_terminal(), args.count);
+    let mut last_progress = Instant::now();
+    let mut progress_shown = false;
     'outer: loop {
+        if progress && last_progress.elapsed() >= Duration::from_secs(1) {
+            eprint!("\r{printed} records consumed");
+            progress_shown = true;
+            last_progress = Instant::now();
+        }
         if args.count.is_some_and(|c| printed >= c) {
             break;
         }
@@ -206,6 +288,11 @@ pub async fn run(args: ConsumeArgs) -> Result<ExitCode> {
                 left
             }
             None => Duration::from_secs(1),
+        };
+        let wait = if progress {
+            wait.min(Duration::from_secs(1))
+        } else {
+            wait
         };
         let records = tokio::select! {
             r = consumer.poll(wait) => r,
@@ -255,15 +342,33 @@ pub async fn run(args: ConsumeArgs) -> Result<ExitCode> {
     }
     let _ = out.flush();
     drop(out);
+    if progress_shown {
+        eprintln!("\r{printed} records consumed");
+    }
     let closed = consumer.close().await;
     result?;
     closed.context("closing the consumer")?;
     Ok(ExitCode::SUCCESS)
 }
 
+/// Progress goes to stderr only on a terminal, and only for long runs (no --count, or
+/// more than 10,000 records).
+fn show_progress(stderr_terminal: bool, count: Option<u64>) -> bool {
+    stderr_terminal && count.is_none_or(|c| c > 10_000)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn progress_only_on_a_terminal_for_long_runs() {
+        assert!(show_progress(true, None));
+        assert!(show_progress(true, Some(10_001)));
+        assert!(!show_progress(true, Some(10_000)));
+        assert!(!show_progress(false, None));
+        assert!(!show_progress(false, Some(50_000)));
+    }
     use bytes::Bytes;
 
     #[test]

@@ -687,6 +687,42 @@ fn cluster_info_text_and_json() {
         ),
         b.addr
     );
+    assert!(
+        text.contains(&format!(
+            "Gregor CLI version: {}",
+            env!("CARGO_PKG_VERSION")
+        )),
+        "{text}"
+    );
+    assert!(text.contains("API versions (broker 1):"), "{text}");
+    let api_row = |name: &str| {
+        text.lines()
+            .find(|l| l.split_whitespace().next() == Some(name))
+            .map(|l| {
+                l.split_whitespace()
+                    .skip(1)
+                    .map(String::from)
+                    .collect::<Vec<_>>()
+            })
+    };
+    for name in ["Produce", "Fetch"] {
+        let row = api_row(name).unwrap_or_else(|| panic!("no {name} row in {text}"));
+        assert_eq!(row.len(), 2, "{row:?}");
+        let (min, max): (i16, i16) = (row[0].parse().unwrap(), row[1].parse().unwrap());
+        assert!(min <= max, "{name} {min}..{max}");
+    }
+    assert_eq!(v["gregor_version"], env!("CARGO_PKG_VERSION"));
+    for ranges in [&v["api_versions"], &v["brokers"][0]["api_versions"]] {
+        let ranges = ranges.as_array().unwrap_or_else(|| panic!("{v}"));
+        for name in ["Produce", "Fetch"] {
+            let r = ranges
+                .iter()
+                .find(|r| r["api"] == name)
+                .unwrap_or_else(|| panic!("no {name} in {v}"));
+            let (min, max) = (r["min"].as_i64().unwrap(), r["max"].as_i64().unwrap());
+            assert!(0 <= min && min <= max, "{r}");
+        }
+    }
     let dead = format!("127.0.0.1:{}", free_port());
     one_line_error(
         &gregor(&dead, &["cluster", "info"], b""),
@@ -750,4 +786,58 @@ fn reset_offsets_is_refused_while_the_group_has_members() {
     let _ = consumer.wait();
     assert!(member, "the consumer joined");
     one_line_error(&out, "group 'busy-g' has 1 active member(s)");
+}
+
+fn now_ms() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_millis() as u64
+}
+
+#[test]
+fn consume_from_timestamp_with_and_without_group() {
+    let b = start_broker(&["num.partitions=2"]);
+    ok(&gregor(&b.addr, &["produce", "ts"], b"a\nb\nc\n"));
+    std::thread::sleep(Duration::from_millis(50));
+    let noted = now_ms().to_string();
+    std::thread::sleep(Duration::from_millis(5));
+    ok(&gregor(&b.addr, &["produce", "ts"], b"d\ne\n"));
+    let consume = |extra: &[&str]| {
+        let mut args = vec![
+            "consume",
+            "ts",
+            "--from-timestamp",
+            &noted,
+            "--timeout-ms",
+            "20000",
+        ];
+        args.extend_from_slice(extra);
+        let out = gregor(&b.addr, &args, b"");
+        assert!(
+            out.stderr.is_empty(),
+            "quiet when piped: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        let mut lines: Vec<String> = ok(&out).lines().map(String::from).collect();
+        lines.sort();
+        lines
+    };
+    assert_eq!(consume(&["--count", "2"]), ["d", "e"]);
+    assert_eq!(consume(&["--count", "2", "--group", "tsg"]), ["d", "e"]);
+    // Past every record: each partition starts at its end, so nothing arrives.
+    let future = (now_ms() + 3_600_000).to_string();
+    let out = gregor(
+        &b.addr,
+        &[
+            "consume",
+            "ts",
+            "--from-timestamp",
+            &future,
+            "--timeout-ms",
+            "1500",
+        ],
+        b"",
+    );
+    assert_eq!(ok(&out), "");
 }
