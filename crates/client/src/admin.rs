@@ -24,11 +24,7 @@ use kafka_protocol::messages::describe_configs_request::DescribeConfigsResource;
 use kafka_protocol::messages::incremental_alter_configs_request::{
     AlterConfigsResource, AlterableConfig,
 };
-use kafka_protocol::messages::list_offsets_request::{ListOffsetsPartition, ListOffsetsTopic};
 use kafka_protocol::messages::metadata_request::MetadataRequestTopic;
-use kafka_protocol::messages::offset_commit_request::{
-    OffsetCommitRequestPartition, OffsetCommitRequestTopic,
-};
 use kafka_protocol::messages::offset_delete_request::{
     OffsetDeleteRequestPartition, OffsetDeleteRequestTopic,
 };
@@ -38,7 +34,7 @@ use kafka_protocol::messages::{
     DescribeConfigsRequest, DescribeGroupsRequest, FindCoordinatorRequest, GroupId,
     IncrementalAlterConfigsRequest, ListGroupsRequest, ListOffsetsRequest, MetadataRequest,
     MetadataResponse, OffsetCommitRequest, OffsetDeleteRequest, OffsetFetchRequest, RequestKind,
-    ResponseKind, TopicName,
+    ResponseKind,
 };
 use kafka_protocol::protocol::{Decodable, StrBytes};
 
@@ -46,6 +42,7 @@ use crate::config::ClientConfig;
 use crate::connection::Connection;
 use crate::error::{ConfigError, Error, Result};
 use crate::metadata::Cluster;
+use crate::requests::{by_topic, list_offsets_topics, offset_commit_topics, topic_name};
 
 const ADMIN_KEYS: &[&str] = &[
     "bootstrap.servers",
@@ -316,10 +313,6 @@ impl OffsetSpec {
     }
 }
 
-fn topic_name(t: &str) -> TopicName {
-    TopicName(StrBytes::from_string(t.to_string()))
-}
-
 fn group_id(g: &str) -> GroupId {
     GroupId(StrBytes::from_string(g.to_string()))
 }
@@ -354,18 +347,6 @@ fn is_coordinator_code(code: i16) -> bool {
                 | ResponseError::CoordinatorLoadInProgress
         )
     )
-}
-
-/// Groups `(topic, partition, value)` items by topic, keeping first-seen topic order.
-fn by_topic<V: Clone>(items: &[(String, i32, V)]) -> Vec<(String, Vec<(i32, V)>)> {
-    let mut out: Vec<(String, Vec<(i32, V)>)> = Vec::new();
-    for (t, p, v) in items {
-        match out.iter_mut().find(|(name, _)| name == t) {
-            Some((_, ps)) => ps.push((*p, v.clone())),
-            None => out.push((t.clone(), vec![(*p, v.clone())])),
-        }
-    }
-    out
 }
 
 /// The admin client. Cheap to share behind an `Arc`; all methods take `&self`.
@@ -1036,27 +1017,11 @@ impl AdminClient {
         group: &str,
         offsets: Vec<(String, i32, i64)>,
     ) -> Result<Vec<(String, i32, ItemResult<()>)>> {
-        let topics: Vec<OffsetCommitRequestTopic> = by_topic(&offsets)
-            .into_iter()
-            .map(|(t, ps)| {
-                OffsetCommitRequestTopic::default()
-                    .with_name(topic_name(&t))
-                    .with_partitions(
-                        ps.into_iter()
-                            .map(|(p, o)| {
-                                OffsetCommitRequestPartition::default()
-                                    .with_partition_index(p)
-                                    .with_committed_offset(o)
-                            })
-                            .collect(),
-                    )
-            })
-            .collect();
         let request = OffsetCommitRequest::default()
             .with_group_id(group_id(group))
             .with_generation_id_or_member_epoch(-1)
             .with_member_id(StrBytes::default())
-            .with_topics(topics);
+            .with_topics(offset_commit_topics(&offsets));
         self.retrying(|| async {
             let conn = self.coordinator(group).await?;
             let r = expect_response!(
@@ -1192,16 +1157,29 @@ impl AdminClient {
         Ok((m, leaders))
     }
 
-    /// Offsets per `(topic, partition, spec)`: `(topic, partition, Ok((offset, timestamp)))`
-    /// in request order. A spec with no matching record yields offset -1.
-    pub async fn list_offsets(
+    /// Sends `(topic, partition, value)` items to their partition leaders, one request per
+    /// node, and returns one result per item in request order. Shared by the per-partition
+    /// admin calls (ListOffsets, DeleteRecords) so that leader lookup, retries on retriable
+    /// partition errors and "no answer" reporting behave the same for all of them.
+    ///
+    /// `send` builds, sends and decodes one node's request and returns each answered
+    /// partition as `(topic, partition, error_code, value)`; `value` is ignored when
+    /// `error_code` is non-zero.
+    async fn per_leader<V, R, F, Fut>(
         &self,
-        requests: Vec<(String, i32, OffsetSpec)>,
-    ) -> Result<Vec<(String, i32, ItemResult<(i64, i64)>)>> {
+        requests: &[(String, i32, V)],
+        send: F,
+    ) -> Result<Vec<(String, i32, ItemResult<R>)>>
+    where
+        V: Clone,
+        R: Clone,
+        F: Fn(Arc<Connection>, Vec<(String, i32, V)>) -> Fut,
+        Fut: Future<Output = Result<Vec<(String, i32, i16, R)>>>,
+    {
         self.retrying(|| async {
-            let (m, leaders) = self.leaders(&requests).await?;
-            let mut results: HashMap<(String, i32), ItemResult<(i64, i64)>> = HashMap::new();
-            let mut per_node: HashMap<i32, Vec<(String, i32, OffsetSpec)>> = HashMap::new();
+            let (m, leaders) = self.leaders(requests).await?;
+            let mut results: HashMap<(String, i32), ItemResult<R>> = HashMap::new();
+            let mut per_node: HashMap<i32, Vec<(String, i32, V)>> = HashMap::new();
             for (item, leader) in requests.iter().zip(&leaders) {
                 match leader {
                     Ok(node) => per_node.entry(*node).or_default().push(item.clone()),
@@ -1212,45 +1190,14 @@ impl AdminClient {
             }
             for (node, items) in per_node {
                 let conn = self.node_connection(&m, node).await?;
-                let topics = by_topic(&items)
-                    .into_iter()
-                    .map(|(t, ps)| {
-                        ListOffsetsTopic::default()
-                            .with_name(topic_name(&t))
-                            .with_partitions(
-                                ps.into_iter()
-                                    .map(|(p, spec)| {
-                                        ListOffsetsPartition::default()
-                                            .with_partition_index(p)
-                                            .with_current_leader_epoch(-1)
-                                            .with_timestamp(spec.timestamp())
-                                    })
-                                    .collect(),
-                            )
-                    })
-                    .collect();
-                let request = ListOffsetsRequest::default()
-                    .with_replica_id((-1).into())
-                    .with_topics(topics);
-                let r = expect_response!(
-                    call(
-                        &conn,
-                        ApiKey::ListOffsets,
-                        RequestKind::ListOffsets(request)
-                    )
-                    .await?,
-                    ListOffsets
-                );
-                for t in &r.topics {
-                    for p in &t.partitions {
-                        let what = format!("{}-{}", t.name.as_str(), p.partition_index);
-                        let result = match AdminError::from_code(p.error_code, Some(what)) {
-                            Some(e) if e.response_error().is_retriable() => return Err(e.into()),
-                            Some(e) => Err(e),
-                            None => Ok((p.offset, p.timestamp)),
-                        };
-                        results.insert((s(&t.name.0), p.partition_index), result);
-                    }
+                for (topic, partition, code, value) in send(conn, items).await? {
+                    let what = format!("{topic}-{partition}");
+                    let result = match AdminError::from_code(code, Some(what)) {
+                        Some(e) if e.response_error().is_retriable() => return Err(e.into()),
+                        Some(e) => Err(e),
+                        None => Ok(value),
+                    };
+                    results.insert((topic, partition), result);
                 }
             }
             Ok(requests
@@ -1270,77 +1217,93 @@ impl AdminClient {
         .await
     }
 
+    /// Offsets per `(topic, partition, spec)`: `(topic, partition, Ok((offset, timestamp)))`
+    /// in request order. A spec with no matching record yields offset -1.
+    pub async fn list_offsets(
+        &self,
+        requests: Vec<(String, i32, OffsetSpec)>,
+    ) -> Result<Vec<(String, i32, ItemResult<(i64, i64)>)>> {
+        self.per_leader(&requests, |conn, items| async move {
+            let items: Vec<(String, i32, i64)> = items
+                .into_iter()
+                .map(|(t, p, spec)| (t, p, spec.timestamp()))
+                .collect();
+            let topics = list_offsets_topics(&items);
+            let request = ListOffsetsRequest::default()
+                .with_replica_id((-1).into())
+                .with_topics(topics);
+            let r = expect_response!(
+                call(
+                    &conn,
+                    ApiKey::ListOffsets,
+                    RequestKind::ListOffsets(request)
+                )
+                .await?,
+                ListOffsets
+            );
+            Ok(r.topics
+                .iter()
+                .flat_map(|t| {
+                    t.partitions.iter().map(|p| {
+                        (
+                            s(&t.name.0),
+                            p.partition_index,
+                            p.error_code,
+                            (p.offset, p.timestamp),
+                        )
+                    })
+                })
+                .collect())
+        })
+        .await
+    }
+
     /// Deletes records before the given offsets (-1: the high watermark); returns the new
     /// low watermark per partition, in request order.
     pub async fn delete_records(
         &self,
         requests: Vec<(String, i32, i64)>,
     ) -> Result<Vec<(String, i32, ItemResult<i64>)>> {
-        self.retrying(|| async {
-            let (m, leaders) = self.leaders(&requests).await?;
-            let mut results: HashMap<(String, i32), ItemResult<i64>> = HashMap::new();
-            let mut per_node: HashMap<i32, Vec<(String, i32, i64)>> = HashMap::new();
-            for (item, leader) in requests.iter().zip(&leaders) {
-                match leader {
-                    Ok(node) => per_node.entry(*node).or_default().push(item.clone()),
-                    Err(e) => {
-                        results.insert((item.0.clone(), item.1), Err(e.clone()));
-                    }
-                }
-            }
-            for (node, items) in per_node {
-                let conn = self.node_connection(&m, node).await?;
-                let topics = by_topic(&items)
-                    .into_iter()
-                    .map(|(t, ps)| {
-                        DeleteRecordsTopic::default()
-                            .with_name(topic_name(&t))
-                            .with_partitions(
-                                ps.into_iter()
-                                    .map(|(p, o)| {
-                                        DeleteRecordsPartition::default()
-                                            .with_partition_index(p)
-                                            .with_offset(o)
-                                    })
-                                    .collect(),
-                            )
-                    })
-                    .collect();
-                let request = DeleteRecordsRequest::default()
-                    .with_topics(topics)
-                    .with_timeout_ms(self.timeout_ms());
-                let r = expect_response!(
-                    call(
-                        &conn,
-                        ApiKey::DeleteRecords,
-                        RequestKind::DeleteRecords(request)
-                    )
-                    .await?,
-                    DeleteRecords
-                );
-                for t in &r.topics {
-                    for p in &t.partitions {
-                        let what = format!("{}-{}", t.name.as_str(), p.partition_index);
-                        let result = match AdminError::from_code(p.error_code, Some(what)) {
-                            Some(e) if e.response_error().is_retriable() => return Err(e.into()),
-                            Some(e) => Err(e),
-                            None => Ok(p.low_watermark),
-                        };
-                        results.insert((s(&t.name.0), p.partition_index), result);
-                    }
-                }
-            }
-            Ok(requests
+        self.per_leader(&requests, |conn, items| async move {
+            let topics = by_topic(&items)
+                .into_iter()
+                .map(|(t, ps)| {
+                    DeleteRecordsTopic::default()
+                        .with_name(topic_name(&t))
+                        .with_partitions(
+                            ps.into_iter()
+                                .map(|(p, o)| {
+                                    DeleteRecordsPartition::default()
+                                        .with_partition_index(p)
+                                        .with_offset(o)
+                                })
+                                .collect(),
+                        )
+                })
+                .collect();
+            let request = DeleteRecordsRequest::default()
+                .with_topics(topics)
+                .with_timeout_ms(self.timeout_ms());
+            let r = expect_response!(
+                call(
+                    &conn,
+                    ApiKey::DeleteRecords,
+                    RequestKind::DeleteRecords(request)
+                )
+                .await?,
+                DeleteRecords
+            );
+            Ok(r.topics
                 .iter()
-                .map(|(t, p, _)| {
-                    let result = results.get(&(t.clone(), *p)).cloned().unwrap_or_else(|| {
-                        Err(AdminError {
-                            code: -1,
-                            name: "UNKNOWN_SERVER_ERROR".into(),
-                            message: Some(format!("no answer for {t}-{p}")),
-                        })
-                    });
-                    (t.clone(), *p, result)
+                .flat_map(|t| {
+                    t.partitions.iter().map(|p| {
+                        (
+                            s(&t.name.0),
+                            p.partition_index,
+                            p.error_code,
+                            p.low_watermark,
+                        )
+                    })
                 })
                 .collect())
         })

@@ -19,10 +19,6 @@ use kafka_protocol::messages::consumer_protocol_assignment::TopicPartition as As
 use kafka_protocol::messages::fetch_request::{FetchPartition, FetchTopic};
 use kafka_protocol::messages::join_group_request::JoinGroupRequestProtocol;
 use kafka_protocol::messages::join_group_response::JoinGroupResponseMember;
-use kafka_protocol::messages::list_offsets_request::{ListOffsetsPartition, ListOffsetsTopic};
-use kafka_protocol::messages::offset_commit_request::{
-    OffsetCommitRequestPartition, OffsetCommitRequestTopic,
-};
 use kafka_protocol::messages::offset_fetch_request::OffsetFetchRequestTopic;
 use kafka_protocol::messages::sync_group_request::SyncGroupRequestAssignment;
 use kafka_protocol::messages::{
@@ -39,6 +35,7 @@ use crate::config::ClientConfig;
 use crate::connection::Connection;
 use crate::error::{ConfigError, Error, Result};
 use crate::metadata::{is_metadata_error, Cluster};
+use crate::requests::{by_topic, list_offsets_topics, offset_commit_topics, topic_name};
 
 /// A record read back from a partition.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -284,20 +281,27 @@ impl std::fmt::Debug for Consumer {
     }
 }
 
-fn topic_name(t: &str) -> TopicName {
-    TopicName(StrBytes::from_string(t.to_string()))
-}
-
-/// Groups `(topic, partition, value)` by topic, keeping first-seen topic order.
-fn by_topic<T: Clone>(items: &[(String, i32, T)]) -> Vec<(String, Vec<(i32, T)>)> {
-    let mut out: Vec<(String, Vec<(i32, T)>)> = Vec::new();
-    for (t, p, v) in items {
-        match out.iter_mut().find(|(n, _)| n == t) {
-            Some((_, ps)) => ps.push((*p, v.clone())),
-            None => out.push((t.clone(), vec![(*p, v.clone())])),
-        }
-    }
-    out
+/// Sends `$request` (the payload of `RequestKind::$variant`) to the group coordinator via
+/// `with_coordinator` and yields the future of the `ResponseKind::$variant` body. Shared by
+/// the group-membership round trips (JoinGroup, SyncGroup), whose request and response
+/// variants differ per API, hence a macro.
+macro_rules! coordinator_call {
+    ($shared:expr, $variant:ident, $request:expr) => {
+        $shared.with_coordinator(|conn| {
+            let request = $request.clone();
+            async move {
+                match conn
+                    .send(ApiKey::$variant, &RequestKind::$variant(request))?
+                    .await?
+                {
+                    ResponseKind::$variant(r) => Ok(r),
+                    _ => Err(Error::Protocol(
+                        concat!("unexpected response to ", stringify!($variant)).into(),
+                    )),
+                }
+            }
+        })
+    };
 }
 
 /// Whether a group error means this member must (re)join.
@@ -405,30 +409,13 @@ impl Shared {
             return Ok(());
         }
         let group = self.group()?.to_string();
-        let topics: Vec<OffsetCommitRequestTopic> = by_topic(offsets)
-            .into_iter()
-            .map(|(t, ps)| {
-                OffsetCommitRequestTopic::default()
-                    .with_name(topic_name(&t))
-                    .with_partitions(
-                        ps.into_iter()
-                            .map(|(p, o)| {
-                                OffsetCommitRequestPartition::default()
-                                    .with_partition_index(p)
-                                    .with_committed_offset(o)
-                                    .with_committed_leader_epoch(-1)
-                            })
-                            .collect(),
-                    )
-            })
-            .collect();
         let member = self.membership.lock().unwrap().clone();
         let request = OffsetCommitRequest::default()
             .with_group_id(GroupId(StrBytes::from_string(group.clone())))
             .with_generation_id_or_member_epoch(member.generation)
             .with_member_id(StrBytes::from_string(member.member_id))
             .with_retention_time_ms(-1)
-            .with_topics(topics);
+            .with_topics(offset_commit_topics(offsets));
         self.with_coordinator(|conn| {
             let request = request.clone();
             async move {
@@ -547,7 +534,7 @@ impl Shared {
         timestamp: i64,
     ) -> Result<HashMap<TopicPartition, i64>> {
         let leaders = self.leaders(partitions).await?;
-        let mut per_node: HashMap<i32, Vec<(String, i32, ())>> = HashMap::new();
+        let mut per_node: HashMap<i32, Vec<(String, i32, i64)>> = HashMap::new();
         for tp in partitions {
             let node = leaders.get(tp).ok_or_else(|| {
                 Error::NoBrokerAvailable(format!("no leader for {}-{}", tp.0, tp.1))
@@ -555,28 +542,12 @@ impl Shared {
             per_node
                 .entry(*node)
                 .or_default()
-                .push((tp.0.clone(), tp.1, ()));
+                .push((tp.0.clone(), tp.1, timestamp));
         }
         let mut out = HashMap::new();
         for (node, items) in per_node {
             let conn = self.cluster.node_connection(node).await?;
-            let topics = by_topic(&items)
-                .into_iter()
-                .map(|(t, ps)| {
-                    ListOffsetsTopic::default()
-                        .with_name(topic_name(&t))
-                        .with_partitions(
-                            ps.into_iter()
-                                .map(|(p, _)| {
-                                    ListOffsetsPartition::default()
-                                        .with_partition_index(p)
-                                        .with_current_leader_epoch(-1)
-                                        .with_timestamp(timestamp)
-                                })
-                                .collect(),
-                        )
-                })
-                .collect();
+            let topics = list_offsets_topics(&items);
             let request = ListOffsetsRequest::default()
                 .with_replica_id((-1).into())
                 .with_isolation_level(self.config.isolation_level)
@@ -843,21 +814,7 @@ impl Consumer {
                 .with_protocols(vec![JoinGroupRequestProtocol::default()
                     .with_name(StrBytes::from_static_str("range"))
                     .with_metadata(metadata.clone())]);
-            let join = self
-                .shared
-                .with_coordinator(|conn| {
-                    let request = request.clone();
-                    async move {
-                        match conn
-                            .send(ApiKey::JoinGroup, &RequestKind::JoinGroup(request))?
-                            .await?
-                        {
-                            ResponseKind::JoinGroup(r) => Ok(r),
-                            _ => Err(Error::Protocol("unexpected response to JoinGroup".into())),
-                        }
-                    }
-                })
-                .await?;
+            let join = coordinator_call!(self.shared, JoinGroup, request).await?;
             match ResponseError::try_from_code(join.error_code) {
                 None => {}
                 Some(ResponseError::MemberIdRequired) => {
@@ -889,21 +846,7 @@ impl Consumer {
                 .with_protocol_type(Some(StrBytes::from_static_str("consumer")))
                 .with_protocol_name(Some(StrBytes::from_static_str("range")))
                 .with_assignments(assignments);
-            let sync = self
-                .shared
-                .with_coordinator(|conn| {
-                    let request = request.clone();
-                    async move {
-                        match conn
-                            .send(ApiKey::SyncGroup, &RequestKind::SyncGroup(request))?
-                            .await?
-                        {
-                            ResponseKind::SyncGroup(r) => Ok(r),
-                            _ => Err(Error::Protocol("unexpected response to SyncGroup".into())),
-                        }
-                    }
-                })
-                .await?;
+            let sync = coordinator_call!(self.shared, SyncGroup, request).await?;
             match ResponseError::try_from_code(sync.error_code) {
                 None => {}
                 Some(ResponseError::UnknownMemberId) => {

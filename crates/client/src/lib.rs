@@ -18,6 +18,7 @@ pub mod partitioner;
 pub mod producer;
 
 mod accumulator;
+mod requests;
 mod sender;
 
 pub use admin::{
