@@ -743,3 +743,57 @@ async fn idempotent_produce_dedupes_and_checks_sequences_across_restarts() {
     .unwrap();
     broker.shutdown().await.unwrap();
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn acks_all_needs_min_insync_replicas() {
+    let dir = tempfile::tempdir().unwrap();
+    let broker = start_broker(dir.path(), &[]).await;
+    let addr = broker.local_addr;
+    tokio::task::spawn_blocking(move || {
+        let mut c = RawConnection::connect(addr);
+        let config = create_topics_request::CreatableTopicConfig::default()
+            .with_name(s("min.insync.replicas"))
+            .with_value(Some(s("2")));
+        let topic = create_topics_request::CreatableTopic::default()
+            .with_name(TopicName(s("strict")))
+            .with_num_partitions(1)
+            .with_replication_factor(1)
+            .with_configs(vec![config]);
+        let ResponseKind::CreateTopics(r) = c.request(
+            ApiKey::CreateTopics,
+            7,
+            &RequestKind::CreateTopics(CreateTopicsRequest::default().with_topics(vec![topic])),
+        ) else {
+            panic!()
+        };
+        assert_eq!(r.topics[0].error_code, 0);
+        let produce = |c: &mut RawConnection, acks: i16| {
+            let batch = common::idempotent_batch(-1, -1, -1, &[b"v"]);
+            let p = produce_request::PartitionProduceData::default()
+                .with_index(0)
+                .with_records(Some(batch));
+            let t = produce_request::TopicProduceData::default()
+                .with_name(TopicName(s("strict")))
+                .with_partition_data(vec![p]);
+            let req = ProduceRequest::default()
+                .with_acks(acks)
+                .with_timeout_ms(1000)
+                .with_topic_data(vec![t]);
+            let ResponseKind::Produce(r) =
+                c.request(ApiKey::Produce, 9, &RequestKind::Produce(req))
+            else {
+                panic!()
+            };
+            r.responses[0].partition_responses[0].error_code
+        };
+        assert_eq!(
+            produce(&mut c, -1),
+            19,
+            "NOT_ENOUGH_REPLICAS: one in-sync replica, two required"
+        );
+        assert_eq!(produce(&mut c, 1), 0, "acks=1 does not need the ISR");
+    })
+    .await
+    .unwrap();
+    broker.shutdown().await.unwrap();
+}

@@ -51,13 +51,17 @@ pub async fn handle(
     let acks = request.acks;
     let mut waits = Vec::new();
     let mut responses = Vec::with_capacity(request.topic_data.len());
-    let min_isr: usize = broker
-        .config()
-        .get("min.insync.replicas")
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(1);
     for topic in request.topic_data {
         let name = topic.name.0.to_string();
+        // The topic's own min.insync.replicas, else the broker's (only acks=-1 uses it).
+        let min_isr: usize = if acks == -1 {
+            broker
+                .topic_config_value(&name, "min.insync.replicas")
+                .parse()
+                .unwrap_or(1)
+        } else {
+            1
+        };
         let mut partitions = Vec::with_capacity(topic.partition_data.len());
         for pdata in topic.partition_data {
             let index = pdata.index;
