@@ -2,7 +2,7 @@ use super::schema::{self, ApiSchema};
 use super::*;
 use bytes::{Bytes, BytesMut};
 use kafka_protocol::messages::*;
-use kafka_protocol::protocol::{Decodable, Encodable, Message, StrBytes};
+use kafka_protocol::protocol::{Decodable, Encodable, StrBytes};
 use proptest::prelude::*;
 use std::collections::BTreeMap;
 use std::fmt::Debug;
@@ -699,43 +699,12 @@ fn served_schemas_cover_supported_table() {
 #[test]
 fn schemas_agree_with_codec_on_versions_and_flexibility() {
     for s in all_schemas() {
-        let range = codec_versions(s.key);
+        let range = crate::versions::codec_range(s.key);
         assert!(range.min <= s.min && s.max <= range.max, "{:?}", s.key);
         for v in s.min..=s.max {
             let header_v2 = s.key.request_header_version(v) >= 2;
             assert_eq!(header_v2, v >= s.flexible_from, "{:?} v{v}", s.key);
         }
-    }
-}
-
-fn codec_versions(key: ApiKey) -> kafka_protocol::protocol::VersionRange {
-    match key {
-        ApiKey::Produce => ProduceRequest::VERSIONS,
-        ApiKey::Fetch => FetchRequest::VERSIONS,
-        ApiKey::ListOffsets => ListOffsetsRequest::VERSIONS,
-        ApiKey::Metadata => MetadataRequest::VERSIONS,
-        ApiKey::ApiVersions => ApiVersionsRequest::VERSIONS,
-        ApiKey::CreateTopics => CreateTopicsRequest::VERSIONS,
-        ApiKey::DeleteTopics => DeleteTopicsRequest::VERSIONS,
-        ApiKey::DescribeConfigs => DescribeConfigsRequest::VERSIONS,
-        ApiKey::AlterConfigs => AlterConfigsRequest::VERSIONS,
-        ApiKey::CreatePartitions => CreatePartitionsRequest::VERSIONS,
-        ApiKey::IncrementalAlterConfigs => IncrementalAlterConfigsRequest::VERSIONS,
-        ApiKey::DescribeCluster => DescribeClusterRequest::VERSIONS,
-        ApiKey::FindCoordinator => FindCoordinatorRequest::VERSIONS,
-        ApiKey::JoinGroup => JoinGroupRequest::VERSIONS,
-        ApiKey::SyncGroup => SyncGroupRequest::VERSIONS,
-        ApiKey::Heartbeat => HeartbeatRequest::VERSIONS,
-        ApiKey::LeaveGroup => LeaveGroupRequest::VERSIONS,
-        ApiKey::OffsetCommit => OffsetCommitRequest::VERSIONS,
-        ApiKey::OffsetFetch => OffsetFetchRequest::VERSIONS,
-        ApiKey::ListGroups => ListGroupsRequest::VERSIONS,
-        ApiKey::DescribeGroups => DescribeGroupsRequest::VERSIONS,
-        ApiKey::DeleteGroups => DeleteGroupsRequest::VERSIONS,
-        ApiKey::OffsetDelete => OffsetDeleteRequest::VERSIONS,
-        ApiKey::InitProducerId => InitProducerIdRequest::VERSIONS,
-        ApiKey::DeleteRecords => DeleteRecordsRequest::VERSIONS,
-        other => panic!("no codec wired for {other:?}"),
     }
 }
 
