@@ -53,6 +53,8 @@ pub async fn handle(
     let mut responses = Vec::with_capacity(request.topic_data.len());
     for topic in request.topic_data {
         let name = topic.name.0.to_string();
+        // Looked up once per topic, not per partition: keyless records are refused here.
+        let is_compacted = compacted(broker, &name);
         // The topic's own min.insync.replicas, else the broker's (only acks=-1 uses it).
         let min_isr: usize = if acks == -1 {
             broker
@@ -108,7 +110,7 @@ pub async fn handle(
                 ));
                 continue;
             };
-            if compacted(broker, &name) {
+            if is_compacted {
                 match crate::record_scan::records_without_key(&records) {
                     Ok(missing) if missing.is_empty() => {}
                     Ok(missing) => {
