@@ -1,36 +1,17 @@
 //! Admin client tests against a real in-process Gregor broker.
 
+mod common;
+
+use common::{config, start_broker};
+
 use std::time::{Duration, Instant};
 
-use gregor_broker::{BrokerConfig, BrokerHandle};
+use gregor_broker::BrokerHandle;
 use gregor_client::consumer::Consumer;
 use gregor_client::{
     AdminClient, AlterConfigOp, ClientConfig, ConfigError, ConfigResource, ConfigSource, Error,
     ItemResult, NewTopic, OffsetSpec, Producer, ProducerRecord,
 };
-
-async fn start_broker(dir: &std::path::Path) -> BrokerHandle {
-    let pairs = vec![
-        (
-            "listeners".to_string(),
-            "PLAINTEXT://127.0.0.1:0".to_string(),
-        ),
-        ("log.dirs".to_string(), dir.display().to_string()),
-        ("offsets.topic.num.partitions".to_string(), "1".to_string()),
-    ];
-    gregor_broker::start(BrokerConfig::from_pairs(pairs).expect("valid test config"))
-        .await
-        .expect("broker starts")
-}
-
-fn config(broker: &BrokerHandle, extra: &[(&str, &str)]) -> ClientConfig {
-    let mut c = ClientConfig::new();
-    c.set("bootstrap.servers", broker.local_addr.to_string());
-    for (k, v) in extra {
-        c.set(*k, *v);
-    }
-    c
-}
 
 fn admin(broker: &BrokerHandle) -> AdminClient {
     AdminClient::new(&config(
@@ -94,7 +75,7 @@ async fn negotiates_admin_versions() {
     use gregor_client::connection::Connection;
     use kafka_protocol::messages::ApiKey;
     let dir = tempfile::tempdir().unwrap();
-    let broker = start_broker(dir.path()).await;
+    let broker = start_broker(dir.path(), &[("offsets.topic.num.partitions", "1")]).await;
     let conn = Connection::connect(&broker.local_addr.to_string(), "t", Duration::from_secs(5))
         .await
         .unwrap();
@@ -121,7 +102,7 @@ async fn negotiates_admin_versions() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn topics_partitions_configs_and_cluster() {
     let dir = tempfile::tempdir().unwrap();
-    let broker = start_broker(dir.path()).await;
+    let broker = start_broker(dir.path(), &[("offsets.topic.num.partitions", "1")]).await;
     let admin = admin(&broker);
 
     // describe_cluster
@@ -304,7 +285,7 @@ async fn topics_partitions_configs_and_cluster() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn list_offsets_and_delete_records() {
     let dir = tempfile::tempdir().unwrap();
-    let broker = start_broker(dir.path()).await;
+    let broker = start_broker(dir.path(), &[("offsets.topic.num.partitions", "1")]).await;
     let admin = admin(&broker);
     admin
         .create_topics(vec![NewTopic::new("lo", 2, 1)], false)
@@ -374,7 +355,7 @@ async fn list_offsets_and_delete_records() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn consumer_groups() {
     let dir = tempfile::tempdir().unwrap();
-    let broker = start_broker(dir.path()).await;
+    let broker = start_broker(dir.path(), &[("offsets.topic.num.partitions", "1")]).await;
     let admin = admin(&broker);
     admin
         .create_topics(vec![NewTopic::new("gt", 2, 1)], false)

@@ -1,9 +1,13 @@
 //! Consumer tests against a real in-process Gregor broker.
 
+mod common;
+
+use common::{config, start_broker};
+
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
-use gregor_broker::{BrokerConfig, BrokerHandle};
+use gregor_broker::BrokerHandle;
 use gregor_client::connection::Connection;
 use gregor_client::consumer::{Consumer, ConsumerRecord};
 use gregor_client::{ClientConfig, ConfigError, Error, Producer, ProducerRecord};
@@ -14,33 +18,6 @@ use kafka_protocol::messages::{
     ApiKey, DeleteRecordsRequest, RequestKind, ResponseKind, TopicName,
 };
 use kafka_protocol::protocol::StrBytes;
-
-async fn start_broker(dir: &std::path::Path, overrides: &[(&str, &str)]) -> BrokerHandle {
-    let mut pairs = vec![
-        (
-            "listeners".to_string(),
-            "PLAINTEXT://127.0.0.1:0".to_string(),
-        ),
-        ("log.dirs".to_string(), dir.display().to_string()),
-    ];
-    pairs.extend(
-        overrides
-            .iter()
-            .map(|(k, v)| (k.to_string(), v.to_string())),
-    );
-    gregor_broker::start(BrokerConfig::from_pairs(pairs).expect("valid test config"))
-        .await
-        .expect("broker starts")
-}
-
-fn config(broker: &BrokerHandle, extra: &[(&str, &str)]) -> ClientConfig {
-    let mut c = ClientConfig::new();
-    c.set("bootstrap.servers", broker.local_addr.to_string());
-    for (k, v) in extra {
-        c.set(*k, *v);
-    }
-    c
-}
 
 /// Produces `n` records `v{i}` (key `k{i}`) to `topic`/`partition`.
 async fn produce(

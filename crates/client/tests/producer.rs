@@ -1,40 +1,16 @@
 //! Producer tests against a real in-process Gregor broker.
 
+mod common;
+
+use common::{config, start_broker};
+
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
-use gregor_broker::{BrokerConfig, BrokerHandle};
 use gregor_client::consumer::{fetch_once, ConsumerRecord};
 use gregor_client::partitioner::partition_for_key;
 use gregor_client::{ClientConfig, Error, Producer, ProducerRecord};
-
-async fn start_broker(dir: &std::path::Path, overrides: &[(&str, &str)]) -> BrokerHandle {
-    let mut pairs = vec![
-        (
-            "listeners".to_string(),
-            "PLAINTEXT://127.0.0.1:0".to_string(),
-        ),
-        ("log.dirs".to_string(), dir.display().to_string()),
-    ];
-    pairs.extend(
-        overrides
-            .iter()
-            .map(|(k, v)| (k.to_string(), v.to_string())),
-    );
-    gregor_broker::start(BrokerConfig::from_pairs(pairs).expect("valid test config"))
-        .await
-        .expect("broker starts")
-}
-
-fn config(broker: &BrokerHandle, extra: &[(&str, &str)]) -> ClientConfig {
-    let mut c = ClientConfig::new();
-    c.set("bootstrap.servers", broker.local_addr.to_string());
-    for (k, v) in extra {
-        c.set(*k, *v);
-    }
-    c
-}
 
 /// Reads `count` records of a partition from offset 0 (several fetches if needed).
 async fn read_all(
