@@ -51,6 +51,30 @@ pub struct ConsumerRecord {
     pub producer_id: i64,
 }
 
+impl ConsumerRecord {
+    /// The application's view of one decoded record of `topic`/`partition`.
+    fn from_record(
+        topic: &str,
+        partition: i32,
+        r: kafka_protocol::records::Record,
+    ) -> ConsumerRecord {
+        ConsumerRecord {
+            topic: topic.to_string(),
+            partition,
+            offset: r.offset,
+            timestamp: r.timestamp,
+            key: r.key,
+            value: r.value,
+            headers: r
+                .headers
+                .into_iter()
+                .map(|(k, v)| (k.to_string(), v))
+                .collect(),
+            producer_id: r.producer_id,
+        }
+    }
+}
+
 /// `auto.offset.reset`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum OffsetReset {
@@ -1405,20 +1429,8 @@ impl Consumer {
                         if r.control || r.offset < s.fetch_offset {
                             continue;
                         }
-                        s.buffer.push_back(ConsumerRecord {
-                            topic: topic.clone(),
-                            partition: tp.1,
-                            offset: r.offset,
-                            timestamp: r.timestamp,
-                            key: r.key,
-                            value: r.value,
-                            headers: r
-                                .headers
-                                .into_iter()
-                                .map(|(k, v)| (k.to_string(), v))
-                                .collect(),
-                            producer_id: r.producer_id,
-                        });
+                        s.buffer
+                            .push_back(ConsumerRecord::from_record(&topic, tp.1, r));
                     }
                     s.fetch_offset = s.fetch_offset.max(next);
                 }
@@ -1530,20 +1542,7 @@ pub async fn fetch_once(
                     if r.control || r.offset < offset {
                         continue;
                     }
-                    out.push(ConsumerRecord {
-                        topic: topic.to_string(),
-                        partition,
-                        offset: r.offset,
-                        timestamp: r.timestamp,
-                        key: r.key,
-                        value: r.value,
-                        headers: r
-                            .headers
-                            .into_iter()
-                            .map(|(k, v)| (k.to_string(), v))
-                            .collect(),
-                        producer_id: r.producer_id,
-                    });
+                    out.push(ConsumerRecord::from_record(topic, partition, r));
                 }
             }
         }
