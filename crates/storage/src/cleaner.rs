@@ -13,7 +13,9 @@
 //!    cleaner checkpoint to the end of the plan) into a map key -> latest
 //!    offset, bounded by a memory budget, then rewrites every planned
 //!    segment starting below the end of that map into
-//!    `<base>.log.cleaned` / `.index.cleaned` / `.timeindex.cleaned`.
+//!    `<base>.log.cleaned` / `.index.cleaned` / `.timeindex.cleaned` /
+//!    `.txnindex.cleaned` (a copy: control and transactional batches are
+//!    kept whole, so the aborted-transaction entries stay valid).
 //! 3. [`crate::Log::swap_cleaned`] (under the lock, cheap) installs them if
 //!    the planned segments are unchanged.
 //!
@@ -397,7 +399,25 @@ fn clean_segment(
     file.sync_all()?;
     idx.index.flush()?;
     idx.time_index.flush()?;
+    copy_txn_index(dir, base)?;
     Ok((pos, removed))
+}
+
+/// Copies a segment's transaction index to its `.cleaned` name (an empty
+/// file when the original has none). Entries are written when the abort
+/// marker is appended, to the segment holding it, and a planned segment is
+/// never the active one, so the file is complete.
+fn copy_txn_index(dir: &Path, base: i64) -> Result<(), StorageError> {
+    let dst = suffixed(dir, base, ".txnindex", CLEANED_SUFFIX);
+    match fs::copy(segment_file(dir, base, ".txnindex"), &dst) {
+        Ok(_) => {}
+        Err(e) if e.kind() == io::ErrorKind::NotFound => {
+            File::create(&dst)?;
+        }
+        Err(e) => return Err(e.into()),
+    }
+    File::open(&dst)?.sync_all()?;
+    Ok(())
 }
 
 /// Phase 2 of a clean (no lock needed): builds the offset map over the

@@ -92,6 +92,7 @@ fn retention_by_time_deletes_expired_prefix_only() {
         assert!(segment::segment_file(d.path(), *b, ".log.deleted").exists());
         assert!(segment::segment_file(d.path(), *b, ".index.deleted").exists());
         assert!(segment::segment_file(d.path(), *b, ".timeindex.deleted").exists());
+        assert!(segment::segment_file(d.path(), *b, ".txnindex.deleted").exists());
     }
     // Once segment 2 expires everything but the active segment goes, even
     // though the active segment is expired too.
@@ -183,11 +184,11 @@ fn deleted_files_are_removed_after_the_delay_and_on_open() {
     segments_with_timestamps(&mut log, &[&[1], &[2], &[3]]);
     let out = log.apply_retention(10_000, log.log_end_offset()).unwrap();
     assert_eq!(out.segments_deleted, 2);
-    assert_eq!(files_with_suffix(d.path(), ".deleted").len(), 6);
-    assert_eq!(log.pending_deleted_files().len(), 6);
+    assert_eq!(files_with_suffix(d.path(), ".deleted").len(), 8);
+    assert_eq!(log.pending_deleted_files().len(), 8);
     assert_eq!(log.remove_deleted_files(10_000 + 59_999).unwrap(), 0);
-    assert_eq!(files_with_suffix(d.path(), ".deleted").len(), 6);
-    assert_eq!(log.remove_deleted_files(10_000 + 60_000).unwrap(), 6);
+    assert_eq!(files_with_suffix(d.path(), ".deleted").len(), 8);
+    assert_eq!(log.remove_deleted_files(10_000 + 60_000).unwrap(), 8);
     assert!(files_with_suffix(d.path(), ".deleted").is_empty());
     assert!(log.pending_deleted_files().is_empty());
 
@@ -196,7 +197,7 @@ fn deleted_files_are_removed_after_the_delay_and_on_open() {
     log.roll(0).unwrap();
     log.append_as_leader(&simple(1, 1, 100), 0, 0).unwrap();
     log.apply_retention(20_000, log.log_end_offset()).unwrap();
-    assert_eq!(files_with_suffix(d.path(), ".deleted").len(), 3);
+    assert_eq!(files_with_suffix(d.path(), ".deleted").len(), 4);
     let start = log.log_start_offset();
     drop(log);
     let log = open_log(d.path(), config);
@@ -266,7 +267,7 @@ fn delete_records_before() {
     // Within segment 1: segment 0 goes, segment 1 stays.
     assert_eq!(log.delete_records_before(4, hw).unwrap(), 4);
     assert_eq!(log.segments()[0].base_offset(), bases[1]);
-    assert_eq!(files_with_suffix(d.path(), ".deleted").len(), 3);
+    assert_eq!(files_with_suffix(d.path(), ".deleted").len(), 4);
     assert_out_of_range(&log, 3);
     assert_eq!(log.read(4, 1000, i64::MAX, false).unwrap().first_offset, 4);
     // Never moves backwards.
@@ -797,4 +798,95 @@ fn crash_at_each_swap_step_leaves_a_complete_log() {
             );
         }
     }
+}
+
+/// Appends a control batch (a stand-in abort marker) and returns its offset.
+fn marker(log: &mut Log) -> i64 {
+    let mut b = simple(1, 100, 80);
+    b[21..23].copy_from_slice(&0x30i16.to_be_bytes());
+    batch::write_crc(&mut b);
+    log.append_as_leader(&b, 0, 0).unwrap().first_offset
+}
+
+#[test]
+fn cleaner_keeps_the_transaction_index_with_its_segment() {
+    let d = tempfile::tempdir().unwrap();
+    let mut log = open_log(d.path(), compact_config());
+    let mut model = Model::new();
+    let txn = |producer_id, first_offset, last_offset| AbortedTxn {
+        producer_id,
+        first_offset,
+        last_offset,
+        last_stable_offset: last_offset + 1,
+    };
+    // Segment A: two superseded values, then producer 7's abort marker.
+    put(&mut log, &mut model, 100, &[(Some("k0"), Some("a"))]);
+    put(&mut log, &mut model, 100, &[(Some("k1"), Some("a"))]);
+    let t0 = txn(7, 0, marker(&mut log));
+    log.append_aborted_txn(t0).unwrap();
+    log.roll(0).unwrap();
+    // Segment B: producer 8's transaction starts here.
+    let b_base = log.log_end_offset();
+    put(&mut log, &mut model, 100, &[(Some("k0"), Some("b"))]);
+    log.roll(0).unwrap();
+    // Segment C: a superseded value, then producer 8's abort marker.
+    let c_base = log.log_end_offset();
+    put(&mut log, &mut model, 100, &[(Some("k2"), Some("x"))]);
+    put(&mut log, &mut model, 100, &[(Some("k2"), Some("y"))]);
+    let t2 = txn(8, b_base, marker(&mut log));
+    log.append_aborted_txn(t2).unwrap();
+    log.roll(0).unwrap();
+    put(&mut log, &mut model, 100, &[(Some("k1"), Some("d"))]);
+
+    let entries = |log: &Log| -> Vec<(i64, AbortedTxn)> {
+        log.segments()
+            .iter()
+            .flat_map(|s| s.txn_index().entries().map(move |t| (s.base_offset(), t)))
+            .collect()
+    };
+    let want = vec![(0, t0), (c_base, t2)];
+    assert_eq!(entries(&log), want);
+    log.flush().unwrap();
+
+    // A crash right after the commit point installs the cleaned copies.
+    let plan = log.plan_cleaning(1_000).unwrap();
+    let cleaned = build_cleaned(&plan, 1 << 20).unwrap();
+    let replaced: Vec<i64> = cleaned.segments.iter().map(|c| c.base_offset).collect();
+    assert_eq!(replaced, vec![0, c_base]);
+    assert!(segment::segment_file(d.path(), c_base, ".txnindex.cleaned").exists());
+    log.swap_cleaned_until(cleaned, Some(SwapStep::Committed))
+        .unwrap();
+    drop(log);
+    let mut log = open_log(d.path(), compact_config());
+    assert_eq!(
+        read_records(&log),
+        compacted(&model, log.log_end_offset() - 1, 0)
+    );
+    assert_eq!(entries(&log), want);
+    assert!(files_with_suffix(d.path(), ".swap").is_empty());
+    assert_eq!(log.collect_aborted_txns(b_base, b_base + 1), vec![t2]);
+
+    // A later clean (now k0 = "b" in segment B is superseded) and a clean
+    // reopen keep them too.
+    put(&mut log, &mut model, 100, &[(Some("k0"), Some("e"))]);
+    log.roll(0).unwrap();
+    let active_base = log.log_end_offset();
+    put(&mut log, &mut model, 100, &[(Some("k3"), Some("z"))]);
+    let (stats, end) = clean_once(&mut log, 1_000, 1 << 20).unwrap();
+    assert!(stats.swapped && stats.records_removed >= 1);
+    assert_eq!(end, active_base);
+    assert_eq!(read_records(&log), compacted(&model, active_base, 0));
+    assert_eq!(entries(&log), want);
+    log.close().unwrap();
+    let log = Log::open(
+        d.path().to_path_buf(),
+        compact_config(),
+        Recovery {
+            clean_shutdown: true,
+            recovery_point: i64::MAX,
+            log_start_offset: None,
+        },
+    )
+    .unwrap();
+    assert_eq!(entries(&log), want);
 }

@@ -6,7 +6,8 @@
 //!
 //! * [`batch`] parses and patches v2 record-batch headers.
 //! * [`index`] / [`time_index`] are the sparse per-segment indexes.
-//! * [`segment`] is one `.log` file plus its two indexes.
+//! * [`txn_index`] is the per-segment index of aborted transactions.
+//! * [`segment`] is one `.log` file plus its three indexes.
 //! * [`log`] is a whole partition log (a directory of segments) with
 //!   recovery, reads, rolling, truncation and the leader-epoch cache.
 //! * [`log`] also applies retention and DeleteRecords (whole segments are
@@ -28,6 +29,7 @@ pub mod log_dir;
 pub mod records;
 pub mod segment;
 pub mod time_index;
+pub mod txn_index;
 
 pub use batch::{BatchHeader, BatchIter, HEADER_SIZE};
 pub use cleaner::{build_cleaned, CleanPlan, CleanStats, CleanedSegment, CleanedSegments};
@@ -37,3 +39,4 @@ pub use error::StorageError;
 pub use log::{AppendInfo, Log, ReadResult, Recovery, RetentionOutcome};
 pub use log_dir::LogDir;
 pub use segment::LogSegment;
+pub use txn_index::AbortedTxn;

@@ -6,7 +6,8 @@
 //! wraps it in a mutex.
 //!
 //! Directory layout: `<log.dir>/<topic>-<partition>/` holding segment files
-//! (`<20-digit base offset>.log|.index|.timeindex`, see [`crate::segment`])
+//! (`<20-digit base offset>.log|.index|.timeindex|.txnindex`, see
+//! [`crate::segment`])
 //! and `leader-epoch-checkpoint` (see [`crate::epoch`]), plus, for
 //! compacted logs, `cleaner-offset-checkpoint` (see [`crate::cleaner`]).
 //! Removed segments are first renamed to `<name>.deleted` and unlinked
@@ -37,6 +38,7 @@ use crate::config::{LogConfig, TimestampType};
 use crate::epoch::{LeaderEpochCache, LEADER_EPOCH_CHECKPOINT};
 use crate::error::StorageError;
 use crate::segment::{self, LogSegment};
+use crate::txn_index::AbortedTxn;
 
 #[path = "log_cleaning.rs"]
 mod cleaning;
@@ -152,7 +154,8 @@ impl Log {
             let Some(name) = name.to_str() else { continue };
             let stem = name
                 .strip_suffix(".index")
-                .or_else(|| name.strip_suffix(".timeindex"));
+                .or_else(|| name.strip_suffix(".timeindex"))
+                .or_else(|| name.strip_suffix(".txnindex"));
             if let Some(base) = stem.and_then(segment::parse_base_offset) {
                 if !bases.contains(&base) {
                     fs::remove_file(entry.path())?;
@@ -510,6 +513,53 @@ impl Log {
         Ok(empty)
     }
 
+    /// Indexes an aborted transaction in the segment holding its abort
+    /// marker (`txn.last_offset`, which must be below the log end offset).
+    /// Returns false when it was already indexed or its segment is gone.
+    pub fn append_aborted_txn(&mut self, txn: AbortedTxn) -> Result<bool, StorageError> {
+        assert!(
+            txn.last_offset < self.log_end_offset(),
+            "abort marker {} beyond the log end {}",
+            txn.last_offset,
+            self.log_end_offset()
+        );
+        if txn.last_offset < self.segments[0].base_offset() {
+            return Ok(false);
+        }
+        let idx = self
+            .segments
+            .partition_point(|s| s.base_offset() <= txn.last_offset)
+            - 1;
+        self.segments[idx].append_aborted_txn(txn)
+    }
+
+    /// The aborted transactions overlapping `[fetch_offset, upper_bound)`:
+    /// marker at or after `fetch_offset`, first offset below `upper_bound`.
+    /// Scans the transaction indexes from the segment holding `fetch_offset`
+    /// until an entry shows no later one can qualify.
+    pub fn collect_aborted_txns(&self, fetch_offset: i64, upper_bound: i64) -> Vec<AbortedTxn> {
+        let mut out = Vec::new();
+        let idx = self
+            .segments
+            .partition_point(|s| s.base_offset() <= fetch_offset)
+            .saturating_sub(1);
+        for seg in &self.segments[idx..] {
+            if seg.txn_index().collect(fetch_offset, upper_bound, &mut out) {
+                break;
+            }
+        }
+        out
+    }
+
+    /// fsyncs the transaction indexes that have unsynced entries (without
+    /// the data), so state derived from them can be persisted safely.
+    pub fn sync_txn_indexes(&mut self) -> Result<(), StorageError> {
+        for seg in &mut self.segments {
+            seg.sync_txn_index()?;
+        }
+        Ok(())
+    }
+
     /// fsyncs every segment with unflushed data and advances the recovery
     /// point to the log end offset.
     pub fn flush(&mut self) -> Result<(), StorageError> {
@@ -650,3 +700,7 @@ mod tests;
 #[cfg(test)]
 #[path = "cleanup_tests.rs"]
 mod cleanup_tests;
+
+#[cfg(test)]
+#[path = "txn_index_tests.rs"]
+mod txn_index_tests;

@@ -6,7 +6,8 @@
 //! start offset moved past it (DeleteRecords, a checkpointed start offset).
 //!
 //! Deleting a segment removes it from the log, moves the log start offset
-//! to the next segment's base offset and renames its three files to
+//! to the next segment's base offset and renames its files (data and
+//! indexes, the transaction index included) to
 //! `<name>.deleted`; [`Log::remove_deleted_files`] unlinks them once
 //! `file.delete.delay.ms` has passed (a fetch that already holds an open
 //! handle keeps working meanwhile). [`Log::open`] removes leftover

@@ -1,4 +1,5 @@
-//! One log segment: `<base>.log` plus `<base>.index` and `<base>.timeindex`.
+//! One log segment: `<base>.log` plus `<base>.index`, `<base>.timeindex` and
+//! `<base>.txnindex`.
 //!
 //! Exists because a partition log is split into segments so that old data
 //! can be deleted a file at a time and indexes stay small (offsets in the
@@ -9,7 +10,7 @@
 //! concatenation of Kafka v2 record batches, exactly as they were appended
 //! (the producer's bytes with base offset and leader epoch rewritten). There
 //! is no header or footer. The index formats are described in
-//! [`crate::index`] and [`crate::time_index`].
+//! [`crate::index`], [`crate::time_index`] and [`crate::txn_index`].
 //!
 //! Crash behaviour: an append is a single positional write at the end of the
 //! file, so after a crash the file holds a prefix of the appended bytes:
@@ -22,6 +23,9 @@
 //! from scratch. A segment known to be cleanly closed is instead loaded from
 //! its index files (`load_clean`), checking them and scanning only the tail
 //! after the last index entry; any inconsistency falls back to `recover`.
+//! The transaction index cannot be rebuilt from the segment alone (it needs
+//! the producer state): both paths only drop its entries beyond the
+//! segment's end (the broker re-adds lost ones when it replays markers).
 
 use std::fs::{self, File, OpenOptions};
 use std::io;
@@ -34,6 +38,7 @@ use crate::batch::{self, BatchHeader, HEADER_SIZE};
 use crate::error::StorageError;
 use crate::index::OffsetIndex;
 use crate::time_index::TimeIndex;
+use crate::txn_index::{AbortedTxn, TxnIndex};
 
 /// Read granularity used when scanning a log file during recovery.
 const RECOVERY_CHUNK: usize = 1 << 20;
@@ -56,9 +61,9 @@ pub fn parse_base_offset(stem: &str) -> Option<i64> {
     }
 }
 
-/// Removes the three files of a segment (missing files are fine).
+/// Removes the files of a segment (missing files are fine).
 pub fn delete_files(dir: &Path, base_offset: i64) -> io::Result<()> {
-    for suffix in [".log", ".index", ".timeindex"] {
+    for suffix in SEGMENT_SUFFIXES {
         match fs::remove_file(segment_file(dir, base_offset, suffix)) {
             Err(e) if e.kind() != io::ErrorKind::NotFound => return Err(e),
             _ => {}
@@ -67,10 +72,10 @@ pub fn delete_files(dir: &Path, base_offset: i64) -> io::Result<()> {
     Ok(())
 }
 
-/// The three files of a segment, by suffix.
-pub const SEGMENT_SUFFIXES: [&str; 3] = [".log", ".index", ".timeindex"];
+/// The files of a segment, by suffix.
+pub const SEGMENT_SUFFIXES: [&str; 4] = [".log", ".index", ".timeindex", ".txnindex"];
 
-/// Renames `<base><suffix><from>` to `<base><suffix><to>` for the three
+/// Renames `<base><suffix><from>` to `<base><suffix><to>` for the
 /// segment suffixes (missing files are skipped). Returns the new paths of
 /// the files that were renamed.
 pub fn rename_files(
@@ -79,7 +84,7 @@ pub fn rename_files(
     from: &str,
     to: &str,
 ) -> io::Result<Vec<PathBuf>> {
-    let mut out = Vec::with_capacity(3);
+    let mut out = Vec::with_capacity(SEGMENT_SUFFIXES.len());
     for suffix in SEGMENT_SUFFIXES {
         let src = segment_file(dir, base_offset, &format!("{suffix}{from}"));
         let dst = segment_file(dir, base_offset, &format!("{suffix}{to}"));
@@ -172,6 +177,8 @@ pub struct LogSegment {
     size: u64,
     index: OffsetIndex,
     time_index: TimeIndex,
+    /// Aborted transactions whose abort marker is in this segment.
+    txn_index: TxnIndex,
     /// One past the last offset stored (base offset when empty).
     next_offset: i64,
     /// Largest batch maxTimestamp, `i64::MIN` when empty.
@@ -205,6 +212,7 @@ impl LogSegment {
         let mut seg = Self::with_files(dir, base_offset, log, now_ms)?;
         seg.index.clear()?;
         seg.time_index.clear()?;
+        seg.txn_index.clear()?;
         seg.dirty = true;
         Ok(seg)
     }
@@ -242,6 +250,7 @@ impl LogSegment {
                 &segment_file(dir, base_offset, ".timeindex"),
                 base_offset,
             )?,
+            txn_index: TxnIndex::open(&segment_file(dir, base_offset, ".txnindex"))?,
             next_offset: base_offset,
             max_ts: i64::MIN,
             offset_of_max_ts: -1,
@@ -274,7 +283,7 @@ impl LogSegment {
         Ok(sc.header(0)?.map(|h| h.base_timestamp))
     }
 
-    /// Path of one of this segment's files (`.log`, `.index`, `.timeindex`).
+    /// Path of one of this segment's files (see [`SEGMENT_SUFFIXES`]).
     pub fn file_path(&self, suffix: &str) -> PathBuf {
         segment_file(&self.dir, self.base_offset, suffix)
     }
@@ -309,6 +318,40 @@ impl LogSegment {
 
     pub fn time_index(&self) -> &TimeIndex {
         &self.time_index
+    }
+
+    pub fn txn_index(&self) -> &TxnIndex {
+        &self.txn_index
+    }
+
+    /// Indexes an aborted transaction whose abort marker is in this segment
+    /// (written at once, fsynced with the segment). Returns false when it
+    /// was already indexed.
+    pub fn append_aborted_txn(&mut self, txn: AbortedTxn) -> Result<bool, StorageError> {
+        assert!(
+            txn.last_offset >= self.base_offset && txn.last_offset < self.next_offset,
+            "abort marker {} outside segment [{}, {})",
+            txn.last_offset,
+            self.base_offset,
+            self.next_offset
+        );
+        let added = self.txn_index.append(txn)?;
+        self.dirty |= added;
+        Ok(added)
+    }
+
+    /// fsyncs the transaction index if it has unsynced entries.
+    pub fn sync_txn_index(&mut self) -> Result<(), StorageError> {
+        Ok(self.txn_index.flush()?)
+    }
+
+    /// Drops transaction-index entries the segment's data does not cover.
+    fn repair_txn_index(&mut self) -> Result<(), StorageError> {
+        if let Some(why) = self.txn_index.repair(self.base_offset, self.next_offset)? {
+            tracing::warn!(segment = %self.describe(), "dropped transaction index entries: {why}");
+            self.dirty = true;
+        }
+        Ok(())
     }
 
     /// Updates in-memory state and indexes for a batch stored at `pos`.
@@ -455,7 +498,10 @@ impl LogSegment {
             return Ok(true);
         }
         match self.load_tail()? {
-            Ok(()) => Ok(false),
+            Ok(()) => {
+                self.repair_txn_index()?;
+                Ok(false)
+            }
             Err(why) => {
                 tracing::warn!(segment = %self.describe(), "recovering segment: {why}");
                 self.recover(index_interval_bytes)?;
@@ -593,6 +639,7 @@ impl LogSegment {
         }
         self.size = pos;
         self.dirty = true;
+        self.repair_txn_index()?;
         self.flush()?;
         Ok(truncated)
     }
@@ -625,6 +672,7 @@ impl LogSegment {
             tracing::warn!(segment = %self.describe(), "rebuilding after truncation: {why}");
             self.recover(0)?;
         }
+        self.txn_index.truncate_to_offset(self.next_offset)?;
         debug_assert!(self.next_offset <= offset.max(self.base_offset));
         Ok(removed)
     }
@@ -641,12 +689,13 @@ impl LogSegment {
         self.dirty
     }
 
-    /// fsyncs the log file and writes + fsyncs both indexes.
+    /// fsyncs the log file and writes + fsyncs the indexes.
     pub fn flush(&mut self) -> Result<(), StorageError> {
         if self.dirty {
             self.log.sync_data()?;
             self.index.flush()?;
             self.time_index.flush()?;
+            self.txn_index.flush()?;
             self.dirty = false;
         }
         Ok(())
@@ -660,11 +709,13 @@ impl LogSegment {
             log,
             index,
             time_index,
+            txn_index,
             ..
         } = self;
         drop(log);
         index.delete()?;
         time_index.delete()?;
+        txn_index.delete()?;
         delete_files(&dir, base_offset)?;
         Ok(())
     }
