@@ -3,6 +3,12 @@
 //! Architecture invariant: appends, the log end offset (LEO) and the high watermark (HW)
 //! change only here, under the log mutex. Waiters (acks=all produce, long-poll fetch) never
 //! poll: they subscribe to `hw_watch`, which is published after every change of the HW.
+//!
+//! Transactions: a transactional batch starts its producer's transaction here, a marker
+//! written by `write_txn_marker` ends it (an abort is added to the log's aborted-transaction
+//! index). The last stable offset (LSO) is the smaller of the HW and the first offset of the
+//! oldest ongoing transaction; it moves only when the HW moves or a marker is appended, which
+//! moves the HW too, so `hw_watch` also wakes read_committed waiters.
 
 use std::sync::atomic::{AtomicI32, AtomicI64, Ordering};
 use std::sync::{Mutex, MutexGuard};
@@ -12,10 +18,18 @@ use gregor_storage::batch::{BatchHeader, BatchIter};
 use gregor_storage::config::LogConfig;
 use gregor_storage::error::StorageError;
 use gregor_storage::log::{AppendInfo, Log, ReadResult};
+use gregor_storage::AbortedTxn;
 use tokio::sync::watch;
 use uuid::Uuid;
 
-use crate::producer_state::{BatchMeta, Check, ProducerStates};
+use crate::producer_state::{code, BatchMeta, Check, ProducerStates, ProducerSummary};
+
+#[path = "partition_txn.rs"]
+mod txn_marker;
+
+#[cfg(test)]
+#[path = "partition_txn_tests.rs"]
+mod txn_tests;
 
 /// A partition led by this broker.
 pub struct Partition {
@@ -23,7 +37,7 @@ pub struct Partition {
     pub index: i32,
     pub topic_id: Uuid,
     log: Mutex<Log>,
-    /// Idempotent producers' recent batches; locked only while `log` is held.
+    /// Producers' recent batches and ongoing transactions; locked only while `log` is held.
     producers: Mutex<ProducerStates>,
     leader_epoch: AtomicI32,
     /// Replicas in sync; with one replica only the leader itself.
@@ -40,6 +54,9 @@ pub struct PartitionRead {
     pub high_watermark: i64,
     pub log_start_offset: i64,
     pub last_stable_offset: i64,
+    /// For read_committed reads: `(producer id, first offset)` of the aborted transactions
+    /// overlapping the returned records. Always empty for read_uncommitted.
+    pub aborted: Vec<(i64, i64)>,
 }
 
 impl Partition {
@@ -51,6 +68,8 @@ impl Partition {
         leader_epoch: i32,
         isr_size: usize,
     ) -> Partition {
+        let mut log = log;
+        let producers = rebuild_producer_states(&mut log);
         let leo = log.log_end_offset();
         let start = log.log_start_offset();
         let partition = Partition {
@@ -63,7 +82,7 @@ impl Partition {
             isr_size: AtomicI32::new(isr_size as i32),
             // With a single in-sync replica everything in the recovered log is committed.
             hw_watch: watch::Sender::new(leo),
-            producers: Mutex::new(rebuild_producer_states(&log)),
+            producers: Mutex::new(producers),
             log: Mutex::new(log),
         };
         partition.become_leader(leader_epoch);
@@ -74,6 +93,20 @@ impl Partition {
         // A panic while holding the lock would leave the log in an unknown state; refuse to
         // continue serving it rather than hide that.
         self.log.lock().expect("partition log mutex poisoned")
+    }
+
+    /// The producer states; call only with the log locked (lock order: log, producers).
+    fn producers(&self) -> MutexGuard<'_, ProducerStates> {
+        self.producers
+            .lock()
+            .expect("producer state mutex poisoned")
+    }
+
+    /// The publishing step of every append: LEO, then HW (= LEO with a single replica).
+    fn publish_end(&self, log: &Log) {
+        let leo = log.log_end_offset();
+        self.log_end_offset.store(leo, Ordering::Release);
+        self.hw_watch.send_replace(leo);
     }
 
     /// Records that this broker leads the partition from `epoch` on.
@@ -110,17 +143,33 @@ impl Partition {
     }
 
     /// Appends a producer's record set as leader and advances LEO (and HW: the ISR is this
-    /// broker alone, so a write is committed as soon as it is in the log).
+    /// broker alone, so a write is committed as soon as it is in the log). Control batches
+    /// are refused (only `write_txn_marker` writes them); a transactional batch starts its
+    /// producer's transaction here unless one is ongoing.
     pub fn append(&self, records: &[u8], now_ms: i64) -> Result<AppendInfo, AppendError> {
         let mut log = self.lock();
-        let mut producers = self
-            .producers
-            .lock()
-            .expect("producer state mutex poisoned");
+        let mut producers = self.producers();
         // Idempotent batches are checked against the producer's recent batches first.
         for (header, _) in BatchIter::new(records) {
-            if header.producer_id < 0 || header.is_control() {
+            if header.is_control() {
+                return Err(AppendError::Producer(
+                    code::INVALID_RECORD,
+                    "clients may not write control batches".into(),
+                ));
+            }
+            if header.producer_id < 0 {
+                if header.is_transactional() {
+                    return Err(AppendError::Producer(
+                        code::INVALID_RECORD,
+                        "a transactional batch needs a producer id".into(),
+                    ));
+                }
                 continue;
+            }
+            if let Err((code, message)) =
+                producers.check_txn(header.producer_id, header.is_transactional())
+            {
+                return Err(AppendError::Producer(code, message));
             }
             let last_seq = header.base_sequence.wrapping_add(header.last_offset_delta);
             match producers.check(
@@ -146,47 +195,160 @@ impl Partition {
         let mut first_offset = info.first_offset;
         for (header, _) in BatchIter::new(records) {
             let last_offset = first_offset + header.last_offset_delta as i64;
-            if header.producer_id >= 0 && !header.is_control() {
+            if header.producer_id >= 0 {
+                let timestamp = if info.log_append_time >= 0 {
+                    info.log_append_time
+                } else {
+                    header.max_timestamp
+                };
                 producers.record(
                     header.producer_id,
                     header.producer_epoch,
                     batch_meta(&header, first_offset, last_offset),
+                    timestamp,
                     now_ms,
                 );
+                if header.is_transactional() {
+                    producers.begin_txn(header.producer_id, first_offset);
+                }
             }
             first_offset = last_offset + 1;
         }
-        self.log_end_offset.store(leo, Ordering::Release);
-        self.hw_watch.send_replace(leo);
+        self.publish_end(&log);
         Ok(info)
     }
 
+    /// Appends a transaction marker (commit or abort) for the producer and returns its
+    /// offset. Refused with INVALID_PRODUCER_EPOCH for an epoch older than the producer's
+    /// current epoch here; a newer epoch becomes the current one (fencing older producers).
+    /// Ends the producer's ongoing transaction here, if any; an abort is added to the
+    /// aborted-transaction index (from the transaction's first offset, or the marker's own
+    /// offset when none was ongoing, to the marker).
+    pub fn write_txn_marker(
+        &self,
+        producer_id: i64,
+        producer_epoch: i16,
+        commit: bool,
+        coordinator_epoch: i32,
+        now_ms: i64,
+    ) -> Result<i64, AppendError> {
+        assert!(
+            producer_id >= 0 && producer_epoch >= 0,
+            "markers need a producer"
+        );
+        let mut log = self.lock();
+        let mut producers = self.producers();
+        if let Err((code, message)) = producers.check_marker(producer_id, producer_epoch) {
+            return Err(AppendError::Producer(code, message));
+        }
+        let batch = txn_marker::marker_batch(
+            producer_id,
+            producer_epoch,
+            commit,
+            coordinator_epoch,
+            now_ms,
+        );
+        let info = log.append_as_leader(&batch, self.leader_epoch(), now_ms)?;
+        let offset = info.first_offset;
+        assert_eq!(offset, info.last_offset, "a marker is one record");
+        let first_offset = producers.end_txn(
+            producer_id,
+            producer_epoch,
+            coordinator_epoch,
+            offset,
+            info.max_timestamp,
+            now_ms,
+        );
+        let indexed = if commit {
+            Ok(())
+        } else {
+            let txn = AbortedTxn {
+                producer_id,
+                first_offset,
+                last_offset: offset,
+                last_stable_offset: producers.first_unstable_offset().unwrap_or(offset + 1),
+            };
+            log.append_aborted_txn(txn).map(|added| assert!(added))
+        };
+        // The marker is in the log whatever happened to its index entry (a restart re-adds
+        // a missing one), so LEO and HW move on regardless.
+        self.publish_end(&log);
+        indexed?;
+        Ok(offset)
+    }
+
+    /// min(first offset of all ongoing transactions, HW).
+    pub fn last_stable_offset(&self) -> i64 {
+        let _log = self.lock();
+        self.lso_locked(&self.producers())
+    }
+
+    fn lso_locked(&self, producers: &ProducerStates) -> i64 {
+        let hw = self.high_watermark();
+        producers
+            .first_unstable_offset()
+            .map_or(hw, |first| first.min(hw))
+    }
+
+    /// Every producer known here, for DescribeProducers.
+    pub fn producer_summaries(&self) -> Vec<ProducerSummary> {
+        let _log = self.lock();
+        self.producers().summaries()
+    }
+
     /// Writes the producer-state snapshot (forgetting producers idle for `expiration_ms`).
+    /// The aborted-transaction entries it covers are fsynced first: a replay after a crash
+    /// starts at the snapshot and could not re-add them.
     pub fn snapshot_producers(&self, now_ms: i64, expiration_ms: i64) -> std::io::Result<()> {
-        let log = self.lock();
-        let mut producers = self
-            .producers
-            .lock()
-            .expect("producer state mutex poisoned");
+        let mut log = self.lock();
+        log.sync_txn_indexes().map_err(std::io::Error::other)?;
+        let mut producers = self.producers();
         producers.expire(now_ms, expiration_ms);
         producers.save(log.dir(), log.log_end_offset())
     }
 
-    /// Reads whole batches from `offset`, never past the HW.
+    /// Reads whole batches from `offset`, never past the HW (read_uncommitted).
     pub fn read(
         &self,
         offset: i64,
         max_bytes: usize,
         min_one_batch: bool,
     ) -> Result<PartitionRead, StorageError> {
+        self.read_isolated(offset, max_bytes, min_one_batch, false)
+    }
+
+    /// Reads whole batches from `offset`, never past the HW, or with `read_committed` never
+    /// past the LSO, then with the aborted transactions overlapping the returned records.
+    pub fn read_isolated(
+        &self,
+        offset: i64,
+        max_bytes: usize,
+        min_one_batch: bool,
+        read_committed: bool,
+    ) -> Result<PartitionRead, StorageError> {
         let log = self.lock();
         let hw = self.high_watermark();
-        let ReadResult { records, .. } = log.read(offset, max_bytes, hw, min_one_batch)?;
+        let lso = self.lso_locked(&self.producers());
+        let max_offset = if read_committed { lso } else { hw };
+        let ReadResult { records, .. } = log.read(offset, max_bytes, max_offset, min_one_batch)?;
+        let mut aborted = Vec::new();
+        if read_committed && !records.is_empty() {
+            let end = BatchIter::new(&records)
+                .last()
+                .map(|(h, _)| h.last_offset() + 1)
+                .expect("a read returns whole batches");
+            aborted = log
+                .collect_aborted_txns(offset, end)
+                .into_iter()
+                .map(|t| (t.producer_id, t.first_offset))
+                .collect();
+        }
         Ok(PartitionRead {
             records,
             high_watermark: hw,
             log_start_offset: log.log_start_offset(),
-            last_stable_offset: hw,
+            last_stable_offset: lso,
+            aborted,
         })
     }
 
@@ -280,8 +442,10 @@ fn batch_meta(header: &BatchHeader, first_offset: i64, last_offset: i64) -> Batc
     }
 }
 
-/// Loads the producer-state snapshot and replays the batch headers written after it.
-fn rebuild_producer_states(log: &Log) -> ProducerStates {
+/// Loads the producer-state snapshot and replays the batch headers written after it:
+/// transactional batches start transactions, markers end them and re-add the abort's index
+/// entry if it was lost.
+fn rebuild_producer_states(log: &mut Log) -> ProducerStates {
     const CHUNK_BYTES: usize = 1 << 20;
     let leo = log.log_end_offset();
     let (mut states, mut offset) = ProducerStates::load(log.dir(), leo).unwrap_or_default();
@@ -295,19 +459,71 @@ fn rebuild_producer_states(log: &Log) -> ProducerStates {
                 break;
             }
         };
-        for (header, _) in BatchIter::new(&read.records) {
+        for (header, bytes) in BatchIter::new(&read.records) {
             let last = header.last_offset();
-            if last >= offset && header.producer_id >= 0 && !header.is_control() {
-                let meta = batch_meta(&header, header.base_offset, last);
-                states.record(
-                    header.producer_id,
-                    header.producer_epoch,
-                    meta,
-                    header.max_timestamp,
-                );
+            if last >= offset && header.producer_id >= 0 {
+                if header.is_control() {
+                    replay_marker(log, &mut states, &header, bytes);
+                } else {
+                    let meta = batch_meta(&header, header.base_offset, last);
+                    states.record(
+                        header.producer_id,
+                        header.producer_epoch,
+                        meta,
+                        header.max_timestamp,
+                        header.max_timestamp,
+                    );
+                    if header.is_transactional() {
+                        states.begin_txn(header.producer_id, header.base_offset);
+                    }
+                }
             }
             offset = offset.max(last + 1);
         }
     }
     states
+}
+
+/// Replays one control batch as `write_txn_marker` applied it.
+fn replay_marker(log: &mut Log, states: &mut ProducerStates, header: &BatchHeader, bytes: &[u8]) {
+    let dir = log.dir().display().to_string();
+    let Some(marker) = txn_marker::parse_marker(bytes, header) else {
+        tracing::warn!(
+            dir,
+            offset = header.base_offset,
+            "skipping a malformed control batch"
+        );
+        return;
+    };
+    if let Err((_, why)) = states.check_marker(header.producer_id, header.producer_epoch) {
+        tracing::warn!(dir, offset = header.base_offset, "skipping a marker: {why}");
+        return;
+    }
+    let first_offset = states.end_txn(
+        header.producer_id,
+        header.producer_epoch,
+        marker.coordinator_epoch,
+        header.base_offset,
+        header.max_timestamp,
+        header.max_timestamp,
+    );
+    if !marker.commit {
+        let txn = AbortedTxn {
+            producer_id: header.producer_id,
+            first_offset,
+            last_offset: header.base_offset,
+            last_stable_offset: states
+                .first_unstable_offset()
+                .unwrap_or(header.base_offset + 1),
+        };
+        match log.append_aborted_txn(txn) {
+            Ok(true) => tracing::info!(
+                dir,
+                offset = header.base_offset,
+                "re-indexed an aborted transaction"
+            ),
+            Ok(false) => {}
+            Err(e) => tracing::error!(dir, error = %e, "cannot index an aborted transaction"),
+        }
+    }
 }

@@ -1,8 +1,11 @@
-//! Fetch: read whole record batches below the high watermark, within the request's byte
-//! limits, and long-poll until min_bytes are available or max_wait_ms passes.
+//! Fetch: read whole record batches below the high watermark (read_uncommitted) or the last
+//! stable offset (read_committed, with the aborted transactions in range), within the
+//! request's byte limits, and long-poll until min_bytes are available or max_wait_ms passes.
 //!
 //! The wait is a delayed operation: it subscribes to the high-watermark notifications of the
-//! partitions it reads and re-reads only when one of them moves, never on a timer loop.
+//! partitions it reads and re-reads only when one of them moves, never on a timer loop. The
+//! LSO moves only together with the HW (a transaction marker is an append), so the same
+//! notifications serve read_committed.
 
 use std::future::Future;
 use std::pin::Pin;
@@ -12,8 +15,10 @@ use std::time::Duration;
 
 use bytes::Bytes;
 use kafka_protocol::error::ResponseError;
-use kafka_protocol::messages::fetch_response::{FetchableTopicResponse, PartitionData};
-use kafka_protocol::messages::{BrokerId, FetchRequest, FetchResponse};
+use kafka_protocol::messages::fetch_response::{
+    AbortedTransaction, FetchableTopicResponse, PartitionData,
+};
+use kafka_protocol::messages::{BrokerId, FetchRequest, FetchResponse, ProducerId};
 use tokio::sync::watch;
 
 use super::{code, NONE};
@@ -23,6 +28,8 @@ use crate::partition::Partition;
 
 /// The largest max_wait_ms honoured, so a client cannot park a connection for hours.
 const MAX_WAIT_MS_CAP: i32 = 30_000;
+/// FetchRequest.isolation_level of a read_committed consumer.
+const READ_COMMITTED: i8 = 1;
 
 pub async fn handle(broker: &Broker, request: FetchRequest, version: i16) -> FetchResponse {
     let deadline = tokio::time::Instant::now()
@@ -47,15 +54,16 @@ pub async fn handle(broker: &Broker, request: FetchRequest, version: i16) -> Fet
         })
         .collect();
     loop {
+        // Subscribed before reading, so a change right after the read still wakes the wait.
+        let mut watches: Vec<watch::Receiver<i64>> = targets
+            .iter()
+            .filter_map(|(_, _, p)| p.as_ref().map(|p| p.subscribe_hw()))
+            .collect();
         let (response, bytes, had_error) = read_all(&request, &targets, max_bytes, version);
         let now = tokio::time::Instant::now();
         if bytes >= min_bytes || had_error || now >= deadline {
             return response;
         }
-        let mut watches: Vec<watch::Receiver<i64>> = targets
-            .iter()
-            .filter_map(|(_, _, p)| p.as_ref().map(|p| p.subscribe_hw()))
-            .collect();
         if watches.is_empty()
             || tokio::time::timeout_at(deadline, any_changed(&mut watches))
                 .await
@@ -103,6 +111,7 @@ fn read_all(
         .collect();
     let mut total = 0usize;
     let mut had_error = false;
+    let read_committed = request.isolation_level == READ_COMMITTED;
     for (ti, pi, partition) in targets {
         let req = &request.topics[*ti].partitions[*pi];
         let mut data = PartitionData::default()
@@ -111,6 +120,8 @@ fn read_all(
             .with_last_stable_offset(-1)
             .with_log_start_offset(-1)
             .with_preferred_read_replica(BrokerId(-1))
+            // Kafka answers null for read_uncommitted and a list for read_committed.
+            .with_aborted_transactions(read_committed.then(Vec::new))
             .with_records(Some(Bytes::new()));
         match partition {
             None => {
@@ -131,9 +142,23 @@ fn read_all(
                     // The first non-empty partition may exceed the limits by one batch so a
                     // consumer can always make progress, as Kafka does.
                     let min_one_batch = total == 0;
-                    match read_partition(p, req.fetch_offset, limit, min_one_batch) {
+                    let read =
+                        read_partition(p, req.fetch_offset, limit, min_one_batch, read_committed);
+                    match read {
                         Ok(read) => {
                             total += read.records.len();
+                            if read_committed {
+                                data.aborted_transactions = Some(
+                                    read.aborted
+                                        .iter()
+                                        .map(|&(producer_id, first_offset)| {
+                                            AbortedTransaction::default()
+                                                .with_producer_id(ProducerId(producer_id))
+                                                .with_first_offset(first_offset)
+                                        })
+                                        .collect(),
+                                );
+                            }
                             data = data
                                 .with_error_code(NONE)
                                 .with_high_watermark(read.high_watermark)
@@ -146,7 +171,7 @@ fn read_all(
                             data.error_code = c;
                             data.high_watermark = p.high_watermark();
                             data.log_start_offset = p.log_start_offset();
-                            data.last_stable_offset = p.high_watermark();
+                            data.last_stable_offset = p.last_stable_offset();
                             had_error = true;
                         }
                     }
@@ -167,16 +192,17 @@ fn read_partition(
     offset: i64,
     limit: usize,
     min_one_batch: bool,
+    read_committed: bool,
 ) -> Result<crate::partition::PartitionRead, gregor_storage::error::StorageError> {
     if limit == 0 && !min_one_batch {
         // No room left in this response; report offsets only.
-        let hw = p.high_watermark();
         return Ok(crate::partition::PartitionRead {
             records: Bytes::new(),
-            high_watermark: hw,
+            high_watermark: p.high_watermark(),
             log_start_offset: p.log_start_offset(),
-            last_stable_offset: hw,
+            last_stable_offset: p.last_stable_offset(),
+            aborted: Vec::new(),
         });
     }
-    p.read(offset, limit, min_one_batch)
+    p.read_isolated(offset, limit, min_one_batch, read_committed)
 }

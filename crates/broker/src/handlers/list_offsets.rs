@@ -1,4 +1,6 @@
 //! ListOffsets: earliest, latest, max-timestamp and by-timestamp lookups per partition.
+//! With isolation level read_committed (1), "latest" is the last stable offset and a
+//! by-timestamp answer must lie below it, as for Kafka.
 
 use kafka_protocol::error::ResponseError;
 use kafka_protocol::messages::list_offsets_response::{
@@ -22,8 +24,11 @@ const EARLIEST: i64 = -2;
 const MAX_TIMESTAMP: i64 = -3;
 /// Enough bytes to read one batch header; the read returns the whole batch anyway.
 const ONE_BATCH_BYTES: usize = 1;
+/// ListOffsetsRequest.isolation_level of a read_committed consumer.
+const READ_COMMITTED: i8 = 1;
 
 pub fn handle(broker: &Broker, request: ListOffsetsRequest, version: i16) -> ListOffsetsResponse {
+    let read_committed = request.isolation_level == READ_COMMITTED;
     let topics = request
         .topics
         .into_iter()
@@ -48,7 +53,7 @@ pub fn handle(broker: &Broker, request: ListOffsetsRequest, version: i16) -> Lis
                     if p.current_leader_epoch > epoch {
                         return base.with_error_code(code(ResponseError::UnknownLeaderEpoch));
                     }
-                    match lookup(&partition, p.timestamp) {
+                    match lookup(&partition, p.timestamp, read_committed) {
                         Ok(Some(found)) => base
                             .with_error_code(NONE)
                             .with_offset(found.offset)
@@ -70,11 +75,20 @@ pub fn handle(broker: &Broker, request: ListOffsetsRequest, version: i16) -> Lis
 }
 
 /// The offset (and timestamp) answering `timestamp`; `None` when no record qualifies.
-fn lookup(partition: &Partition, timestamp: i64) -> Result<Option<Found>, String> {
-    let hw = partition.high_watermark();
+fn lookup(
+    partition: &Partition,
+    timestamp: i64,
+    read_committed: bool,
+) -> Result<Option<Found>, String> {
+    // The end of what a consumer of this isolation level may read.
+    let end = if read_committed {
+        partition.last_stable_offset()
+    } else {
+        partition.high_watermark()
+    };
     match timestamp {
         LATEST => Ok(Some(Found {
-            offset: hw,
+            offset: end,
             timestamp: -1,
         })),
         EARLIEST => Ok(Some(Found {
@@ -95,14 +109,16 @@ fn lookup(partition: &Partition, timestamp: i64) -> Result<Option<Found>, String
             let base = partition
                 .with_log(|log| log.batch_for_timestamp(t))
                 .map_err(|e| e.to_string())?;
-            let Some(base) = base.filter(|b| *b < hw) else {
+            let Some(base) = base.filter(|b| *b < end) else {
                 return Ok(None);
             };
             let batch = read_batch(partition, base)?;
-            Ok(first_at_or_after(&batch, t)?.map(|r| Found {
-                offset: r.offset,
-                timestamp: r.timestamp,
-            }))
+            Ok(first_at_or_after(&batch, t)?
+                .filter(|r| r.offset < end)
+                .map(|r| Found {
+                    offset: r.offset,
+                    timestamp: r.timestamp,
+                }))
         }
         other => Err(format!("unsupported timestamp query {other}")),
     }
