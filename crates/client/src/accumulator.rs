@@ -4,6 +4,9 @@
 use std::collections::{BTreeMap, BTreeSet, HashMap, VecDeque};
 use std::time::{Duration, Instant};
 
+use crate::error::{Error, Result};
+use crate::interceptor::Reply;
+use crate::producer::RecordMetadata;
 use bytes::{Bytes, BytesMut};
 use kafka_protocol::indexmap::IndexMap;
 use kafka_protocol::protocol::StrBytes;
@@ -11,10 +14,6 @@ use kafka_protocol::records::{
     Compression, Record, RecordBatchEncoder, RecordEncodeOptions, TimestampType,
     NO_PARTITION_LEADER_EPOCH, NO_PRODUCER_EPOCH, NO_PRODUCER_ID, NO_SEQUENCE,
 };
-use tokio::sync::oneshot;
-
-use crate::error::{Error, Result};
-use crate::producer::RecordMetadata;
 
 /// Fixed overhead of a v2 record batch header.
 pub(crate) const BATCH_OVERHEAD: usize = 61;
@@ -44,7 +43,7 @@ pub(crate) struct PendingRecord {
     pub value: Option<Bytes>,
     pub headers: Vec<(String, Option<Bytes>)>,
     pub timestamp: i64,
-    pub reply: oneshot::Sender<Result<RecordMetadata>>,
+    pub reply: Reply,
 }
 
 /// The producer id and epoch stamped on idempotent batches. Transactions will extend this.
@@ -160,7 +159,7 @@ impl Batch {
                 }),
                 Err(e) => Err(e.clone()),
             };
-            let _ = r.reply.send(result);
+            r.reply.send(result);
         }
     }
 }

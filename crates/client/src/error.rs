@@ -78,6 +78,18 @@ pub enum Error {
         partition: i32,
         offset: i64,
     },
+    /// A key or value could not be serialized or deserialized.
+    #[error("serialization error: {0}")]
+    Serialization(String),
+    /// A fetched record's key or value could not be deserialized; the consumer's position
+    /// stays at this record until the application seeks past it.
+    #[error("cannot deserialize record {topic}-{partition}@{offset}: {message}")]
+    RecordDeserialization {
+        topic: String,
+        partition: i32,
+        offset: i64,
+        message: String,
+    },
     /// The call is not valid in the consumer's current state.
     #[error("illegal state: {0}")]
     IllegalState(String),

@@ -3,19 +3,26 @@
 //! * [`connection`]: one pipelined TCP connection with ApiVersions negotiation.
 //! * [`metadata`]: bootstrap servers, a metadata cache and a pool of connections.
 //! * [`producer`]: an asynchronous, batching, idempotent producer.
+//! * [`serialization`]: key/value [`Serializer`]s and [`Deserializer`]s (bytes, string, and
+//!   JSON with the `json` feature) for typed producers and consumers.
+//! * [`interceptor`]: the [`ProducerInterceptor`] trait (on-send and on-acknowledgement hooks).
 //! * [`partitioner`]: the [`Partitioner`] trait, the default (murmur2 / sticky) and
 //!   round-robin partitioners.
 //! * [`admin`]: the admin client (topics, configs, cluster, groups, offsets, records).
-//! * [`consumer`]: a consumer (manual assignment or group subscription, committed offsets).
+//! * [`consumer`]: a consumer (manual assignment, or group subscription to topics or a
+//!   pattern with range / round-robin / cooperative-sticky assignors and a
+//!   [`RebalanceListener`]; committed offsets).
 
 pub mod admin;
 pub mod config;
 pub mod connection;
 pub mod consumer;
 pub mod error;
+pub mod interceptor;
 pub mod metadata;
 pub mod partitioner;
 pub mod producer;
+pub mod serialization;
 
 mod accumulator;
 mod requests;
@@ -27,7 +34,19 @@ pub use admin::{
     NewTopic, OffsetSpec, PartitionDescription, TopicDescription,
 };
 pub use config::{ClientConfig, ProducerConfig};
-pub use consumer::{Consumer, ConsumerConfig, ConsumerRecord, OffsetReset};
+pub use consumer::{
+    Assignor, Consumer, ConsumerConfig, ConsumerRecord, OffsetReset, RebalanceListener,
+    TopicPartition,
+};
 pub use error::{ConfigError, Error};
+pub use interceptor::ProducerInterceptor;
 pub use partitioner::{murmur2, DefaultPartitioner, Partitioner, RoundRobinPartitioner};
-pub use producer::{DeliveryFuture, Producer, ProducerMetrics, ProducerRecord, RecordMetadata};
+pub use producer::{
+    DeliveryFuture, Producer, ProducerBuilder, ProducerMetrics, ProducerRecord, RecordMetadata,
+};
+pub use serialization::{
+    BytesDeserializer, BytesSerializer, Deserializer, Serializer, StringDeserializer,
+    StringSerializer,
+};
+#[cfg(feature = "json")]
+pub use serialization::{JsonDeserializer, JsonSerializer};

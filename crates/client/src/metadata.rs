@@ -187,8 +187,6 @@ impl Cluster {
     /// Fetches metadata for `topics` (auto-creating them if the broker allows) and merges it
     /// into the cache.
     pub async fn refresh(&self, topics: &[String]) -> Result<()> {
-        let _guard = self.refresh_lock.lock().await;
-        let conn = self.any_connection().await?;
         let request = MetadataRequest::default()
             .with_topics(Some(
                 topics
@@ -200,6 +198,29 @@ impl Cluster {
                     .collect(),
             ))
             .with_allow_auto_topic_creation(true);
+        self.request(request).await.map(drop)
+    }
+
+    /// Fetches metadata for every topic, merges it into the cache and returns the names of
+    /// the usable, non-internal topics, sorted.
+    pub async fn refresh_all(&self) -> Result<Vec<String>> {
+        let request = MetadataRequest::default()
+            .with_topics(None)
+            .with_allow_auto_topic_creation(false);
+        let response = self.request(request).await?;
+        let mut names: Vec<String> = response
+            .topics
+            .iter()
+            .filter(|t| t.error_code == 0 && !t.is_internal)
+            .filter_map(|t| t.name.as_ref().map(|n| n.0.to_string()))
+            .collect();
+        names.sort();
+        Ok(names)
+    }
+
+    async fn request(&self, request: MetadataRequest) -> Result<MetadataResponse> {
+        let _guard = self.refresh_lock.lock().await;
+        let conn = self.any_connection().await?;
         let response = conn
             .send(ApiKey::Metadata, &RequestKind::Metadata(request))?
             .await?;
@@ -207,7 +228,7 @@ impl Cluster {
             return Err(Error::Protocol("unexpected response to Metadata".into()));
         };
         self.cache.lock().unwrap().update(&response);
-        Ok(())
+        Ok(response)
     }
 
     /// Partition count of `topic`, refreshing metadata until `deadline` if needed.

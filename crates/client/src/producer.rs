@@ -1,5 +1,5 @@
-//! The producer: `send` appends records to per-partition batches; a background sender task
-//! turns ready batches into Produce requests.
+//! The producer: `send` runs interceptors and serializers, then appends records to
+//! per-partition batches; a background sender task turns ready batches into Produce requests.
 
 use std::future::Future;
 use std::pin::Pin;
@@ -13,50 +13,74 @@ use tokio::sync::{oneshot, Notify};
 use crate::accumulator::{estimate_record_size, PendingRecord, State, BATCH_OVERHEAD};
 use crate::config::{ClientConfig, PartitionerKind, ProducerConfig};
 use crate::error::{Error, Result};
+use crate::interceptor::{AckHook, Interceptors, ProducerInterceptor, Reply};
 use crate::metadata::Cluster;
 use crate::partitioner::{DefaultPartitioner, Partitioner, RoundRobinPartitioner};
+use crate::serialization::{BytesSerializer, Serializer};
 
 pub use crate::accumulator::ProducerIdentity;
 
-/// A record to send.
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
-pub struct ProducerRecord {
+/// A record to send. Keys and values are bytes unless the producer has other serializers
+/// (see [`ProducerBuilder`]).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ProducerRecord<K = Bytes, V = Bytes> {
     pub topic: String,
     pub partition: Option<i32>,
-    pub key: Option<Bytes>,
-    pub value: Option<Bytes>,
+    pub key: Option<K>,
+    pub value: Option<V>,
     /// Header names must be distinct: the batch encoder keeps one value per name.
     pub headers: Vec<(String, Option<Bytes>)>,
     /// Creation time in ms since the epoch; `None` means now.
     pub timestamp: Option<i64>,
 }
 
+impl<K, V> Default for ProducerRecord<K, V> {
+    fn default() -> Self {
+        ProducerRecord {
+            topic: String::new(),
+            partition: None,
+            key: None,
+            value: None,
+            headers: Vec::new(),
+            timestamp: None,
+        }
+    }
+}
+
 impl ProducerRecord {
     /// A keyless record with `value`.
     pub fn new(topic: impl Into<String>, value: impl Into<Bytes>) -> ProducerRecord {
-        ProducerRecord {
-            topic: topic.into(),
-            value: Some(value.into()),
-            ..ProducerRecord::default()
-        }
+        ProducerRecord::typed(topic, None, Some(value.into()))
     }
 
     pub fn with_key(mut self, key: impl Into<Bytes>) -> ProducerRecord {
         self.key = Some(key.into());
         self
     }
+}
 
-    pub fn with_partition(mut self, partition: i32) -> ProducerRecord {
+impl<K, V> ProducerRecord<K, V> {
+    /// A record with a key and value of the producer's types (`None` is null).
+    pub fn typed(topic: impl Into<String>, key: Option<K>, value: Option<V>) -> Self {
+        ProducerRecord {
+            topic: topic.into(),
+            key,
+            value,
+            ..ProducerRecord::default()
+        }
+    }
+
+    pub fn with_partition(mut self, partition: i32) -> Self {
         self.partition = Some(partition);
         self
     }
 
-    pub fn with_header(mut self, name: impl Into<String>, value: Option<Bytes>) -> ProducerRecord {
+    pub fn with_header(mut self, name: impl Into<String>, value: Option<Bytes>) -> Self {
         self.headers.push((name.into(), value));
         self
     }
 
-    pub fn with_timestamp(mut self, timestamp: i64) -> ProducerRecord {
+    pub fn with_timestamp(mut self, timestamp: i64) -> Self {
         self.timestamp = Some(timestamp);
         self
     }
@@ -160,16 +184,20 @@ impl Inner {
     }
 }
 
-/// An asynchronous Kafka producer.
+/// An asynchronous Kafka producer of `K` keys and `V` values (bytes by default).
 ///
 /// `send` returns once the record is buffered; await the [`DeliveryFuture`] for the
 /// acknowledgement. Must be created inside a Tokio runtime.
-pub struct Producer {
+pub struct Producer<K = Bytes, V = Bytes> {
     inner: Arc<Inner>,
     sender: Mutex<Option<tokio::task::JoinHandle<()>>>,
+    key_serializer: Box<dyn Serializer<K>>,
+    value_serializer: Box<dyn Serializer<V>>,
+    interceptors: Interceptors<K, V>,
+    ack_hook: Option<AckHook>,
 }
 
-impl std::fmt::Debug for Producer {
+impl<K, V> std::fmt::Debug for Producer<K, V> {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Producer")
             .field("client_id", &self.inner.config.client_id)
@@ -184,29 +212,52 @@ fn now_ms() -> i64 {
         .unwrap_or(0)
 }
 
-impl Producer {
-    /// A producer using the partitioner named by `partitioner.class` (default: murmur2/sticky).
-    pub fn new(config: &ClientConfig) -> Result<Producer> {
-        let parsed = ProducerConfig::from_config(config)?;
-        let partitioner: Arc<dyn Partitioner> = match parsed.partitioner {
-            PartitionerKind::Default => Arc::new(DefaultPartitioner::new()),
-            PartitionerKind::RoundRobin => Arc::new(RoundRobinPartitioner::new()),
-        };
-        Ok(Producer::start(parsed, partitioner))
-    }
+/// Builds a [`Producer`] with serializers, a partitioner and interceptors.
+pub struct ProducerBuilder<K = Bytes, V = Bytes> {
+    config: ClientConfig,
+    key_serializer: Box<dyn Serializer<K>>,
+    value_serializer: Box<dyn Serializer<V>>,
+    partitioner: Option<Arc<dyn Partitioner>>,
+    interceptors: Vec<Arc<dyn ProducerInterceptor<K, V>>>,
+}
 
-    /// A producer with a custom partitioner.
-    pub fn with_partitioner(
+impl<K: 'static, V: 'static> ProducerBuilder<K, V> {
+    /// A producer of `K` keys and `V` values using these serializers.
+    pub fn new(
         config: &ClientConfig,
-        partitioner: Arc<dyn Partitioner>,
-    ) -> Result<Producer> {
-        Ok(Producer::start(
-            ProducerConfig::from_config(config)?,
-            partitioner,
-        ))
+        key_serializer: impl Serializer<K> + 'static,
+        value_serializer: impl Serializer<V> + 'static,
+    ) -> ProducerBuilder<K, V> {
+        ProducerBuilder {
+            config: config.clone(),
+            key_serializer: Box::new(key_serializer),
+            value_serializer: Box::new(value_serializer),
+            partitioner: None,
+            interceptors: Vec::new(),
+        }
     }
 
-    fn start(config: ProducerConfig, partitioner: Arc<dyn Partitioner>) -> Producer {
+    /// Replaces the partitioner named by `partitioner.class`.
+    pub fn partitioner(mut self, partitioner: Arc<dyn Partitioner>) -> Self {
+        self.partitioner = Some(partitioner);
+        self
+    }
+
+    /// Adds an interceptor; interceptors run in the order they were added.
+    pub fn interceptor(mut self, interceptor: Arc<dyn ProducerInterceptor<K, V>>) -> Self {
+        self.interceptors.push(interceptor);
+        self
+    }
+
+    /// Validates the configuration and starts the producer's sender task.
+    pub fn build(self) -> Result<Producer<K, V>> {
+        let config = ProducerConfig::from_config(&self.config)?;
+        let partitioner = self
+            .partitioner
+            .unwrap_or_else(|| match config.partitioner {
+                PartitionerKind::Default => Arc::new(DefaultPartitioner::new()),
+                PartitionerKind::RoundRobin => Arc::new(RoundRobinPartitioner::new()),
+            });
         let cluster = Cluster::new(
             config.bootstrap_servers.clone(),
             &config.client_id,
@@ -222,12 +273,41 @@ impl Producer {
             metrics: Mutex::new(MetricsInner::default()),
         });
         let sender = tokio::spawn(crate::sender::run(inner.clone()));
-        Producer {
+        let interceptors = Interceptors::new(self.interceptors);
+        Ok(Producer {
             inner,
             sender: Mutex::new(Some(sender)),
-        }
+            key_serializer: self.key_serializer,
+            value_serializer: self.value_serializer,
+            ack_hook: interceptors.ack_hook(),
+            interceptors,
+        })
+    }
+}
+
+impl Producer {
+    /// A bytes producer using the partitioner named by `partitioner.class` (default:
+    /// murmur2/sticky).
+    pub fn new(config: &ClientConfig) -> Result<Producer> {
+        Producer::builder(config).build()
     }
 
+    /// A bytes producer with a custom partitioner.
+    pub fn with_partitioner(
+        config: &ClientConfig,
+        partitioner: Arc<dyn Partitioner>,
+    ) -> Result<Producer> {
+        Producer::builder(config).partitioner(partitioner).build()
+    }
+
+    /// A builder for a bytes producer (use [`ProducerBuilder::new`] for other key and value
+    /// types).
+    pub fn builder(config: &ClientConfig) -> ProducerBuilder {
+        ProducerBuilder::new(config, BytesSerializer, BytesSerializer)
+    }
+}
+
+impl<K, V> Producer<K, V> {
     /// The validated configuration.
     pub fn config(&self) -> &ProducerConfig {
         &self.inner.config
@@ -238,11 +318,45 @@ impl Producer {
         self.inner.state.lock().unwrap().idempotence.identity
     }
 
-    /// Buffers `record` and returns a future for its acknowledgement.
+    /// Runs the interceptors, serializes, then buffers `record`; returns a future for its
+    /// acknowledgement.
     ///
     /// Waits (up to `max.block.ms`) only for the topic's metadata and for buffer space;
-    /// then fails with [`Error::MaxBlockTimeout`].
-    pub async fn send(&self, record: ProducerRecord) -> Result<DeliveryFuture> {
+    /// then fails with [`Error::MaxBlockTimeout`]. The interceptors hear of every failure.
+    pub async fn send(&self, record: ProducerRecord<K, V>) -> Result<DeliveryFuture> {
+        let record = self.interceptors.on_send(record);
+        let result = match self.serialize(record) {
+            Ok(record) => self.append(record).await,
+            Err(e) => Err(e),
+        };
+        if let (Err(e), Some(hook)) = (&result, &self.ack_hook) {
+            hook(&Err(e.clone()));
+        }
+        result
+    }
+
+    fn serialize(&self, record: ProducerRecord<K, V>) -> Result<ProducerRecord> {
+        let topic = &record.topic;
+        let key = match &record.key {
+            Some(k) => Some(self.key_serializer.serialize(topic, k)?),
+            None => None,
+        };
+        let value = match &record.value {
+            Some(v) => Some(self.value_serializer.serialize(topic, v)?),
+            None => None,
+        };
+        Ok(ProducerRecord {
+            topic: record.topic,
+            partition: record.partition,
+            key,
+            value,
+            headers: record.headers,
+            timestamp: record.timestamp,
+        })
+    }
+
+    /// Partitions a serialized record and appends it to its batch.
+    async fn append(&self, record: ProducerRecord) -> Result<DeliveryFuture> {
         let config = &self.inner.config;
         let max_block_ms = config.max_block.as_millis() as u64;
         let deadline = Instant::now() + config.max_block;
@@ -317,13 +431,6 @@ impl Producer {
             });
         }
         let (reply, rx) = oneshot::channel();
-        let pending = PendingRecord {
-            key: record.key,
-            value: record.value,
-            headers: record.headers,
-            timestamp: record.timestamp.unwrap_or_else(now_ms),
-            reply,
-        };
         {
             let mut st = self.inner.state.lock().unwrap();
             if st.closed {
@@ -333,6 +440,14 @@ impl Producer {
                 return Err(Error::Closed);
             }
             debug_assert!(reserved, "memory is reserved unless the producer closed");
+            // Built only once accepted: a dropped `Reply` reports an outcome of its own.
+            let pending = PendingRecord {
+                key: record.key,
+                value: record.value,
+                headers: record.headers,
+                timestamp: record.timestamp.unwrap_or_else(now_ms),
+                reply: Reply::new(reply, self.ack_hook.clone()),
+            };
             st.append((record.topic, partition), pending, size, config.batch_size);
         }
         self.inner.wake_sender.notify_one();
@@ -340,7 +455,7 @@ impl Producer {
     }
 
     /// Sends `record` and waits for its acknowledgement.
-    pub async fn send_and_wait(&self, record: ProducerRecord) -> Result<RecordMetadata> {
+    pub async fn send_and_wait(&self, record: ProducerRecord<K, V>) -> Result<RecordMetadata> {
         self.send(record).await?.await
     }
 
@@ -415,7 +530,7 @@ impl Producer {
     }
 }
 
-impl Drop for Producer {
+impl<K, V> Drop for Producer<K, V> {
     /// Dropping without `close` stops accepting records; the sender task keeps delivering
     /// what was accepted (bounded by `delivery.timeout.ms`) and then exits.
     fn drop(&mut self) {
