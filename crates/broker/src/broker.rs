@@ -15,6 +15,7 @@ use gregor_storage::log_dir::LogDir;
 use crate::config::BrokerConfig;
 use crate::group::coordinator::{GroupCoordinator, OFFSETS_TOPIC};
 use crate::replica_manager::ReplicaManager;
+use crate::txn::coordinator::{TxnCoordinator, TXN_STATE_TOPIC};
 
 /// Errors that stop the broker from starting or shutting down cleanly.
 #[derive(Debug, thiserror::Error)]
@@ -44,6 +45,7 @@ pub struct Broker {
     image: RwLock<Arc<MetadataImage>>,
     pub replicas: ReplicaManager,
     pub groups: GroupCoordinator,
+    pub txns: TxnCoordinator,
     /// The current block of producer ids: (next to hand out, end of block).
     producer_ids: Mutex<(i64, i64)>,
 }
@@ -61,6 +63,7 @@ impl Broker {
         let image = controller.register_broker(node_id, host, port)?;
         let replicas = ReplicaManager::new(node_id, log_dir);
         let groups = GroupCoordinator::new(config.coordinator_config());
+        let txns = TxnCoordinator::new(config.txn_config());
         let broker = Broker {
             node_id,
             cluster_id,
@@ -70,12 +73,17 @@ impl Broker {
             image: RwLock::new(image.clone()),
             replicas,
             groups,
+            txns,
             producer_ids: Mutex::new((0, 0)),
         };
         broker.remove_stray_partition_dirs(&image);
         broker.apply_image(image)?;
         broker.groups.load(&broker).map_err(|e| BrokerError::Io {
             context: format!("replaying {OFFSETS_TOPIC}"),
+            source: std::io::Error::other(e),
+        })?;
+        broker.txns.load(&broker).map_err(|e| BrokerError::Io {
+            context: format!("replaying {TXN_STATE_TOPIC}"),
             source: std::io::Error::other(e),
         })?;
         Ok(broker)
@@ -160,28 +168,42 @@ impl Broker {
 
     /// Creates `__consumer_offsets` (compacted, offsets.topic.* settings) if it is missing.
     pub fn ensure_offsets_topic(&self) -> Result<(), ControllerError> {
-        if self.image().topic(OFFSETS_TOPIC).is_some() {
+        self.ensure_internal_topic(OFFSETS_TOPIC, "offsets.topic")
+    }
+
+    /// Creates `__transaction_state` (compacted, transaction.state.log.* settings) if it is
+    /// missing.
+    pub fn ensure_txn_state_topic(&self) -> Result<(), ControllerError> {
+        self.ensure_internal_topic(TXN_STATE_TOPIC, "transaction.state.log")
+    }
+
+    /// Creates the compacted internal topic `name` from the broker settings
+    /// `{prefix}.num.partitions`, `.replication.factor` and `.segment.bytes`.
+    fn ensure_internal_topic(&self, name: &str, prefix: &str) -> Result<(), ControllerError> {
+        if self.image().topic(name).is_some() {
             return Ok(());
         }
         let config = self.config();
-        let get = |k: &str| config.get(k).unwrap_or_default().to_string();
+        let get = |k: &str| {
+            config
+                .get(&format!("{prefix}.{k}"))
+                .unwrap_or_default()
+                .to_string()
+        };
         let brokers = self.image().brokers.len().max(1) as i16;
-        let rf = get("offsets.topic.replication.factor")
+        let rf = get("replication.factor")
             .parse::<i16>()
             .unwrap_or(1)
             .clamp(1, brokers);
         let configs = vec![
             ("cleanup.policy".to_string(), "compact".to_string()),
-            (
-                "segment.bytes".to_string(),
-                get("offsets.topic.segment.bytes"),
-            ),
+            ("segment.bytes".to_string(), get("segment.bytes")),
         ];
         let result = self.commit(|c| {
             c.create_topic(
                 NewTopic {
-                    name: OFFSETS_TOPIC,
-                    num_partitions: get("offsets.topic.num.partitions").parse().unwrap_or(50),
+                    name,
+                    num_partitions: get("num.partitions").parse().unwrap_or(50),
                     replication_factor: rf,
                     configs: &configs,
                 },
@@ -201,6 +223,9 @@ impl Broker {
         }
         if name == OFFSETS_TOPIC {
             return self.ensure_offsets_topic().map(|_| true);
+        }
+        if name == TXN_STATE_TOPIC {
+            return self.ensure_txn_state_topic().map(|_| true);
         }
         let config = self.config();
         if !config.auto_create_topics() {

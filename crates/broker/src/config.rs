@@ -345,6 +345,54 @@ pub const BROKER_CONFIGS: &[BrokerConfigDef] = &[
         "segment size of __consumer_offsets",
     ),
     def(
+        "transaction.state.log.num.partitions",
+        I { min: 1 },
+        Some("50"),
+        "partitions of __transaction_state (fixed once the topic exists)",
+    ),
+    def(
+        "transaction.state.log.replication.factor",
+        I { min: 1 },
+        Some("3"),
+        "replication of __transaction_state, capped at the number of brokers",
+    ),
+    def(
+        "transaction.state.log.segment.bytes",
+        I { min: 14 },
+        Some("104857600"),
+        "segment size of __transaction_state",
+    ),
+    def(
+        "transaction.state.log.min.isr",
+        I { min: 1 },
+        Some("2"),
+        "min.insync.replicas of __transaction_state (capped by its replication)",
+    ),
+    def(
+        "transaction.max.timeout.ms",
+        I { min: 1 },
+        Some("900000"),
+        "largest transaction.timeout.ms a producer may ask for",
+    ),
+    def(
+        "transactional.id.expiration.ms",
+        I { min: 1 },
+        Some("604800000"),
+        "how long an idle transactional id is remembered",
+    ),
+    def(
+        "transaction.abort.timed.out.transaction.cleanup.interval.ms",
+        I { min: 1 },
+        Some("10000"),
+        "how often transactions past their timeout are looked for and aborted",
+    ),
+    def(
+        "transaction.remove.expired.transaction.cleanup.interval.ms",
+        I { min: 1 },
+        Some("3600000"),
+        "how often expired transactional ids are looked for",
+    ),
+    def(
         "offsets.retention.minutes",
         I { min: 1 },
         Some("10080"),
@@ -536,6 +584,21 @@ impl BrokerConfig {
             offset_metadata_max_bytes: self.num::<i32>("offset.metadata.max.bytes") as usize,
             offsets_retention_ms: self.num::<i32>("offsets.retention.minutes") as i64 * 60_000,
             offsets_retention_check_interval_ms: self.num("offsets.retention.check.interval.ms"),
+        }
+    }
+
+    /// The transaction coordinator's settings.
+    pub fn txn_config(&self) -> crate::txn::coordinator::TxnConfig {
+        crate::txn::coordinator::TxnConfig {
+            state_partitions: self.num("transaction.state.log.num.partitions"),
+            max_timeout_ms: self.num("transaction.max.timeout.ms"),
+            id_expiration_ms: self.num::<i32>("transactional.id.expiration.ms") as i64,
+            abort_check_interval_ms: self
+                .num::<i32>("transaction.abort.timed.out.transaction.cleanup.interval.ms")
+                as i64,
+            expiry_check_interval_ms: self
+                .num::<i32>("transaction.remove.expired.transaction.cleanup.interval.ms")
+                as i64,
         }
     }
 

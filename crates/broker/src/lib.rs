@@ -10,11 +10,13 @@ pub mod config;
 pub mod dispatch;
 pub mod group;
 pub mod handlers;
+pub mod internal_topic;
 pub mod partition;
 pub mod producer_state;
 pub mod record_scan;
 pub mod replica_manager;
 pub mod server;
+pub mod txn;
 
 pub use broker::{Broker, BrokerError};
 pub use config::BrokerConfig;

@@ -147,6 +147,26 @@ impl Partition {
     /// are refused (only `write_txn_marker` writes them); a transactional batch starts its
     /// producer's transaction here unless one is ongoing.
     pub fn append(&self, records: &[u8], now_ms: i64) -> Result<AppendInfo, AppendError> {
+        self.append_from(records, now_ms, false)
+    }
+
+    /// [`Self::append`] for a coordinator's own write (a transactional offset commit): its
+    /// batches carry the producer's id and epoch but no sequence numbers, so only the epoch
+    /// is checked and nothing is remembered for deduplication.
+    pub fn append_as_coordinator(
+        &self,
+        records: &[u8],
+        now_ms: i64,
+    ) -> Result<AppendInfo, AppendError> {
+        self.append_from(records, now_ms, true)
+    }
+
+    fn append_from(
+        &self,
+        records: &[u8],
+        now_ms: i64,
+        coordinator: bool,
+    ) -> Result<AppendInfo, AppendError> {
         let mut log = self.lock();
         let mut producers = self.producers();
         // Idempotent batches are checked against the producer's recent batches first.
@@ -170,6 +190,18 @@ impl Partition {
                 producers.check_txn(header.producer_id, header.is_transactional())
             {
                 return Err(AppendError::Producer(code, message));
+            }
+            if coordinator {
+                assert_eq!(
+                    header.base_sequence, NO_SEQUENCE,
+                    "coordinator writes carry no sequence"
+                );
+                if let Err((code, message)) =
+                    producers.check_marker(header.producer_id, header.producer_epoch)
+                {
+                    return Err(AppendError::Producer(code, message));
+                }
+                continue;
             }
             let last_seq = header.base_sequence.wrapping_add(header.last_offset_delta);
             match producers.check(
@@ -195,7 +227,12 @@ impl Partition {
         let mut first_offset = info.first_offset;
         for (header, _) in BatchIter::new(records) {
             let last_offset = first_offset + header.last_offset_delta as i64;
-            if header.producer_id >= 0 {
+            if header.producer_id >= 0 && coordinator {
+                producers.note_epoch(header.producer_id, header.producer_epoch, now_ms);
+                if header.is_transactional() {
+                    producers.begin_txn(header.producer_id, first_offset);
+                }
+            } else if header.producer_id >= 0 {
                 let timestamp = if info.log_append_time >= 0 {
                     info.log_append_time
                 } else {
@@ -420,6 +457,9 @@ impl Partition {
     }
 }
 
+/// The base sequence of batches that carry none (coordinator writes, markers).
+const NO_SEQUENCE: i32 = -1;
+
 /// Why an append did not happen.
 #[derive(Debug, thiserror::Error)]
 pub enum AppendError {
@@ -464,6 +504,15 @@ fn rebuild_producer_states(log: &mut Log) -> ProducerStates {
             if last >= offset && header.producer_id >= 0 {
                 if header.is_control() {
                     replay_marker(log, &mut states, &header, bytes);
+                } else if header.base_sequence == NO_SEQUENCE {
+                    states.note_epoch(
+                        header.producer_id,
+                        header.producer_epoch,
+                        header.max_timestamp,
+                    );
+                    if header.is_transactional() {
+                        states.begin_txn(header.producer_id, header.base_offset);
+                    }
                 } else {
                     let meta = batch_meta(&header, header.base_offset, last);
                     states.record(

@@ -200,6 +200,17 @@ impl ProducerStates {
         entry.last_timestamp = timestamp;
     }
 
+    /// Makes `epoch` the producer's epoch (if newer) without recording a batch: a
+    /// coordinator's write for it carries no sequence numbers to deduplicate.
+    pub fn note_epoch(&mut self, producer_id: i64, epoch: i16, now_ms: i64) {
+        let entry = self.producers.entry(producer_id).or_default();
+        if epoch > entry.epoch {
+            entry.epoch = epoch;
+            entry.batches.clear();
+        }
+        entry.last_write_ms = now_ms;
+    }
+
     /// Checks a data batch against the producer's transaction state: a producer with an
     /// ongoing transaction here may write only transactional batches (as in Kafka).
     pub fn check_txn(&self, producer_id: i64, transactional: bool) -> Result<(), (i16, String)> {

@@ -89,6 +89,10 @@ pub async fn start(config: BrokerConfig) -> Result<BrokerHandle, BrokerError> {
         broker.clone(),
         shutdown_rx.clone(),
     ));
+    tokio::spawn(crate::txn::coordinator::run_timers(
+        broker.clone(),
+        shutdown_rx.clone(),
+    ));
     let server = tokio::spawn(serve(
         listener,
         broker.clone(),

@@ -614,6 +614,67 @@ fn sample_request(key: ApiKey, version: i16, topic: &str) -> RequestKind {
                 .with_producer_id(ProducerId(-1))
                 .with_producer_epoch(-1),
         ),
+        ApiKey::AddPartitionsToTxn => {
+            let t = add_partitions_to_txn_request::AddPartitionsToTxnTopic::default()
+                .with_name(name())
+                .with_partitions(vec![0]);
+            let id = TransactionalId(s("sample-tx"));
+            let r = AddPartitionsToTxnRequest::default();
+            RequestKind::AddPartitionsToTxn(if version <= 3 {
+                r.with_v3_and_below_transactional_id(id)
+                    .with_v3_and_below_producer_id(ProducerId(1))
+                    .with_v3_and_below_topics(vec![t])
+            } else {
+                r.with_transactions(vec![
+                    add_partitions_to_txn_request::AddPartitionsToTxnTransaction::default()
+                        .with_transactional_id(id)
+                        .with_producer_id(ProducerId(1))
+                        .with_verify_only(true)
+                        .with_topics(vec![t]),
+                ])
+            })
+        }
+        ApiKey::AddOffsetsToTxn => RequestKind::AddOffsetsToTxn(
+            AddOffsetsToTxnRequest::default()
+                .with_transactional_id(TransactionalId(s("sample-tx")))
+                .with_producer_id(ProducerId(1))
+                .with_group_id(GroupId(s("sample-group"))),
+        ),
+        ApiKey::TxnOffsetCommit => {
+            let p = txn_offset_commit_request::TxnOffsetCommitRequestPartition::default()
+                .with_partition_index(0)
+                .with_committed_offset(1);
+            let t = txn_offset_commit_request::TxnOffsetCommitRequestTopic::default()
+                .with_name(name())
+                .with_partitions(vec![p]);
+            RequestKind::TxnOffsetCommit(
+                TxnOffsetCommitRequest::default()
+                    .with_transactional_id(TransactionalId(s("sample-tx")))
+                    .with_group_id(GroupId(s("sample-group")))
+                    .with_producer_id(ProducerId(1))
+                    .with_topics(vec![t]),
+            )
+        }
+        ApiKey::EndTxn => RequestKind::EndTxn(
+            EndTxnRequest::default()
+                .with_transactional_id(TransactionalId(s("sample-tx")))
+                .with_producer_id(ProducerId(1))
+                .with_committed(true),
+        ),
+        ApiKey::ListTransactions => {
+            RequestKind::ListTransactions(ListTransactionsRequest::default())
+        }
+        ApiKey::DescribeTransactions => RequestKind::DescribeTransactions(
+            DescribeTransactionsRequest::default()
+                .with_transactional_ids(vec![TransactionalId(s("sample-tx"))]),
+        ),
+        ApiKey::DescribeProducers => {
+            RequestKind::DescribeProducers(DescribeProducersRequest::default().with_topics(vec![
+                describe_producers_request::TopicRequest::default()
+                    .with_name(name())
+                    .with_partition_indexes(vec![0]),
+            ]))
+        }
         other => panic!("no sample request for {other:?}"),
     }
 }

@@ -46,6 +46,13 @@ pub const SUPPORTED: &[ApiRange] = &[
     range(ApiKey::OffsetDelete, 0, 0),
     range(ApiKey::DeleteRecords, 0, 2),
     range(ApiKey::InitProducerId, 0, 4),
+    range(ApiKey::AddPartitionsToTxn, 0, 5),
+    range(ApiKey::AddOffsetsToTxn, 0, 4),
+    range(ApiKey::TxnOffsetCommit, 0, 5),
+    range(ApiKey::EndTxn, 0, 5),
+    range(ApiKey::ListTransactions, 0, 1),
+    range(ApiKey::DescribeTransactions, 0, 0),
+    range(ApiKey::DescribeProducers, 0, 0),
 ];
 
 /// The implemented range for `key`, if the broker serves that API at all.
@@ -90,6 +97,13 @@ pub(crate) fn codec_range(key: ApiKey) -> kafka_protocol::protocol::VersionRange
         ApiKey::OffsetDelete => OffsetDeleteRequest::VERSIONS,
         ApiKey::DeleteRecords => DeleteRecordsRequest::VERSIONS,
         ApiKey::InitProducerId => InitProducerIdRequest::VERSIONS,
+        ApiKey::AddPartitionsToTxn => AddPartitionsToTxnRequest::VERSIONS,
+        ApiKey::AddOffsetsToTxn => AddOffsetsToTxnRequest::VERSIONS,
+        ApiKey::TxnOffsetCommit => TxnOffsetCommitRequest::VERSIONS,
+        ApiKey::EndTxn => EndTxnRequest::VERSIONS,
+        ApiKey::ListTransactions => ListTransactionsRequest::VERSIONS,
+        ApiKey::DescribeTransactions => DescribeTransactionsRequest::VERSIONS,
+        ApiKey::DescribeProducers => DescribeProducersRequest::VERSIONS,
         other => panic!("no codec check for {other:?}"),
     }
 }

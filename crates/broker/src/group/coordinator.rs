@@ -17,8 +17,8 @@ use bytes::Bytes;
 use tokio::sync::{oneshot, watch, Notify};
 
 use super::offsets_log::{
-    decode_batches, encode_batch, GroupMemberRecord, GroupMetadataValue, OffsetCommitKey,
-    OffsetCommitValue, OffsetsRecord,
+    encode_records, GroupMemberRecord, GroupMetadataValue, OffsetCommitKey, OffsetCommitValue,
+    OffsetsRecord,
 };
 use super::state::{
     code, Completion, Effects, Group, GroupLimits, GroupState, JoinRequest, JoinResponse, Reply,
@@ -66,10 +66,16 @@ pub struct GroupDescription {
     pub members: Vec<(String, Option<String>, String, String, Bytes, Bytes)>,
 }
 
+/// One group's committed offsets by (topic, partition).
+type GroupOffsets = BTreeMap<(String, i32), OffsetCommitValue>;
+
 #[derive(Default)]
 struct Inner {
     groups: HashMap<String, Group>,
-    offsets: HashMap<String, BTreeMap<(String, i32), OffsetCommitValue>>,
+    offsets: HashMap<String, GroupOffsets>,
+    /// Offsets committed inside a still-open transaction, by producer id then group: they
+    /// become visible only when the commit marker reaches the group's offsets partition.
+    pending_txn_offsets: HashMap<i64, HashMap<String, GroupOffsets>>,
     waiters: HashMap<WaiterId, oneshot::Sender<Completion>>,
     next_waiter: WaiterId,
     last_retention_check_ms: i64,
@@ -88,6 +94,18 @@ pub fn java_string_hash(s: &str) -> i32 {
         .fold(0i32, |h, c| h.wrapping_mul(31).wrapping_add(c as i32))
 }
 
+/// The partition of an internal topic with `partitions` partitions that holds the state of
+/// `key` (a group or transactional id), as Kafka places it.
+pub fn partition_for_key(key: &str, partitions: i32) -> i32 {
+    assert!(
+        partitions > 0,
+        "an internal topic has at least one partition"
+    );
+    let h = java_string_hash(key);
+    let positive = if h == i32::MIN { 0 } else { h.abs() };
+    positive % partitions
+}
+
 impl GroupCoordinator {
     pub fn new(config: CoordinatorConfig) -> GroupCoordinator {
         GroupCoordinator {
@@ -103,9 +121,7 @@ impl GroupCoordinator {
 
     /// The `__consumer_offsets` partition that holds `group_id`'s state.
     pub fn partition_for(&self, group_id: &str) -> i32 {
-        let h = java_string_hash(group_id);
-        let positive = if h == i32::MIN { 0 } else { h.abs() };
-        positive % self.config.offsets_partitions
+        partition_for_key(group_id, self.config.offsets_partitions)
     }
 
     /// Replays `__consumer_offsets` into memory (at start-up).
@@ -117,25 +133,31 @@ impl GroupCoordinator {
             let Some(partition) = broker.replicas.get(OFFSETS_TOPIC, p) else {
                 continue;
             };
-            let mut offset = partition.log_start_offset();
-            let hw = partition.high_watermark();
-            while offset < hw {
-                let read = partition
-                    .read(offset, 1 << 20, true)
-                    .map_err(|e| e.to_string())?;
-                if read.records.is_empty() {
-                    break;
+            for batch in crate::internal_topic::read_kv_batches(&partition)? {
+                if let Some(commit) = batch.control {
+                    Self::apply_txn_marker(&mut inner, batch.producer_id, commit, |g| {
+                        self.partition_for(g) == p
+                    });
+                    continue;
                 }
-                let records = decode_batches(&read.records).map_err(|e| e.to_string())?;
-                let mut last = offset;
-                for (o, record) in records {
-                    last = last.max(o);
-                    if o < offset {
-                        continue;
-                    }
+                for (_, key, value) in &batch.records {
+                    let record = match OffsetsRecord::decode(key, value.as_deref()) {
+                        Ok(r) => r,
+                        Err(super::offsets_log::OffsetsLogError::UnknownKeyVersion(_)) => continue,
+                        Err(e) => return Err(format!("{OFFSETS_TOPIC}-{p}: {e}")),
+                    };
                     match record {
                         OffsetsRecord::Offset { key, value } => {
-                            let entry = inner.offsets.entry(key.group.clone()).or_default();
+                            let entry = if batch.transactional {
+                                inner
+                                    .pending_txn_offsets
+                                    .entry(batch.producer_id)
+                                    .or_default()
+                                    .entry(key.group.clone())
+                                    .or_default()
+                            } else {
+                                inner.offsets.entry(key.group.clone()).or_default()
+                            };
                             match value {
                                 Some(v) => {
                                     entry.insert((key.topic, key.partition), v);
@@ -150,7 +172,6 @@ impl GroupCoordinator {
                         }
                     }
                 }
-                offset = last + 1;
             }
         }
         inner.offsets.retain(|_, o| !o.is_empty());
@@ -196,6 +217,17 @@ impl GroupCoordinator {
         group_id: &str,
         records: &[OffsetsRecord],
     ) -> Result<(), i16> {
+        self.persist_as(broker, group_id, records, None)
+    }
+
+    /// [`Self::persist`], as a transactional batch of `txn_producer` when given.
+    fn persist_as(
+        &self,
+        broker: &Broker,
+        group_id: &str,
+        records: &[OffsetsRecord],
+        txn_producer: Option<(i64, i16)>,
+    ) -> Result<(), i16> {
         if records.is_empty() {
             return Ok(());
         }
@@ -206,7 +238,7 @@ impl GroupCoordinator {
             .ok_or(NOT_COORDINATOR)?;
         let now = now_ms();
         partition
-            .append(&encode_batch(records, now), now)
+            .append_as_coordinator(&encode_records(records, now, txn_producer), now)
             .map(|_| ())
             .map_err(|e| {
                 tracing::error!(group = group_id, error = %e, "cannot persist group state");
@@ -417,8 +449,10 @@ impl GroupCoordinator {
         Ok(codes)
     }
 
-    /// OffsetCommit. `entries`: (topic, partition, offset, leader epoch, metadata). Returns
-    /// one code per entry, or a code for all of them.
+    /// OffsetCommit, and TxnOffsetCommit when `txn_producer` = (producer id, epoch) is
+    /// given: then the records are written as part of that producer's transaction and stay
+    /// pending until its marker. `entries`: (topic, partition, offset, leader epoch,
+    /// metadata). Returns one code per entry, or a code for all of them.
     #[allow(clippy::too_many_arguments)]
     pub fn commit(
         &self,
@@ -428,6 +462,7 @@ impl GroupCoordinator {
         instance_id: Option<&str>,
         generation: i32,
         entries: Vec<(String, i32, i64, i32, String)>,
+        txn_producer: Option<(i64, i16)>,
     ) -> Vec<i16> {
         let mut inner = self.lock();
         let now = now_ms();
@@ -470,13 +505,21 @@ impl GroupCoordinator {
             };
             codes.push(code);
         }
-        if let Err(e) = self.persist(broker, group_id, &records) {
+        if let Err(e) = self.persist_as(broker, group_id, &records, txn_producer) {
             return codes
                 .into_iter()
                 .map(|c| if c == code::NONE { e } else { c })
                 .collect();
         }
-        let store = inner.offsets.entry(group_id.to_string()).or_default();
+        let store = match txn_producer {
+            Some((producer_id, _)) => inner
+                .pending_txn_offsets
+                .entry(producer_id)
+                .or_default()
+                .entry(group_id.to_string())
+                .or_default(),
+            None => inner.offsets.entry(group_id.to_string()).or_default(),
+        };
         for r in records {
             if let OffsetsRecord::Offset {
                 key,
@@ -487,6 +530,50 @@ impl GroupCoordinator {
             }
         }
         codes
+    }
+
+    /// A transaction marker of `producer_id` reached offsets partition `partition`: its
+    /// pending offsets for the groups stored there become committed (or are dropped).
+    pub fn complete_txn(&self, producer_id: i64, partition: i32, commit: bool) {
+        let mut inner = self.lock();
+        Self::apply_txn_marker(&mut inner, producer_id, commit, |g| {
+            self.partition_for(g) == partition
+        });
+    }
+
+    fn apply_txn_marker(
+        inner: &mut Inner,
+        producer_id: i64,
+        commit: bool,
+        in_partition: impl Fn(&str) -> bool,
+    ) {
+        let Some(by_group) = inner.pending_txn_offsets.get_mut(&producer_id) else {
+            return;
+        };
+        let groups: Vec<String> = by_group
+            .keys()
+            .filter(|g| in_partition(g))
+            .cloned()
+            .collect();
+        for g in groups {
+            let offsets = by_group.remove(&g).expect("listed above");
+            if commit {
+                inner.offsets.entry(g).or_default().extend(offsets);
+            }
+        }
+        if by_group.is_empty() {
+            inner.pending_txn_offsets.remove(&producer_id);
+        }
+    }
+
+    /// Whether an open transaction holds an offset of `group_id` for (topic, partition)
+    /// (OffsetFetch with require_stable answers UNSTABLE_OFFSET_COMMIT then).
+    pub fn has_pending_txn_offset(&self, group_id: &str, topic: &str, partition: i32) -> bool {
+        let key = (topic.to_string(), partition);
+        self.lock()
+            .pending_txn_offsets
+            .values()
+            .any(|by_group| by_group.get(group_id).is_some_and(|o| o.contains_key(&key)))
     }
 
     /// Committed offsets of `group_id`: of the given partitions (missing ones as offset -1),

@@ -40,6 +40,7 @@ const CRC_START: usize = 21;
 const MAGIC_V2: i8 = 2;
 const COMPRESSION_MASK: i16 = 0x07;
 const CONTROL_BIT: i16 = 0x20;
+const TRANSACTIONAL_BIT: i16 = 0x10;
 
 /// Errors from decoding `__consumer_offsets` records and batches.
 #[derive(Debug, thiserror::Error)]
@@ -423,20 +424,46 @@ fn decode_group_value(value: &[u8]) -> Result<GroupMetadataValue, OffsetsLogErro
 /// epoch -1, sequence -1, timestamps = now_ms) holding `records` in order, at offset
 /// deltas 0, 1, 2, ... The caller (the log append) assigns the real base offset.
 pub fn encode_batch(records: &[OffsetsRecord], now_ms: i64) -> Bytes {
+    encode_records(records, now_ms, None)
+}
+
+/// [`encode_batch`], as a transactional batch of `txn_producer` (id, epoch) when given.
+pub fn encode_records(
+    records: &[OffsetsRecord],
+    now_ms: i64,
+    txn_producer: Option<(i64, i16)>,
+) -> Bytes {
+    let kvs: Vec<KvRecord> = records
+        .iter()
+        .map(|r| (r.encode_key(), r.encode_value()))
+        .collect();
+    encode_kv_batch(&kvs, now_ms, txn_producer)
+}
+
+/// One record of an internal topic: its key and its value (`None`: a tombstone).
+pub type KvRecord = (Bytes, Option<Bytes>);
+
+/// An uncompressed v2 batch of key/value records, as [`encode_batch`] writes it; with
+/// `txn_producer` = (producer id, epoch) it is a transactional batch of that producer
+/// (sequence -1: coordinators' writes carry no sequence numbers).
+pub fn encode_kv_batch(
+    records: &[KvRecord],
+    now_ms: i64,
+    txn_producer: Option<(i64, i16)>,
+) -> Bytes {
     let mut body = Vec::with_capacity(records.len() * 64);
     let mut record = Vec::with_capacity(128);
-    for (i, rec) in records.iter().enumerate() {
+    for (i, (key, value)) in records.iter().enumerate() {
         record.clear();
         record.put_i8(0); // attributes
         put_varlong(&mut record, 0); // timestamp delta
         put_varint(&mut record, clamp_i32(i));
-        let key = rec.encode_key();
         put_varint(&mut record, clamp_i32(key.len()));
-        record.extend_from_slice(&key);
-        match rec.encode_value() {
+        record.extend_from_slice(key);
+        match value {
             Some(value) => {
                 put_varint(&mut record, clamp_i32(value.len()));
-                record.extend_from_slice(&value);
+                record.extend_from_slice(value);
             }
             None => put_varint(&mut record, -1),
         }
@@ -444,6 +471,10 @@ pub fn encode_batch(records: &[OffsetsRecord], now_ms: i64) -> Bytes {
         put_varint(&mut body, clamp_i32(record.len()));
         body.extend_from_slice(&record);
     }
+    let (producer_id, producer_epoch, attributes) = match txn_producer {
+        Some((id, epoch)) => (id, epoch, TRANSACTIONAL_BIT),
+        None => (-1, -1, 0),
+    };
 
     let mut out = Vec::with_capacity(BATCH_HEADER_SIZE + body.len());
     out.put_i64(0); // base offset
@@ -451,18 +482,33 @@ pub fn encode_batch(records: &[OffsetsRecord], now_ms: i64) -> Bytes {
     out.put_i32(-1); // partition leader epoch
     out.put_i8(MAGIC_V2);
     out.put_u32(0); // CRC, filled in below
-    out.put_i16(0); // attributes: no compression, create time, not transactional
+    out.put_i16(attributes); // no compression, create time
     out.put_i32(clamp_i32(records.len().saturating_sub(1))); // last offset delta
     out.put_i64(now_ms); // base timestamp
     out.put_i64(now_ms); // max timestamp
-    out.put_i64(-1); // producer id
-    out.put_i16(-1); // producer epoch
+    out.put_i64(producer_id);
+    out.put_i16(producer_epoch);
     out.put_i32(-1); // base sequence
     out.put_i32(clamp_i32(records.len()));
     out.extend_from_slice(&body);
     let crc = crc32c::crc32c(&out[CRC_START..]);
     out[CRC_AT..CRC_AT + 4].copy_from_slice(&crc.to_be_bytes());
     Bytes::from(out)
+}
+
+/// One decoded batch of an internal topic.
+#[derive(Debug, Clone, PartialEq)]
+pub struct KvBatch {
+    pub base_offset: i64,
+    /// Offset of the batch's last record (base offset + last offset delta).
+    pub last_offset: i64,
+    pub producer_id: i64,
+    pub producer_epoch: i16,
+    pub transactional: bool,
+    /// For a control batch: `Some(true)` for a commit marker, `Some(false)` for an abort.
+    pub control: Option<bool>,
+    /// (offset, key, value) of each record; empty for a control batch.
+    pub records: Vec<(i64, Bytes, Option<Bytes>)>,
 }
 
 /// Parses every batch in `data` (as read from the log: possibly several whole batches),
@@ -472,6 +518,22 @@ pub fn encode_batch(records: &[OffsetsRecord], now_ms: i64) -> Bytes {
 /// batch's CRC is verified. Compressed batches, a torn (incomplete) trailing batch and any
 /// other malformed data are errors.
 pub fn decode_batches(data: &[u8]) -> Result<Vec<(i64, OffsetsRecord)>, OffsetsLogError> {
+    let mut out = Vec::new();
+    for batch in decode_kv_batches(data)? {
+        for (offset, key, value) in batch.records {
+            match OffsetsRecord::decode(&key, value.as_deref()) {
+                Ok(record) => out.push((offset, record)),
+                Err(OffsetsLogError::UnknownKeyVersion(_)) => {}
+                Err(e) => return Err(e),
+            }
+        }
+    }
+    Ok(out)
+}
+
+/// Parses every batch in `data` into [`KvBatch`]es (control batches included, with their
+/// marker type), with the same checks as [`decode_batches`].
+pub fn decode_kv_batches(data: &[u8]) -> Result<Vec<KvBatch>, OffsetsLogError> {
     let mut out = Vec::new();
     let mut rest = data;
     while !rest.is_empty() {
@@ -504,7 +566,7 @@ pub fn decode_batches(data: &[u8]) -> Result<Vec<(i64, OffsetsRecord)>, OffsetsL
 fn decode_one_batch(
     base_offset: i64,
     batch: &[u8],
-    out: &mut Vec<(i64, OffsetsRecord)>,
+    out: &mut Vec<KvBatch>,
 ) -> Result<(), OffsetsLogError> {
     let magic = batch[MAGIC_AT] as i8;
     if magic != MAGIC_V2 {
@@ -523,11 +585,11 @@ fn decode_one_batch(
 
     let mut r = Reader::new(&batch[CRC_START..]);
     let attributes = r.i16("batch attributes")?;
-    let _last_offset_delta = r.i32("last offset delta")?;
+    let last_offset_delta = r.i32("last offset delta")?;
     let _base_timestamp = r.i64("base timestamp")?;
     let _max_timestamp = r.i64("max timestamp")?;
-    let _producer_id = r.i64("producer id")?;
-    let _producer_epoch = r.i16("producer epoch")?;
+    let producer_id = r.i64("producer id")?;
+    let producer_epoch = r.i16("producer epoch")?;
     let _base_sequence = r.i32("base sequence")?;
     let records_count = r.i32("records count")?;
 
@@ -535,9 +597,15 @@ fn decode_one_batch(
     if compression != 0 {
         return Err(OffsetsLogError::Compressed(compression));
     }
-    if attributes & CONTROL_BIT != 0 {
-        return Ok(());
-    }
+    let mut batch = KvBatch {
+        base_offset,
+        last_offset: base_offset.saturating_add(last_offset_delta.max(0).into()),
+        producer_id,
+        producer_epoch,
+        transactional: attributes & TRANSACTIONAL_BIT != 0,
+        control: None,
+        records: Vec::new(),
+    };
     if records_count < 0 {
         return Err(OffsetsLogError::InvalidLength {
             what: "records count",
@@ -580,13 +648,21 @@ fn decode_one_batch(
             rec.nullable_varint_bytes("record header value")?;
         }
         rec.finish("record")?;
-        match OffsetsRecord::decode(key, value) {
-            Ok(record) => out.push((offset, record)),
-            Err(OffsetsLogError::UnknownKeyVersion(_)) => {}
-            Err(e) => return Err(e),
+        if attributes & CONTROL_BIT != 0 {
+            // A control record's key is [version i16][type i16]: 0 abort, 1 commit.
+            if key.len() >= 4 {
+                batch.control = Some(i16::from_be_bytes([key[2], key[3]]) == 1);
+            }
+        } else {
+            batch.records.push((
+                offset,
+                Bytes::copy_from_slice(key),
+                value.map(Bytes::copy_from_slice),
+            ));
         }
     }
     r.finish("record batch")?;
+    out.push(batch);
     Ok(())
 }
 
@@ -606,26 +682,26 @@ fn clamp_str(s: &str, max: usize) -> &str {
     &s[..end]
 }
 
-fn put_string(out: &mut Vec<u8>, s: &str) {
+pub(crate) fn put_string(out: &mut Vec<u8>, s: &str) {
     let s = clamp_str(s, MAX_STRING_LEN);
     out.put_i16(s.len() as i16);
     out.extend_from_slice(s.as_bytes());
 }
 
-fn put_nullable_string(out: &mut Vec<u8>, s: Option<&str>) {
+pub(crate) fn put_nullable_string(out: &mut Vec<u8>, s: Option<&str>) {
     match s {
         Some(s) => put_string(out, s),
         None => out.put_i16(-1),
     }
 }
 
-fn put_bytes(out: &mut Vec<u8>, b: &[u8]) {
+pub(crate) fn put_bytes(out: &mut Vec<u8>, b: &[u8]) {
     let b = &b[..b.len().min(i32::MAX as usize)];
     out.put_i32(b.len() as i32);
     out.extend_from_slice(b);
 }
 
-fn put_varint(out: &mut Vec<u8>, v: i32) {
+pub(crate) fn put_varint(out: &mut Vec<u8>, v: i32) {
     let mut z = ((v << 1) ^ (v >> 31)) as u32;
     while z >= 0x80 {
         out.push((z as u8 & 0x7f) | 0x80);
@@ -634,7 +710,7 @@ fn put_varint(out: &mut Vec<u8>, v: i32) {
     out.push(z as u8);
 }
 
-fn put_varlong(out: &mut Vec<u8>, v: i64) {
+pub(crate) fn put_varlong(out: &mut Vec<u8>, v: i64) {
     let mut z = ((v << 1) ^ (v >> 63)) as u64;
     while z >= 0x80 {
         out.push((z as u8 & 0x7f) | 0x80);
@@ -644,16 +720,20 @@ fn put_varlong(out: &mut Vec<u8>, v: i64) {
 }
 
 /// A bounds-checked big-endian reader over untrusted bytes.
-struct Reader<'a> {
+pub(crate) struct Reader<'a> {
     buf: &'a [u8],
 }
 
 impl<'a> Reader<'a> {
-    fn new(buf: &'a [u8]) -> Self {
+    pub(crate) fn new(buf: &'a [u8]) -> Self {
         Reader { buf }
     }
 
-    fn take(&mut self, n: usize, what: &'static str) -> Result<&'a [u8], OffsetsLogError> {
+    pub(crate) fn take(
+        &mut self,
+        n: usize,
+        what: &'static str,
+    ) -> Result<&'a [u8], OffsetsLogError> {
         if n > self.buf.len() {
             return Err(OffsetsLogError::Truncated {
                 what,
@@ -666,30 +746,37 @@ impl<'a> Reader<'a> {
         Ok(head)
     }
 
-    fn array<const N: usize>(&mut self, what: &'static str) -> Result<[u8; N], OffsetsLogError> {
+    pub(crate) fn array<const N: usize>(
+        &mut self,
+        what: &'static str,
+    ) -> Result<[u8; N], OffsetsLogError> {
         let mut a = [0u8; N];
         a.copy_from_slice(self.take(N, what)?);
         Ok(a)
     }
 
-    fn i8(&mut self, what: &'static str) -> Result<i8, OffsetsLogError> {
+    pub(crate) fn i8(&mut self, what: &'static str) -> Result<i8, OffsetsLogError> {
         Ok(i8::from_be_bytes(self.array(what)?))
     }
 
-    fn i16(&mut self, what: &'static str) -> Result<i16, OffsetsLogError> {
+    pub(crate) fn i16(&mut self, what: &'static str) -> Result<i16, OffsetsLogError> {
         Ok(i16::from_be_bytes(self.array(what)?))
     }
 
-    fn i32(&mut self, what: &'static str) -> Result<i32, OffsetsLogError> {
+    pub(crate) fn i32(&mut self, what: &'static str) -> Result<i32, OffsetsLogError> {
         Ok(i32::from_be_bytes(self.array(what)?))
     }
 
-    fn i64(&mut self, what: &'static str) -> Result<i64, OffsetsLogError> {
+    pub(crate) fn i64(&mut self, what: &'static str) -> Result<i64, OffsetsLogError> {
         Ok(i64::from_be_bytes(self.array(what)?))
     }
 
     /// `len` bytes, where `len` was read off the data (negative is an error).
-    fn sized(&mut self, len: i32, what: &'static str) -> Result<&'a [u8], OffsetsLogError> {
+    pub(crate) fn sized(
+        &mut self,
+        len: i32,
+        what: &'static str,
+    ) -> Result<&'a [u8], OffsetsLogError> {
         if len < 0 {
             return Err(OffsetsLogError::InvalidLength {
                 what,
@@ -699,19 +786,22 @@ impl<'a> Reader<'a> {
         self.take(len as usize, what)
     }
 
-    fn utf8(bytes: &[u8], what: &'static str) -> Result<String, OffsetsLogError> {
+    pub(crate) fn utf8(bytes: &[u8], what: &'static str) -> Result<String, OffsetsLogError> {
         std::str::from_utf8(bytes)
             .map(str::to_owned)
             .map_err(|_| OffsetsLogError::InvalidUtf8 { what })
     }
 
-    fn string(&mut self, what: &'static str) -> Result<String, OffsetsLogError> {
+    pub(crate) fn string(&mut self, what: &'static str) -> Result<String, OffsetsLogError> {
         let len = self.i16(what)?;
         let bytes = self.sized(len.into(), what)?;
         Self::utf8(bytes, what)
     }
 
-    fn nullable_string(&mut self, what: &'static str) -> Result<Option<String>, OffsetsLogError> {
+    pub(crate) fn nullable_string(
+        &mut self,
+        what: &'static str,
+    ) -> Result<Option<String>, OffsetsLogError> {
         let len = self.i16(what)?;
         if len == -1 {
             return Ok(None);
@@ -720,13 +810,13 @@ impl<'a> Reader<'a> {
         Self::utf8(bytes, what).map(Some)
     }
 
-    fn bytes(&mut self, what: &'static str) -> Result<Bytes, OffsetsLogError> {
+    pub(crate) fn bytes(&mut self, what: &'static str) -> Result<Bytes, OffsetsLogError> {
         let len = self.i32(what)?;
         Ok(Bytes::copy_from_slice(self.sized(len, what)?))
     }
 
     /// An `i32` array count, bounded by the bytes remaining (every element takes at least one).
-    fn array_len(&mut self, what: &'static str) -> Result<usize, OffsetsLogError> {
+    pub(crate) fn array_len(&mut self, what: &'static str) -> Result<usize, OffsetsLogError> {
         let count = self.i32(what)?;
         if count < 0 || count as usize > self.buf.len() {
             return Err(OffsetsLogError::InvalidLength {
@@ -738,7 +828,7 @@ impl<'a> Reader<'a> {
     }
 
     /// Unsigned LEB128 of at most `max_bytes` bytes whose value fits in `bits` bits.
-    fn uvarint(
+    pub(crate) fn uvarint(
         &mut self,
         what: &'static str,
         max_bytes: u32,
@@ -761,19 +851,19 @@ impl<'a> Reader<'a> {
     }
 
     /// A zigzag-encoded signed varint (32 bits).
-    fn varint(&mut self, what: &'static str) -> Result<i32, OffsetsLogError> {
+    pub(crate) fn varint(&mut self, what: &'static str) -> Result<i32, OffsetsLogError> {
         let z = self.uvarint(what, 5, 32)? as u32;
         Ok((z >> 1) as i32 ^ -((z & 1) as i32))
     }
 
     /// A zigzag-encoded signed varlong (64 bits).
-    fn varlong(&mut self, what: &'static str) -> Result<i64, OffsetsLogError> {
+    pub(crate) fn varlong(&mut self, what: &'static str) -> Result<i64, OffsetsLogError> {
         let z = self.uvarint(what, 10, 64)?;
         Ok((z >> 1) as i64 ^ -((z & 1) as i64))
     }
 
     /// Varint length (-1 = null) followed by that many bytes.
-    fn nullable_varint_bytes(
+    pub(crate) fn nullable_varint_bytes(
         &mut self,
         what: &'static str,
     ) -> Result<Option<&'a [u8]>, OffsetsLogError> {
@@ -785,7 +875,7 @@ impl<'a> Reader<'a> {
     }
 
     /// Errors unless everything was consumed.
-    fn finish(&self, what: &'static str) -> Result<(), OffsetsLogError> {
+    pub(crate) fn finish(&self, what: &'static str) -> Result<(), OffsetsLogError> {
         if self.buf.is_empty() {
             Ok(())
         } else {

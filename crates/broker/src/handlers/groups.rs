@@ -28,27 +28,35 @@ use crate::group::coordinator::CommittedOffset;
 use crate::group::state::JoinRequest;
 
 const KEY_TYPE_GROUP: i8 = 0;
+const KEY_TYPE_TRANSACTION: i8 = 1;
 
 /// One coordinator lookup: this broker for every group (it leads every offsets partition).
 fn coordinator_for(broker: &Broker, key: &str, key_type: i8) -> (i16, Option<String>) {
-    if key_type != KEY_TYPE_GROUP {
-        return (
-            code(ResponseError::InvalidRequest),
-            Some(format!(
-                "coordinator key type {key_type} is not supported (transactions are not built yet)"
-            )),
-        );
-    }
+    let (ensure, empty_key_error): (fn(&Broker) -> _, _) = match key_type {
+        KEY_TYPE_GROUP => (Broker::ensure_offsets_topic, ResponseError::InvalidGroupId),
+        KEY_TYPE_TRANSACTION => (
+            Broker::ensure_txn_state_topic,
+            ResponseError::InvalidRequest,
+        ),
+        _ => {
+            return (
+                code(ResponseError::InvalidRequest),
+                Some(format!(
+                    "coordinator key type {key_type} is not supported (0: group, 1: transaction)"
+                )),
+            )
+        }
+    };
     if key.is_empty() {
         return (
-            code(ResponseError::InvalidGroupId),
-            Some("the group id is empty".into()),
+            code(empty_key_error),
+            Some("the coordinator key is empty".into()),
         );
     }
-    match broker.ensure_offsets_topic() {
+    match ensure(broker) {
         Ok(()) => (NONE, None),
         Err(e) => {
-            tracing::error!(error = %e, "cannot create __consumer_offsets");
+            tracing::error!(error = %e, "cannot create an internal topic");
             (
                 code(ResponseError::CoordinatorNotAvailable),
                 Some(e.to_string()),
@@ -256,6 +264,7 @@ pub fn offset_commit(broker: &Broker, request: OffsetCommitRequest) -> OffsetCom
         request.group_instance_id.as_ref().map(|i| i.as_str()),
         request.generation_id_or_member_epoch,
         entries,
+        None,
     );
     let mut codes = codes.into_iter();
     let topics = request
@@ -279,22 +288,37 @@ pub fn offset_commit(broker: &Broker, request: OffsetCommitRequest) -> OffsetCom
     OffsetCommitResponse::default().with_topics(topics)
 }
 
-/// The committed offsets asked for, grouped by topic in request order.
+/// (partition, committed offset, error code) as OffsetFetch answers it.
+type FetchedOffset = (i32, CommittedOffset, i16);
+
+/// Kafka's code for an offset an open transaction is about to change.
+const UNSTABLE_OFFSET_COMMIT: i16 = 88;
+
+/// The committed offsets asked for, grouped by topic in request order, each with its error
+/// code: with `require_stable`, an offset an open transaction holds is withheld
+/// (UNSTABLE_OFFSET_COMMIT, offset -1) so the consumer retries after the transaction ends.
 fn fetch_group(
     broker: &Broker,
     group_id: &str,
     wanted: Option<Vec<(String, Vec<i32>)>>,
-) -> Vec<(String, Vec<(i32, CommittedOffset)>)> {
+    require_stable: bool,
+) -> Vec<(String, Vec<FetchedOffset>)> {
     let flat = wanted.map(|w| {
         w.into_iter()
             .flat_map(|(t, ps)| ps.into_iter().map(move |p| (t.clone(), p)))
             .collect()
     });
-    let mut out: Vec<(String, Vec<(i32, CommittedOffset)>)> = Vec::new();
-    for (t, p, c) in broker.groups.fetch_offsets(group_id, flat) {
+    let mut out: Vec<(String, Vec<FetchedOffset>)> = Vec::new();
+    for (t, p, mut c) in broker.groups.fetch_offsets(group_id, flat) {
+        let mut error = NONE;
+        if require_stable && broker.groups.has_pending_txn_offset(group_id, &t, p) {
+            error = UNSTABLE_OFFSET_COMMIT;
+            c.offset = -1;
+            c.metadata.clear();
+        }
         match out.iter_mut().find(|(name, _)| *name == t) {
-            Some((_, ps)) => ps.push((p, c)),
-            None => out.push((t, vec![(p, c)])),
+            Some((_, ps)) => ps.push((p, c, error)),
+            None => out.push((t, vec![(p, c, error)])),
         }
     }
     out
@@ -315,24 +339,30 @@ pub fn offset_fetch(
                         .map(|t| (t.name.0.to_string(), t.partition_indexes))
                         .collect()
                 });
-                let topics = fetch_group(broker, g.group_id.0.as_str(), wanted)
-                    .into_iter()
-                    .map(|(t, ps)| {
-                        OffsetFetchResponseTopics::default()
-                            .with_name(TopicName(s(t)))
-                            .with_partitions(
-                                ps.into_iter()
-                                    .map(|(p, c)| {
-                                        OffsetFetchResponsePartitions::default()
-                                            .with_partition_index(p)
-                                            .with_committed_offset(c.offset)
-                                            .with_committed_leader_epoch(c.leader_epoch)
-                                            .with_metadata(Some(s(c.metadata)))
-                                    })
-                                    .collect(),
-                            )
-                    })
-                    .collect();
+                let topics = fetch_group(
+                    broker,
+                    g.group_id.0.as_str(),
+                    wanted,
+                    request.require_stable,
+                )
+                .into_iter()
+                .map(|(t, ps)| {
+                    OffsetFetchResponseTopics::default()
+                        .with_name(TopicName(s(t)))
+                        .with_partitions(
+                            ps.into_iter()
+                                .map(|(p, c, error)| {
+                                    OffsetFetchResponsePartitions::default()
+                                        .with_partition_index(p)
+                                        .with_error_code(error)
+                                        .with_committed_offset(c.offset)
+                                        .with_committed_leader_epoch(c.leader_epoch)
+                                        .with_metadata(Some(s(c.metadata)))
+                                })
+                                .collect(),
+                        )
+                })
+                .collect();
                 OffsetFetchResponseGroup::default()
                     .with_group_id(g.group_id)
                     .with_topics(topics)
@@ -345,16 +375,18 @@ pub fn offset_fetch(
             .map(|t| (t.name.0.to_string(), t.partition_indexes))
             .collect()
     });
-    let topics = fetch_group(broker, request.group_id.0.as_str(), wanted)
+    let require_stable = version >= 7 && request.require_stable;
+    let topics = fetch_group(broker, request.group_id.0.as_str(), wanted, require_stable)
         .into_iter()
         .map(|(t, ps)| {
             OffsetFetchResponseTopic::default()
                 .with_name(TopicName(s(t)))
                 .with_partitions(
                     ps.into_iter()
-                        .map(|(p, c)| {
+                        .map(|(p, c, error)| {
                             OffsetFetchResponsePartition::default()
                                 .with_partition_index(p)
+                                .with_error_code(error)
                                 .with_committed_offset(c.offset)
                                 .with_committed_leader_epoch(if version >= 5 {
                                     c.leader_epoch

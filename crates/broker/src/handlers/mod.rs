@@ -12,6 +12,7 @@ pub mod metadata;
 pub mod produce;
 pub mod producer_id;
 pub mod topics;
+pub mod transactions;
 
 use kafka_protocol::error::ResponseError;
 use kafka_protocol::messages::{RequestHeader, RequestKind, ResponseKind};
@@ -83,7 +84,26 @@ pub async fn handle(
             ResponseKind::OffsetDelete(groups::offset_delete(broker, r))
         }
         RequestKind::InitProducerId(r) => {
-            ResponseKind::InitProducerId(producer_id::init_producer_id(broker, r))
+            ResponseKind::InitProducerId(producer_id::init_producer_id(broker, r, v))
+        }
+        RequestKind::AddPartitionsToTxn(r) => {
+            ResponseKind::AddPartitionsToTxn(transactions::add_partitions(broker, r, v))
+        }
+        RequestKind::AddOffsetsToTxn(r) => {
+            ResponseKind::AddOffsetsToTxn(transactions::add_offsets(broker, r, v))
+        }
+        RequestKind::TxnOffsetCommit(r) => {
+            ResponseKind::TxnOffsetCommit(transactions::txn_offset_commit(broker, r, v))
+        }
+        RequestKind::EndTxn(r) => ResponseKind::EndTxn(transactions::end_txn(broker, r, v)),
+        RequestKind::ListTransactions(r) => {
+            ResponseKind::ListTransactions(transactions::list_transactions(broker, r, v))
+        }
+        RequestKind::DescribeTransactions(r) => {
+            ResponseKind::DescribeTransactions(transactions::describe_transactions(broker, r))
+        }
+        RequestKind::DescribeProducers(r) => {
+            ResponseKind::DescribeProducers(transactions::describe_producers(broker, r))
         }
         RequestKind::DeleteRecords(r) => {
             ResponseKind::DeleteRecords(delete_records::handle(broker, r))

@@ -15,7 +15,11 @@ use kafka_protocol::messages::{ProduceRequest, ProduceResponse};
 
 use super::{code, now_ms, s, NONE};
 use crate::broker::Broker;
-use crate::partition::AppendError;
+use crate::partition::{AppendError, Partition};
+use crate::txn::state::{code as txn_code, TxnError};
+use gregor_storage::batch::BatchIter;
+use gregor_storage::log::AppendInfo;
+use kafka_protocol::messages::TransactionalId;
 
 /// Kafka error code and message for a storage failure.
 pub fn storage_error(e: &StorageError) -> (i16, String) {
@@ -140,7 +144,12 @@ pub async fn handle(
                     }
                 }
             }
-            match partition.append(&records, now_ms()) {
+            match append(
+                broker,
+                &partition,
+                request.transactional_id.as_ref(),
+                &records,
+            ) {
                 Ok(info) => {
                     if acks == -1 {
                         waits.push((partition.clone(), info.last_offset + 1));
@@ -219,6 +228,50 @@ fn mark_timed_out(responses: &mut [TopicProduceResponse], topic: &str, index: i3
             ));
         }
     }
+}
+
+/// Appends a client's record set (the partition refuses control batches). A transactional
+/// batch is written only if the transaction coordinator has the partition in
+/// the producer's ongoing transaction (KIP-890 verification, checked and written under the
+/// coordinator lock so no EndTxn can come between).
+fn append(
+    broker: &Broker,
+    partition: &Partition,
+    transactional_id: Option<&TransactionalId>,
+    records: &[u8],
+) -> Result<AppendInfo, AppendError> {
+    let refused = |c: i16, m: String| Err(AppendError::Producer(c, m));
+    let Some((first, _)) = BatchIter::new(records).next() else {
+        return partition.append(records, now_ms());
+    };
+    if !first.is_transactional() {
+        return partition.append(records, now_ms());
+    }
+    let Some(id) = transactional_id.filter(|t| !t.0.is_empty()) else {
+        return refused(
+            code(ResponseError::InvalidTxnState),
+            "a transactional batch needs the producer's transactional id".into(),
+        );
+    };
+    let target = (partition.topic.clone(), partition.index);
+    broker
+        .txns
+        .append_verified(
+            id.0.as_str(),
+            first.producer_id,
+            first.producer_epoch,
+            &target,
+            || partition.append(records, now_ms()),
+        )
+        .unwrap_or_else(|TxnError(c, m)| {
+            // The partition leader reports a fenced producer as INVALID_PRODUCER_EPOCH.
+            let c = if c == txn_code::PRODUCER_FENCED {
+                txn_code::INVALID_PRODUCER_EPOCH
+            } else {
+                c
+            };
+            refused(c, m)
+        })
 }
 
 /// Whether `topic`'s cleanup.policy includes compact (its records must have keys).

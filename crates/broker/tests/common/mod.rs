@@ -169,6 +169,17 @@ pub fn idempotent_batch(
     base_sequence: i32,
     values: &[&[u8]],
 ) -> Bytes {
+    producer_batch(producer_id, epoch, base_sequence, values, false)
+}
+
+/// [`idempotent_batch`], with the transactional attribute when `transactional`.
+pub fn producer_batch(
+    producer_id: i64,
+    epoch: i16,
+    base_sequence: i32,
+    values: &[&[u8]],
+    transactional: bool,
+) -> Bytes {
     let mut records = BytesMut::new();
     for (i, v) in values.iter().enumerate() {
         let mut r = BytesMut::new();
@@ -188,7 +199,7 @@ pub fn idempotent_batch(
     b.put_i32(-1); // partition leader epoch
     b.put_i8(2); // magic
     b.put_u32(0); // crc, patched below
-    b.put_i16(0); // attributes
+    b.put_i16(if transactional { 0x10 } else { 0 }); // attributes
     b.put_i32(values.len() as i32 - 1);
     b.put_i64(1_700_000_000_000);
     b.put_i64(1_700_000_000_000);

@@ -157,6 +157,13 @@ pub static SERVED: &[ApiSchema] = &[
     api(ApiKey::OffsetDelete, 0, 0, NEVER, OFFSET_DELETE),
     api(ApiKey::DeleteRecords, 0, 2, 2, DELETE_RECORDS),
     api(ApiKey::InitProducerId, 0, 5, 2, INIT_PRODUCER_ID),
+    api(ApiKey::AddPartitionsToTxn, 0, 5, 3, ADD_PARTITIONS_TO_TXN),
+    api(ApiKey::AddOffsetsToTxn, 0, 4, 3, ADD_OFFSETS_TO_TXN),
+    api(ApiKey::TxnOffsetCommit, 0, 5, 3, TXN_OFFSET_COMMIT),
+    api(ApiKey::EndTxn, 0, 5, 3, END_TXN),
+    api(ApiKey::ListTransactions, 0, 2, 0, LIST_TRANSACTIONS),
+    api(ApiKey::DescribeTransactions, 0, 0, 0, DESCRIBE_TRANSACTIONS),
+    api(ApiKey::DescribeProducers, 0, 0, 0, DESCRIBE_PRODUCERS),
 ];
 
 /// Layouts written ahead of their handlers; not served until a row in
@@ -469,6 +476,70 @@ const INIT_PRODUCER_ID: &[Field] = &[
     f("producer_id", INT64).since(3),
     f("producer_epoch", INT16).since(3),
 ];
+
+// ---- Transactions ---------------------------------------------------------------------------
+
+const TXN_TOPIC_PARTITIONS: &[Field] = &[f("name", STRING), f("partitions", Ty::Array(&INT32))];
+const ADD_PARTITIONS_TO_TXN_TRANSACTION: &[Field] = &[
+    f("transactional_id", STRING),
+    f("producer_id", INT64),
+    f("producer_epoch", INT16),
+    f("verify_only", BOOL),
+    f("topics", Ty::Structs(TXN_TOPIC_PARTITIONS)),
+];
+const ADD_PARTITIONS_TO_TXN: &[Field] = &[
+    f(
+        "transactions",
+        Ty::Structs(ADD_PARTITIONS_TO_TXN_TRANSACTION),
+    )
+    .since(4),
+    f("v3_and_below_transactional_id", STRING).until(3),
+    f("v3_and_below_producer_id", INT64).until(3),
+    f("v3_and_below_producer_epoch", INT16).until(3),
+    f("v3_and_below_topics", Ty::Structs(TXN_TOPIC_PARTITIONS)).until(3),
+];
+const ADD_OFFSETS_TO_TXN: &[Field] = &[
+    f("transactional_id", STRING),
+    f("producer_id", INT64),
+    f("producer_epoch", INT16),
+    f("group_id", STRING),
+];
+const TXN_OFFSET_COMMIT_PARTITION: &[Field] = &[
+    f("partition_index", INT32),
+    f("committed_offset", INT64),
+    f("committed_leader_epoch", INT32).since(2),
+    f("committed_metadata", STRING),
+];
+const TXN_OFFSET_COMMIT_TOPIC: &[Field] = &[
+    f("name", STRING),
+    f("partitions", Ty::Structs(TXN_OFFSET_COMMIT_PARTITION)),
+];
+const TXN_OFFSET_COMMIT: &[Field] = &[
+    f("transactional_id", STRING),
+    f("group_id", STRING),
+    f("producer_id", INT64),
+    f("producer_epoch", INT16),
+    f("generation_id", INT32).since(3),
+    f("member_id", STRING).since(3),
+    f("group_instance_id", STRING).since(3),
+    f("topics", Ty::Structs(TXN_OFFSET_COMMIT_TOPIC)),
+];
+const END_TXN: &[Field] = &[
+    f("transactional_id", STRING),
+    f("producer_id", INT64),
+    f("producer_epoch", INT16),
+    f("committed", BOOL),
+];
+const LIST_TRANSACTIONS: &[Field] = &[
+    f("state_filters", Ty::Array(&STRING)),
+    f("producer_id_filters", Ty::Array(&INT64)),
+    f("duration_filter", INT64).since(1),
+    f("transactional_id_pattern", STRING).since(2),
+];
+const DESCRIBE_TRANSACTIONS: &[Field] = &[f("transactional_ids", Ty::Array(&STRING))];
+const DESCRIBE_PRODUCERS_TOPIC: &[Field] =
+    &[f("name", STRING), f("partition_indexes", Ty::Array(&INT32))];
+const DESCRIBE_PRODUCERS: &[Field] = &[f("topics", Ty::Structs(DESCRIBE_PRODUCERS_TOPIC))];
 
 const DELETE_RECORDS_PARTITION: &[Field] = &[f("partition_index", INT32), f("offset", INT64)];
 const DELETE_RECORDS_TOPIC: &[Field] = &[

@@ -109,6 +109,13 @@ fn decode_body(key: ApiKey, buf: &mut Bytes, v: i16) -> Result<(), String> {
         ApiKey::OffsetDelete => d::<OffsetDeleteRequest>(buf, v),
         ApiKey::InitProducerId => d::<InitProducerIdRequest>(buf, v),
         ApiKey::DeleteRecords => d::<DeleteRecordsRequest>(buf, v),
+        ApiKey::AddPartitionsToTxn => d::<AddPartitionsToTxnRequest>(buf, v),
+        ApiKey::AddOffsetsToTxn => d::<AddOffsetsToTxnRequest>(buf, v),
+        ApiKey::TxnOffsetCommit => d::<TxnOffsetCommitRequest>(buf, v),
+        ApiKey::EndTxn => d::<EndTxnRequest>(buf, v),
+        ApiKey::ListTransactions => d::<ListTransactionsRequest>(buf, v),
+        ApiKey::DescribeTransactions => d::<DescribeTransactionsRequest>(buf, v),
+        ApiKey::DescribeProducers => d::<DescribeProducersRequest>(buf, v),
         other => Err(format!("no codec wired for {other:?}")),
     }
 }
@@ -646,6 +653,115 @@ fn body(key: ApiKey, v: i16) -> Vec<u8> {
                 .with_timeout_ms(5)
                 .with_unknown_tagged_fields(unknown);
             enc(req, v)
+        }
+        ApiKey::AddPartitionsToTxn => {
+            use kafka_protocol::messages::add_partitions_to_txn_request::*;
+            let t = |name, ps: Vec<i32>| {
+                AddPartitionsToTxnTopic::default()
+                    .with_name(topic(name))
+                    .with_partitions(ps)
+            };
+            let topics = vec![t("t", vec![0, 1]), t("u", vec![])];
+            let req = AddPartitionsToTxnRequest::default().with_unknown_tagged_fields(unknown);
+            let req = if v <= 3 {
+                req.with_v3_and_below_transactional_id(TransactionalId(s("txn")))
+                    .with_v3_and_below_producer_id(ProducerId(77))
+                    .with_v3_and_below_producer_epoch(3)
+                    .with_v3_and_below_topics(topics)
+            } else {
+                req.with_transactions(vec![
+                    AddPartitionsToTxnTransaction::default()
+                        .with_transactional_id(TransactionalId(s("txn")))
+                        .with_producer_id(ProducerId(77))
+                        .with_producer_epoch(3)
+                        .with_verify_only(true)
+                        .with_topics(topics),
+                    AddPartitionsToTxnTransaction::default()
+                        .with_transactional_id(TransactionalId(s("other"))),
+                ])
+            };
+            enc(req, v)
+        }
+        ApiKey::AddOffsetsToTxn => enc(
+            AddOffsetsToTxnRequest::default()
+                .with_transactional_id(TransactionalId(s("txn")))
+                .with_producer_id(ProducerId(77))
+                .with_producer_epoch(3)
+                .with_group_id(GroupId(s("g")))
+                .with_unknown_tagged_fields(unknown),
+            v,
+        ),
+        ApiKey::TxnOffsetCommit => {
+            use kafka_protocol::messages::txn_offset_commit_request::*;
+            let p = |i| {
+                let p = TxnOffsetCommitRequestPartition::default()
+                    .with_partition_index(i)
+                    .with_committed_offset(42)
+                    .with_committed_metadata(Some(s("meta")));
+                if v >= 2 {
+                    p.with_committed_leader_epoch(5)
+                } else {
+                    p
+                }
+            };
+            let mut req = TxnOffsetCommitRequest::default()
+                .with_transactional_id(TransactionalId(s("txn")))
+                .with_group_id(GroupId(s("g")))
+                .with_producer_id(ProducerId(77))
+                .with_producer_epoch(3)
+                .with_topics(vec![
+                    TxnOffsetCommitRequestTopic::default()
+                        .with_name(topic("t"))
+                        .with_partitions(vec![p(0), p(1)]),
+                    TxnOffsetCommitRequestTopic::default().with_name(topic("u")),
+                ])
+                .with_unknown_tagged_fields(unknown);
+            if v >= 3 {
+                req = req
+                    .with_generation_id(4)
+                    .with_member_id(s("member"))
+                    .with_group_instance_id(Some(s("instance")));
+            }
+            enc(req, v)
+        }
+        ApiKey::EndTxn => enc(
+            EndTxnRequest::default()
+                .with_transactional_id(TransactionalId(s("txn")))
+                .with_producer_id(ProducerId(77))
+                .with_producer_epoch(3)
+                .with_committed(true)
+                .with_unknown_tagged_fields(unknown),
+            v,
+        ),
+        ApiKey::ListTransactions => {
+            let mut req = ListTransactionsRequest::default()
+                .with_state_filters(vec![s("Ongoing"), s("Empty")])
+                .with_producer_id_filters(vec![ProducerId(1), ProducerId(2)])
+                .with_unknown_tagged_fields(unknown);
+            if v >= 1 {
+                req = req.with_duration_filter(1000);
+            }
+            if v >= 2 {
+                req = req.with_transactional_id_pattern(Some(s("tx.*")));
+            }
+            enc(req, v)
+        }
+        ApiKey::DescribeTransactions => enc(
+            DescribeTransactionsRequest::default()
+                .with_transactional_ids(vec![TransactionalId(s("a")), TransactionalId(s("b"))])
+                .with_unknown_tagged_fields(unknown),
+            v,
+        ),
+        ApiKey::DescribeProducers => {
+            use kafka_protocol::messages::describe_producers_request::*;
+            enc(
+                DescribeProducersRequest::default()
+                    .with_topics(vec![TopicRequest::default()
+                        .with_name(topic("t"))
+                        .with_partition_indexes(vec![0, 3])])
+                    .with_unknown_tagged_fields(unknown),
+                v,
+            )
         }
         other => panic!("no test request for {other:?}"),
     }
