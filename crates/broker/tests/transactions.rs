@@ -10,8 +10,9 @@ use common::{client_config, producer_batch, restart_broker, start_broker, RawCon
 use kafka_protocol::messages::add_partitions_to_txn_request::AddPartitionsToTxnTopic;
 use kafka_protocol::messages::produce_request::{PartitionProduceData, TopicProduceData};
 use kafka_protocol::messages::{
-    AddPartitionsToTxnRequest, ApiKey, EndTxnRequest, FindCoordinatorRequest,
-    InitProducerIdRequest, ProduceRequest, ProducerId, RequestKind, ResponseKind, TopicName,
+    describe_producers_request, AddPartitionsToTxnRequest, ApiKey, DescribeProducersRequest,
+    DescribeTransactionsRequest, EndTxnRequest, FindCoordinatorRequest, InitProducerIdRequest,
+    ListTransactionsRequest, ProduceRequest, ProducerId, RequestKind, ResponseKind, TopicName,
     TransactionalId,
 };
 use kafka_protocol::protocol::StrBytes;
@@ -618,6 +619,170 @@ async fn kip_890_verification_and_epoch_bump_on_the_wire() {
             panic!()
         };
         assert_eq!(i.error_code, 50, "INVALID_TRANSACTION_TIMEOUT");
+    })
+    .await
+    .unwrap();
+    broker.shutdown().await.unwrap();
+}
+
+fn init_txn(conn: &mut RawConnection, id: &str) -> (i64, i16) {
+    let find = FindCoordinatorRequest::default()
+        .with_key(StrBytes::from_string(id.into()))
+        .with_key_type(1);
+    let ResponseKind::FindCoordinator(f) = conn.request(
+        ApiKey::FindCoordinator,
+        3,
+        &RequestKind::FindCoordinator(find),
+    ) else {
+        panic!()
+    };
+    assert_eq!(f.error_code, 0);
+    let init = InitProducerIdRequest::default()
+        .with_transactional_id(Some(TransactionalId(StrBytes::from_string(id.into()))))
+        .with_transaction_timeout_ms(60_000)
+        .with_producer_id(ProducerId(-1))
+        .with_producer_epoch(-1);
+    let ResponseKind::InitProducerId(i) = conn.request(
+        ApiKey::InitProducerId,
+        4,
+        &RequestKind::InitProducerId(init),
+    ) else {
+        panic!()
+    };
+    assert_eq!(i.error_code, 0);
+    (i.producer_id.0, i.producer_epoch)
+}
+
+fn describe_txn(conn: &mut RawConnection, id: &str) -> (i16, String, Vec<(String, Vec<i32>)>) {
+    let req = DescribeTransactionsRequest::default()
+        .with_transactional_ids(vec![TransactionalId(StrBytes::from_string(id.into()))]);
+    let ResponseKind::DescribeTransactions(r) = conn.request(
+        ApiKey::DescribeTransactions,
+        0,
+        &RequestKind::DescribeTransactions(req),
+    ) else {
+        panic!()
+    };
+    let t = &r.transaction_states[0];
+    (
+        t.error_code,
+        t.transaction_state.to_string(),
+        t.topics
+            .iter()
+            .map(|d| (d.topic.0.to_string(), d.partitions.clone()))
+            .collect(),
+    )
+}
+
+/// ListTransactions, DescribeTransactions and DescribeProducers report an open transaction;
+/// internal topics cannot join a transaction; an idle transactional id is forgotten after
+/// transactional.id.expiration.ms.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn admin_views_internal_topics_and_id_expiry() {
+    let dir = tempfile::tempdir().unwrap();
+    let overrides = [
+        ("transactional.id.expiration.ms", "1500"),
+        (
+            "transaction.abort.timed.out.transaction.cleanup.interval.ms",
+            "100",
+        ),
+        (
+            "transaction.remove.expired.transaction.cleanup.interval.ms",
+            "100",
+        ),
+    ];
+    let broker = start_broker(dir.path(), &overrides).await;
+    let addr = broker.local_addr;
+    create_topic(&addr.to_string(), "views", 1).await;
+    tokio::task::spawn_blocking(move || {
+        let mut conn = RawConnection::connect(addr);
+        let (pid, epoch) = init_txn(&mut conn, "view-tx");
+        assert_eq!(add_partition(&mut conn, "view-tx", pid, epoch, "views"), 0);
+        assert_eq!(
+            add_partition(&mut conn, "view-tx", pid, epoch, "__consumer_offsets"),
+            17,
+            "INVALID_TOPIC_EXCEPTION for an internal topic"
+        );
+        let (c, offset) = raw_produce(
+            &mut conn,
+            Some("view-tx"),
+            "views",
+            producer_batch(pid, epoch, 0, &[b"x", b"y"], true),
+        );
+        assert_eq!((c, offset), (0, 0));
+
+        let list = ListTransactionsRequest::default().with_state_filters(vec![
+            StrBytes::from_static_str("Ongoing"),
+            StrBytes::from_static_str("Nonsense"),
+        ]);
+        let ResponseKind::ListTransactions(l) = conn.request(
+            ApiKey::ListTransactions,
+            1,
+            &RequestKind::ListTransactions(list),
+        ) else {
+            panic!()
+        };
+        assert_eq!(l.error_code, 0);
+        assert_eq!(
+            l.unknown_state_filters,
+            vec![StrBytes::from_static_str("Nonsense")]
+        );
+        let listed: Vec<(String, i64)> = l
+            .transaction_states
+            .iter()
+            .map(|t| (t.transactional_id.0.to_string(), t.producer_id.0))
+            .collect();
+        assert_eq!(listed, vec![("view-tx".to_string(), pid)]);
+
+        assert_eq!(
+            describe_txn(&mut conn, "view-tx"),
+            (
+                0,
+                "Ongoing".to_string(),
+                vec![("views".to_string(), vec![0])]
+            )
+        );
+        let producers = DescribeProducersRequest::default().with_topics(vec![
+            describe_producers_request::TopicRequest::default()
+                .with_name(TopicName(StrBytes::from_static_str("views")))
+                .with_partition_indexes(vec![0]),
+        ]);
+        let ResponseKind::DescribeProducers(d) = conn.request(
+            ApiKey::DescribeProducers,
+            0,
+            &RequestKind::DescribeProducers(producers),
+        ) else {
+            panic!()
+        };
+        let p = &d.topics[0].partitions[0];
+        assert_eq!(p.error_code, 0);
+        let active: Vec<(i64, i32, i32, i64)> = p
+            .active_producers
+            .iter()
+            .map(|a| {
+                (
+                    a.producer_id.0,
+                    a.producer_epoch,
+                    a.last_sequence,
+                    a.current_txn_start_offset,
+                )
+            })
+            .collect();
+        assert_eq!(active, vec![(pid, epoch as i32, 1, 0)]);
+
+        let (c, _, _) = end_txn(&mut conn, 3, "view-tx", pid, epoch, true);
+        assert_eq!(c, 0);
+        assert_eq!(describe_txn(&mut conn, "view-tx").1, "CompleteCommit");
+        // Idle past transactional.id.expiration.ms: forgotten.
+        let deadline = std::time::Instant::now() + Duration::from_secs(10);
+        while describe_txn(&mut conn, "view-tx").0 == 0 && std::time::Instant::now() < deadline {
+            std::thread::sleep(Duration::from_millis(100));
+        }
+        assert_eq!(
+            describe_txn(&mut conn, "view-tx").0,
+            105,
+            "TRANSACTIONAL_ID_NOT_FOUND"
+        );
     })
     .await
     .unwrap();

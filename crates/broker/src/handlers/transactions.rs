@@ -26,6 +26,7 @@ use kafka_protocol::messages::{
 use super::{now_ms, s, NONE};
 use crate::broker::Broker;
 use crate::group::coordinator::OFFSETS_TOPIC;
+use crate::txn::coordinator::TXN_STATE_TOPIC;
 use crate::txn::state::{code, TxnError, TxnStatus};
 
 /// Clients older than `fenced_since` know PRODUCER_FENCED as INVALID_PRODUCER_EPOCH.
@@ -90,6 +91,21 @@ fn add_or_verify(
     topics: &[AddPartitionsToTxnTopic],
     version: i16,
 ) -> Vec<AddPartitionsToTxnTopicResult> {
+    if let Some(internal) = topics
+        .iter()
+        .find(|t| [OFFSETS_TOPIC, TXN_STATE_TOPIC].contains(&t.name.0.as_str()))
+    {
+        // Clients never write internal topics; offsets join a transaction through
+        // AddOffsetsToTxn.
+        tracing::debug!(topic = %internal.name.0.as_str(), "AddPartitionsToTxn for an internal topic refused");
+        return topic_results(topics, |t, _| {
+            if t == internal.name.0.as_str() {
+                code::INVALID_TOPIC_EXCEPTION
+            } else {
+                code::OPERATION_NOT_ATTEMPTED
+            }
+        });
+    }
     let unknown = unknown_partitions(broker, topics);
     if !unknown.is_empty() {
         return topic_results(topics, |t, p| {
