@@ -103,7 +103,18 @@ impl Partition {
     }
 
     /// The publishing step of every append: LEO, then HW (= LEO with a single replica).
-    fn publish_end(&self, log: &Log) {
+    fn publish_end(&self, log: &mut Log, producers: &ProducerStates, segments_before: usize) {
+        if log.segment_count() != segments_before {
+            // The append rolled a segment: snapshot the producer state there (as Kafka does),
+            // so a restart replays at most one segment to rebuild it.
+            let saved = log
+                .sync_txn_indexes()
+                .map_err(std::io::Error::other)
+                .and_then(|()| producers.save(log.dir(), log.log_end_offset()));
+            if let Err(e) = saved {
+                tracing::warn!(topic = %self.topic, partition = self.index, error = %e, "cannot snapshot producer state at a segment roll");
+            }
+        }
         let leo = log.log_end_offset();
         self.log_end_offset.store(leo, Ordering::Release);
         self.hw_watch.send_replace(leo);
@@ -169,6 +180,7 @@ impl Partition {
     ) -> Result<AppendInfo, AppendError> {
         let mut log = self.lock();
         let mut producers = self.producers();
+        let segments_before = log.segment_count();
         // Idempotent batches are checked against the producer's recent batches first.
         for (header, _) in BatchIter::new(records) {
             if header.is_control() {
@@ -251,7 +263,7 @@ impl Partition {
             }
             first_offset = last_offset + 1;
         }
-        self.publish_end(&log);
+        self.publish_end(&mut log, &producers, segments_before);
         Ok(info)
     }
 
@@ -275,6 +287,7 @@ impl Partition {
         );
         let mut log = self.lock();
         let mut producers = self.producers();
+        let segments_before = log.segment_count();
         if let Err((code, message)) = producers.check_marker(producer_id, producer_epoch) {
             return Err(AppendError::Producer(code, message));
         }
@@ -309,7 +322,7 @@ impl Partition {
         };
         // The marker is in the log whatever happened to its index entry (a restart re-adds
         // a missing one), so LEO and HW move on regardless.
-        self.publish_end(&log);
+        self.publish_end(&mut log, &producers, segments_before);
         indexed?;
         Ok(offset)
     }

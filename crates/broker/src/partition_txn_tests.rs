@@ -316,3 +316,25 @@ fn transactions_survive_a_restart_from_a_snapshot() {
         .unwrap();
     check_recovered(d.path());
 }
+
+#[test]
+fn a_segment_roll_snapshots_the_producer_state() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = LogConfig {
+        segment_bytes: 1024,
+        ..LogConfig::default()
+    };
+    let log = Log::open(dir.path().to_path_buf(), config, Recovery::default()).unwrap();
+    let p = Partition::new("t".into(), 0, Uuid::nil(), log, 0, 1);
+    let snapshot = dir.path().join("producer-state.snapshot");
+    append(&p, &txn_batch(7, 0, 0, 3));
+    assert!(!snapshot.exists(), "no roll yet");
+    let mut seq = 3;
+    while p.with_log(|l| l.segment_count()) == 1 {
+        append(&p, &txn_batch(7, 0, seq, 20));
+        seq += 20;
+    }
+    assert!(snapshot.exists(), "the roll wrote a snapshot");
+    let text = std::fs::read_to_string(&snapshot).unwrap();
+    assert!(text.contains("\"7\""), "it holds producer 7: {text}");
+}
