@@ -173,7 +173,15 @@ async fn api_versions_falls_back_to_v0_for_unknown_versions() {
         };
         assert_eq!(r.error_code, 0);
         assert_eq!(r.api_keys.len(), gregor_protocol::versions::SUPPORTED.len());
-        assert!(r.supported_features.is_empty() && r.finalized_features.is_empty());
+        // v3 lists no supported feature whose lowest level is 0, but the finalized
+        // transaction.version (KIP-890 part 2) is there.
+        assert!(r.supported_features.is_empty());
+        let finalized: Vec<(String, i16)> = r
+            .finalized_features
+            .iter()
+            .map(|f| (f.name.to_string(), f.max_version_level))
+            .collect();
+        assert_eq!(finalized, vec![("transaction.version".to_string(), 2)]);
     })
     .await
     .unwrap();

@@ -788,3 +788,55 @@ async fn admin_views_internal_topics_and_id_expiry() {
     .unwrap();
     broker.shutdown().await.unwrap();
 }
+
+/// KIP-890 part 2 on the wire: with Produce v12 a transactional write adds its partition to
+/// the transaction itself (no AddPartitionsToTxn); after EndTxn v5 bumped the epoch, a late
+/// write on the old epoch is fenced and the new epoch starts the next transaction.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn produce_v12_adds_partitions_implicitly() {
+    let dir = tempfile::tempdir().unwrap();
+    let broker = start_broker(dir.path(), &[]).await;
+    let addr = broker.local_addr;
+    create_topic(&addr.to_string(), "tv2", 1).await;
+    tokio::task::spawn_blocking(move || {
+        let mut conn = RawConnection::connect(addr);
+        let (pid, epoch) = init_txn(&mut conn, "tv2-tx");
+        let produce_v12 = |conn: &mut RawConnection, seq: i32, e: i16, v: &[u8]| {
+            let request = ProduceRequest::default()
+                .with_transactional_id(Some(TransactionalId(StrBytes::from_static_str("tv2-tx"))))
+                .with_acks(-1)
+                .with_timeout_ms(5000)
+                .with_topic_data(vec![TopicProduceData::default()
+                    .with_name(TopicName(StrBytes::from_static_str("tv2")))
+                    .with_partition_data(vec![PartitionProduceData::default()
+                        .with_index(0)
+                        .with_records(Some(producer_batch(pid, e, seq, &[v], true)))])]);
+            let ResponseKind::Produce(r) =
+                conn.request(ApiKey::Produce, 12, &RequestKind::Produce(request))
+            else {
+                panic!()
+            };
+            let p = &r.responses[0].partition_responses[0];
+            (p.error_code, p.base_offset)
+        };
+        assert_eq!(produce_v12(&mut conn, 0, epoch, b"one"), (0, 0));
+        assert_eq!(
+            describe_txn(&mut conn, "tv2-tx"),
+            (0, "Ongoing".to_string(), vec![("tv2".to_string(), vec![0])])
+        );
+        let (c, new_pid, new_epoch) = end_txn(&mut conn, 5, "tv2-tx", pid, epoch, true);
+        assert_eq!((c, new_pid, new_epoch), (0, pid, epoch + 1));
+        let (c, _) = produce_v12(&mut conn, 1, epoch, b"late");
+        assert_eq!(
+            c, 47,
+            "a late write on the old epoch is fenced (INVALID_PRODUCER_EPOCH)"
+        );
+        assert_eq!(produce_v12(&mut conn, 0, new_epoch, b"two").0, 0);
+        assert_eq!(describe_txn(&mut conn, "tv2-tx").1, "Ongoing");
+        let (c, _, _) = end_txn(&mut conn, 5, "tv2-tx", pid, new_epoch, false);
+        assert_eq!(c, 0);
+    })
+    .await
+    .unwrap();
+    broker.shutdown().await.unwrap();
+}

@@ -21,7 +21,7 @@ const fn range(key: ApiKey, min: i16, max: i16) -> ApiRange {
 
 /// Every API the broker serves, with the versions it serves.
 pub const SUPPORTED: &[ApiRange] = &[
-    range(ApiKey::Produce, 3, 11),
+    range(ApiKey::Produce, 3, 12),
     range(ApiKey::Fetch, 4, 12),
     range(ApiKey::ListOffsets, 1, 7),
     range(ApiKey::Metadata, 0, 12),

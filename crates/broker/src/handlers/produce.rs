@@ -50,7 +50,7 @@ fn partition_error(
 pub async fn handle(
     broker: &Broker,
     request: ProduceRequest,
-    _version: i16,
+    version: i16,
 ) -> Option<ProduceResponse> {
     let acks = request.acks;
     let mut waits = Vec::new();
@@ -149,6 +149,7 @@ pub async fn handle(
                 &partition,
                 request.transactional_id.as_ref(),
                 &records,
+                version,
             ) {
                 Ok(info) => {
                     if acks == -1 {
@@ -239,6 +240,7 @@ fn append(
     partition: &Partition,
     transactional_id: Option<&TransactionalId>,
     records: &[u8],
+    version: i16,
 ) -> Result<AppendInfo, AppendError> {
     let refused = |c: i16, m: String| Err(AppendError::Producer(c, m));
     let Some((first, _)) = BatchIter::new(records).next() else {
@@ -256,11 +258,13 @@ fn append(
     let target = (partition.topic.clone(), partition.index);
     broker
         .txns
-        .append_verified(
+        .append_in_txn(
+            broker,
             id.0.as_str(),
-            first.producer_id,
-            first.producer_epoch,
+            (first.producer_id, first.producer_epoch),
             &target,
+            // Produce v12+ (KIP-890 part 2): the partition joins the transaction implicitly.
+            version >= 12,
             || partition.append(records, now_ms()),
         )
         .unwrap_or_else(|TxnError(c, m)| {

@@ -254,7 +254,7 @@ pub fn txn_offset_commit(
     let producer = (request.producer_id.0, request.producer_epoch);
     let codes = broker
         .txns
-        .append_verified(id, producer.0, producer.1, &offsets_partition, || {
+        .append_in_txn(broker, id, producer, &offsets_partition, false, || {
             broker.groups.commit(
                 broker,
                 group,

@@ -273,17 +273,36 @@ impl TxnCoordinator {
 
     /// Runs `append` only if (producer, epoch) may write to `partition` in its ongoing
     /// transaction, holding the coordinator lock so no EndTxn can slip in between the check
-    /// and the write (KIP-890 server-side verification).
-    pub fn append_verified<T>(
+    /// and the write (KIP-890 server-side verification). With `add_if_missing` (Produce v12+,
+    /// KIP-890 part 2: clients no longer send AddPartitionsToTxn) a partition not yet in the
+    /// transaction is added first, starting the transaction if none is open; a late write of
+    /// an ended transaction still fails there, on its old epoch.
+    pub fn append_in_txn<T>(
         &self,
+        broker: &Broker,
         transactional_id: &str,
-        producer_id: i64,
-        epoch: i16,
+        (producer_id, epoch): (i64, i16),
         partition: &(String, i32),
+        add_if_missing: bool,
         append: impl FnOnce() -> T,
     ) -> Result<T, TxnError> {
-        let txns = self.lock();
-        Self::get(&txns, transactional_id)?.verify(producer_id, epoch, partition)?;
+        let mut txns = self.lock();
+        let current = Self::get(&txns, transactional_id)?;
+        match current.verify(producer_id, epoch, partition) {
+            Ok(()) => {}
+            Err(TxnError(code::INVALID_TXN_STATE, _)) if add_if_missing => {
+                let next = current
+                    .add_partitions(
+                        producer_id,
+                        epoch,
+                        std::slice::from_ref(partition),
+                        now_ms(),
+                    )?
+                    .expect("a partition not in the transaction is added");
+                self.store(broker, &mut txns, next)?;
+            }
+            Err(e) => return Err(e),
+        }
         Ok(append())
     }
 
@@ -296,7 +315,8 @@ impl TxnCoordinator {
         epoch: i16,
         partition: &(String, i32),
     ) -> Result<(), TxnError> {
-        self.append_verified(transactional_id, producer_id, epoch, partition, || ())
+        let txns = self.lock();
+        Self::get(&txns, transactional_id)?.verify(producer_id, epoch, partition)
     }
 
     /// EndTxn: commit or abort, writing markers before answering. `bump_epoch` (EndTxn v5):

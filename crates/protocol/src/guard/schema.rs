@@ -126,7 +126,7 @@ pub fn find(key: ApiKey, version: i16) -> Option<&'static ApiSchema> {
 
 /// Layouts of the apis in [`crate::versions::SUPPORTED`].
 pub static SERVED: &[ApiSchema] = &[
-    api(ApiKey::Produce, 3, 11, 9, PRODUCE),
+    api(ApiKey::Produce, 3, 12, 9, PRODUCE),
     api(ApiKey::Fetch, 4, 12, 12, FETCH),
     api(ApiKey::ListOffsets, 1, 7, 6, LIST_OFFSETS),
     api(ApiKey::Metadata, 0, 12, 9, METADATA),
