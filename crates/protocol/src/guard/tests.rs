@@ -1087,7 +1087,7 @@ fn header_is_checked_before_the_version() {
         Err(GuardError::Malformed(_))
     ));
     // Known api, version outside the served range.
-    for (key, v) in [(0, 2), (0, 12), (1, 13), (3, 13), (18, 5), (18, -1)] {
+    for (key, v) in [(0, 2), (0, 13), (1, 13), (3, 13), (18, 5), (18, -1)] {
         assert_eq!(
             check_request(&raw_header(key, v), CAP),
             Err(GuardError::UnsupportedVersion {
