@@ -6,6 +6,7 @@ use std::time::{Duration, Instant};
 
 use crate::error::{Error, Result};
 use crate::interceptor::Reply;
+use crate::producer::txn_state::TransactionManager;
 use crate::producer::RecordMetadata;
 use bytes::{Bytes, BytesMut};
 use kafka_protocol::indexmap::IndexMap;
@@ -46,7 +47,7 @@ pub(crate) struct PendingRecord {
     pub reply: Reply,
 }
 
-/// The producer id and epoch stamped on idempotent batches. Transactions will extend this.
+/// The producer id and epoch stamped on idempotent (and transactional) batches.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct ProducerIdentity {
     pub producer_id: i64,
@@ -95,8 +96,8 @@ pub(crate) struct Batch {
 }
 
 impl Batch {
-    /// Encodes the batch as one v2 record batch.
-    pub fn encode(&self, compression: Compression) -> Result<Bytes> {
+    /// Encodes the batch as one v2 record batch (`transactional`: part of a transaction).
+    pub fn encode(&self, compression: Compression, transactional: bool) -> Result<Bytes> {
         let (producer_id, epoch, base_sequence) = match self.sequence {
             Some((id, seq)) => (id.producer_id, id.epoch, seq),
             None => (NO_PRODUCER_ID, NO_PRODUCER_EPOCH, NO_SEQUENCE),
@@ -106,7 +107,7 @@ impl Batch {
             .iter()
             .enumerate()
             .map(|(i, r)| Record {
-                transactional: false,
+                transactional,
                 control: false,
                 delete_horizon: false,
                 partition_leader_epoch: NO_PARTITION_LEADER_EPOCH,
@@ -215,6 +216,8 @@ pub(crate) struct State {
     pub idempotence: Idempotence,
     pub topics: BTreeSet<String>,
     pub metadata_needed: bool,
+    /// The transaction manager of a transactional producer.
+    pub txn: Option<TransactionManager>,
 }
 
 impl State {
@@ -234,6 +237,7 @@ impl State {
             },
             topics: BTreeSet::new(),
             metadata_needed: false,
+            txn: None,
         }
     }
 
@@ -280,6 +284,23 @@ impl State {
         );
         self.buffer_used = self.buffer_used.saturating_sub(batch.size);
         self.unacked = self.unacked.saturating_sub(batch.records.len());
+    }
+
+    /// Removes and returns every queued (not in-flight) batch, releasing its accounting.
+    pub fn take_queued(&mut self) -> Vec<Batch> {
+        let batches: Vec<Batch> = self
+            .queues
+            .values_mut()
+            .flat_map(|q| q.batches.drain(..))
+            .collect();
+        for b in &batches {
+            if b.sequence.is_some() {
+                // Its sequence numbers were used: a gap now needs a new epoch.
+                self.idempotence.needs_reset = true;
+            }
+            self.release(b);
+        }
+        batches
     }
 
     /// Removes and returns queued batches older than `delivery_timeout`.

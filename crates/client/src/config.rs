@@ -144,6 +144,10 @@ pub struct ProducerConfig {
     pub enable_idempotence: bool,
     pub partitioner: PartitionerKind,
     pub metadata_max_age: Duration,
+    /// `transactional.id`: makes the producer transactional (implies idempotence, acks=all).
+    pub transactional_id: Option<String>,
+    /// `transaction.timeout.ms`: how long the coordinator lets a transaction stay open.
+    pub transaction_timeout: Duration,
 }
 
 const PRODUCER_KEYS: &[&str] = &[
@@ -164,6 +168,8 @@ const PRODUCER_KEYS: &[&str] = &[
     "enable.idempotence",
     "partitioner.class",
     "metadata.max.age.ms",
+    "transactional.id",
+    "transaction.timeout.ms",
 ];
 
 fn ms(v: i64) -> Duration {
@@ -244,8 +250,28 @@ impl ProducerConfig {
         };
         let max_in_flight = config.int("max.in.flight.requests.per.connection", 5, 1, I32)?;
         let retries = config.int("retries", I32, 0, I32)?;
-        let explicit_idempotence = config.get("enable.idempotence").is_some();
+        let transactional_id = match config.get("transactional.id") {
+            None => None,
+            Some("") => {
+                return Err(ClientConfig::invalid(
+                    "transactional.id",
+                    "",
+                    "must not be empty (leave it unset for a non-transactional producer)",
+                ))
+            }
+            Some(id) => Some(id.to_string()),
+        };
+        // A transactional producer needs idempotence as if it were set explicitly.
+        let explicit_idempotence =
+            config.get("enable.idempotence").is_some() || transactional_id.is_some();
         let mut enable_idempotence = config.boolean("enable.idempotence", true)?;
+        if transactional_id.is_some() && !enable_idempotence {
+            return Err(ClientConfig::invalid(
+                "enable.idempotence",
+                "false",
+                "must be true when transactional.id is set",
+            ));
+        }
         if enable_idempotence {
             // As in Kafka 3.x: an explicit `true` conflicting with other settings is an error,
             // the implicit default silently yields to them.
@@ -298,6 +324,8 @@ impl ProducerConfig {
             enable_idempotence,
             partitioner,
             metadata_max_age: ms(config.int("metadata.max.age.ms", 300_000, 0, I32)?),
+            transactional_id,
+            transaction_timeout: ms(config.int("transaction.timeout.ms", 60_000, 1, I32)?),
         })
     }
 }
@@ -359,5 +387,21 @@ mod tests {
         ])
         .unwrap_err();
         assert!(e.to_string().contains("max.in.flight"), "{e}");
+    }
+
+    #[test]
+    fn transactional_id_implies_idempotence() {
+        let c = cfg(&[("transactional.id", "tx")]).unwrap();
+        assert!(c.enable_idempotence);
+        assert_eq!(c.transactional_id.as_deref(), Some("tx"));
+        assert_eq!(c.transaction_timeout, Duration::from_secs(60));
+        assert_eq!(cfg(&[]).unwrap().transactional_id, None);
+        // Conflicting settings are errors, not a silent downgrade.
+        let e = cfg(&[("transactional.id", "tx"), ("acks", "1")]).unwrap_err();
+        assert!(e.to_string().contains("`acks`"), "{e}");
+        let e = cfg(&[("transactional.id", "tx"), ("enable.idempotence", "false")]).unwrap_err();
+        assert!(e.to_string().contains("`enable.idempotence`"), "{e}");
+        let e = cfg(&[("transactional.id", "")]).unwrap_err();
+        assert!(e.to_string().contains("`transactional.id`"), "{e}");
     }
 }

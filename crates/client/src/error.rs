@@ -96,6 +96,29 @@ pub enum Error {
     /// A bootstrap server or broker address could not be resolved / reached at all.
     #[error("no broker reachable: {0}")]
     NoBrokerAvailable(String),
+    /// Another producer with the same `transactional.id` took over (PRODUCER_FENCED, or
+    /// INVALID_PRODUCER_EPOCH from the transaction coordinator). Fatal: close the producer.
+    #[error("producer fenced: {0}")]
+    ProducerFenced(String),
+    /// The transactional producer hit an error it cannot recover from (e.g. authorization,
+    /// an unknown producer id mapping). Fatal: close the producer.
+    #[error("fatal transactional error: {0}")]
+    TransactionFatal(Box<Error>),
+    /// A record or request of the current transaction failed: the transaction cannot commit.
+    /// Call `abort_transaction`, then a new transaction may retry the work.
+    #[error("transaction must be aborted: {0}")]
+    TransactionAbortable(Box<Error>),
+    /// The record was not sent because its transaction was aborted.
+    #[error("record dropped: its transaction was aborted")]
+    TransactionAborted,
+    /// A transactional call made in the wrong state (e.g. `send` outside a transaction,
+    /// `commit_transaction` without `begin_transaction`).
+    #[error("invalid transaction state: {0}")]
+    InvalidTransactionState(String),
+    /// A transactional call did not finish in time. Retriable: calling the same method again
+    /// resumes it.
+    #[error("{op} did not complete within {timeout_ms} ms")]
+    TransactionTimeout { op: &'static str, timeout_ms: u64 },
 }
 
 impl Error {
@@ -111,10 +134,22 @@ impl Error {
         }
     }
 
+    /// Whether the transactional producer must be closed (fenced or another fatal error).
+    pub fn is_fatal(&self) -> bool {
+        matches!(self, Error::ProducerFenced(_) | Error::TransactionFatal(_))
+    }
+
+    /// Whether the current transaction must be aborted (after which the producer is usable).
+    pub fn is_abortable(&self) -> bool {
+        matches!(self, Error::TransactionAbortable(_))
+    }
+
     /// Whether trying again (after a metadata refresh / backoff) may succeed.
     pub fn is_retriable(&self) -> bool {
         match self {
-            Error::Network { .. } | Error::RequestTimeout { .. } => true,
+            Error::Network { .. }
+            | Error::RequestTimeout { .. }
+            | Error::TransactionTimeout { .. } => true,
             Error::Broker { error, .. } => error.is_retriable(),
             _ => false,
         }

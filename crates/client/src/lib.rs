@@ -2,7 +2,8 @@
 //!
 //! * [`connection`]: one pipelined TCP connection with ApiVersions negotiation.
 //! * [`metadata`]: bootstrap servers, a metadata cache and a pool of connections.
-//! * [`producer`]: an asynchronous, batching, idempotent producer.
+//! * [`producer`]: an asynchronous, batching, idempotent producer, transactional with
+//!   `transactional.id`.
 //! * [`serialization`]: key/value [`Serializer`]s and [`Deserializer`]s (bytes, string, and
 //!   JSON with the `json` feature) for typed producers and consumers.
 //! * [`interceptor`]: the [`ProducerInterceptor`] trait (on-send and on-acknowledgement hooks).
@@ -11,7 +12,7 @@
 //! * [`admin`]: the admin client (topics, configs, cluster, groups, offsets, records).
 //! * [`consumer`]: a consumer (manual assignment, or group subscription to topics or a
 //!   pattern with range / round-robin / cooperative-sticky assignors and a
-//!   [`RebalanceListener`]; committed offsets).
+//!   [`RebalanceListener`]; committed offsets; `isolation.level=read_committed`).
 
 pub mod admin;
 pub mod config;
@@ -35,8 +36,8 @@ pub use admin::{
 };
 pub use config::{ClientConfig, ProducerConfig};
 pub use consumer::{
-    Assignor, Consumer, ConsumerConfig, ConsumerRecord, OffsetReset, RebalanceListener,
-    TopicPartition,
+    Assignor, Consumer, ConsumerConfig, ConsumerGroupMetadata, ConsumerRecord, OffsetReset,
+    RebalanceListener, TopicPartition,
 };
 pub use error::{ConfigError, Error};
 pub use interceptor::ProducerInterceptor;

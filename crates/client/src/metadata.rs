@@ -8,7 +8,8 @@ use std::time::{Duration, Instant};
 use kafka_protocol::error::ResponseError;
 use kafka_protocol::messages::metadata_request::MetadataRequestTopic;
 use kafka_protocol::messages::{
-    ApiKey, MetadataRequest, MetadataResponse, RequestKind, ResponseKind, TopicName,
+    ApiKey, FindCoordinatorRequest, MetadataRequest, MetadataResponse, RequestKind, ResponseKind,
+    TopicName,
 };
 use kafka_protocol::protocol::StrBytes;
 use tokio::sync::Mutex as AsyncMutex;
@@ -182,6 +183,30 @@ impl Cluster {
             }
         }
         Err(Error::NoBrokerAvailable(errors.join("; ")))
+    }
+
+    /// The `host:port` of the coordinator of `key`: a consumer group (`key_type` 0) or a
+    /// transactional id (`key_type` 1).
+    pub async fn find_coordinator(&self, key: &str, key_type: i8) -> Result<String> {
+        let conn = self.any_connection().await?;
+        let request = FindCoordinatorRequest::default()
+            .with_key(StrBytes::from_string(key.to_string()))
+            .with_key_type(key_type);
+        let ResponseKind::FindCoordinator(r) = conn
+            .send(
+                ApiKey::FindCoordinator,
+                &RequestKind::FindCoordinator(request),
+            )?
+            .await?
+        else {
+            return Err(Error::Protocol(
+                "unexpected response to FindCoordinator".into(),
+            ));
+        };
+        if let Some(e) = Error::broker(r.error_code, Some(format!("FindCoordinator {key}"))) {
+            return Err(e);
+        }
+        Ok(format!("{}:{}", r.host.as_str(), r.port))
     }
 
     /// Fetches metadata for `topics` (auto-creating them if the broker allows) and merges it

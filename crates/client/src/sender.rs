@@ -1,5 +1,7 @@
 //! The sender task: obtains a producer id, keeps metadata fresh, drains ready batches per
-//! leader into Produce requests and handles the responses (success, retry, failure).
+//! leader into Produce requests and handles the responses (success, retry, failure). For a
+//! transactional producer it adds partitions to the transaction (AddPartitionsToTxn) before
+//! their first batch and fails the queued batches of a transaction that cannot send them.
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
@@ -9,15 +11,14 @@ use bytes::Bytes;
 use kafka_protocol::error::ResponseError;
 use kafka_protocol::messages::produce_request::{PartitionProduceData, TopicProduceData};
 use kafka_protocol::messages::{
-    ApiKey, InitProducerIdRequest, ProduceRequest, ProduceResponse, RequestKind, ResponseKind,
-    TopicName,
+    ApiKey, ProduceRequest, ProduceResponse, RequestKind, ResponseKind, TopicName, TransactionalId,
 };
 use kafka_protocol::protocol::StrBytes;
 
 use crate::accumulator::{Batch, ProducerIdentity};
 use crate::error::{Error, Result};
 use crate::metadata::is_metadata_error;
-use crate::producer::Inner;
+use crate::producer::{txn_requests, Inner};
 
 /// Longest idle sleep; the loop also wakes on every notification.
 const IDLE: Duration = Duration::from_millis(500);
@@ -39,11 +40,14 @@ pub(crate) async fn run(inner: Arc<Inner>) {
 
         expire(&inner, now);
 
-        // Idempotence: obtain (or renew) the producer id when nothing is in flight.
+        // Idempotence: obtain (or renew) the producer id when nothing is in flight. A
+        // transactional producer gets it from `init_transactions` and renews it on
+        // transaction boundaries.
         let need_pid = {
             let st = inner.state.lock().unwrap();
             let idem = &st.idempotence;
             idem.enabled
+                && st.txn.is_none()
                 && (idem.identity.is_none() || idem.needs_reset)
                 && st.requests_in_flight == 0
                 && st.unacked > 0
@@ -60,6 +64,23 @@ pub(crate) async fn run(inner: Arc<Inner>) {
                 Err(e) => tracing::warn!("InitProducerId failed: {e}"),
             }
             continue;
+        }
+
+        // Transactions: partitions join the transaction before their first batch is sent.
+        let mut add_retry_at = None;
+        if inner.config.transactional_id.is_some() {
+            inner.fail_queued_batches();
+            let adds = {
+                let mut st = inner.state.lock().unwrap();
+                let identity = st.idempotence.identity;
+                let txn = st.txn.as_mut().expect("transactional producer");
+                add_retry_at = txn.add_retry_at();
+                identity.map(|id| (id, txn.take_partitions_to_add(now)))
+            };
+            if let Some((identity, tps)) = adds.filter(|(_, tps)| !tps.is_empty()) {
+                inner.add_partitions(identity, tps).await;
+                continue;
+            }
         }
 
         // Metadata: refresh when asked to, or when it is older than metadata.max.age.ms.
@@ -99,6 +120,9 @@ pub(crate) async fn run(inner: Arc<Inner>) {
             let at = last_pid_attempt.map_or(now, |t| t + backoff);
             wake_at = wake_at.min(at);
         }
+        if let Some(at) = add_retry_at {
+            wake_at = wake_at.min(at);
+        }
         let wake_at = wake_at.max(Instant::now() + Duration::from_millis(1));
         tokio::select! {
             _ = inner.wake_sender.notified() => {}
@@ -107,28 +131,33 @@ pub(crate) async fn run(inner: Arc<Inner>) {
     }
 }
 
-/// Fails batches that waited longer than `delivery.timeout.ms`.
+/// Fails batches that waited longer than `delivery.timeout.ms` (and with them an open
+/// transaction, which cannot commit without them).
 fn expire(inner: &Inner, now: Instant) {
-    let expired = inner
-        .state
-        .lock()
-        .unwrap()
-        .expire(now, inner.config.delivery_timeout);
+    let timed_out = |b: &Batch| Error::DeliveryTimeout {
+        topic: b.tp.0.clone(),
+        partition: b.tp.1,
+        delivery_timeout_ms: inner.config.delivery_timeout.as_millis() as u64,
+        last_error: b
+            .last_error
+            .as_ref()
+            .map_or("never sent".to_string(), |e| e.to_string()),
+    };
+    let expired = {
+        let mut st = inner.state.lock().unwrap();
+        let expired = st.expire(now, inner.config.delivery_timeout);
+        if let (Some(txn), Some(b)) = (st.txn.as_mut(), expired.first()) {
+            txn.fail(timed_out(b));
+        }
+        expired
+    };
     if expired.is_empty() {
         return;
     }
     inner.metrics.lock().unwrap().record_errors +=
         expired.iter().map(|b| b.records.len() as u64).sum::<u64>();
     for b in expired {
-        let err = Error::DeliveryTimeout {
-            topic: b.tp.0.clone(),
-            partition: b.tp.1,
-            delivery_timeout_ms: inner.config.delivery_timeout.as_millis() as u64,
-            last_error: b
-                .last_error
-                .as_ref()
-                .map_or("never sent".to_string(), |e| e.to_string()),
-        };
+        let err = timed_out(&b);
         b.complete(Err(err));
     }
     inner.completed.notify_waiters();
@@ -153,6 +182,9 @@ fn drain(inner: &Inner, now: Instant) -> (BTreeMap<i32, Vec<Batch>>, Instant) {
         let Some(front) = q.batches.front() else {
             continue;
         };
+        if st.txn.as_ref().is_some_and(|t| !t.may_send(tp)) {
+            continue; // waits for AddPartitionsToTxn
+        }
         if let Some(at) = front.retry_after {
             if at > now {
                 wake_at = wake_at.min(at);
@@ -206,42 +238,20 @@ fn drain(inner: &Inner, now: Instant) -> (BTreeMap<i32, Vec<Batch>>, Instant) {
     (out, wake_at)
 }
 
+/// InitProducerId for an idempotent (non-transactional) producer, at any broker.
 async fn init_producer_id(inner: &Inner) -> Result<ProducerIdentity> {
     let conn = inner.cluster.any_connection().await?;
-    let request = InitProducerIdRequest::default()
-        .with_transactional_id(None)
-        .with_transaction_timeout_ms(-1)
-        .with_producer_id((-1).into())
-        .with_producer_epoch(-1);
-    match conn
-        .send(
-            ApiKey::InitProducerId,
-            &RequestKind::InitProducerId(request),
-        )?
-        .await?
-    {
-        ResponseKind::InitProducerId(r) => {
-            if let Some(e) = Error::broker(r.error_code, Some("InitProducerId".into())) {
-                return Err(e);
-            }
-            Ok(ProducerIdentity {
-                producer_id: r.producer_id.0,
-                epoch: r.producer_epoch,
-            })
-        }
-        _ => Err(Error::Protocol(
-            "unexpected response to InitProducerId".into(),
-        )),
-    }
+    txn_requests::init_producer_id(&conn, None, -1, None).await
 }
 
 /// Encodes and queues one Produce request on the leader's connection (in the sender task,
 /// so requests reach each connection in drain order) and spawns the response handling.
 async fn dispatch(inner: &Arc<Inner>, node: i32, batches: Vec<Batch>) {
     let config = &inner.config;
+    let transactional = config.transactional_id.is_some();
     let mut encoded: Vec<Bytes> = Vec::with_capacity(batches.len());
     for b in &batches {
-        match b.encode(config.compression) {
+        match b.encode(config.compression, transactional) {
             Ok(bytes) => encoded.push(bytes),
             Err(e) => {
                 // Cannot happen for well-formed records; fail the whole request's batches.
@@ -264,7 +274,12 @@ async fn dispatch(inner: &Arc<Inner>, node: i32, batches: Vec<Batch>) {
         );
     }
     let request = ProduceRequest::default()
-        .with_transactional_id(None)
+        .with_transactional_id(
+            config
+                .transactional_id
+                .as_ref()
+                .map(|id| TransactionalId(StrBytes::from_string(id.clone()))),
+        )
         .with_acks(config.acks)
         .with_timeout_ms(config.request_timeout.as_millis().min(i32::MAX as u128) as i32)
         .with_topic_data(
@@ -419,8 +434,10 @@ fn finish(inner: &Inner, node: i32, results: Vec<(Batch, BatchResult)>, sizes: O
             let earlier_pending = out_of_order
                 && seq.is_some_and(|s| st.queues.get(&batch.tp).is_some_and(|q| q.has_earlier(s)));
             // The partition lost our producer state (e.g. it was recreated or truncated):
-            // retry under a fresh producer identity with sequences restarted.
+            // retry under a fresh producer identity with sequences restarted. (Inside a
+            // transaction the identity cannot change: the transaction must abort.)
             let unknown_producer = batch.sequence.is_some()
+                && st.txn.is_none()
                 && error.response_error() == Some(ResponseError::UnknownProducerId);
             if unknown_producer {
                 st.idempotence.needs_reset = true;
@@ -465,6 +482,10 @@ fn finish(inner: &Inner, node: i32, results: Vec<(Batch, BatchResult)>, sizes: O
             if batch.sequence.is_some() {
                 // A gap in the sequence: the next batches need a fresh producer identity.
                 st.idempotence.needs_reset = true;
+            }
+            if let Some(txn) = st.txn.as_mut() {
+                // The transaction cannot commit without this record.
+                txn.fail(error.clone());
             }
             inner.metrics.lock().unwrap().record_errors += batch.records.len() as u64;
             st.release(&batch);

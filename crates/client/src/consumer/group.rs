@@ -16,9 +16,9 @@ use kafka_protocol::messages::join_group_response::JoinGroupResponseMember;
 use kafka_protocol::messages::offset_fetch_request::OffsetFetchRequestTopic;
 use kafka_protocol::messages::sync_group_request::SyncGroupRequestAssignment;
 use kafka_protocol::messages::{
-    ApiKey, ConsumerProtocolAssignment, ConsumerProtocolSubscription, FindCoordinatorRequest,
-    GroupId, HeartbeatRequest, JoinGroupRequest, LeaveGroupRequest, OffsetCommitRequest,
-    OffsetFetchRequest, RequestKind, ResponseKind, SyncGroupRequest,
+    ApiKey, ConsumerProtocolAssignment, ConsumerProtocolSubscription, GroupId, HeartbeatRequest,
+    JoinGroupRequest, LeaveGroupRequest, OffsetCommitRequest, OffsetFetchRequest, RequestKind,
+    ResponseKind, SyncGroupRequest,
 };
 use kafka_protocol::protocol::{Decodable, Encodable, StrBytes};
 
@@ -34,6 +34,31 @@ use crate::requests::{by_topic, offset_commit_topics, topic_name};
 pub(super) struct Membership {
     generation: i32,
     member_id: String,
+}
+
+/// A consumer's group identity as a transactional producer needs it to commit offsets in a
+/// transaction; the coordinator refuses the commit if the member was fenced by a rebalance.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ConsumerGroupMetadata {
+    pub group_id: String,
+    /// -1 when not a member of the group.
+    pub generation_id: i32,
+    /// Empty when not a member of the group.
+    pub member_id: String,
+    /// Static membership id (this consumer does not use static membership: `None`).
+    pub group_instance_id: Option<String>,
+}
+
+impl ConsumerGroupMetadata {
+    /// Metadata for committing to `group_id` without being one of its members.
+    pub fn new(group_id: impl Into<String>) -> ConsumerGroupMetadata {
+        ConsumerGroupMetadata {
+            group_id: group_id.into(),
+            generation_id: -1,
+            member_id: String::new(),
+            group_instance_id: None,
+        }
+    }
 }
 
 /// What the application subscribed to.
@@ -157,36 +182,12 @@ impl Shared {
             }
         }
         let group = self.group()?.to_string();
-        let conn = self.cluster.any_connection().await?;
-        let request = FindCoordinatorRequest::default()
-            .with_key(StrBytes::from_string(group.clone()))
-            .with_key_type(0);
-        let ResponseKind::FindCoordinator(r) = conn
-            .send(
-                ApiKey::FindCoordinator,
-                &RequestKind::FindCoordinator(request),
-            )?
-            .await?
-        else {
-            return Err(Error::Protocol(
-                "unexpected response to FindCoordinator".into(),
-            ));
-        };
-        if let Some(e) = Error::broker(r.error_code, Some(format!("FindCoordinator {group}"))) {
-            return Err(e);
-        }
+        let addr = self.cluster.find_coordinator(&group, 0).await?;
         let timeout = self
             .config
             .request_timeout
             .max(self.config.max_poll_interval + Duration::from_secs(5));
-        let c = Arc::new(
-            Connection::connect(
-                &format!("{}:{}", r.host.as_str(), r.port),
-                &self.config.client_id,
-                timeout,
-            )
-            .await?,
-        );
+        let c = Arc::new(Connection::connect(&addr, &self.config.client_id, timeout).await?);
         *cached = Some(c.clone());
         Ok(c)
     }
@@ -277,8 +278,12 @@ impl Shared {
                     .with_partition_indexes(ps.into_iter().map(|(p, _)| p).collect())
             })
             .collect();
+        // read_committed: offsets still pending in a transaction are not returned; the
+        // coordinator answers UNSTABLE_OFFSET_COMMIT (retriable: retried with backoff below,
+        // up to request.timeout.ms) until the transaction ends.
         let request = OffsetFetchRequest::default()
             .with_group_id(GroupId(StrBytes::from_string(group.clone())))
+            .with_require_stable(self.config.isolation_level == 1)
             .with_topics(Some(topics));
         let found: HashMap<TopicPartition, i64> = self
             .with_coordinator(|conn| {
@@ -480,6 +485,21 @@ impl<K, V> Consumer<K, V> {
     pub fn group_membership(&self) -> Option<(String, i32)> {
         let m = self.shared.membership.lock().unwrap();
         (m.generation >= 0).then(|| (m.member_id.clone(), m.generation))
+    }
+
+    /// The group metadata a transactional producer sends with this consumer's offsets
+    /// (`Producer::send_offsets_to_transaction`): the group, and the current generation and
+    /// member id (-1 and empty when not a group member, e.g. with `assign`). Fails without
+    /// `group.id`.
+    pub fn group_metadata(&self) -> Result<ConsumerGroupMetadata> {
+        let group_id = self.shared.group()?.to_string();
+        let m = self.shared.membership.lock().unwrap();
+        Ok(ConsumerGroupMetadata {
+            group_id,
+            generation_id: m.generation,
+            member_id: m.member_id.clone(),
+            group_instance_id: None,
+        })
     }
 
     /// For a pattern subscription, re-reads the topic list when `metadata.max.age.ms` has

@@ -4,17 +4,21 @@
 //! deserialization, and (with `group.id`) committed offsets via the group coordinator.
 //! [`fetch_once`] is a one-shot fetch helper kept for simple reads.
 //!
-//! Limitations: `read_committed` is passed to the broker (reads stop at the last stable
-//! offset) but aborted transactional records are not filtered out client-side; the batch
-//! decoder always verifies CRCs, so `check.crcs = false` has no effect.
+//! `isolation.level=read_committed`: fetches stop at the last stable offset and records of
+//! aborted transactions are dropped (`txn_filter`); control batches are never returned, at
+//! either isolation level, and positions move past them.
+//!
+//! Limitation: the batch decoder always verifies CRCs, so `check.crcs = false` has no effect.
 
 mod assignor;
 mod config;
 mod group;
 mod rebalance;
+mod txn_filter;
 
 pub use assignor::Assignor;
 pub use config::{ConsumerConfig, OffsetReset};
+pub use group::ConsumerGroupMetadata;
 pub use rebalance::RebalanceListener;
 
 use std::collections::{HashMap, VecDeque};
@@ -39,6 +43,7 @@ use crate::metadata::{is_metadata_error, Cluster};
 use crate::requests::{by_topic, list_offsets_topics, topic_name};
 use crate::serialization::{BytesDeserializer, Deserializer};
 use group::{Membership, Subscription};
+use txn_filter::{AbortedFilter, BatchInfo};
 
 /// A record read back from a partition; keys and values are bytes unless the consumer has
 /// other deserializers.
@@ -606,6 +611,11 @@ impl<K, V> Consumer<K, V> {
                 }
                 pos = offset + 1;
             }
+            if s.buffer.is_empty() {
+                // Everything fetched was returned or skipped (control batches, aborted
+                // transactions): the position moves past it.
+                pos = pos.max(s.fetch_offset);
+            }
             s.position = Some(pos);
         }
         if n > 0 {
@@ -779,6 +789,9 @@ impl<K, V> Consumer<K, V> {
                 let Some(records) = p.records else {
                     continue;
                 };
+                let mut aborted = (self.shared.config.isolation_level == 1).then(|| {
+                    AbortedFilter::new(p.aborted_transactions.as_deref().unwrap_or_default())
+                });
                 for (mut batch, next) in split_batches(records) {
                     let set = match RecordBatchDecoder::decode(&mut batch) {
                         Ok(set) => set,
@@ -790,12 +803,21 @@ impl<K, V> Consumer<K, V> {
                             break;
                         }
                     };
-                    for r in set.records {
-                        if r.control || r.offset < s.fetch_offset {
-                            continue;
+                    // Control batches never reach the application; with read_committed
+                    // neither do aborted transactions. The offsets are passed either way.
+                    let keep = BatchInfo::from_records(&set.records).is_some_and(|info| {
+                        match aborted.as_mut() {
+                            Some(filter) => filter.keep(&info),
+                            None => !info.control,
                         }
-                        s.buffer
-                            .push_back(ConsumerRecord::from_record(&topic, tp.1, r));
+                    });
+                    if keep {
+                        for r in set.records {
+                            if r.offset >= s.fetch_offset {
+                                s.buffer
+                                    .push_back(ConsumerRecord::from_record(&topic, tp.1, r));
+                            }
+                        }
                     }
                     s.fetch_offset = s.fetch_offset.max(next);
                 }

@@ -1,5 +1,11 @@
 //! The producer: `send` runs interceptors and serializers, then appends records to
 //! per-partition batches; a background sender task turns ready batches into Produce requests.
+//! With `transactional.id` the records belong to transactions (`transaction`, `txn_state`,
+//! `txn_requests`).
+
+mod transaction;
+pub(crate) mod txn_requests;
+pub(crate) mod txn_state;
 
 use std::future::Future;
 use std::pin::Pin;
@@ -17,6 +23,7 @@ use crate::interceptor::{AckHook, Interceptors, ProducerInterceptor, Reply};
 use crate::metadata::Cluster;
 use crate::partitioner::{DefaultPartitioner, Partitioner, RoundRobinPartitioner};
 use crate::serialization::{BytesSerializer, Serializer};
+use txn_state::TransactionManager;
 
 pub use crate::accumulator::ProducerIdentity;
 
@@ -158,6 +165,8 @@ pub(crate) struct Inner {
     /// Woken whenever batches complete (memory freed, flush progress).
     pub completed: Notify,
     pub metrics: Mutex<MetricsInner>,
+    /// The cached connection to the transaction coordinator (transactional producers).
+    pub txn_coordinator: tokio::sync::Mutex<Option<Arc<crate::connection::Connection>>>,
 }
 
 impl Inner {
@@ -263,8 +272,14 @@ impl<K: 'static, V: 'static> ProducerBuilder<K, V> {
             &config.client_id,
             config.request_timeout,
         );
+        let mut state = State::new(config.enable_idempotence);
+        state.txn = config
+            .transactional_id
+            .as_ref()
+            .map(|_| TransactionManager::default());
         let inner = Arc::new(Inner {
-            state: Mutex::new(State::new(config.enable_idempotence)),
+            state: Mutex::new(state),
+            txn_coordinator: tokio::sync::Mutex::new(None),
             config,
             cluster,
             partitioner,
@@ -313,7 +328,8 @@ impl<K, V> Producer<K, V> {
         &self.inner.config
     }
 
-    /// The producer id and epoch in use (idempotence only; `None` before the first send).
+    /// The producer id and epoch in use (idempotence only; `None` before the first send, or
+    /// for a transactional producer before `init_transactions`).
     pub fn identity(&self) -> Option<ProducerIdentity> {
         self.inner.state.lock().unwrap().idempotence.identity
     }
@@ -360,8 +376,14 @@ impl<K, V> Producer<K, V> {
         let config = &self.inner.config;
         let max_block_ms = config.max_block.as_millis() as u64;
         let deadline = Instant::now() + config.max_block;
-        if self.inner.state.lock().unwrap().closed {
-            return Err(Error::Closed);
+        {
+            let st = self.inner.state.lock().unwrap();
+            if st.closed {
+                return Err(Error::Closed);
+            }
+            if let Some(txn) = &st.txn {
+                txn.check_send()?;
+            }
         }
         if record.topic.is_empty() {
             return Err(Error::InvalidRecord("empty topic name".into()));
@@ -440,6 +462,13 @@ impl<K, V> Producer<K, V> {
                 return Err(Error::Closed);
             }
             debug_assert!(reserved, "memory is reserved unless the producer closed");
+            let tp = (record.topic, partition);
+            if let Some(txn) = st.txn.as_mut() {
+                if let Err(e) = txn.record_partition(&tp) {
+                    st.buffer_used -= size;
+                    return Err(e);
+                }
+            }
             // Built only once accepted: a dropped `Reply` reports an outcome of its own.
             let pending = PendingRecord {
                 key: record.key,
@@ -448,7 +477,7 @@ impl<K, V> Producer<K, V> {
                 timestamp: record.timestamp.unwrap_or_else(now_ms),
                 reply: Reply::new(reply, self.ack_hook.clone()),
             };
-            st.append((record.topic, partition), pending, size, config.batch_size);
+            st.append(tp, pending, size, config.batch_size);
         }
         self.inner.wake_sender.notify_one();
         Ok(DeliveryFuture { rx })
