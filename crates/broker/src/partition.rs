@@ -158,7 +158,21 @@ impl Partition {
     /// are refused (only `write_txn_marker` writes them); a transactional batch starts its
     /// producer's transaction here unless one is ongoing.
     pub fn append(&self, records: &[u8], now_ms: i64) -> Result<AppendInfo, AppendError> {
-        self.append_from(records, now_ms, false)
+        self.append_from(records, now_ms, false, None)
+    }
+
+    /// [`Self::append`] of a transactional write, but only if `producer` = (id, epoch)
+    /// already has its transaction open here at that epoch (the coordinator verified an
+    /// earlier write of it, and no marker has ended it since); otherwise
+    /// [`AppendError::NotInOngoingTxn`] and nothing is written. Lets later writes of a
+    /// transaction skip the coordinator.
+    pub fn append_to_ongoing_txn(
+        &self,
+        records: &[u8],
+        now_ms: i64,
+        producer: (i64, i16),
+    ) -> Result<AppendInfo, AppendError> {
+        self.append_from(records, now_ms, false, Some(producer))
     }
 
     /// [`Self::append`] for a coordinator's own write (a transactional offset commit): its
@@ -169,7 +183,7 @@ impl Partition {
         records: &[u8],
         now_ms: i64,
     ) -> Result<AppendInfo, AppendError> {
-        self.append_from(records, now_ms, true)
+        self.append_from(records, now_ms, true, None)
     }
 
     fn append_from(
@@ -177,9 +191,17 @@ impl Partition {
         records: &[u8],
         now_ms: i64,
         coordinator: bool,
+        only_in_ongoing_txn: Option<(i64, i16)>,
     ) -> Result<AppendInfo, AppendError> {
         let mut log = self.lock();
         let mut producers = self.producers();
+        if let Some((producer_id, epoch)) = only_in_ongoing_txn {
+            let open = producers.ongoing_txn(producer_id).is_some()
+                && producers.epoch(producer_id) == Some(epoch);
+            if !open {
+                return Err(AppendError::NotInOngoingTxn);
+            }
+        }
         let segments_before = log.segment_count();
         // Idempotent batches are checked against the producer's recent batches first.
         for (header, _) in BatchIter::new(records) {
@@ -481,6 +503,9 @@ pub enum AppendError {
     /// A retried idempotent batch that is already in the log.
     #[error("duplicate batch, first written at offset {first_offset}")]
     Duplicate { first_offset: i64 },
+    /// `append_to_ongoing_txn` found no open transaction of the producer at that epoch.
+    #[error("the producer has no transaction open in this partition")]
+    NotInOngoingTxn,
     /// Refused by the idempotent-producer checks, with the Kafka error code.
     #[error("{1}")]
     Producer(i16, String),

@@ -338,3 +338,31 @@ fn a_segment_roll_snapshots_the_producer_state() {
     let text = std::fs::read_to_string(&snapshot).unwrap();
     assert!(text.contains("\"7\""), "it holds producer 7: {text}");
 }
+
+#[test]
+fn the_fast_path_appends_only_inside_an_open_transaction_at_its_epoch() {
+    let dir = tempfile::tempdir().unwrap();
+    let p = open(dir.path());
+    let not_open = |r: Result<_, AppendError>| matches!(r, Err(AppendError::NotInOngoingTxn));
+    assert!(not_open(p.append_to_ongoing_txn(
+        &txn_batch(7, 0, 0, 1),
+        NOW,
+        (7, 0)
+    )));
+    assert_eq!(p.log_end_offset(), 0, "nothing written");
+    append(&p, &txn_batch(7, 0, 0, 1));
+    let info = p
+        .append_to_ongoing_txn(&txn_batch(7, 0, 1, 1), NOW, (7, 0))
+        .unwrap();
+    assert_eq!(info.first_offset, 1);
+    assert!(not_open(p.append_to_ongoing_txn(
+        &txn_batch(7, 1, 0, 1),
+        NOW,
+        (7, 1)
+    )));
+    p.write_txn_marker(7, 0, true, 0, NOW).unwrap();
+    assert!(
+        not_open(p.append_to_ongoing_txn(&txn_batch(7, 0, 2, 1), NOW, (7, 0))),
+        "a marker ended the transaction: the coordinator must be asked again"
+    );
+}

@@ -226,6 +226,11 @@ impl ProducerStates {
         }
     }
 
+    /// The producer's current epoch here, if it is known.
+    pub fn epoch(&self, producer_id: i64) -> Option<i16> {
+        self.producers.get(&producer_id).map(|e| e.epoch)
+    }
+
     /// First offset of the producer's ongoing transaction here.
     pub fn ongoing_txn(&self, producer_id: i64) -> Option<i64> {
         self.producers

@@ -179,7 +179,9 @@ pub async fn handle(
                     let (c, message) = match &e {
                         AppendError::Storage(se) => storage_error(se),
                         AppendError::Producer(c, m) => (*c, m.clone()),
-                        AppendError::Duplicate { .. } => unreachable!("handled above"),
+                        AppendError::Duplicate { .. } | AppendError::NotInOngoingTxn => {
+                            unreachable!("handled above")
+                        }
                     };
                     tracing::debug!(topic = %name, partition = index, error = %e, "produce refused");
                     partitions.push(
@@ -255,13 +257,20 @@ fn append(
             "a transactional batch needs the producer's transactional id".into(),
         );
     };
+    let producer = (first.producer_id, first.producer_epoch);
+    // Fast path: the transaction is already open here at this epoch (an earlier write was
+    // verified and no marker ended it since), so the coordinator need not be asked.
+    match partition.append_to_ongoing_txn(records, now_ms(), producer) {
+        Err(AppendError::NotInOngoingTxn) => {}
+        done => return done,
+    }
     let target = (partition.topic.clone(), partition.index);
     broker
         .txns
         .append_in_txn(
             broker,
             id.0.as_str(),
-            (first.producer_id, first.producer_epoch),
+            producer,
             &target,
             // Produce v12+ (KIP-890 part 2): the partition joins the transaction implicitly.
             version >= 12,
