@@ -51,6 +51,13 @@ pub struct PerfProduceArgs {
     /// Cap on records per second (default: as fast as possible).
     #[arg(long, value_name = "RECORDS_PER_S")]
     throughput: Option<f64>,
+    /// Produce inside transactions of this `transactional.id`, committing every
+    /// `--commit-interval-ms`.
+    #[arg(long, value_name = "ID")]
+    transactional_id: Option<String>,
+    /// With `--transactional-id`: how often the open transaction is committed.
+    #[arg(long, value_name = "MS", default_value_t = 100)]
+    commit_interval_ms: u64,
     /// Print the summary as one JSON object.
     #[arg(long)]
     json: bool,
@@ -184,9 +191,20 @@ async fn produce(args: PerfProduceArgs) -> Result<ExitCode> {
     if let Some(b) = args.batch_size {
         fixed.push(("batch.size", b.to_string()));
     }
+    if let Some(id) = &args.transactional_id {
+        fixed.push(("transactional.id", id.clone()));
+    }
     let config = args.conn.client_config(&fixed)?;
     let producer = Producer::new(&config)?;
     check_reachable(&config).await?;
+    let txn_timeout = Duration::from_secs(30);
+    let commit_every = Duration::from_millis(args.commit_interval_ms.max(1));
+    let mut commits = 0u64;
+    if args.transactional_id.is_some() {
+        producer.init_transactions(txn_timeout).await?;
+        producer.begin_transaction()?;
+    }
+    let mut last_commit = Instant::now();
     let value = payload(args.record_size);
     let latencies = Arc::new(Mutex::new(Vec::with_capacity(args.records as usize)));
     let acked = Arc::new(AtomicU64::new(0));
@@ -248,6 +266,16 @@ async fn produce(args: PerfProduceArgs) -> Result<ExitCode> {
         });
         // Reap finished tasks so the set stays small.
         while tasks.try_join_next().is_some() {}
+        if args.transactional_id.is_some() && last_commit.elapsed() >= commit_every {
+            producer.commit_transaction(txn_timeout).await?;
+            producer.begin_transaction()?;
+            commits += 1;
+            last_commit = Instant::now();
+        }
+    }
+    if args.transactional_id.is_some() {
+        producer.commit_transaction(txn_timeout).await?;
+        commits += 1;
     }
     let close_timeout = producer.config().delivery_timeout + Duration::from_secs(5);
     let closed = producer.close(close_timeout).await;
@@ -278,6 +306,7 @@ async fn produce(args: PerfProduceArgs) -> Result<ExitCode> {
                 "latency_p99_ms": lat.p99,
                 "latency_p999_ms": lat.p999,
                 "latency_max_ms": lat.max,
+                "transactions_committed": commits,
             })
         );
     } else {
@@ -285,6 +314,9 @@ async fn produce(args: PerfProduceArgs) -> Result<ExitCode> {
             "{ok} records sent, {rps:.1} records/sec ({mbps:.2} MB/sec), latency ms: avg {:.2}, p50 {:.2}, p95 {:.2}, p99 {:.2}, p99.9 {:.2}, max {:.2}",
             lat.avg, lat.p50, lat.p95, lat.p99, lat.p999, lat.max
         );
+        if commits > 0 {
+            println!("{commits} transactions committed");
+        }
     }
     if failed > 0 {
         eprintln!(

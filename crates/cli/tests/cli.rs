@@ -318,6 +318,48 @@ fn perf_tools_report_summaries() {
     }
     assert!(v["latency_p50_ms"].as_f64() <= v["latency_max_ms"].as_f64());
 
+    // Transactional: throttled to ~2 s so several commits happen, then read back with
+    // read_committed.
+    let out = gregor(
+        &b.addr,
+        &[
+            "perf",
+            "produce",
+            "--topic",
+            "perf-txn",
+            "--records",
+            "2000",
+            "--record-size",
+            "10",
+            "--throughput",
+            "1000",
+            "--transactional-id",
+            "perf-tx",
+            "--commit-interval-ms",
+            "300",
+            "--json",
+        ],
+        b"",
+    );
+    let v: serde_json::Value = serde_json::from_str(ok(&out).trim()).unwrap();
+    assert_eq!(v["records"], 2000);
+    assert!(v["transactions_committed"].as_u64().unwrap() >= 4, "{v}");
+    let out = gregor(
+        &b.addr,
+        &[
+            "perf",
+            "consume",
+            "--topic",
+            "perf-txn",
+            "--records",
+            "2000",
+            "-X",
+            "isolation.level=read_committed",
+        ],
+        b"",
+    );
+    assert!(ok(&out).starts_with("2000 records consumed, "));
+
     let out = gregor(
         &b.addr,
         &["perf", "consume", "--topic", "perf", "--records", "4000"],
