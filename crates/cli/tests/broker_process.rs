@@ -342,3 +342,89 @@ async fn idempotent_producer_survives_repeated_sigkills_without_duplicates() {
     broker.kill().unwrap();
     broker.wait().unwrap();
 }
+
+/// The broker is SIGKILLed while a transaction is open (and after another one committed):
+/// after the restart the committed one is still visible to read_committed, the open one is
+/// aborted by the coordinator once its timeout passes, and read_committed consumers move on.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn broker_sigkilled_mid_transaction_recovers_and_aborts_it() {
+    use rdkafka::consumer::BaseConsumer;
+    use rdkafka::producer::{BaseProducer, BaseRecord, Producer};
+    let dir = tempfile::tempdir().unwrap();
+    let port = free_port();
+    let fast = ["transaction.abort.timed.out.transaction.cleanup.interval.ms=200"];
+    let mut broker = spawn_broker(dir.path(), port, &fast);
+    let admin: AdminClient<DefaultClientContext> = client(port).create().unwrap();
+    let topic = NewTopic::new("txn-kill", 1, TopicReplication::Fixed(1));
+    let r = admin
+        .create_topics(&[topic], &AdminOptions::new())
+        .await
+        .unwrap();
+    assert!(r[0].is_ok());
+    drop(admin);
+
+    tokio::task::spawn_blocking(move || {
+        let producer: BaseProducer = client(port)
+            .set("transactional.id", "kill-tx")
+            .set("transaction.timeout.ms", "3000")
+            .set("socket.timeout.ms", "3000")
+            .create()
+            .unwrap();
+        producer.init_transactions(TIMEOUT).unwrap();
+        let send = |v: &str| {
+            producer
+                .send(
+                    BaseRecord::<(), str>::to("txn-kill")
+                        .payload(v)
+                        .partition(0),
+                )
+                .map_err(|(e, _)| e)
+                .unwrap()
+        };
+        producer.begin_transaction().unwrap();
+        send("committed");
+        producer.commit_transaction(TIMEOUT).unwrap();
+        producer.begin_transaction().unwrap();
+        send("open");
+        producer.flush(TIMEOUT).unwrap();
+        broker.kill().expect("SIGKILL");
+        broker.wait().unwrap();
+        // The producer is gone with the broker; only the coordinator can end its transaction.
+        drop(producer);
+
+        let mut broker = spawn_broker(dir.path(), port, &fast);
+        let plain: BaseProducer = client(port).create().unwrap();
+        plain
+            .send(
+                BaseRecord::<(), str>::to("txn-kill")
+                    .payload("after")
+                    .partition(0),
+            )
+            .map_err(|(e, _)| e)
+            .unwrap();
+        plain.flush(TIMEOUT).unwrap();
+        let consumer: BaseConsumer = client(port)
+            .set("group.id", "kill-check")
+            .set("isolation.level", "read_committed")
+            .set("enable.auto.commit", "false")
+            .create()
+            .unwrap();
+        let mut tpl = TopicPartitionList::new();
+        tpl.add_partition_offset("txn-kill", 0, Offset::Beginning)
+            .unwrap();
+        consumer.assign(&tpl).unwrap();
+        let deadline = Instant::now() + Duration::from_secs(15);
+        let mut seen = Vec::new();
+        while seen.len() < 2 && Instant::now() < deadline {
+            if let Some(m) = consumer.poll(Duration::from_millis(200)) {
+                let m = m.unwrap();
+                seen.push(String::from_utf8(m.payload().unwrap().to_vec()).unwrap());
+            }
+        }
+        assert_eq!(seen, vec!["committed", "after"]);
+        broker.kill().unwrap();
+        broker.wait().unwrap();
+    })
+    .await
+    .unwrap();
+}
