@@ -108,9 +108,15 @@ pub(crate) async fn run(inner: Arc<Inner>) {
             continue;
         }
 
-        let (requests, mut wake_at) = drain(&inner, now);
+        let (requests, mut wake_at, more) = drain(&inner, now);
         for (node, batches) in requests {
             dispatch(&inner, node, batches).await;
+        }
+        if more {
+            // Partitions with more batches queued: their next batches go in the next
+            // requests now (pipelined up to max.in.flight.requests.per.connection), not only
+            // once a response or a new record wakes the sender.
+            continue;
         }
         if inner.state.lock().unwrap().metadata_needed {
             let at = last_metadata_attempt.map_or(now, |t| t + backoff);
@@ -163,8 +169,9 @@ fn expire(inner: &Inner, now: Instant) {
     inner.completed.notify_waiters();
 }
 
-/// Picks ready batches, grouped by leader; returns them and when to look again.
-fn drain(inner: &Inner, now: Instant) -> (BTreeMap<i32, Vec<Batch>>, Instant) {
+/// Picks ready batches (at most one per partition), grouped by leader; returns them, when to
+/// look again, and whether a partition that gave a batch has more queued.
+fn drain(inner: &Inner, now: Instant) -> (BTreeMap<i32, Vec<Batch>>, Instant, bool) {
     let config = &inner.config;
     let cache = inner.cluster.snapshot();
     let mut st = inner.state.lock().unwrap();
@@ -172,11 +179,12 @@ fn drain(inner: &Inner, now: Instant) -> (BTreeMap<i32, Vec<Batch>>, Instant) {
     let mut out: BTreeMap<i32, Vec<Batch>> = BTreeMap::new();
     let mut request_bytes: BTreeMap<i32, usize> = BTreeMap::new();
     if st.idempotence.enabled && (st.idempotence.identity.is_none() || st.idempotence.needs_reset) {
-        return (out, wake_at);
+        return (out, wake_at, false);
     }
     let identity = st.idempotence.identity;
     let flushing = st.flushing > 0 || st.closed;
     let mut metadata_needed = false;
+    let mut more = false;
     let st = &mut *st;
     for (tp, q) in st.queues.iter_mut() {
         let Some(front) = q.batches.front() else {
@@ -231,11 +239,12 @@ fn drain(inner: &Inner, now: Instant) -> (BTreeMap<i32, Vec<Batch>>, Instant) {
         }
         inner.partitioner.on_batch_sent(&tp.0, tp.1);
         out.entry(leader).or_default().push(batch);
+        more |= !q.batches.is_empty();
     }
     if metadata_needed {
         st.metadata_needed = true;
     }
-    (out, wake_at)
+    (out, wake_at, more)
 }
 
 /// InitProducerId for an idempotent (non-transactional) producer, at any broker.

@@ -534,8 +534,10 @@ impl<K, V> Producer<K, V> {
 
     /// A snapshot of the producer metrics.
     pub fn metrics(&self) -> ProducerMetrics {
-        let m = self.inner.metrics.lock().unwrap();
+        // Read state and release it before locking metrics: the sender locks metrics while
+        // holding state, so the reverse order could deadlock.
         let buffer = self.inner.state.lock().unwrap().buffer_used as u64;
+        let m = self.inner.metrics.lock().unwrap();
         ProducerMetrics {
             records_sent: m.records_sent,
             bytes_sent: m.bytes_sent,
