@@ -48,6 +48,17 @@ fn send(p: &TxnProducer, topic: &str, partition: i32, value: &str) {
     .expect("send");
 }
 
+/// Writes one non-transactional record to partition 0 of `topic` and waits for it.
+fn send_plain(bootstrap: &str, topic: &str, value: &str) {
+    let plain: ThreadedProducer<DefaultProducerContext> =
+        client_config(bootstrap).create().unwrap();
+    plain
+        .send(BaseRecord::<(), str>::to(topic).payload(value).partition(0))
+        .map_err(|(e, _)| e)
+        .unwrap();
+    plain.flush(TIMEOUT).unwrap();
+}
+
 async fn create_topic(bootstrap: &str, name: &str, partitions: i32) {
     use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, TopicReplication};
     let admin: AdminClient<rdkafka::client::DefaultClientContext> =
@@ -148,31 +159,14 @@ async fn an_open_transaction_holds_read_committed_consumers_at_the_lso() {
     let b = bootstrap.clone();
     tokio::task::spawn_blocking(move || {
         // A plain (non-transactional) record before the transaction is readable at once.
-        let plain: ThreadedProducer<DefaultProducerContext> = client_config(&b).create().unwrap();
-        plain
-            .send(
-                BaseRecord::<(), str>::to("txn-lso")
-                    .payload("before")
-                    .partition(0),
-            )
-            .map_err(|(e, _)| e)
-            .unwrap();
-        plain.flush(TIMEOUT).unwrap();
+        send_plain(&b, "txn-lso", "before");
 
         let p = txn_producer(&b, "lso-tx", &[]);
         p.begin_transaction().unwrap();
         send(&p, "txn-lso", 0, "inside");
         p.flush(TIMEOUT).unwrap();
         // Written after the transaction began: held back with it.
-        plain
-            .send(
-                BaseRecord::<(), str>::to("txn-lso")
-                    .payload("after")
-                    .partition(0),
-            )
-            .map_err(|(e, _)| e)
-            .unwrap();
-        plain.flush(TIMEOUT).unwrap();
+        send_plain(&b, "txn-lso", "after");
 
         let c = reader(&b, "txn-lso", 1, "read_committed");
         assert_eq!(read_values(&c, 3, Duration::from_secs(2)), vec!["before"]);
@@ -245,16 +239,7 @@ async fn a_transaction_past_its_timeout_is_aborted_by_the_coordinator() {
             "the coordinator aborted it"
         );
 
-        let plain: ThreadedProducer<DefaultProducerContext> = client_config(&b).create().unwrap();
-        plain
-            .send(
-                BaseRecord::<(), str>::to("txn-timeout")
-                    .payload("later")
-                    .partition(0),
-            )
-            .map_err(|(e, _)| e)
-            .unwrap();
-        plain.flush(TIMEOUT).unwrap();
+        send_plain(&b, "txn-timeout", "later");
         let c = reader(&b, "txn-timeout", 1, "read_committed");
         assert_eq!(read_values(&c, 2, Duration::from_secs(3)), vec!["later"]);
     })
@@ -296,16 +281,7 @@ async fn a_broker_restart_mid_transaction_ends_in_an_abort_by_timeout() {
     let broker = restart_broker(dir.path(), port, &overrides).await;
     let b = bootstrap.clone();
     tokio::task::spawn_blocking(move || {
-        let plain: ThreadedProducer<DefaultProducerContext> = client_config(&b).create().unwrap();
-        plain
-            .send(
-                BaseRecord::<(), str>::to("txn-restart")
-                    .payload("after-restart")
-                    .partition(0),
-            )
-            .map_err(|(e, _)| e)
-            .unwrap();
-        plain.flush(TIMEOUT).unwrap();
+        send_plain(&b, "txn-restart", "after-restart");
         let c = reader(&b, "txn-restart", 1, "read_committed");
         assert_eq!(
             read_values(&c, 2, Duration::from_secs(8)),
