@@ -84,21 +84,19 @@ pub(crate) async fn run(inner: Arc<Inner>) {
         }
 
         // Metadata: refresh when asked to, or when it is older than metadata.max.age.ms.
-        let (topics, needed) = {
+        let (has_topics, needed) = {
             let st = inner.state.lock().unwrap();
-            (
-                st.topics.iter().cloned().collect::<Vec<_>>(),
-                st.metadata_needed,
-            )
+            (!st.topics.is_empty(), st.metadata_needed)
         };
         let stale = inner
             .cluster
             .with_cache(|c| c.last_refresh)
             .is_none_or(|t| now.duration_since(t) >= inner.config.metadata_max_age);
         if (needed || stale)
-            && !topics.is_empty()
+            && has_topics
             && last_metadata_attempt.is_none_or(|t| now.duration_since(t) >= backoff)
         {
+            let topics: Vec<String> = inner.state.lock().unwrap().topics.iter().cloned().collect();
             last_metadata_attempt = Some(now);
             inner.state.lock().unwrap().metadata_needed = false;
             if let Err(e) = inner.cluster.refresh(&topics).await {
@@ -255,11 +253,11 @@ async fn init_producer_id(inner: &Inner) -> Result<ProducerIdentity> {
 
 /// Encodes and queues one Produce request on the leader's connection (in the sender task,
 /// so requests reach each connection in drain order) and spawns the response handling.
-async fn dispatch(inner: &Arc<Inner>, node: i32, batches: Vec<Batch>) {
+async fn dispatch(inner: &Arc<Inner>, node: i32, mut batches: Vec<Batch>) {
     let config = &inner.config;
     let transactional = config.transactional_id.is_some();
     let mut encoded: Vec<Bytes> = Vec::with_capacity(batches.len());
-    for b in &batches {
+    for b in &mut batches {
         match b.encode(config.compression, transactional) {
             Ok(bytes) => encoded.push(bytes),
             Err(e) => {
@@ -431,7 +429,7 @@ fn finish(inner: &Inner, node: i32, results: Vec<(Batch, BatchResult)>, sizes: O
                     m.bytes_sent +=
                         sizes.and_then(|s| s.get(i)).copied().unwrap_or(batch.size) as u64;
                     drop(m);
-                    st.release(&batch);
+                    st.release(&mut batch);
                     done.push((batch, Ok(ok)));
                     continue;
                 }
@@ -497,12 +495,19 @@ fn finish(inner: &Inner, node: i32, results: Vec<(Batch, BatchResult)>, sizes: O
                 txn.fail(error.clone());
             }
             inner.metrics.lock().unwrap().record_errors += batch.records.len() as u64;
-            st.release(&batch);
+            st.release(&mut batch);
             done.push((batch, Err(error)));
         }
     }
-    for (batch, result) in done {
-        batch.complete(result);
+    let lists: Vec<_> = done
+        .into_iter()
+        .map(|(batch, result)| batch.complete(result))
+        .collect();
+    {
+        let mut st = inner.state.lock().unwrap();
+        for list in lists {
+            st.recycle_records(list);
+        }
     }
     inner.completed.notify_waiters();
     inner.wake_sender.notify_one();

@@ -9,6 +9,7 @@ pub(crate) mod txn_state;
 
 use std::future::Future;
 use std::pin::Pin;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::task::{Context, Poll};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
@@ -16,7 +17,7 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 use bytes::Bytes;
 use tokio::sync::{oneshot, Notify};
 
-use crate::accumulator::{estimate_record_size, PendingRecord, State, BATCH_OVERHEAD};
+use crate::accumulator::{estimate_record_size, RecordData, State, BATCH_OVERHEAD};
 use crate::config::{ClientConfig, PartitionerKind, ProducerConfig};
 use crate::error::{Error, Result};
 use crate::interceptor::{AckHook, Interceptors, ProducerInterceptor, Reply};
@@ -160,6 +161,8 @@ pub(crate) struct Inner {
     pub cluster: Cluster,
     pub partitioner: Arc<dyn Partitioner>,
     pub state: Mutex<State>,
+    /// Mirrors `State::closed` (set together with it) so `send` can check it without the lock.
+    pub closed: AtomicBool,
     /// Woken on any change the sender might act on.
     pub wake_sender: Notify,
     /// Woken whenever batches complete (memory freed, flush progress).
@@ -272,13 +275,14 @@ impl<K: 'static, V: 'static> ProducerBuilder<K, V> {
             &config.client_id,
             config.request_timeout,
         );
-        let mut state = State::new(config.enable_idempotence);
+        let mut state = State::new(config.enable_idempotence, config.buffer_memory);
         state.txn = config
             .transactional_id
             .as_ref()
             .map(|_| TransactionManager::default());
         let inner = Arc::new(Inner {
             state: Mutex::new(state),
+            closed: AtomicBool::new(false),
             txn_coordinator: tokio::sync::Mutex::new(None),
             config,
             cluster,
@@ -372,11 +376,15 @@ impl<K, V> Producer<K, V> {
     }
 
     /// Partitions a serialized record and appends it to its batch.
+    ///
+    /// The common case (metadata known, buffer memory free) reads the clock once and takes
+    /// the state lock once.
     async fn append(&self, record: ProducerRecord) -> Result<DeliveryFuture> {
         let config = &self.inner.config;
         let max_block_ms = config.max_block.as_millis() as u64;
-        let deadline = Instant::now() + config.max_block;
-        {
+        // `max.block.ms` runs from the first wait, if any.
+        let mut deadline: Option<Instant> = None;
+        if config.transactional_id.is_some() {
             let st = self.inner.state.lock().unwrap();
             if st.closed {
                 return Err(Error::Closed);
@@ -384,12 +392,21 @@ impl<K, V> Producer<K, V> {
             if let Some(txn) = &st.txn {
                 txn.check_send()?;
             }
+        } else if self.inner.closed.load(Ordering::Acquire) {
+            return Err(Error::Closed);
         }
-        if record.topic.is_empty() {
+        let ProducerRecord {
+            topic,
+            partition,
+            key,
+            value,
+            headers,
+            timestamp,
+        } = record;
+        if topic.is_empty() {
             return Err(Error::InvalidRecord("empty topic name".into()));
         }
-        let size =
-            estimate_record_size(record.key.as_ref(), record.value.as_ref(), &record.headers);
+        let size = estimate_record_size(key.as_ref(), value.as_ref(), &headers);
         if size + BATCH_OVERHEAD > config.max_request_size {
             return Err(Error::RecordTooLarge {
                 size,
@@ -404,83 +421,136 @@ impl<K, V> Producer<K, V> {
                 limit: config.buffer_memory,
             });
         }
-        let partitions = self
-            .inner
-            .cluster
-            .wait_for_partitions(&record.topic, deadline, config.retry_backoff, max_block_ms)
-            .await?;
-        let partition = match record.partition {
+        let known = self.inner.cluster.with_cache(|c| c.partition_count(&topic));
+        let partitions = match known {
+            Some(n) => n,
+            None => {
+                let at = *deadline.get_or_insert_with(|| Instant::now() + config.max_block);
+                self.inner
+                    .cluster
+                    .wait_for_partitions(&topic, at, config.retry_backoff, max_block_ms)
+                    .await?
+            }
+        };
+        let partition = match partition {
             Some(p) if p < 0 || p >= partitions => {
                 return Err(Error::InvalidRecord(format!(
-                    "partition {p} of topic {} does not exist ({partitions} partitions)",
-                    record.topic
+                    "partition {p} of topic {topic} does not exist ({partitions} partitions)"
                 )))
             }
             Some(p) => p,
             None => self.inner.partitioner.partition(
-                &record.topic,
-                record.key.as_deref(),
-                record.value.as_deref(),
+                &topic,
+                key.as_deref(),
+                value.as_deref(),
                 partitions,
             ),
         };
-        // Reserve buffer memory, waiting for completions to free some. The reservation becomes
-        // the record's share of its batch in `append` (released with the batch).
-        let limit = config.buffer_memory;
-        let mut reserved = false;
-        let got = self
-            .inner
-            .wait_for(deadline, |st| {
-                if st.closed {
-                    return true;
-                }
-                if st.buffer_used + size <= limit {
-                    reserved = true;
-                    st.buffer_used += size;
-                    true
-                } else {
-                    false
-                }
-            })
-            .await;
-        if !got {
-            return Err(Error::MaxBlockTimeout {
-                what: format!(
-                    "{size} bytes of buffer memory (buffer.memory = {limit}, {} in use)",
-                    self.inner.state.lock().unwrap().buffer_used
-                ),
-                max_block_ms,
-            });
-        }
+        let data = RecordData {
+            key: key.as_deref(),
+            value: value.as_deref(),
+            headers: &headers,
+            timestamp: timestamp.unwrap_or_else(now_ms),
+        };
         let (reply, rx) = oneshot::channel();
-        {
+        let mut parts = Some((topic, reply));
+        // Reserve buffer memory (waiting for completions to free some if need be). The
+        // reservation becomes the record's share of its batch (released with the batch).
+        let limit = config.buffer_memory;
+        let fast = {
             let mut st = self.inner.state.lock().unwrap();
-            if st.closed {
-                if reserved {
-                    st.buffer_used -= size;
-                }
-                return Err(Error::Closed);
+            if !st.closed && st.buffer_used + size <= limit {
+                st.buffer_used += size;
+                let (topic, reply) = parts.take().expect("unused");
+                Some(self.append_reserved(&mut st, topic, partition, &data, size, reply))
+            } else {
+                None
             }
-            debug_assert!(reserved, "memory is reserved unless the producer closed");
-            let tp = (record.topic, partition);
-            if let Some(txn) = st.txn.as_mut() {
+        };
+        let wake = match fast {
+            Some(result) => result?,
+            None => {
+                let at = *deadline.get_or_insert_with(|| Instant::now() + config.max_block);
+                let mut reserved = false;
+                let got = self
+                    .inner
+                    .wait_for(at, |st| {
+                        if st.closed {
+                            return true;
+                        }
+                        if st.buffer_used + size <= limit {
+                            reserved = true;
+                            st.buffer_used += size;
+                            true
+                        } else {
+                            false
+                        }
+                    })
+                    .await;
+                if !got {
+                    return Err(Error::MaxBlockTimeout {
+                        what: format!(
+                            "{size} bytes of buffer memory (buffer.memory = {limit}, {} in use)",
+                            self.inner.state.lock().unwrap().buffer_used
+                        ),
+                        max_block_ms,
+                    });
+                }
+                let mut st = self.inner.state.lock().unwrap();
+                if !reserved {
+                    debug_assert!(st.closed, "memory is reserved unless the producer closed");
+                    return Err(Error::Closed);
+                }
+                let (topic, reply) = parts.take().expect("not used by the fast path");
+                self.append_reserved(&mut st, topic, partition, &data, size, reply)?
+            }
+        };
+        if wake {
+            self.inner.wake_sender.notify_one();
+        }
+        Ok(DeliveryFuture { rx })
+    }
+
+    /// Appends a record whose `size` bytes of buffer memory are reserved (given back on
+    /// failure). Returns whether the sender needs waking.
+    fn append_reserved(
+        &self,
+        st: &mut State,
+        mut topic: String,
+        partition: i32,
+        data: &RecordData<'_>,
+        size: usize,
+        reply: oneshot::Sender<Result<RecordMetadata>>,
+    ) -> Result<bool> {
+        if st.closed {
+            st.buffer_used -= size;
+            return Err(Error::Closed);
+        }
+        let transactional = match st.txn.as_mut() {
+            Some(txn) => {
+                let tp = (topic, partition);
                 if let Err(e) = txn.record_partition(&tp) {
                     st.buffer_used -= size;
                     return Err(e);
                 }
+                topic = tp.0;
+                true
             }
-            // Built only once accepted: a dropped `Reply` reports an outcome of its own.
-            let pending = PendingRecord {
-                key: record.key,
-                value: record.value,
-                headers: record.headers,
-                timestamp: record.timestamp.unwrap_or_else(now_ms),
-                reply: Reply::new(reply, self.ack_hook.clone()),
-            };
-            st.append(tp, pending, size, config.batch_size);
-        }
-        self.inner.wake_sender.notify_one();
-        Ok(DeliveryFuture { rx })
+            None => false,
+        };
+        // Built only once accepted: a dropped `Reply` reports an outcome of its own.
+        let reply = Reply::new(reply, self.ack_hook.clone());
+        let wake = st.append(
+            topic,
+            partition,
+            data,
+            reply,
+            size,
+            self.inner.config.batch_size,
+        );
+        // The sender looks at a partition when it gets a new batch or one fills up; a
+        // transactional producer also has partitions to add to the transaction.
+        Ok(wake || transactional)
     }
 
     /// Sends `record` and waits for its acknowledgement.
@@ -516,6 +586,7 @@ impl<K, V> Producer<K, V> {
     /// silently: every record's future resolves.
     pub async fn close(&self, timeout: Duration) -> Result<()> {
         self.inner.state.lock().unwrap().closed = true;
+        self.inner.closed.store(true, Ordering::Release);
         self.flush(timeout).await.map_err(|e| match e {
             Error::Timeout { pending, .. } => Error::Timeout {
                 op: "close",
@@ -569,6 +640,7 @@ impl<K, V> Drop for Producer<K, V> {
         st.closed = true;
         st.shutdown = true;
         drop(st);
+        self.inner.closed.store(true, Ordering::Release);
         self.inner.wake_sender.notify_one();
     }
 }
