@@ -77,7 +77,14 @@ struct Shared {
     addr: String,
     queue: Mutex<VecDeque<Pending>>,
     closed: AtomicBool,
+    /// Buffers of frames already written, reused for the next frames (large Produce
+    /// requests then need no fresh allocation and page faults each).
+    frames: Mutex<Vec<BytesMut>>,
 }
+
+/// Most frame buffers a connection keeps, and the largest it keeps.
+const FRAME_POOL_MAX: usize = 4;
+const FRAME_POOL_MAX_BYTES: usize = 16 << 20;
 
 impl Shared {
     fn fail_all(&self, message: &str) {
@@ -139,6 +146,7 @@ impl Connection {
             addr: addr.to_string(),
             queue: Mutex::new(VecDeque::new()),
             closed: AtomicBool::new(false),
+            frames: Mutex::new(Vec::new()),
         });
 
         let reader_shared = shared.clone();
@@ -222,6 +230,14 @@ impl Connection {
                     Ok(()) => {
                         if let Some(w) = out.written {
                             let _ = w.send(Ok(()));
+                        }
+                        if let Ok(buf) = out.frame.try_into_mut() {
+                            if buf.capacity() <= FRAME_POOL_MAX_BYTES {
+                                let mut frames = shared.frames.lock().unwrap();
+                                if frames.len() < FRAME_POOL_MAX {
+                                    frames.push(buf);
+                                }
+                            }
                         }
                     }
                     Err(e) => {
@@ -322,7 +338,8 @@ impl Connection {
             .with_request_api_version(version)
             .with_correlation_id(correlation_id)
             .with_client_id(Some(StrBytes::from_string(self.client_id.clone())));
-        let mut buf = BytesMut::new();
+        let mut buf = self.shared.frames.lock().unwrap().pop().unwrap_or_default();
+        buf.clear();
         buf.put_i32(0);
         header
             .encode(&mut buf, api_key.request_header_version(version))
