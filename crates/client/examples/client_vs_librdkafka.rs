@@ -6,7 +6,7 @@
 //! cargo run --release -p gregor-client --example client_vs_librdkafka -- \
 //!     BOOTSTRAP produce|consume gregor|librdkafka RECORDS SIZE [ACKS]
 //! ```
-//! produce: RECORDS values of SIZE bytes to a fresh single-partition topic, linger 5 ms,
+//! produce: RECORDS values of SIZE bytes to partition 0 of a fresh topic, linger 5 ms,
 //! acks ACKS (default 1), idempotence off on both; consume: reads partition 0 of the topic
 //! `cvl-consume-SIZE` from the beginning (filled by the first consume run).
 //! Prints one JSON line: records/s, MB/s and this process's CPU seconds per million records.
@@ -60,7 +60,7 @@ async fn produce_gregor(bootstrap: &str, topic: &str, records: u64, value: Bytes
     let mut pending = std::collections::VecDeque::new();
     for _ in 0..records {
         let handle = producer
-            .send(ProducerRecord::new(topic.to_string(), value.clone()))
+            .send(ProducerRecord::new(topic, value.clone()).with_partition(0))
             .await
             .expect("send");
         pending.push_back(handle);
@@ -86,7 +86,7 @@ fn produce_librdkafka(bootstrap: &str, topic: &str, records: u64, value: &[u8], 
         .create_with_context(Counter(Default::default()))
         .expect("producer");
     for _ in 0..records {
-        let mut record = BaseRecord::<(), [u8]>::to(topic).payload(value);
+        let mut record = BaseRecord::<(), [u8]>::to(topic).payload(value).partition(0);
         loop {
             match producer.send(record) {
                 Ok(()) => break,
