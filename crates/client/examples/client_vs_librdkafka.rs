@@ -86,7 +86,9 @@ fn produce_librdkafka(bootstrap: &str, topic: &str, records: u64, value: &[u8], 
         .create_with_context(Counter(Default::default()))
         .expect("producer");
     for _ in 0..records {
-        let mut record = BaseRecord::<(), [u8]>::to(topic).payload(value).partition(0);
+        let mut record = BaseRecord::<(), [u8]>::to(topic)
+            .payload(value)
+            .partition(0);
         loop {
             match producer.send(record) {
                 Ok(()) => break,
