@@ -1,5 +1,5 @@
-//! The admin client: topics, partitions, configs, cluster, consumer groups, offsets and
-//! records.
+//! The admin client: topics, partitions, configs, cluster, consumer groups, offsets,
+//! records and transactions (ListTransactions, DescribeTransactions, DescribeProducers).
 //!
 //! Every method is bounded by `default.api.timeout.ms`; each request by
 //! `request.timeout.ms`. Methods acting on several items return one result per item, whose
@@ -7,7 +7,7 @@
 //! and the broker's message. Methods acting on a single resource return the broker's error
 //! as [`Error::Broker`].
 
-use std::collections::HashMap;
+use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::future::Future;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -21,6 +21,7 @@ use kafka_protocol::messages::delete_records_request::{
 };
 use kafka_protocol::messages::delete_topics_request::DeleteTopicState;
 use kafka_protocol::messages::describe_configs_request::DescribeConfigsResource;
+use kafka_protocol::messages::describe_producers_request::TopicRequest as DescribeProducersTopic;
 use kafka_protocol::messages::incremental_alter_configs_request::{
     AlterConfigsResource, AlterableConfig,
 };
@@ -31,10 +32,11 @@ use kafka_protocol::messages::offset_delete_request::{
 use kafka_protocol::messages::{
     ApiKey, ConsumerProtocolAssignment, CreatePartitionsRequest, CreateTopicsRequest,
     DeleteGroupsRequest, DeleteRecordsRequest, DeleteTopicsRequest, DescribeClusterRequest,
-    DescribeConfigsRequest, DescribeGroupsRequest, FindCoordinatorRequest, GroupId,
-    IncrementalAlterConfigsRequest, ListGroupsRequest, ListOffsetsRequest, MetadataRequest,
-    MetadataResponse, OffsetCommitRequest, OffsetDeleteRequest, OffsetFetchRequest, RequestKind,
-    ResponseKind,
+    DescribeConfigsRequest, DescribeGroupsRequest, DescribeProducersRequest,
+    DescribeTransactionsRequest, GroupId, IncrementalAlterConfigsRequest, ListGroupsRequest,
+    ListOffsetsRequest, ListTransactionsRequest, MetadataRequest, MetadataResponse,
+    OffsetCommitRequest, OffsetDeleteRequest, OffsetFetchRequest, ProducerId, RequestKind,
+    ResponseKind, TransactionalId,
 };
 use kafka_protocol::protocol::{Decodable, StrBytes};
 
@@ -313,6 +315,65 @@ impl OffsetSpec {
     }
 }
 
+/// Filters of [`AdminClient::list_transactions`]; an empty filter lists every transaction.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct ListTransactionsFilter {
+    /// Only transactions in one of these states (e.g. `Ongoing`, `CompleteCommit`).
+    pub states: Vec<String>,
+    /// Only transactions of one of these producer ids.
+    pub producer_ids: Vec<i64>,
+    /// Only ongoing transactions running for at least this many ms (ListTransactions v1;
+    /// the call fails with [`Error::UnsupportedApi`] against a broker without it).
+    pub min_duration_ms: Option<i64>,
+}
+
+/// One transactional id as ListTransactions reports it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TransactionListing {
+    pub transactional_id: String,
+    pub producer_id: i64,
+    /// The coordinator's state name, e.g. `Ongoing`.
+    pub state: String,
+}
+
+/// The merged answer of every broker to ListTransactions.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct TransactionListings {
+    /// Sorted by transactional id.
+    pub transactions: Vec<TransactionListing>,
+    /// State filters no broker knows (sorted, deduplicated).
+    pub unknown_state_filters: Vec<String>,
+}
+
+/// A transaction as its coordinator describes it (DescribeTransactions).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TransactionDescription {
+    pub transactional_id: String,
+    /// The coordinator's state name, e.g. `Ongoing`, `CompleteCommit`, `Empty`.
+    pub state: String,
+    pub producer_id: i64,
+    pub producer_epoch: i16,
+    pub timeout_ms: i32,
+    /// When the current transaction started (ms since the epoch); `None` outside one.
+    pub start_time_ms: Option<i64>,
+    /// The partitions in the current transaction, sorted.
+    pub partitions: Vec<(String, i32)>,
+}
+
+/// One active producer of a partition (DescribeProducers).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ProducerStateDescription {
+    pub producer_id: i64,
+    pub producer_epoch: i32,
+    pub last_sequence: i32,
+    /// Timestamp (ms) of the producer's last write, -1 if unknown.
+    pub last_timestamp: i64,
+    /// `None` when the producer is not transactional or no marker was written yet.
+    pub coordinator_epoch: Option<i32>,
+    /// First offset of the producer's open transaction on this partition, if any.
+    pub current_txn_start_offset: Option<i64>,
+}
+
 fn group_id(g: &str) -> GroupId {
     GroupId(StrBytes::from_string(g.to_string()))
 }
@@ -336,6 +397,18 @@ macro_rules! expect_response {
 
 async fn call(conn: &Connection, key: ApiKey, request: RequestKind) -> Result<ResponseKind> {
     conn.send(key, &request)?.await
+}
+
+/// The broker error behind a client error, as a per-item error.
+fn item_error(e: &Error) -> Option<AdminError> {
+    match e {
+        Error::Broker { error, message } => Some(AdminError {
+            code: error.code(),
+            name: error_name(*error),
+            message: message.clone(),
+        }),
+        _ => None,
+    }
 }
 
 fn is_coordinator_code(code: i16) -> bool {
@@ -459,34 +532,16 @@ impl AdminClient {
         }
     }
 
+    /// A connection to the coordinator of `key`: a consumer group (`key_type` 0) or a
+    /// transactional id (`key_type` 1), found with the client's shared FindCoordinator.
+    async fn coordinator_of(&self, key: &str, key_type: i8) -> Result<Arc<Connection>> {
+        let addr = self.cluster.find_coordinator(key, key_type).await?;
+        self.cluster.connection(&addr).await
+    }
+
     /// A connection to the coordinator of `group`.
     async fn coordinator(&self, group: &str) -> Result<Arc<Connection>> {
-        let conn = self.cluster.any_connection().await?;
-        let request = FindCoordinatorRequest::default()
-            .with_key(StrBytes::from_string(group.to_string()))
-            .with_key_type(0);
-        let r = expect_response!(
-            call(
-                &conn,
-                ApiKey::FindCoordinator,
-                RequestKind::FindCoordinator(request)
-            )
-            .await?,
-            FindCoordinator
-        );
-        if let Some(e) = AdminError::from_code(
-            r.error_code,
-            Some(
-                r.error_message
-                    .map(|m| m.to_string())
-                    .unwrap_or_else(|| format!("FindCoordinator {group}")),
-            ),
-        ) {
-            return Err(e.into());
-        }
-        self.cluster
-            .connection(&format!("{}:{}", r.host.as_str(), r.port))
-            .await
+        self.coordinator_of(group, 0).await
     }
 
     // ---------------------------------------------------------------- topics
@@ -1303,6 +1358,215 @@ impl AdminClient {
                             p.error_code,
                             p.low_watermark,
                         )
+                    })
+                })
+                .collect())
+        })
+        .await
+    }
+
+    // ---------------------------------------------------------- transactions
+
+    /// Transactions known to any broker (ListTransactions sent to every broker, answers
+    /// merged), sorted by transactional id. Empty filters match everything.
+    pub async fn list_transactions(
+        &self,
+        filter: ListTransactionsFilter,
+    ) -> Result<TransactionListings> {
+        self.retrying(|| async {
+            let m = self.metadata(Some(&[])).await?;
+            let mut listed: BTreeMap<String, TransactionListing> = BTreeMap::new();
+            let mut unknown: BTreeSet<String> = BTreeSet::new();
+            for b in &m.brokers {
+                let conn = self.node_connection(&m, b.node_id.0).await?;
+                let version = conn.require_version(ApiKey::ListTransactions)?;
+                let mut request = ListTransactionsRequest::default()
+                    .with_state_filters(
+                        filter
+                            .states
+                            .iter()
+                            .map(|f| StrBytes::from_string(f.clone()))
+                            .collect(),
+                    )
+                    .with_producer_id_filters(
+                        filter.producer_ids.iter().map(|p| ProducerId(*p)).collect(),
+                    );
+                if let Some(ms) = filter.min_duration_ms {
+                    if version < 1 {
+                        return Err(Error::UnsupportedApi {
+                            addr: conn.addr().to_string(),
+                            api: "ListTransactions v1 (the duration filter)".into(),
+                        });
+                    }
+                    request.duration_filter = ms;
+                }
+                let r = expect_response!(
+                    call(
+                        &conn,
+                        ApiKey::ListTransactions,
+                        RequestKind::ListTransactions(request)
+                    )
+                    .await?,
+                    ListTransactions
+                );
+                AdminError::check(r.error_code, None)?;
+                unknown.extend(r.unknown_state_filters.iter().map(s));
+                for t in &r.transaction_states {
+                    let id = s(&t.transactional_id.0);
+                    listed.entry(id.clone()).or_insert(TransactionListing {
+                        transactional_id: id,
+                        producer_id: t.producer_id.0,
+                        state: s(&t.transaction_state),
+                    });
+                }
+            }
+            Ok(TransactionListings {
+                transactions: listed.into_values().collect(),
+                unknown_state_filters: unknown.into_iter().collect(),
+            })
+        })
+        .await
+    }
+
+    /// Describes transactional ids, each at its transaction coordinator (FindCoordinator
+    /// key type 1, one DescribeTransactions per coordinator); one result per id, in request
+    /// order. An id the coordinator does not know is `TRANSACTIONAL_ID_NOT_FOUND`.
+    pub async fn describe_transactions(
+        &self,
+        ids: Vec<String>,
+    ) -> Result<Vec<(String, ItemResult<TransactionDescription>)>> {
+        self.retrying(|| async {
+            let mut results: HashMap<String, ItemResult<TransactionDescription>> = HashMap::new();
+            let mut per_coordinator: BTreeMap<String, Vec<String>> = BTreeMap::new();
+            for id in &ids {
+                if results.contains_key(id) || per_coordinator.values().any(|v| v.contains(id)) {
+                    continue;
+                }
+                match self.cluster.find_coordinator(id, 1).await {
+                    Ok(addr) => per_coordinator.entry(addr).or_default().push(id.clone()),
+                    Err(e) if e.is_retriable() => return Err(e),
+                    Err(e) => match item_error(&e) {
+                        Some(ae) => {
+                            results.insert(id.clone(), Err(ae));
+                        }
+                        None => return Err(e),
+                    },
+                }
+            }
+            for (addr, batch) in per_coordinator {
+                let conn = self.cluster.connection(&addr).await?;
+                let request = DescribeTransactionsRequest::default().with_transactional_ids(
+                    batch
+                        .iter()
+                        .map(|id| TransactionalId(StrBytes::from_string(id.clone())))
+                        .collect(),
+                );
+                let r = expect_response!(
+                    call(
+                        &conn,
+                        ApiKey::DescribeTransactions,
+                        RequestKind::DescribeTransactions(request)
+                    )
+                    .await?,
+                    DescribeTransactions
+                );
+                for t in &r.transaction_states {
+                    let id = s(&t.transactional_id.0);
+                    let what = Some(format!("transactional id {id}"));
+                    let result = match AdminError::from_code(t.error_code, what) {
+                        // Moved, loading or mid-transition: ask again.
+                        Some(e)
+                            if is_coordinator_code(t.error_code)
+                                || e.response_error().is_retriable() =>
+                        {
+                            return Err(e.into())
+                        }
+                        Some(e) => Err(e),
+                        None => {
+                            let mut partitions: Vec<(String, i32)> = t
+                                .topics
+                                .iter()
+                                .flat_map(|td| td.partitions.iter().map(|p| (s(&td.topic.0), *p)))
+                                .collect();
+                            partitions.sort();
+                            Ok(TransactionDescription {
+                                transactional_id: id.clone(),
+                                state: s(&t.transaction_state),
+                                producer_id: t.producer_id.0,
+                                producer_epoch: t.producer_epoch,
+                                timeout_ms: t.transaction_timeout_ms,
+                                start_time_ms: Some(t.transaction_start_time_ms)
+                                    .filter(|ms| *ms >= 0),
+                                partitions,
+                            })
+                        }
+                    };
+                    results.insert(id, result);
+                }
+            }
+            Ok(ids
+                .iter()
+                .map(|id| {
+                    let result = results.get(id).cloned().unwrap_or_else(|| {
+                        Err(AdminError {
+                            code: -1,
+                            name: "UNKNOWN_SERVER_ERROR".into(),
+                            message: Some(format!("no answer for transactional id {id}")),
+                        })
+                    });
+                    (id.clone(), result)
+                })
+                .collect())
+        })
+        .await
+    }
+
+    /// Active producers of each `(topic, partition)` (DescribeProducers at the partition's
+    /// leader), sorted by producer id; one result per partition, in request order.
+    pub async fn describe_producers(
+        &self,
+        partitions: Vec<(String, i32)>,
+    ) -> Result<Vec<(String, i32, ItemResult<Vec<ProducerStateDescription>>)>> {
+        let items: Vec<(String, i32, ())> =
+            partitions.into_iter().map(|(t, p)| (t, p, ())).collect();
+        self.per_leader(&items, |conn, items| async move {
+            let topics = by_topic(&items)
+                .into_iter()
+                .map(|(t, ps)| {
+                    DescribeProducersTopic::default()
+                        .with_name(topic_name(&t))
+                        .with_partition_indexes(ps.into_iter().map(|(p, _)| p).collect())
+                })
+                .collect();
+            let request = DescribeProducersRequest::default().with_topics(topics);
+            let r = expect_response!(
+                call(
+                    &conn,
+                    ApiKey::DescribeProducers,
+                    RequestKind::DescribeProducers(request)
+                )
+                .await?,
+                DescribeProducers
+            );
+            Ok(r.topics
+                .iter()
+                .flat_map(|t| {
+                    t.partitions.iter().map(|p| {
+                        let mut producers: Vec<ProducerStateDescription> = p
+                            .active_producers
+                            .iter()
+                            .map(|a| ProducerStateDescription {
+                                producer_id: a.producer_id.0,
+                                producer_epoch: a.producer_epoch,
+                                last_sequence: a.last_sequence,
+                                last_timestamp: a.last_timestamp,
+                                coordinator_epoch: Some(a.coordinator_epoch).filter(|e| *e >= 0),
+                                current_txn_start_offset: Some(a.current_txn_start_offset)
+                                    .filter(|o| *o >= 0),
+                            })
+                            .collect();
+                        producers.sort_by_key(|x| x.producer_id);
+                        (s(&t.name.0), p.partition_index, p.error_code, producers)
                     })
                 })
                 .collect())

@@ -9,7 +9,8 @@
 //! * [`interceptor`]: the [`ProducerInterceptor`] trait (on-send and on-acknowledgement hooks).
 //! * [`partitioner`]: the [`Partitioner`] trait, the default (murmur2 / sticky) and
 //!   round-robin partitioners.
-//! * [`admin`]: the admin client (topics, configs, cluster, groups, offsets, records).
+//! * [`admin`]: the admin client (topics, configs, cluster, groups, offsets, records,
+//!   transactions and producer states).
 //! * [`consumer`]: a consumer (manual assignment, or group subscription to topics or a
 //!   pattern with range / round-robin / cooperative-sticky assignors and a
 //!   [`RebalanceListener`]; committed offsets; `isolation.level=read_committed`).
@@ -32,8 +33,10 @@ mod sender;
 
 pub use admin::{
     AdminClient, AdminConfig, AdminError, AlterConfigOp, ClusterDescription, ConfigEntry,
-    ConfigResource, ConfigSource, GroupDescription, GroupListing, ItemResult, MemberDescription,
-    NewTopic, OffsetSpec, PartitionDescription, TopicDescription,
+    ConfigResource, ConfigSource, GroupDescription, GroupListing, ItemResult,
+    ListTransactionsFilter, MemberDescription, NewTopic, OffsetSpec, PartitionDescription,
+    ProducerStateDescription, TopicDescription, TransactionDescription, TransactionListing,
+    TransactionListings,
 };
 pub use config::{ClientConfig, ProducerConfig};
 pub use consumer::{

@@ -203,7 +203,11 @@ impl Cluster {
                 "unexpected response to FindCoordinator".into(),
             ));
         };
-        if let Some(e) = Error::broker(r.error_code, Some(format!("FindCoordinator {key}"))) {
+        let message = match r.error_message.as_ref().filter(|m| !m.is_empty()) {
+            Some(m) => format!("FindCoordinator {key}: {}", m.as_str()),
+            None => format!("FindCoordinator {key}"),
+        };
+        if let Some(e) = Error::broker(r.error_code, Some(message)) {
             return Err(e);
         }
         Ok(format!("{}:{}", r.host.as_str(), r.port))
