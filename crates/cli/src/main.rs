@@ -4,8 +4,9 @@
 //! * `gregor produce` / `gregor consume`: console producer and consumer ([`produce`],
 //!   [`consume`]).
 //! * `gregor perf produce` / `gregor perf consume`: throughput and latency tests ([`perf`]).
-//! * `gregor topic ...`, `gregor group ...`, `gregor cluster info`: administration with the
-//!   admin client ([`topic`], [`group`], [`cluster`]); read commands take `--format json`.
+//! * `gregor topic ...`, `gregor group ...`, `gregor txn ...`, `gregor cluster info`:
+//!   administration with the admin client ([`topic`], [`group`], [`txn`], [`cluster`]); read
+//!   commands take `--format json`.
 //!
 //! Client commands take `--brokers` (or `GREGOR_BROKERS`) and `-X key=value` client
 //! properties ([`common`]); errors are printed as one line and exit with code 1.
@@ -18,6 +19,7 @@ mod group;
 mod perf;
 mod produce;
 mod topic;
+mod txn;
 
 use std::process::ExitCode;
 
@@ -56,6 +58,11 @@ enum Command {
     Group {
         #[command(subcommand)]
         command: group::GroupCommand,
+    },
+    /// Transactions: list, describe, producers.
+    Txn {
+        #[command(subcommand)]
+        command: txn::TxnCommand,
     },
     /// The cluster: info.
     Cluster {
@@ -108,6 +115,10 @@ fn main() -> ExitCode {
         Command::Group { command } => {
             init_logging("warn");
             common::block_on(group::run(command))
+        }
+        Command::Txn { command } => {
+            init_logging("warn");
+            common::block_on(txn::run(command))
         }
         Command::Cluster { command } => {
             init_logging("warn");

@@ -478,7 +478,7 @@ fn help_lists_the_commands() {
         .unwrap();
     let text = String::from_utf8_lossy(&out.stdout);
     for cmd in [
-        "broker", "produce", "consume", "perf", "topic", "group", "cluster",
+        "broker", "produce", "consume", "perf", "topic", "group", "txn", "cluster",
     ] {
         assert!(text.contains(cmd), "{text}");
     }
@@ -882,4 +882,281 @@ fn consume_from_timestamp_with_and_without_group() {
         b"",
     );
     assert_eq!(ok(&out), "");
+}
+
+/// A transactional Gregor producer (`transactional.id` = `id`) on its own runtime, for the
+/// `gregor txn` tests: the CLI inspects the transaction it holds open.
+struct TxnProducer {
+    runtime: tokio::runtime::Runtime,
+    producer: gregor_client::Producer,
+}
+
+const TXN_TIMEOUT: Duration = Duration::from_secs(20);
+
+impl TxnProducer {
+    fn new(brokers: &str, id: &str) -> TxnProducer {
+        let runtime = tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(1)
+            .enable_all()
+            .build()
+            .unwrap();
+        let config = gregor_client::ClientConfig::from_pairs([
+            ("bootstrap.servers", brokers),
+            ("transactional.id", id),
+            ("transaction.timeout.ms", "50000"),
+        ]);
+        let producer = runtime.block_on(async {
+            let p = gregor_client::Producer::new(&config).unwrap();
+            p.init_transactions(TXN_TIMEOUT).await.unwrap();
+            p
+        });
+        TxnProducer { runtime, producer }
+    }
+
+    /// Begins a transaction and writes `values` to `topic`-`partition` (flushed).
+    fn write_open(&self, topic: &str, partition: i32, values: &[&str]) {
+        self.runtime.block_on(async {
+            self.producer.begin_transaction().unwrap();
+            for v in values {
+                self.producer
+                    .send(
+                        gregor_client::ProducerRecord::new(topic, v.to_string())
+                            .with_partition(partition),
+                    )
+                    .await
+                    .unwrap();
+            }
+            self.producer.flush(TXN_TIMEOUT).await.unwrap();
+        })
+    }
+
+    fn commit(&self) {
+        self.runtime
+            .block_on(self.producer.commit_transaction(TXN_TIMEOUT))
+            .unwrap();
+    }
+
+    fn producer_id(&self) -> i64 {
+        self.producer.identity().unwrap().producer_id
+    }
+}
+
+#[test]
+fn txn_admin_commands() {
+    let b = start_broker(&["num.partitions=1"]);
+    let g = |args: &[&str]| gregor(&b.addr, args, b"");
+    ok(&g(&["topic", "create", "tt", "--partitions", "2"]));
+    // One plain record first: the transaction then starts at offset 1.
+    ok(&gregor(
+        &b.addr,
+        &["produce", "tt", "--partition", "0"],
+        b"plain\n",
+    ));
+    let tp = TxnProducer::new(&b.addr, "cli-tx");
+    tp.write_open("tt", 0, &["t1", "t2"]);
+    let pid = tp.producer_id();
+
+    // txn list: text, JSON and every filter.
+    let text = ok(&g(&["txn", "list"]));
+    let lines: Vec<&str> = text.lines().collect();
+    assert_eq!(lines[0], "TRANSACTIONAL-ID  PRODUCER-ID  STATE", "{text}");
+    assert_eq!(lines.len(), 2, "{text}");
+    assert_eq!(
+        lines[1].split_whitespace().collect::<Vec<_>>(),
+        vec!["cli-tx", &pid.to_string(), "Ongoing"]
+    );
+    let v = json(&g(&[
+        "txn", "list", "--state", "Ongoing", "--format", "json",
+    ]));
+    assert_eq!(
+        v,
+        serde_json::json!([{"transactional_id": "cli-tx", "producer_id": pid, "state": "Ongoing"}])
+    );
+    let v = json(&g(&[
+        "txn",
+        "list",
+        "--state",
+        "CompleteCommit",
+        "--state",
+        "Empty",
+        "--format",
+        "json",
+    ]));
+    assert_eq!(v, serde_json::json!([]));
+    assert_eq!(
+        ok(&g(&["txn", "list", "--state", "CompleteCommit"])),
+        "TRANSACTIONAL-ID  PRODUCER-ID  STATE\n"
+    );
+    let pid_arg = pid.to_string();
+    let other_pid = (pid + 1000).to_string();
+    let count = |args: &[&str]| {
+        let mut all = vec!["txn", "list", "--format", "json"];
+        all.extend_from_slice(args);
+        json(&g(&all)).as_array().unwrap().len()
+    };
+    assert_eq!(count(&["--producer-id", &pid_arg]), 1);
+    assert_eq!(count(&["--producer-id", &other_pid]), 0);
+    assert_eq!(
+        count(&["--producer-id", &other_pid, "--producer-id", &pid_arg]),
+        1
+    );
+    assert_eq!(count(&["--min-duration-ms", "0"]), 1);
+    assert_eq!(count(&["--min-duration-ms", "3600000"]), 0);
+    one_line_error(
+        &g(&["txn", "list", "--state", "Bogus"]),
+        "unknown transaction state 'Bogus'",
+    );
+
+    // txn describe.
+    let text = ok(&g(&["txn", "describe", "cli-tx"]));
+    let lines: Vec<&str> = text.lines().collect();
+    assert_eq!(lines.len(), 2, "{text}");
+    assert_eq!(
+        lines[0].split_whitespace().collect::<Vec<_>>(),
+        vec![
+            "TRANSACTIONAL-ID",
+            "STATE",
+            "PRODUCER-ID",
+            "EPOCH",
+            "TIMEOUT-MS",
+            "START-TIME-MS",
+            "DURATION-MS",
+            "PARTITIONS"
+        ]
+    );
+    let row: Vec<&str> = lines[1].split_whitespace().collect();
+    assert_eq!(
+        row[..5],
+        ["cli-tx", "Ongoing", &pid_arg, "0", "50000"],
+        "{text}"
+    );
+    assert!(row[5].parse::<i64>().unwrap() > 1_600_000_000_000, "{text}");
+    assert!(row[6].parse::<i64>().unwrap() >= 0, "{text}");
+    assert_eq!(row[7], "tt-0");
+    let v = json(&g(&["txn", "describe", "cli-tx", "--format", "json"]));
+    let d = &v[0];
+    assert_eq!(d["transactional_id"], "cli-tx");
+    assert_eq!(d["state"], "Ongoing");
+    assert_eq!(d["producer_id"], pid);
+    assert_eq!(d["producer_epoch"], 0);
+    assert_eq!(d["timeout_ms"], 50000);
+    assert!(
+        d["start_time_ms"].as_i64().unwrap() > 1_600_000_000_000,
+        "{v}"
+    );
+    assert!(d["duration_ms"].as_i64().unwrap() >= 0, "{v}");
+    assert_eq!(
+        d["partitions"],
+        serde_json::json!([{"topic": "tt", "partition": 0}])
+    );
+    // An unknown id: the known ones are still shown, then a one-line error and exit 1.
+    let out = g(&["txn", "describe", "cli-tx", "nope"]);
+    one_line_error(&out, "transactional id 'nope' does not exist");
+    assert!(String::from_utf8_lossy(&out.stdout).contains("cli-tx"));
+    one_line_error(
+        &g(&["txn", "describe", "nope", "--format", "json"]),
+        "transactional id 'nope' does not exist",
+    );
+
+    // txn producers: the plain producer and the open transaction (from offset 1).
+    let text = ok(&g(&["txn", "producers", "tt"]));
+    let lines: Vec<&str> = text.lines().collect();
+    assert_eq!(
+        lines[0].split_whitespace().collect::<Vec<_>>(),
+        vec![
+            "PARTITION",
+            "PRODUCER-ID",
+            "EPOCH",
+            "LAST-SEQUENCE",
+            "LAST-TIMESTAMP",
+            "COORDINATOR-EPOCH",
+            "TXN-START-OFFSET"
+        ]
+    );
+    assert_eq!(lines.len(), 3, "{text}");
+    let txn_row: Vec<&str> = lines
+        .iter()
+        .map(|l| l.split_whitespace().collect::<Vec<_>>())
+        .find(|r| r[1] == pid_arg)
+        .unwrap_or_else(|| panic!("{text}"));
+    assert_eq!((txn_row[0], txn_row[2], txn_row[3]), ("0", "0", "1"));
+    assert_eq!(txn_row[6], "1", "{text}");
+    let v = json(&g(&["txn", "producers", "tt", "--format", "json"]));
+    assert_eq!(v["topic"], "tt");
+    assert_eq!(v["partitions"][1]["partition"], 1);
+    assert_eq!(v["partitions"][1]["producers"], serde_json::json!([]));
+    let on0 = v["partitions"][0]["producers"].as_array().unwrap();
+    assert_eq!(on0.len(), 2, "{v}");
+    let txn = on0.iter().find(|p| p["producer_id"] == pid).unwrap();
+    assert_eq!(txn["current_txn_start_offset"], 1, "{v}");
+    assert_eq!(txn["last_sequence"], 1, "{v}");
+    let plain = on0.iter().find(|p| p["producer_id"] != pid).unwrap();
+    assert_eq!(plain["current_txn_start_offset"], serde_json::Value::Null);
+    let v = json(&g(&[
+        "txn",
+        "producers",
+        "tt",
+        "--partition",
+        "1",
+        "--format",
+        "json",
+    ]));
+    assert_eq!(
+        v,
+        serde_json::json!({"topic": "tt", "partitions": [{"partition": 1, "producers": []}]})
+    );
+    assert_eq!(
+        ok(&g(&["txn", "producers", "tt", "--partition", "1"])),
+        "no active producers on topic 'tt'\n"
+    );
+    one_line_error(
+        &g(&["txn", "producers", "tt", "--partition", "5"]),
+        "topic 'tt' has no partition 5",
+    );
+    one_line_error(
+        &g(&["txn", "producers", "missing"]),
+        "topic 'missing' does not exist",
+    );
+
+    // After commit.
+    tp.commit();
+    let v = json(&g(&["txn", "describe", "cli-tx", "--format", "json"]));
+    assert_eq!(v[0]["state"], "CompleteCommit", "{v}");
+    assert_eq!(v[0]["duration_ms"], serde_json::Value::Null, "{v}");
+    assert_eq!(count(&["--state", "Ongoing"]), 0);
+    assert_eq!(count(&["--state", "CompleteCommit"]), 1);
+    let v = json(&g(&[
+        "txn",
+        "producers",
+        "tt",
+        "--partition",
+        "0",
+        "--format",
+        "json",
+    ]));
+    let txn = v["partitions"][0]["producers"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|p| p["producer_id"] == pid)
+        .cloned()
+        .unwrap();
+    assert_eq!(
+        txn["current_txn_start_offset"],
+        serde_json::Value::Null,
+        "{v}"
+    );
+
+    // No broker: one line, exit 1.
+    let dead = format!("127.0.0.1:{}", free_port());
+    for args in [
+        vec!["txn", "list"],
+        vec!["txn", "describe", "x"],
+        vec!["txn", "producers", "t"],
+    ] {
+        one_line_error(
+            &gregor(&dead, &args, b""),
+            &format!("cannot reach {dead}: connection refused"),
+        );
+    }
 }
