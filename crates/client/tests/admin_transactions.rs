@@ -203,8 +203,10 @@ async fn transaction_views_while_open_after_commit_and_for_unknown_ids() {
         (d.producer_id, d.producer_epoch),
         (committed.producer_id, committed.epoch)
     );
-    // Like Kafka's coordinator, the completed transaction keeps its start time.
+    // Like Kafka's coordinator, the completed transaction keeps its start time and no
+    // longer lists partitions.
     assert!(d.start_time_ms.is_some_and(|ms| ms >= start), "{d:?}");
+    assert!(d.partitions.is_empty(), "{d:?}");
     let producers = admin
         .describe_producers(vec![("views".into(), 0)])
         .await

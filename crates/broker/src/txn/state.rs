@@ -375,9 +375,11 @@ impl TxnMetadata {
         Ok(next)
     }
 
-    /// After every marker is written: the completed state.
+    /// After every marker is written: the completed state (its partitions are done with, as
+    /// in Kafka, so they are no longer reported).
     pub fn complete(&self, now_ms: i64) -> TxnMetadata {
         let mut next = self.clone();
+        next.partitions.clear();
         next.status = match self.status {
             TxnStatus::PrepareCommit => TxnStatus::CompleteCommit,
             TxnStatus::PrepareAbort => TxnStatus::CompleteAbort,
@@ -426,6 +428,10 @@ mod tests {
         );
         let c = p.complete(30);
         assert_eq!(c.status, TxnStatus::CompleteCommit);
+        assert!(
+            c.partitions.is_empty(),
+            "a completed transaction lists no partitions"
+        );
         assert!(
             c.prepare_end(7, 0, true, false, 31, no_id)
                 .unwrap()
