@@ -177,6 +177,18 @@ pub fn id_list(ids: &[i32]) -> String {
 }
 
 /// Prints a JSON value (pretty) followed by a newline.
+/// `topic-partition` pairs joined by commas, or `-` when there are none (table cells).
+pub fn partition_list(partitions: &[(String, i32)]) -> String {
+    if partitions.is_empty() {
+        return "-".into();
+    }
+    partitions
+        .iter()
+        .map(|(t, p)| format!("{t}-{p}"))
+        .collect::<Vec<_>>()
+        .join(",")
+}
+
 pub fn print_json(v: &serde_json::Value) {
     println!(
         "{}",

@@ -9,7 +9,8 @@ use gregor_client::{AdminClient, GroupDescription, OffsetSpec};
 use serde_json::json;
 
 use crate::common::{
-    admin_client, kafka_error_name, print_json, table, ConnArgs, FormatArg, OutputFormat,
+    admin_client, kafka_error_name, partition_list, print_json, table, ConnArgs, FormatArg,
+    OutputFormat,
 };
 use crate::topic::{describe_topic, log_offsets};
 
@@ -247,20 +248,11 @@ async fn describe(a: DescribeArgs) -> Result<ExitCode> {
                     .members
                     .iter()
                     .map(|m| {
-                        let assignment: Vec<String> = m
-                            .assignment
-                            .iter()
-                            .map(|(t, p)| format!("{t}-{p}"))
-                            .collect();
                         vec![
                             m.member_id.clone(),
                             m.client_id.clone(),
                             m.client_host.clone(),
-                            if assignment.is_empty() {
-                                "-".into()
-                            } else {
-                                assignment.join(",")
-                            },
+                            partition_list(&m.assignment),
                         ]
                     })
                     .collect();

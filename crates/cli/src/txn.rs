@@ -10,7 +10,9 @@ use clap::{Args, Subcommand};
 use gregor_client::{ListTransactionsFilter, ProducerStateDescription, TransactionDescription};
 use serde_json::json;
 
-use crate::common::{admin_client, print_json, table, ConnArgs, FormatArg, OutputFormat};
+use crate::common::{
+    admin_client, partition_list, print_json, table, ConnArgs, FormatArg, OutputFormat,
+};
 use crate::topic::{describe_topic, topic_error};
 
 #[derive(Subcommand)]
@@ -184,11 +186,6 @@ async fn describe(a: DescribeArgs) -> Result<ExitCode> {
                 let rows: Vec<Vec<String>> = found
                     .iter()
                     .map(|d| {
-                        let partitions: Vec<String> = d
-                            .partitions
-                            .iter()
-                            .map(|(t, p)| format!("{t}-{p}"))
-                            .collect();
                         vec![
                             d.transactional_id.clone(),
                             d.state.clone(),
@@ -197,11 +194,7 @@ async fn describe(a: DescribeArgs) -> Result<ExitCode> {
                             d.timeout_ms.to_string(),
                             opt(d.start_time_ms),
                             opt(duration_ms(d, now)),
-                            if partitions.is_empty() {
-                                "-".into()
-                            } else {
-                                partitions.join(",")
-                            },
+                            partition_list(&d.partitions),
                         ]
                     })
                     .collect();
