@@ -108,8 +108,9 @@ pub async fn start(config: BrokerConfig) -> Result<BrokerHandle, BrokerError> {
     })
 }
 
-/// Runs blocking start-up work (log recovery) without stalling a multi-threaded runtime.
-fn block_in_place_or_run<T>(f: impl FnOnce() -> T) -> T {
+/// Runs blocking work (log recovery at start-up, a transaction's marker writes) without
+/// stalling the other tasks of a multi-threaded runtime.
+pub(crate) fn block_in_place_or_run<T>(f: impl FnOnce() -> T) -> T {
     match tokio::runtime::Handle::try_current().map(|h| h.runtime_flavor()) {
         Ok(tokio::runtime::RuntimeFlavor::MultiThread) => tokio::task::block_in_place(f),
         _ => f(),

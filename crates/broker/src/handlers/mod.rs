@@ -19,6 +19,7 @@ use kafka_protocol::messages::{RequestHeader, RequestKind, ResponseKind};
 use kafka_protocol::protocol::StrBytes;
 
 use crate::broker::Broker;
+use crate::server::block_in_place_or_run;
 
 /// Routes a decoded request to its handler. `Ok(None)`: no response is due (acks=0).
 pub async fn handle(
@@ -84,7 +85,10 @@ pub async fn handle(
             ResponseKind::OffsetDelete(groups::offset_delete(broker, r))
         }
         RequestKind::InitProducerId(r) => {
-            ResponseKind::InitProducerId(producer_id::init_producer_id(broker, r, v))
+            // May abort a previous producer's transaction: marker writes to disk.
+            ResponseKind::InitProducerId(block_in_place_or_run(|| {
+                producer_id::init_producer_id(broker, r, v)
+            }))
         }
         RequestKind::AddPartitionsToTxn(r) => {
             ResponseKind::AddPartitionsToTxn(transactions::add_partitions(broker, r, v))
@@ -95,7 +99,12 @@ pub async fn handle(
         RequestKind::TxnOffsetCommit(r) => {
             ResponseKind::TxnOffsetCommit(transactions::txn_offset_commit(broker, r, v))
         }
-        RequestKind::EndTxn(r) => ResponseKind::EndTxn(transactions::end_txn(broker, r, v)),
+        RequestKind::EndTxn(r) => {
+            // Writes a marker to every partition of the transaction before answering.
+            ResponseKind::EndTxn(block_in_place_or_run(|| {
+                transactions::end_txn(broker, r, v)
+            }))
+        }
         RequestKind::ListTransactions(r) => {
             ResponseKind::ListTransactions(transactions::list_transactions(broker, r, v))
         }
