@@ -549,3 +549,61 @@ async fn concurrent_sends_through_a_small_buffer_keep_exact_accounting() {
     );
     broker.shutdown().await.unwrap();
 }
+
+/// The three send styles: `send` returns before the acknowledgement (the record lingers for
+/// linger.ms), `send_with_callback` reports it to a callback, `send_and_wait` returns it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn async_callback_and_sync_sends() {
+    let dir = tempfile::tempdir().unwrap();
+    let broker = start_broker(dir.path(), &[]).await;
+    let c = config(&broker, &[("linger.ms", "400")]);
+    let producer = Producer::new(&c).unwrap();
+    producer
+        .send_and_wait(ProducerRecord::new("styles", "warm-up").with_partition(0))
+        .await
+        .unwrap();
+
+    let start = Instant::now();
+    let future = producer
+        .send(ProducerRecord::new("styles", "async").with_partition(0))
+        .await
+        .unwrap();
+    assert!(
+        start.elapsed() < Duration::from_millis(200),
+        "send returns at once, before linger.ms"
+    );
+    let (tx, rx) = tokio::sync::oneshot::channel();
+    producer
+        .send_with_callback(
+            ProducerRecord::new("styles", "callback").with_partition(0),
+            move |result| {
+                let _ = tx.send(result);
+            },
+        )
+        .await
+        .unwrap();
+    let acked = future.await.unwrap();
+    assert!(
+        start.elapsed() >= Duration::from_millis(300),
+        "acknowledged only after lingering"
+    );
+    let called = tokio::time::timeout(Duration::from_secs(10), rx)
+        .await
+        .expect("the callback is called")
+        .unwrap()
+        .unwrap();
+    assert_eq!((acked.offset, called.offset), (1, 2));
+
+    let sync_start = Instant::now();
+    let meta = producer
+        .send_and_wait(ProducerRecord::new("styles", "sync").with_partition(0))
+        .await
+        .unwrap();
+    assert_eq!(meta.offset, 3);
+    assert!(
+        sync_start.elapsed() >= Duration::from_millis(300),
+        "waited for the ack"
+    );
+    producer.close(Duration::from_secs(5)).await.unwrap();
+    broker.shutdown().await.unwrap();
+}

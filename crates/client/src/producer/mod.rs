@@ -553,6 +553,20 @@ impl<K, V> Producer<K, V> {
         Ok(wake || transactional)
     }
 
+    /// Like [`Self::send`], but hands the acknowledgement (metadata or error) to `callback`
+    /// instead of returning a future: `Ok(())` means the record was accepted and `callback`
+    /// will be called exactly once, from a Tokio task; an `Err` means it was not accepted
+    /// (the callback is then not called).
+    pub async fn send_with_callback(
+        &self,
+        record: ProducerRecord<K, V>,
+        callback: impl FnOnce(Result<RecordMetadata>) + Send + 'static,
+    ) -> Result<()> {
+        let delivery = self.send(record).await?;
+        tokio::spawn(async move { callback(delivery.await) });
+        Ok(())
+    }
+
     /// Sends `record` and waits for its acknowledgement.
     pub async fn send_and_wait(&self, record: ProducerRecord<K, V>) -> Result<RecordMetadata> {
         self.send(record).await?.await
