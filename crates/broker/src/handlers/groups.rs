@@ -21,6 +21,7 @@ use kafka_protocol::messages::offset_fetch_response::{
     OffsetFetchResponseTopic, OffsetFetchResponseTopics,
 };
 use kafka_protocol::messages::*;
+use kafka_protocol::protocol::StrBytes;
 
 use super::{code, s, NONE};
 use crate::broker::Broker;
@@ -241,22 +242,40 @@ pub fn leave_group(
     }
 }
 
+/// One entry of `GroupCoordinator::commit`: (topic, partition, offset, leader epoch,
+/// metadata), from the fields OffsetCommit and TxnOffsetCommit share.
+pub fn commit_entry(
+    topic: &TopicName,
+    partition: i32,
+    offset: i64,
+    leader_epoch: i32,
+    metadata: Option<&StrBytes>,
+) -> (String, i32, i64, i32, String) {
+    (
+        topic.0.to_string(),
+        partition,
+        offset,
+        leader_epoch,
+        metadata.map(|m| m.to_string()).unwrap_or_default(),
+    )
+}
+
 pub fn offset_commit(broker: &Broker, request: OffsetCommitRequest) -> OffsetCommitResponse {
-    let mut entries = Vec::new();
-    for t in &request.topics {
-        for p in &t.partitions {
-            entries.push((
-                t.name.0.to_string(),
-                p.partition_index,
-                p.committed_offset,
-                p.committed_leader_epoch,
-                p.committed_metadata
-                    .as_ref()
-                    .map(|m| m.to_string())
-                    .unwrap_or_default(),
-            ));
-        }
-    }
+    let entries = request
+        .topics
+        .iter()
+        .flat_map(|t| {
+            t.partitions.iter().map(|p| {
+                commit_entry(
+                    &t.name,
+                    p.partition_index,
+                    p.committed_offset,
+                    p.committed_leader_epoch,
+                    p.committed_metadata.as_ref(),
+                )
+            })
+        })
+        .collect();
     let codes = broker.groups.commit(
         broker,
         request.group_id.0.as_str(),

@@ -23,6 +23,7 @@ use kafka_protocol::messages::{
     TxnOffsetCommitRequest, TxnOffsetCommitResponse,
 };
 
+use super::groups::commit_entry;
 use super::{now_ms, s, NONE};
 use crate::broker::Broker;
 use crate::group::coordinator::OFFSETS_TOPIC;
@@ -234,21 +235,21 @@ pub fn txn_offset_commit(
         OFFSETS_TOPIC.to_string(),
         broker.groups.partition_for(group),
     );
-    let mut entries = Vec::new();
-    for t in &request.topics {
-        for p in &t.partitions {
-            entries.push((
-                t.name.0.to_string(),
-                p.partition_index,
-                p.committed_offset,
-                p.committed_leader_epoch,
-                p.committed_metadata
-                    .as_ref()
-                    .map(|m| m.to_string())
-                    .unwrap_or_default(),
-            ));
-        }
-    }
+    let entries: Vec<_> = request
+        .topics
+        .iter()
+        .flat_map(|t| {
+            t.partitions.iter().map(|p| {
+                commit_entry(
+                    &t.name,
+                    p.partition_index,
+                    p.committed_offset,
+                    p.committed_leader_epoch,
+                    p.committed_metadata.as_ref(),
+                )
+            })
+        })
+        .collect();
     // The group's offsets partition must be in the ongoing transaction (AddOffsetsToTxn
     // first): checked and written under the coordinator lock, as for produce.
     let producer = (request.producer_id.0, request.producer_epoch);
