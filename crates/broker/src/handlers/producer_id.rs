@@ -9,7 +9,7 @@ use kafka_protocol::messages::{InitProducerIdRequest, InitProducerIdResponse, Pr
 
 use super::{code, NONE};
 use crate::broker::Broker;
-use crate::txn::state::{code as txn_code, TxnError};
+use crate::txn::state::{code as txn_code, code_for_version, TxnError};
 
 pub fn init_producer_id(
     broker: &Broker,
@@ -48,13 +48,8 @@ pub fn init_producer_id(
             Err(TxnError(c, reason)) => {
                 tracing::debug!(transactional_id = %tid.0.as_str(), code = c, %reason, "InitProducerId refused");
                 // PRODUCER_FENCED is known to clients from v4 on.
-                let c = if c == txn_code::PRODUCER_FENCED && version < 4 {
-                    txn_code::INVALID_PRODUCER_EPOCH
-                } else {
-                    c
-                };
                 InitProducerIdResponse::default()
-                    .with_error_code(c)
+                    .with_error_code(code_for_version(c, version, 4))
                     .with_producer_id(ProducerId(-1))
                     .with_producer_epoch(-1)
             }

@@ -28,33 +28,23 @@ use super::{now_ms, s, NONE};
 use crate::broker::Broker;
 use crate::group::coordinator::OFFSETS_TOPIC;
 use crate::txn::coordinator::TXN_STATE_TOPIC;
-use crate::txn::state::{code, TxnError, TxnStatus};
-
-/// Clients older than `fenced_since` know PRODUCER_FENCED as INVALID_PRODUCER_EPOCH.
-fn for_version(c: i16, version: i16, fenced_since: i16) -> i16 {
-    if c == code::PRODUCER_FENCED && version < fenced_since {
-        code::INVALID_PRODUCER_EPOCH
-    } else {
-        c
-    }
-}
+use crate::txn::state::{code, code_for_version, TxnError, TxnStatus};
 
 fn log_refusal(api: &str, id: &str, e: &TxnError) {
     tracing::debug!(api, transactional_id = id, code = e.0, reason = %e.1, "transaction request refused");
 }
 
-/// (topic, partition) pairs of a request's topics, with the error each gets when the topic
-/// is unknown: UNKNOWN_TOPIC_OR_PARTITION for it, OPERATION_NOT_ATTEMPTED for the others.
-fn unknown_partitions(broker: &Broker, topics: &[AddPartitionsToTxnTopic]) -> Vec<(String, i32)> {
+/// The (topic, partition) pairs in `partitions` the metadata does not know.
+fn unknown_partitions(broker: &Broker, partitions: &[(String, i32)]) -> Vec<(String, i32)> {
     let image = broker.image();
-    topics
+    partitions
         .iter()
-        .flat_map(|t| t.partitions.iter().map(move |p| (t.name.0.to_string(), *p)))
         .filter(|(t, p)| {
             !image
                 .topic(t)
                 .is_some_and(|topic| topic.partitions.contains_key(p))
         })
+        .cloned()
         .collect()
 }
 
@@ -107,7 +97,12 @@ fn add_or_verify(
             }
         });
     }
-    let unknown = unknown_partitions(broker, topics);
+    let all: Vec<(String, i32)> = topics
+        .iter()
+        .flat_map(|t| t.partitions.iter().map(move |p| (t.name.0.to_string(), *p)))
+        .collect();
+    // Unknown partitions get UNKNOWN_TOPIC_OR_PARTITION, the others OPERATION_NOT_ATTEMPTED.
+    let unknown = unknown_partitions(broker, &all);
     if !unknown.is_empty() {
         return topic_results(topics, |t, p| {
             if unknown.iter().any(|(ut, up)| ut == t && *up == p) {
@@ -117,10 +112,6 @@ fn add_or_verify(
             }
         });
     }
-    let all: Vec<(String, i32)> = topics
-        .iter()
-        .flat_map(|t| t.partitions.iter().map(move |p| (t.name.0.to_string(), *p)))
-        .collect();
     if verify_only {
         return topic_results(topics, |t, p| {
             match broker
@@ -128,7 +119,7 @@ fn add_or_verify(
                 .verify(transactional_id, producer_id, epoch, &(t.to_string(), p))
             {
                 Ok(()) => NONE,
-                Err(e) => for_version(e.0, version, 2),
+                Err(e) => code_for_version(e.0, version, 2),
             }
         });
     }
@@ -139,7 +130,7 @@ fn add_or_verify(
         Ok(()) => NONE,
         Err(e) => {
             log_refusal("AddPartitionsToTxn", transactional_id, &e);
-            for_version(e.0, version, 2)
+            code_for_version(e.0, version, 2)
         }
     };
     topic_results(topics, |_, _| c)
@@ -218,7 +209,7 @@ pub fn add_offsets(
         Ok(()) => NONE,
         Err(e) => {
             log_refusal("AddOffsetsToTxn", id, &e);
-            for_version(e.0, version, 2)
+            code_for_version(e.0, version, 2)
         }
     };
     AddOffsetsToTxnResponse::default().with_error_code(c)
@@ -270,7 +261,7 @@ pub fn txn_offset_commit(
         Ok(codes) => codes,
         Err(e) => {
             log_refusal("TxnOffsetCommit", id, &e);
-            vec![for_version(e.0, version, 3); entries.len()]
+            vec![code_for_version(e.0, version, 3); entries.len()]
         }
     };
     let mut codes = codes.into_iter();
@@ -320,7 +311,8 @@ pub fn end_txn(broker: &Broker, request: EndTxnRequest, version: i16) -> EndTxnR
         }
         Err(e) => {
             log_refusal("EndTxn", id, &e);
-            let response = EndTxnResponse::default().with_error_code(for_version(e.0, version, 2));
+            let response =
+                EndTxnResponse::default().with_error_code(code_for_version(e.0, version, 2));
             if bump {
                 response
                     .with_producer_id(ProducerId(-1))
@@ -337,20 +329,10 @@ pub fn list_transactions(
     request: ListTransactionsRequest,
     version: i16,
 ) -> ListTransactionsResponse {
-    let known = [
-        TxnStatus::Empty,
-        TxnStatus::Ongoing,
-        TxnStatus::PrepareCommit,
-        TxnStatus::PrepareAbort,
-        TxnStatus::CompleteCommit,
-        TxnStatus::CompleteAbort,
-        TxnStatus::Dead,
-        TxnStatus::PrepareEpochFence,
-    ];
     let unknown_filters: Vec<_> = request
         .state_filters
         .iter()
-        .filter(|f| !known.iter().any(|k| k.name() == f.as_str()))
+        .filter(|f| !TxnStatus::ALL.iter().any(|k| k.name() == f.as_str()))
         .cloned()
         .collect();
     let now = now_ms();

@@ -40,19 +40,22 @@ pub enum TxnStatus {
 }
 
 impl TxnStatus {
+    /// Every state, in the order of their codes.
+    pub const ALL: [TxnStatus; 8] = [
+        TxnStatus::Empty,
+        TxnStatus::Ongoing,
+        TxnStatus::PrepareCommit,
+        TxnStatus::PrepareAbort,
+        TxnStatus::CompleteCommit,
+        TxnStatus::CompleteAbort,
+        TxnStatus::Dead,
+        TxnStatus::PrepareEpochFence,
+    ];
+
     pub fn from_code(c: i8) -> Option<TxnStatus> {
-        use TxnStatus::*;
-        Some(match c {
-            0 => Empty,
-            1 => Ongoing,
-            2 => PrepareCommit,
-            3 => PrepareAbort,
-            4 => CompleteCommit,
-            5 => CompleteAbort,
-            6 => Dead,
-            7 => PrepareEpochFence,
-            _ => return None,
-        })
+        usize::try_from(c)
+            .ok()
+            .and_then(|i| Self::ALL.get(i).copied())
     }
 
     /// The name ListTransactions and DescribeTransactions report.
@@ -92,6 +95,16 @@ pub struct TxnMetadata {
     pub partitions: BTreeSet<(String, i32)>,
     pub start_ms: i64,
     pub last_update_ms: i64,
+}
+
+/// `c` as a client of `version` understands it: PRODUCER_FENCED exists for an API from
+/// version `fenced_since` on; older clients know it as INVALID_PRODUCER_EPOCH.
+pub fn code_for_version(c: i16, version: i16, fenced_since: i16) -> i16 {
+    if c == code::PRODUCER_FENCED && version < fenced_since {
+        code::INVALID_PRODUCER_EPOCH
+    } else {
+        c
+    }
 }
 
 /// A refused request: Kafka error code and a readable reason.
