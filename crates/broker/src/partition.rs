@@ -107,11 +107,7 @@ impl Partition {
         if log.segment_count() != segments_before {
             // The append rolled a segment: snapshot the producer state there (as Kafka does),
             // so a restart replays at most one segment to rebuild it.
-            let saved = log
-                .sync_txn_indexes()
-                .map_err(std::io::Error::other)
-                .and_then(|()| producers.save(log.dir(), log.log_end_offset()));
-            if let Err(e) = saved {
+            if let Err(e) = save_producer_snapshot(log, producers) {
                 tracing::warn!(topic = %self.topic, partition = self.index, error = %e, "cannot snapshot producer state at a segment roll");
             }
         }
@@ -373,10 +369,9 @@ impl Partition {
     /// starts at the snapshot and could not re-add them.
     pub fn snapshot_producers(&self, now_ms: i64, expiration_ms: i64) -> std::io::Result<()> {
         let mut log = self.lock();
-        log.sync_txn_indexes().map_err(std::io::Error::other)?;
         let mut producers = self.producers();
         producers.expire(now_ms, expiration_ms);
-        producers.save(log.dir(), log.log_end_offset())
+        save_producer_snapshot(&mut log, &producers)
     }
 
     /// Reads whole batches from `offset`, never past the HW (read_uncommitted).
@@ -490,6 +485,14 @@ impl Partition {
         drop(log);
         std::fs::remove_dir_all(&dir).map_err(StorageError::from)
     }
+}
+
+/// Writes the producer-state snapshot covering the log up to its end. The transaction
+/// indexes are synced first: a restart replays only the log after the snapshot, so it could
+/// not re-add an index entry lost before it.
+fn save_producer_snapshot(log: &mut Log, producers: &ProducerStates) -> std::io::Result<()> {
+    log.sync_txn_indexes().map_err(std::io::Error::other)?;
+    producers.save(log.dir(), log.log_end_offset())
 }
 
 /// The base sequence of batches that carry none (coordinator writes, markers).
