@@ -141,9 +141,9 @@ impl GroupCoordinator {
                     continue;
                 }
                 for (_, key, value) in &batch.records {
-                    let record = match OffsetsRecord::decode(key, value.as_deref()) {
-                        Ok(r) => r,
-                        Err(super::offsets_log::OffsetsLogError::UnknownKeyVersion(_)) => continue,
+                    let record = match OffsetsRecord::decode_known(key, value.as_deref()) {
+                        Ok(Some(r)) => r,
+                        Ok(None) => continue,
                         Err(e) => return Err(format!("{OFFSETS_TOPIC}-{p}: {e}")),
                     };
                     match record {
