@@ -298,29 +298,21 @@ pub fn end_txn(broker: &Broker, request: EndTxnRequest, version: i16) -> EndTxnR
         request.committed,
         bump,
     );
-    match result {
-        Ok((producer_id, epoch)) => {
-            let response = EndTxnResponse::default().with_error_code(NONE);
-            if bump {
-                response
-                    .with_producer_id(ProducerId(producer_id))
-                    .with_producer_epoch(epoch)
-            } else {
-                response
-            }
-        }
+    let (error, producer_id, epoch) = match result {
+        Ok((producer_id, epoch)) => (NONE, producer_id, epoch),
         Err(e) => {
             log_refusal("EndTxn", id, &e);
-            let response =
-                EndTxnResponse::default().with_error_code(code_for_version(e.0, version, 2));
-            if bump {
-                response
-                    .with_producer_id(ProducerId(-1))
-                    .with_producer_epoch(-1)
-            } else {
-                response
-            }
+            (code_for_version(e.0, version, 2), -1, -1)
         }
+    };
+    let response = EndTxnResponse::default().with_error_code(error);
+    // The producer id and epoch exist in the response from v5 on.
+    if bump {
+        response
+            .with_producer_id(ProducerId(producer_id))
+            .with_producer_epoch(epoch)
+    } else {
+        response
     }
 }
 
