@@ -266,7 +266,7 @@ impl BatchHeader {
         h[51..53].copy_from_slice(&self.epoch.to_be_bytes());
         h[53..57].copy_from_slice(&self.base_sequence.to_be_bytes());
         h[57..61].copy_from_slice(&self.count.to_be_bytes());
-        let crc = crate::crc32c::crc32c(&batch[21..]);
+        let crc = crc32c::crc32c(&batch[21..]);
         batch[17..21].copy_from_slice(&crc.to_be_bytes());
     }
 }

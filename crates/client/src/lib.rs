@@ -19,7 +19,6 @@ pub mod admin;
 pub mod config;
 pub mod connection;
 pub mod consumer;
-mod crc32c;
 pub mod error;
 pub mod interceptor;
 pub mod metadata;
