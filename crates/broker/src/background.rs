@@ -8,16 +8,15 @@ use std::time::Duration;
 use tokio::sync::watch;
 
 use crate::broker::Broker;
-use crate::handlers::now_ms;
 
 /// Longest sleep between checks, so config changes and shutdown are noticed promptly.
 const TICK_MAX_MS: u64 = 1_000;
 
 /// Runs the periodic tasks until `shutdown` flips.
 pub async fn run(broker: Arc<Broker>, mut shutdown: watch::Receiver<bool>) {
-    let mut last_checkpoint_ms = now_ms();
-    let mut last_flush_check_ms = now_ms();
-    let mut last_retention_ms = now_ms();
+    let mut last_checkpoint_ms = broker.clock.now_ms();
+    let mut last_flush_check_ms = broker.clock.now_ms();
+    let mut last_retention_ms = broker.clock.now_ms();
     loop {
         let config = broker.config();
         let flush_every = config.flush_scheduler_interval_ms();
@@ -30,7 +29,7 @@ pub async fn run(broker: Arc<Broker>, mut shutdown: watch::Receiver<bool>) {
             _ = shutdown.changed() => return,
             _ = tokio::time::sleep(Duration::from_millis(tick)) => {}
         }
-        let now = now_ms();
+        let now = broker.clock.now_ms();
         if (now - last_flush_check_ms) as u64 >= flush_every {
             last_flush_check_ms = now;
             let broker = broker.clone();
@@ -62,7 +61,7 @@ pub async fn run(broker: Arc<Broker>, mut shutdown: watch::Receiver<bool>) {
             let broker = broker.clone();
             let _ = tokio::task::spawn_blocking(move || {
                 let expiration = broker.config().producer_id_expiration_ms();
-                if let Err(e) = broker.replicas.write_checkpoints(expiration) {
+                if let Err(e) = broker.replicas.write_checkpoints(now, expiration) {
                     tracing::error!(error = %e, "writing checkpoints failed");
                 }
             })
@@ -87,7 +86,8 @@ pub async fn run_cleaner(broker: Arc<Broker>, mut shutdown: watch::Receiver<bool
                 if *shutdown.borrow() {
                     return;
                 }
-                let task = tokio::task::spawn_blocking(move || (p.clean(now_ms(), dedupe), p));
+                let now = broker.clock.now_ms();
+                let task = tokio::task::spawn_blocking(move || (p.clean(now, dedupe), p));
                 match task.await {
                     Ok((Ok(cleaned), _)) => cleaned_any |= cleaned,
                     Ok((Err(e), p)) => {
@@ -106,5 +106,40 @@ pub async fn run_cleaner(broker: Arc<Broker>, mut shutdown: watch::Receiver<bool
             _ = shutdown.changed() => return,
             _ = tokio::time::sleep(Duration::from_millis(pause)) => {}
         }
+    }
+}
+
+/// Drives the group coordinator's timers until shutdown: sleeps until the earliest
+/// deadline, or until a new deadline wakes it early.
+pub async fn run_group_timers(broker: Arc<Broker>, mut shutdown: watch::Receiver<bool>) {
+    loop {
+        let next = broker.groups.tick(&*broker).unwrap_or(i64::MAX);
+        let wait_ms = (next - broker.clock.now_ms()).clamp(1, 60_000) as u64;
+        tokio::select! {
+            _ = shutdown.changed() => return,
+            _ = broker.groups.deadline_added() => {}
+            _ = tokio::time::sleep(Duration::from_millis(wait_ms)) => {}
+        }
+    }
+}
+
+/// Runs the transaction coordinator's timeout and expiry checks at their configured
+/// intervals until shutdown.
+pub async fn run_txn_timers(broker: Arc<Broker>, mut shutdown: watch::Receiver<bool>) {
+    let config = broker.txns.config();
+    let mut last_expiry = broker.clock.now_ms();
+    loop {
+        tokio::select! {
+            _ = shutdown.changed() => return,
+            _ = tokio::time::sleep(Duration::from_millis(config.abort_check_interval_ms.max(1) as u64)) => {}
+        }
+        let now = broker.clock.now_ms();
+        let expire = now - last_expiry >= config.expiry_check_interval_ms;
+        if expire {
+            last_expiry = now;
+        }
+        let b = broker.clone();
+        // Marker writes are disk I/O under the coordinator lock: off the async workers.
+        let _ = tokio::task::spawn_blocking(move || b.txns.tick(&*b, now, expire)).await;
     }
 }

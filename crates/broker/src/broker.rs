@@ -1,19 +1,26 @@
-//! The broker's shared state: configuration, the controller and its metadata image, and the
-//! hosted partitions. One `Arc<Broker>` is shared by every connection.
+//! The broker's shared state: the controller, the metadata listener with the published image
+//! and config, and the hosted partitions. One `Arc<Broker>` is shared by every connection.
 //!
-//! Architecture invariant: the image a handler sees and the partitions the replica manager
-//! hosts change together, under the controller mutex, so a topic visible in Metadata is
-//! always writable and readable.
+//! An admin change runs in two steps under the controller mutex: the controller validates
+//! and appends it ([`Broker::commit`]), then the listener applies the committed batches and
+//! publishes them. Architecture invariant: the image a handler sees is published after the
+//! replica manager hosts its partitions, so a topic visible in Metadata is writable and
+//! readable, unless opening its log failed, which the change's caller is told.
 
 use std::path::Path;
-use std::sync::{Arc, Mutex, RwLock};
+use std::sync::{Arc, Mutex};
 
 use gregor_metadata::controller::NewTopic;
 use gregor_metadata::{ConfigResource, Controller, ControllerError, MetadataImage};
+
+use crate::metadata_listener::{ApplyFailure, MetadataListener};
 use gregor_storage::log_dir::LogDir;
 
+use crate::clock::SharedClock;
 use crate::config::BrokerConfig;
+use crate::coordinator_services::{CoordinatorServices, TxnMarker};
 use crate::group::coordinator::{GroupCoordinator, OFFSETS_TOPIC};
+use crate::partition::Partition;
 use crate::replica_manager::ReplicaManager;
 use crate::txn::coordinator::{TxnCoordinator, TXN_STATE_TOPIC};
 
@@ -26,6 +33,8 @@ pub enum BrokerError {
     Storage(#[from] gregor_storage::error::StorageError),
     #[error("metadata: {0}")]
     Metadata(#[from] ControllerError),
+    #[error("metadata: {0}")]
+    Apply(#[from] ApplyFailure),
     #[error("{context}: {source}")]
     Io {
         context: String,
@@ -33,16 +42,24 @@ pub enum BrokerError {
     },
 }
 
+/// Why an admin change failed: refused by the controller, or committed but not applied here.
+#[derive(Debug, thiserror::Error)]
+pub enum CommitError {
+    #[error(transparent)]
+    Refused(#[from] ControllerError),
+    #[error("the change was committed but not applied on this broker: {0}")]
+    NotApplied(#[from] ApplyFailure),
+}
+
 /// State shared by all connections of one broker.
 pub struct Broker {
     pub node_id: i32,
     pub cluster_id: String,
-    /// Static configuration (file and overrides).
-    static_config: BrokerConfig,
-    /// Static configuration with dynamic broker configs applied on top.
-    config: RwLock<Arc<BrokerConfig>>,
+    /// The one clock every component reads time from.
+    pub clock: SharedClock,
     controller: Mutex<Controller>,
-    image: RwLock<Arc<MetadataImage>>,
+    /// The published image and effective config.
+    metadata: MetadataListener,
     pub replicas: ReplicaManager,
     pub groups: GroupCoordinator,
     pub txns: TxnCoordinator,
@@ -53,31 +70,38 @@ pub struct Broker {
 impl Broker {
     /// Opens the data directory, replays metadata, recovers logs and registers this broker
     /// with the advertised endpoint `host:port`.
-    pub fn open(config: BrokerConfig, host: &str, port: u16) -> Result<Broker, BrokerError> {
+    pub fn open(
+        config: BrokerConfig,
+        host: &str,
+        port: u16,
+        clock: SharedClock,
+    ) -> Result<Broker, BrokerError> {
         let node_id = config.node_id();
         let dir = config.log_dir();
-        let log_dir = LogDir::open(&dir)?;
+        let log_dir = LogDir::open(&dir, clock.clone())?;
         let cluster_id = load_or_create_cluster_id(&dir, node_id)?;
         let mut controller =
             Controller::open(&dir.join("__cluster_metadata-0").join("metadata.log"))?;
-        let image = controller.register_broker(node_id, host, port)?;
+        controller.register_broker(node_id, host, port)?;
+        // The start loads the whole image; the batches behind it need no applying.
+        controller.take_committed();
+        let image = controller.image();
         let replicas = ReplicaManager::new(node_id, log_dir);
-        let groups = GroupCoordinator::new(config.coordinator_config());
-        let txns = TxnCoordinator::new(config.txn_config());
+        let groups = GroupCoordinator::new(config.coordinator_config(), clock.clone());
+        let txns = TxnCoordinator::new(config.txn_config(), clock.clone());
         let broker = Broker {
             node_id,
             cluster_id,
-            config: RwLock::new(Arc::new(config.clone())),
-            static_config: config,
+            clock,
+            metadata: MetadataListener::new(node_id, config),
             controller: Mutex::new(controller),
-            image: RwLock::new(image.clone()),
             replicas,
             groups,
             txns,
             producer_ids: Mutex::new((0, 0)),
         };
         broker.remove_stray_partition_dirs(&image);
-        broker.apply_image(image)?;
+        broker.metadata.load(image, &broker.replicas)?;
         broker.groups.load(&broker).map_err(|e| BrokerError::Io {
             context: format!("replaying {OFFSETS_TOPIC}"),
             source: std::io::Error::other(e),
@@ -89,14 +113,14 @@ impl Broker {
         Ok(broker)
     }
 
-    /// The current metadata image.
+    /// The published metadata image.
     pub fn image(&self) -> Arc<MetadataImage> {
-        self.image.read().expect("image lock poisoned").clone()
+        self.metadata.image()
     }
 
     /// The effective broker configuration.
     pub fn config(&self) -> Arc<BrokerConfig> {
-        self.config.read().expect("config lock poisoned").clone()
+        self.metadata.config()
     }
 
     /// The effective value of topic config `key` for `topic`: the topic's own setting, else
@@ -113,18 +137,14 @@ impl Broker {
 
     /// A producer id never handed out before, reserving a new block in the metadata log
     /// when the current one is used up.
-    pub fn next_producer_id(&self) -> Result<i64, ControllerError> {
+    pub fn next_producer_id(&self) -> Result<i64, CommitError> {
         const BLOCK: i64 = 1000;
         let mut ids = self
             .producer_ids
             .lock()
             .expect("producer id mutex poisoned");
         if ids.0 >= ids.1 {
-            let start = self
-                .controller
-                .lock()
-                .expect("controller lock poisoned")
-                .allocate_producer_ids(BLOCK)?;
+            let start = self.commit(|c| c.allocate_producer_ids(BLOCK))?;
             *ids = (start, start + BLOCK);
         }
         ids.0 += 1;
@@ -133,53 +153,46 @@ impl Broker {
 
     /// The configuration from file and overrides only.
     pub fn static_config(&self) -> &BrokerConfig {
-        &self.static_config
+        self.metadata.static_config()
     }
 
-    /// Runs one controller operation; on success publishes the new image and brings the
-    /// hosted partitions in line with it before returning.
-    pub fn commit<F>(&self, op: F) -> Result<Arc<MetadataImage>, ControllerError>
-    where
-        F: FnOnce(&mut Controller) -> Result<Arc<MetadataImage>, ControllerError>,
-    {
+    /// Runs one controller operation (validate, append), then applies and publishes what it
+    /// committed before returning. A failure to apply is logged and returned: the change
+    /// is in the metadata log, but this broker could not act on all of it.
+    pub fn commit<T>(
+        &self,
+        op: impl FnOnce(&mut Controller) -> Result<T, ControllerError>,
+    ) -> Result<T, CommitError> {
         let mut controller = self.controller.lock().expect("controller lock poisoned");
-        let before = controller.image();
-        let image = op(&mut controller)?;
-        if !Arc::ptr_eq(&before, &image) {
-            if let Err(e) = self.apply_image(image.clone()) {
-                tracing::error!(error = %e, "failed to apply metadata to local partitions");
+        let outcome = op(&mut controller);
+        let mut failure = None;
+        for batch in controller.take_committed() {
+            if let Err(e) = self.metadata.apply(&batch, &self.replicas) {
+                tracing::error!(offset = batch.base_offset, error = %e, "a committed metadata change was not applied on this broker");
+                failure.get_or_insert(e);
             }
         }
-        Ok(image)
-    }
-
-    fn apply_image(&self, image: Arc<MetadataImage>) -> Result<(), BrokerError> {
-        let mut config = self.static_config.clone();
-        for (k, v) in image.configs_of(&ConfigResource::Broker(self.node_id)) {
-            if let Err(e) = config.set(&k, &v) {
-                tracing::warn!(key = %k, error = %e, "ignoring stored dynamic broker config");
-            }
+        let value = outcome?;
+        match failure {
+            Some(e) => Err(CommitError::NotApplied(e)),
+            None => Ok(value),
         }
-        self.replicas.sync(&image, &config)?;
-        *self.config.write().expect("config lock poisoned") = Arc::new(config);
-        *self.image.write().expect("image lock poisoned") = image;
-        Ok(())
     }
 
     /// Creates `__consumer_offsets` (compacted, offsets.topic.* settings) if it is missing.
-    pub fn ensure_offsets_topic(&self) -> Result<(), ControllerError> {
+    pub fn ensure_offsets_topic(&self) -> Result<(), CommitError> {
         self.ensure_internal_topic(OFFSETS_TOPIC, "offsets.topic")
     }
 
     /// Creates `__transaction_state` (compacted, transaction.state.log.* settings) if it is
     /// missing.
-    pub fn ensure_txn_state_topic(&self) -> Result<(), ControllerError> {
+    pub fn ensure_txn_state_topic(&self) -> Result<(), CommitError> {
         self.ensure_internal_topic(TXN_STATE_TOPIC, "transaction.state.log")
     }
 
     /// Creates the compacted internal topic `name` from the broker settings
     /// `{prefix}.num.partitions`, `.replication.factor` and `.segment.bytes`.
-    fn ensure_internal_topic(&self, name: &str, prefix: &str) -> Result<(), ControllerError> {
+    fn ensure_internal_topic(&self, name: &str, prefix: &str) -> Result<(), CommitError> {
         if self.image().topic(name).is_some() {
             return Ok(());
         }
@@ -211,13 +224,13 @@ impl Broker {
             )
         });
         match result {
-            Ok(_) | Err(ControllerError::TopicAlreadyExists(_)) => Ok(()),
+            Ok(_) | Err(CommitError::Refused(ControllerError::TopicAlreadyExists(_))) => Ok(()),
             Err(e) => Err(e),
         }
     }
 
     /// Creates `name` with broker defaults if auto-creation is on; returns whether it exists.
-    pub fn auto_create_topic(&self, name: &str) -> Result<bool, ControllerError> {
+    pub fn auto_create_topic(&self, name: &str) -> Result<bool, CommitError> {
         if self.image().topic(name).is_some() {
             return Ok(true);
         }
@@ -243,7 +256,7 @@ impl Broker {
             )
         });
         match result {
-            Ok(_) | Err(ControllerError::TopicAlreadyExists(_)) => Ok(true),
+            Ok(_) | Err(CommitError::Refused(ControllerError::TopicAlreadyExists(_))) => Ok(true),
             Err(e) => Err(e),
         }
     }
@@ -273,9 +286,55 @@ impl Broker {
 
     /// Flushes all partitions, writes checkpoints and the clean-shutdown marker.
     pub fn shutdown(&self) -> Result<(), BrokerError> {
-        self.replicas
-            .shutdown(self.config().producer_id_expiration_ms())?;
+        self.replicas.shutdown(
+            self.clock.now_ms(),
+            self.config().producer_id_expiration_ms(),
+        )?;
         Ok(())
+    }
+}
+
+impl CoordinatorServices for Broker {
+    fn partition(&self, topic: &str, index: i32) -> Option<Arc<Partition>> {
+        self.replicas.get(topic, index)
+    }
+
+    fn partition_exists(&self, topic: &str, index: i32) -> bool {
+        self.image()
+            .topic(topic)
+            .is_some_and(|t| t.partitions.contains_key(&index))
+    }
+
+    fn write_txn_marker(
+        &self,
+        topic: &str,
+        index: i32,
+        marker: TxnMarker,
+        now_ms: i64,
+    ) -> Result<Option<i64>, String> {
+        let Some(partition) = self.replicas.get(topic, index) else {
+            return Ok(None);
+        };
+        let offset = partition
+            .write_txn_marker(
+                marker.producer_id,
+                marker.producer_epoch,
+                marker.commit,
+                marker.coordinator_epoch,
+                now_ms,
+            )
+            .map_err(|e| e.to_string())?;
+        if topic == OFFSETS_TOPIC {
+            // The offsets the transaction committed on this partition become visible (or
+            // are dropped) with the marker.
+            self.groups
+                .complete_txn(marker.producer_id, index, marker.commit);
+        }
+        Ok(Some(offset))
+    }
+
+    fn next_producer_id(&self) -> Result<i64, String> {
+        Broker::next_producer_id(self).map_err(|e| e.to_string())
     }
 }
 

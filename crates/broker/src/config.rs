@@ -571,8 +571,8 @@ impl BrokerConfig {
     }
 
     /// The group coordinator's settings.
-    pub fn coordinator_config(&self) -> crate::group::coordinator::CoordinatorConfig {
-        crate::group::coordinator::CoordinatorConfig {
+    pub fn coordinator_config(&self) -> crate::group::config::CoordinatorConfig {
+        crate::group::config::CoordinatorConfig {
             limits: crate::group::state::GroupLimits {
                 min_session_timeout_ms: self.num("group.min.session.timeout.ms"),
                 max_session_timeout_ms: self.num("group.max.session.timeout.ms"),
@@ -588,8 +588,8 @@ impl BrokerConfig {
     }
 
     /// The transaction coordinator's settings.
-    pub fn txn_config(&self) -> crate::txn::coordinator::TxnConfig {
-        crate::txn::coordinator::TxnConfig {
+    pub fn txn_config(&self) -> crate::txn::config::TxnConfig {
+        crate::txn::config::TxnConfig {
             state_partitions: self.num("transaction.state.log.num.partitions"),
             max_timeout_ms: self.num("transaction.max.timeout.ms"),
             id_expiration_ms: self.num::<i32>("transactional.id.expiration.ms") as i64,

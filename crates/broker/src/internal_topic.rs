@@ -1,10 +1,25 @@
-//! Reading back the internal topics (`__consumer_offsets`, `__transaction_state`) that
-//! coordinators replay at start-up to rebuild their state.
+//! The internal topics (`__consumer_offsets`, `__transaction_state`): the one definition of
+//! which topics are internal (Metadata reports them so, clients may not produce to them),
+//! and reading them back for the coordinators' replay at start-up.
+
+use gregor_storage::batch::BatchIter;
 
 use crate::group::offsets_log::{decode_kv_batches, KvBatch};
-use crate::partition::Partition;
+use crate::partition::{FetchIsolation, Partition};
 
-/// Every batch of `partition` from its log start to its high watermark, decoded.
+/// The group coordinator's topic: group metadata and committed offsets.
+pub const OFFSETS_TOPIC: &str = "__consumer_offsets";
+/// The transaction coordinator's topic: the state of every transactional id.
+pub const TXN_STATE_TOPIC: &str = "__transaction_state";
+
+/// Whether `topic` is one of the broker's own topics, which only coordinators write.
+pub fn is_internal(topic: &str) -> bool {
+    topic == OFFSETS_TOPIC || topic == TXN_STATE_TOPIC
+}
+
+/// Every batch of `partition` from its log start to its high watermark, decoded. A batch
+/// that does not decode (not written by a coordinator) is skipped with a warning naming the
+/// topic, partition and offset, so one bad batch cannot stop the broker from starting.
 pub fn read_kv_batches(partition: &Partition) -> Result<Vec<KvBatch>, String> {
     const CHUNK_BYTES: usize = 1 << 20;
     let mut out = Vec::new();
@@ -12,19 +27,33 @@ pub fn read_kv_batches(partition: &Partition) -> Result<Vec<KvBatch>, String> {
     let hw = partition.high_watermark();
     while offset < hw {
         let read = partition
-            .read(offset, CHUNK_BYTES, true)
+            .read(offset, CHUNK_BYTES, true, FetchIsolation::HighWatermark)
             .map_err(|e| e.to_string())?;
         if read.records.is_empty() {
             break;
         }
         let mut next = offset;
-        for batch in decode_kv_batches(&read.records).map_err(|e| e.to_string())? {
+        for (header, bytes) in BatchIter::new(&read.records) {
             // A read starts at the batch holding `offset`; batches already seen are skipped.
-            let last = batch.last_offset;
+            let last = header.last_offset();
             if last >= offset {
-                out.push(batch);
+                match decode_kv_batches(bytes) {
+                    Ok(batches) => out.extend(batches),
+                    Err(e) => tracing::warn!(
+                        topic = %partition.topic,
+                        partition = partition.index,
+                        offset = header.base_offset,
+                        error = %e,
+                        "skipping a batch the coordinator cannot decode"
+                    ),
+                }
             }
             next = next.max(last + 1);
+        }
+        if next == offset {
+            // Not even one whole batch came back (a batch larger than the chunk is read
+            // whole, so this means the log ends here).
+            break;
         }
         offset = next;
     }

@@ -5,18 +5,25 @@
 //! controller's metadata image and the [`replica_manager::ReplicaManager`]'s partitions.
 
 pub mod background;
+pub mod blocking;
 pub mod broker;
+pub mod clock;
 pub mod config;
+pub mod coordinator_services;
 pub mod dispatch;
 pub mod group;
 pub mod handlers;
 pub mod internal_topic;
+pub mod metadata_listener;
 pub mod partition;
 pub mod producer_state;
 pub mod record_scan;
 pub mod replica_manager;
 pub mod server;
 pub mod txn;
+
+#[cfg(test)]
+mod test_batches;
 
 pub use broker::{Broker, BrokerError};
 pub use config::BrokerConfig;

@@ -1,8 +1,15 @@
-//! One partition hosted by this broker: its log and the offsets that gate readers.
+//! One partition hosted by this broker: its log, its role (leader or follower, with the
+//! epochs, replicas and ISR the metadata gives it) and the offsets that gate readers.
 //!
 //! Architecture invariant: appends, the log end offset (LEO) and the high watermark (HW)
 //! change only here, under the log mutex. Waiters (acks=all produce, long-poll fetch) never
 //! poll: they subscribe to `hw_watch`, which is published after every change of the HW.
+//! Asserted where they change: HW ≤ LEO, the HW never moves back (but by a follower's
+//! truncation), the leader epoch never decreases, the log start offset ≤ HW.
+//!
+//! Only the leader appends client and coordinator writes; on a follower they are refused
+//! with NOT_LEADER_OR_FOLLOWER. Every append names its [`AppendOrigin`] and every read its
+//! [`FetchIsolation`], as Kafka's `AppendOrigin` and `FetchIsolation` do.
 //!
 //! Transactions: a transactional batch starts its producer's transaction here, a marker
 //! written by `write_txn_marker` ends it (an abort is added to the log's aborted-transaction
@@ -10,10 +17,12 @@
 //! oldest ongoing transaction; it moves only when the HW moves or a marker is appended, which
 //! moves the HW too, so `hw_watch` also wakes read_committed waiters.
 
+use std::collections::BTreeSet;
 use std::sync::atomic::{AtomicI32, AtomicI64, Ordering};
-use std::sync::{Mutex, MutexGuard};
+use std::sync::{Mutex, MutexGuard, RwLock};
 
 use bytes::Bytes;
+use gregor_metadata::PartitionImage;
 use gregor_storage::batch::{BatchHeader, BatchIter};
 use gregor_storage::config::LogConfig;
 use gregor_storage::error::StorageError;
@@ -31,17 +40,85 @@ mod txn_marker;
 #[path = "partition_txn_tests.rs"]
 mod txn_tests;
 
-/// A partition led by this broker.
+#[cfg(test)]
+#[path = "partition_tests.rs"]
+mod tests;
+
+/// Where an append comes from; each origin is checked differently.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum AppendOrigin {
+    /// A producer's Produce request: idempotence and transaction checks, sequences recorded.
+    Client,
+    /// A coordinator's own write (group metadata, offsets, transaction state, transactional
+    /// offset commits): batches may carry a producer id and epoch but no sequence numbers,
+    /// so only the epoch is checked and nothing is remembered for deduplication.
+    Coordinator,
+}
+
+/// How far a read may see.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum FetchIsolation {
+    /// Up to the log end offset: what a follower copies.
+    LogEnd,
+    /// Up to the high watermark: read_uncommitted consumers.
+    HighWatermark,
+    /// Up to the last stable offset, with the aborted transactions in range:
+    /// read_committed consumers.
+    TxnCommitted,
+}
+
+/// What the metadata says of one partition: its leader, epochs, replicas and ISR.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PartitionState {
+    /// The leader's broker id, -1 when there is none.
+    pub leader: i32,
+    pub leader_epoch: i32,
+    pub partition_epoch: i32,
+    pub replicas: Vec<i32>,
+    pub isr: BTreeSet<i32>,
+}
+
+impl PartitionState {
+    /// Led by broker `node_id`, its only replica, at `leader_epoch`.
+    #[cfg(test)]
+    pub fn single_replica(node_id: i32, leader_epoch: i32) -> PartitionState {
+        PartitionState {
+            leader: node_id,
+            leader_epoch,
+            partition_epoch: 0,
+            replicas: vec![node_id],
+            isr: BTreeSet::from([node_id]),
+        }
+    }
+}
+
+impl From<&PartitionImage> for PartitionState {
+    fn from(p: &PartitionImage) -> PartitionState {
+        PartitionState {
+            leader: p.leader,
+            leader_epoch: p.leader_epoch,
+            partition_epoch: p.partition_epoch,
+            replicas: p.replicas.clone(),
+            isr: p.isr.iter().copied().collect(),
+        }
+    }
+}
+
+/// A partition hosted by this broker, as its leader or a follower.
 pub struct Partition {
     pub topic: String,
     pub index: i32,
     pub topic_id: Uuid,
+    /// This broker's id: the partition leads when the state's leader is this id.
+    node_id: i32,
     log: Mutex<Log>,
     /// Producers' recent batches and ongoing transactions; locked only while `log` is held.
     producers: Mutex<ProducerStates>,
+    /// The role from the metadata; written only with `log` held, so an append sees one role
+    /// from its check to its write.
+    state: RwLock<PartitionState>,
+    /// `state.leader_epoch`, readable without a lock.
     leader_epoch: AtomicI32,
-    /// Replicas in sync; with one replica only the leader itself.
-    isr_size: AtomicI32,
     log_start_offset: AtomicI64,
     log_end_offset: AtomicI64,
     /// The high watermark; every change is published to subscribers.
@@ -60,13 +137,14 @@ pub struct PartitionRead {
 }
 
 impl Partition {
+    /// Opens the partition on recovered `log` in the role `state` gives broker `node_id`.
     pub fn new(
         topic: String,
         index: i32,
         topic_id: Uuid,
+        node_id: i32,
         log: Log,
-        leader_epoch: i32,
-        isr_size: usize,
+        state: PartitionState,
     ) -> Partition {
         let mut log = log;
         let producers = rebuild_producer_states(&mut log);
@@ -76,17 +154,66 @@ impl Partition {
             topic,
             index,
             topic_id,
+            node_id,
             log_start_offset: AtomicI64::new(start),
             log_end_offset: AtomicI64::new(leo),
-            leader_epoch: AtomicI32::new(leader_epoch),
-            isr_size: AtomicI32::new(isr_size as i32),
-            // With a single in-sync replica everything in the recovered log is committed.
+            leader_epoch: AtomicI32::new(state.leader_epoch),
+            // Every replica is the whole ISR while there is no replication, so everything in
+            // the recovered log is committed.
             hw_watch: watch::Sender::new(leo),
             producers: Mutex::new(producers),
             log: Mutex::new(log),
+            state: RwLock::new(state.clone()),
         };
-        partition.become_leader(leader_epoch);
+        partition.with_role(&state, &mut partition.lock());
         partition
+    }
+
+    /// Takes a newer state from the metadata (a stale one, of an older partition epoch, is
+    /// ignored); returns whether it was taken. Becoming leader records the new epoch in the
+    /// leader-epoch cache at the LEO.
+    pub fn apply_state(&self, next: PartitionState) -> bool {
+        let mut log = self.lock();
+        let current = self.state();
+        if next.partition_epoch < current.partition_epoch
+            || (next.partition_epoch == current.partition_epoch && next == current)
+        {
+            return false;
+        }
+        assert!(
+            next.leader_epoch >= current.leader_epoch,
+            "{}-{}: leader epoch went back from {} to {}",
+            self.topic,
+            self.index,
+            current.leader_epoch,
+            next.leader_epoch
+        );
+        self.with_role(&next, &mut log);
+        *self.state.write().expect("partition state poisoned") = next;
+        true
+    }
+
+    /// Acts on the role in `state`, with the log locked.
+    fn with_role(&self, state: &PartitionState, log: &mut Log) {
+        self.leader_epoch
+            .store(state.leader_epoch, Ordering::Release);
+        if state.leader == self.node_id && log.latest_epoch().is_none_or(|e| e < state.leader_epoch)
+        {
+            let leo = log.log_end_offset();
+            if let Err(e) = log.assign_epoch(state.leader_epoch, leo) {
+                tracing::error!(topic = %self.topic, partition = self.index, error = %e, "cannot record leader epoch");
+            }
+        }
+    }
+
+    /// The partition's state as the metadata last gave it.
+    pub fn state(&self) -> PartitionState {
+        self.state.read().expect("partition state poisoned").clone()
+    }
+
+    /// Whether this broker leads the partition.
+    pub fn is_leader(&self) -> bool {
+        self.state.read().expect("partition state poisoned").leader == self.node_id
     }
 
     fn lock(&self) -> MutexGuard<'_, Log> {
@@ -102,7 +229,8 @@ impl Partition {
             .expect("producer state mutex poisoned")
     }
 
-    /// The publishing step of every append: LEO, then HW (= LEO with a single replica).
+    /// The publishing step of every append: LEO, then HW (= LEO while every replica is the
+    /// whole ISR: there is no replication yet).
     fn publish_end(&self, log: &mut Log, producers: &ProducerStates, segments_before: usize) {
         if log.segment_count() != segments_before {
             // The append rolled a segment: snapshot the producer state there (as Kafka does),
@@ -113,19 +241,34 @@ impl Partition {
         }
         let leo = log.log_end_offset();
         self.log_end_offset.store(leo, Ordering::Release);
-        self.hw_watch.send_replace(leo);
+        self.advance_hw(leo);
+        self.check_offsets(log);
     }
 
-    /// Records that this broker leads the partition from `epoch` on.
-    pub fn become_leader(&self, epoch: i32) {
-        self.leader_epoch.store(epoch, Ordering::Release);
-        let mut log = self.lock();
-        if log.latest_epoch().is_none_or(|e| e < epoch) {
-            let leo = log.log_end_offset();
-            if let Err(e) = log.assign_epoch(epoch, leo) {
-                tracing::error!(topic = %self.topic, partition = self.index, error = %e, "cannot record leader epoch");
-            }
-        }
+    /// Moves the HW forward to `hw` (never back) and wakes its waiters.
+    fn advance_hw(&self, hw: i64) {
+        let previous = self.hw_watch.send_replace(hw);
+        assert!(
+            hw >= previous,
+            "{}-{}: the high watermark moved back from {previous} to {hw}",
+            self.topic,
+            self.index
+        );
+    }
+
+    /// The offset invariants, cheap enough for every append: log start ≤ HW ≤ LEO.
+    fn check_offsets(&self, log: &Log) {
+        let (start, hw, leo) = (
+            log.log_start_offset(),
+            self.high_watermark(),
+            log.log_end_offset(),
+        );
+        assert!(
+            start <= hw && hw <= leo,
+            "{}-{}: offsets out of order: log start {start}, HW {hw}, LEO {leo}",
+            self.topic,
+            self.index
+        );
     }
 
     pub fn leader_epoch(&self) -> i32 {
@@ -140,8 +283,13 @@ impl Partition {
     pub fn log_start_offset(&self) -> i64 {
         self.log_start_offset.load(Ordering::Acquire)
     }
+    /// Replicas in the ISR, the leader included.
     pub fn isr_size(&self) -> usize {
-        self.isr_size.load(Ordering::Acquire) as usize
+        self.state
+            .read()
+            .expect("partition state poisoned")
+            .isr
+            .len()
     }
 
     /// A receiver that sees every later change of the high watermark.
@@ -149,12 +297,18 @@ impl Partition {
         self.hw_watch.subscribe()
     }
 
-    /// Appends a producer's record set as leader and advances LEO (and HW: the ISR is this
-    /// broker alone, so a write is committed as soon as it is in the log). Control batches
-    /// are refused (only `write_txn_marker` writes them); a transactional batch starts its
-    /// producer's transaction here unless one is ongoing.
-    pub fn append(&self, records: &[u8], now_ms: i64) -> Result<AppendInfo, AppendError> {
-        self.append_from(records, now_ms, false, None)
+    /// Appends a record set as leader and advances LEO (and HW: the ISR is this broker
+    /// alone, so a write is committed as soon as it is in the log). Control batches are
+    /// refused (only `write_txn_marker` writes them); a transactional batch starts its
+    /// producer's transaction here unless one is ongoing. Refused with
+    /// [`AppendError::NotLeader`] unless this broker leads the partition.
+    pub fn append(
+        &self,
+        records: &[u8],
+        origin: AppendOrigin,
+        now_ms: i64,
+    ) -> Result<AppendInfo, AppendError> {
+        self.append_from(records, now_ms, origin, None)
     }
 
     /// [`Self::append`] of a transactional write, but only if `producer` = (id, epoch)
@@ -168,28 +322,21 @@ impl Partition {
         now_ms: i64,
         producer: (i64, i16),
     ) -> Result<AppendInfo, AppendError> {
-        self.append_from(records, now_ms, false, Some(producer))
-    }
-
-    /// [`Self::append`] for a coordinator's own write (a transactional offset commit): its
-    /// batches carry the producer's id and epoch but no sequence numbers, so only the epoch
-    /// is checked and nothing is remembered for deduplication.
-    pub fn append_as_coordinator(
-        &self,
-        records: &[u8],
-        now_ms: i64,
-    ) -> Result<AppendInfo, AppendError> {
-        self.append_from(records, now_ms, true, None)
+        self.append_from(records, now_ms, AppendOrigin::Client, Some(producer))
     }
 
     fn append_from(
         &self,
         records: &[u8],
         now_ms: i64,
-        coordinator: bool,
+        origin: AppendOrigin,
         only_in_ongoing_txn: Option<(i64, i16)>,
     ) -> Result<AppendInfo, AppendError> {
+        let coordinator = origin == AppendOrigin::Coordinator;
         let mut log = self.lock();
+        if !self.is_leader() {
+            return Err(AppendError::NotLeader);
+        }
         let mut producers = self.producers();
         if let Some((producer_id, epoch)) = only_in_ongoing_txn {
             let open = producers.ongoing_txn(producer_id).is_some()
@@ -304,6 +451,9 @@ impl Partition {
             "markers need a producer"
         );
         let mut log = self.lock();
+        if !self.is_leader() {
+            return Err(AppendError::NotLeader);
+        }
         let mut producers = self.producers();
         let segments_before = log.segment_count();
         if let Err((code, message)) = producers.check_marker(producer_id, producer_epoch) {
@@ -374,32 +524,27 @@ impl Partition {
         save_producer_snapshot(&mut log, &producers)
     }
 
-    /// Reads whole batches from `offset`, never past the HW (read_uncommitted).
+    /// Reads whole batches from `offset`, never past what `isolation` allows (the LEO, the
+    /// HW or the LSO); read_committed reads also return the aborted transactions
+    /// overlapping the returned records.
     pub fn read(
         &self,
         offset: i64,
         max_bytes: usize,
         min_one_batch: bool,
-    ) -> Result<PartitionRead, StorageError> {
-        self.read_isolated(offset, max_bytes, min_one_batch, false)
-    }
-
-    /// Reads whole batches from `offset`, never past the HW, or with `read_committed` never
-    /// past the LSO, then with the aborted transactions overlapping the returned records.
-    pub fn read_isolated(
-        &self,
-        offset: i64,
-        max_bytes: usize,
-        min_one_batch: bool,
-        read_committed: bool,
+        isolation: FetchIsolation,
     ) -> Result<PartitionRead, StorageError> {
         let log = self.lock();
         let hw = self.high_watermark();
         let lso = self.lso_locked(&self.producers());
-        let max_offset = if read_committed { lso } else { hw };
+        let max_offset = match isolation {
+            FetchIsolation::LogEnd => log.log_end_offset(),
+            FetchIsolation::HighWatermark => hw,
+            FetchIsolation::TxnCommitted => lso,
+        };
         let ReadResult { records, .. } = log.read(offset, max_bytes, max_offset, min_one_batch)?;
         let mut aborted = Vec::new();
-        if read_committed && !records.is_empty() {
+        if isolation == FetchIsolation::TxnCommitted && !records.is_empty() {
             let end = BatchIter::new(&records)
                 .last()
                 .map(|(h, _)| h.last_offset() + 1)
@@ -424,11 +569,36 @@ impl Partition {
         f(&mut self.lock())
     }
 
+    /// A follower's truncation (to the end of the last epoch it shares with its leader):
+    /// cuts the log at `offset`, rebuilds the producer state from what is left and lowers
+    /// the HW to the new LEO if it was above. Refused on the leader, whose log only grows.
+    pub fn truncate_to(&self, offset: i64) -> Result<(), AppendError> {
+        let mut log = self.lock();
+        if self.is_leader() {
+            return Err(AppendError::NotFollower);
+        }
+        log.truncate_to(offset)?;
+        let rebuilt = rebuild_producer_states(&mut log);
+        *self.producers() = rebuilt;
+        let leo = log.log_end_offset();
+        self.log_end_offset.store(leo, Ordering::Release);
+        self.log_start_offset
+            .store(log.log_start_offset(), Ordering::Release);
+        if self.high_watermark() > leo {
+            // The one place the HW goes back: a follower's HW was only ever a copy of the
+            // leader's, and the log below it is being replaced.
+            self.hw_watch.send_replace(leo);
+        }
+        self.check_offsets(&log);
+        Ok(())
+    }
+
     /// DeleteRecords: moves the log start offset to `offset` (-1: the high watermark).
     pub fn delete_records_before(&self, offset: i64) -> Result<i64, StorageError> {
         let mut log = self.lock();
         let start = log.delete_records_before(offset, self.high_watermark())?;
         self.log_start_offset.store(start, Ordering::Release);
+        self.check_offsets(&log);
         Ok(start)
     }
 
@@ -509,6 +679,12 @@ pub enum AppendError {
     /// `append_to_ongoing_txn` found no open transaction of the producer at that epoch.
     #[error("the producer has no transaction open in this partition")]
     NotInOngoingTxn,
+    /// This broker does not lead the partition (NOT_LEADER_OR_FOLLOWER).
+    #[error("this broker is not the leader of the partition")]
+    NotLeader,
+    /// Only a follower truncates its log.
+    #[error("the leader does not truncate its log")]
+    NotFollower,
     /// Refused by the idempotent-producer checks, with the Kafka error code.
     #[error("{1}")]
     Producer(i16, String),

@@ -8,55 +8,9 @@ use gregor_storage::config::LogConfig;
 use gregor_storage::log::{Log, Recovery};
 use uuid::Uuid;
 
-use super::{AppendError, Partition, PartitionRead};
+use super::{AppendError, AppendOrigin, FetchIsolation, Partition, PartitionRead, PartitionState};
 use crate::producer_state::code;
-
-fn put_varint(out: &mut Vec<u8>, v: i64) {
-    let mut z = ((v << 1) ^ (v >> 63)) as u64;
-    while z >= 0x80 {
-        out.push((z as u8) | 0x80);
-        z >>= 7;
-    }
-    out.push(z as u8);
-}
-
-/// A v2 batch of `n` records (values `v0`, `v1`, ..) with the given producer fields and
-/// attributes (0x10 = transactional).
-fn batch(producer_id: i64, epoch: i16, base_sequence: i32, n: i32, attributes: i16) -> Vec<u8> {
-    let mut records = Vec::new();
-    for i in 0..n {
-        let value = format!("v{i}");
-        let mut r = vec![0u8]; // attributes
-        put_varint(&mut r, 0); // timestamp delta
-        put_varint(&mut r, i as i64); // offset delta
-        put_varint(&mut r, -1); // null key
-        put_varint(&mut r, value.len() as i64);
-        r.extend_from_slice(value.as_bytes());
-        put_varint(&mut r, 0); // headers
-        put_varint(&mut records, r.len() as i64);
-        records.extend_from_slice(&r);
-    }
-    let mut b = Vec::new();
-    b.extend_from_slice(&0i64.to_be_bytes());
-    b.extend_from_slice(&0i32.to_be_bytes());
-    b.extend_from_slice(&(-1i32).to_be_bytes());
-    b.push(2);
-    b.extend_from_slice(&0u32.to_be_bytes());
-    b.extend_from_slice(&attributes.to_be_bytes());
-    b.extend_from_slice(&(n - 1).to_be_bytes());
-    b.extend_from_slice(&1_700_000_000_000i64.to_be_bytes());
-    b.extend_from_slice(&1_700_000_000_000i64.to_be_bytes());
-    b.extend_from_slice(&producer_id.to_be_bytes());
-    b.extend_from_slice(&epoch.to_be_bytes());
-    b.extend_from_slice(&base_sequence.to_be_bytes());
-    b.extend_from_slice(&n.to_be_bytes());
-    b.extend_from_slice(&records);
-    let len = (b.len() - 12) as i32;
-    b[8..12].copy_from_slice(&len.to_be_bytes());
-    let crc = crc32c::crc32c(&b[21..]);
-    b[17..21].copy_from_slice(&crc.to_be_bytes());
-    b
-}
+use crate::test_batches::batch;
 
 fn txn_batch(producer_id: i64, epoch: i16, base_sequence: i32, n: i32) -> Vec<u8> {
     batch(producer_id, epoch, base_sequence, n, 0x10)
@@ -69,13 +23,20 @@ fn plain_batch(n: i32) -> Vec<u8> {
 fn open(dir: &Path) -> Partition {
     // Recovery::default() is an unclean start: everything is rescanned.
     let log = Log::open(dir.to_path_buf(), LogConfig::default(), Recovery::default()).unwrap();
-    Partition::new("t".into(), 0, Uuid::nil(), log, 0, 1)
+    Partition::new(
+        "t".into(),
+        0,
+        Uuid::nil(),
+        1,
+        log,
+        PartitionState::single_replica(1, 0),
+    )
 }
 
 const NOW: i64 = 1_700_000_000_500;
 
 fn append(p: &Partition, b: &[u8]) -> i64 {
-    p.append(b, NOW).unwrap().first_offset
+    p.append(b, AppendOrigin::Client, NOW).unwrap().first_offset
 }
 
 fn marker(p: &Partition, producer_id: i64, epoch: i16, commit: bool) -> i64 {
@@ -91,7 +52,12 @@ fn batches(read: &PartitionRead) -> Vec<(i64, i64, bool)> {
 }
 
 fn read(p: &Partition, offset: i64, committed: bool) -> PartitionRead {
-    p.read_isolated(offset, 1 << 20, true, committed).unwrap()
+    let isolation = if committed {
+        FetchIsolation::TxnCommitted
+    } else {
+        FetchIsolation::HighWatermark
+    };
+    p.read(offset, 1 << 20, true, isolation).unwrap()
 }
 
 fn producer_error(r: Result<impl std::fmt::Debug, AppendError>) -> i16 {
@@ -166,7 +132,7 @@ fn read_committed_gets_the_aborted_transactions_in_range() {
     assert_eq!(read(&p, 5, true).aborted, vec![(2, 6)]);
     assert!(read(&p, 8, true).aborted.is_empty());
     // A small read that ends before producer 2's second transaction.
-    let small = p.read_isolated(2, 1, true, true).unwrap();
+    let small = p.read(2, 1, true, FetchIsolation::TxnCommitted).unwrap();
     assert_eq!(batches(&small), vec![(2, 2, false)]);
     assert_eq!(small.aborted, vec![(1, 0)]);
     // read_uncommitted: everything, no aborted list.
@@ -196,7 +162,7 @@ fn markers_fence_old_epochs() {
     // The coordinator aborts with a bumped epoch: the old producer is fenced.
     assert_eq!(marker(&p, 1, 3, false), 1);
     assert_eq!(
-        producer_error(p.append(&txn_batch(1, 2, 1, 1), NOW)),
+        producer_error(p.append(&txn_batch(1, 2, 1, 1), AppendOrigin::Client, NOW)),
         code::INVALID_PRODUCER_EPOCH
     );
     assert_eq!(p.log_end_offset(), 2);
@@ -206,16 +172,16 @@ fn markers_fence_old_epochs() {
     assert_eq!(p.producer_summaries()[0].current_txn_start_offset, 2);
     // A non-transactional write while the transaction is open is refused, as in Kafka.
     assert_eq!(
-        producer_error(p.append(&batch(1, 3, 1, 1, 0), NOW)),
+        producer_error(p.append(&batch(1, 3, 1, 1, 0), AppendOrigin::Client, NOW)),
         code::INVALID_TXN_STATE
     );
     // Clients never write control batches; a transactional batch needs a producer id.
     assert_eq!(
-        producer_error(p.append(&batch(5, 0, 0, 1, 0x30), NOW)),
+        producer_error(p.append(&batch(5, 0, 0, 1, 0x30), AppendOrigin::Client, NOW)),
         code::INVALID_RECORD
     );
     assert_eq!(
-        producer_error(p.append(&batch(-1, -1, -1, 1, 0x10), NOW)),
+        producer_error(p.append(&batch(-1, -1, -1, 1, 0x10), AppendOrigin::Client, NOW)),
         code::INVALID_RECORD
     );
     // A marker for a producer without a transaction here is still written.
@@ -266,7 +232,7 @@ fn check_recovered(dir: &Path) {
     assert_eq!(rc.aborted, vec![(1, 0), (3, 5)]);
     // Fencing survived too: producer 3 is at epoch 1.
     assert_eq!(
-        producer_error(p.append(&txn_batch(3, 0, 2, 1), NOW)),
+        producer_error(p.append(&txn_batch(3, 0, 2, 1), AppendOrigin::Client, NOW)),
         code::INVALID_PRODUCER_EPOCH
     );
 }
@@ -325,7 +291,14 @@ fn a_segment_roll_snapshots_the_producer_state() {
         ..LogConfig::default()
     };
     let log = Log::open(dir.path().to_path_buf(), config, Recovery::default()).unwrap();
-    let p = Partition::new("t".into(), 0, Uuid::nil(), log, 0, 1);
+    let p = Partition::new(
+        "t".into(),
+        0,
+        Uuid::nil(),
+        1,
+        log,
+        PartitionState::single_replica(1, 0),
+    );
     let snapshot = dir.path().join("producer-state.snapshot");
     append(&p, &txn_batch(7, 0, 0, 3));
     assert!(!snapshot.exists(), "no roll yet");

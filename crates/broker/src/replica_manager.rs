@@ -1,24 +1,46 @@
-//! The partitions this broker hosts, kept in step with the metadata image.
+//! The partitions this broker hosts, kept in step with the metadata.
 //!
-//! Every metadata change is followed by [`ReplicaManager::sync`], which opens logs for new
-//! partitions, applies changed topic configs and deletes the data of removed topics. Request
-//! handlers only look partitions up.
+//! Hosted replicas are keyed by identity, (topic id, partition), and a broker hosts any
+//! subset of a topic's partitions: those whose replica set names it. Every applied metadata
+//! batch is followed by [`ReplicaManager::apply_delta`], which opens logs for new replicas,
+//! hands changed leadership and ISR to existing ones, applies changed topic configs and
+//! deletes the data of removed topics and replicas. Request handlers only look partitions up.
 
-use std::collections::HashMap;
+use std::collections::{BTreeSet, HashMap};
 use std::sync::{Arc, RwLock};
 
-use gregor_metadata::{ConfigResource, MetadataImage};
+use gregor_metadata::{ConfigResource, MetadataDelta, MetadataImage, TopicImage};
 use gregor_storage::error::StorageError;
 use gregor_storage::log_dir::LogDir;
+use uuid::Uuid;
 
 use crate::config::BrokerConfig;
-use crate::partition::Partition;
+use crate::partition::{Partition, PartitionState};
 
-/// Lookup table of hosted partitions: topic name → partitions by index.
+/// A partition's identity: its topic's id and its index.
+pub type TopicIdPartition = (Uuid, i32);
+
+/// Lookup tables of hosted partitions.
+#[derive(Default)]
+struct Hosted {
+    by_id: HashMap<TopicIdPartition, Arc<Partition>>,
+    /// Topic name → id, for every topic with at least one hosted partition.
+    topic_ids: HashMap<String, Uuid>,
+}
+
+/// Which part of the image an update covers.
+pub enum Scope<'a> {
+    /// Every topic (start-up, or a change of the broker's own config, which every topic
+    /// inherits defaults from).
+    Everything,
+    /// What one batch changed.
+    Delta(&'a MetadataDelta),
+}
+
 pub struct ReplicaManager {
     node_id: i32,
     log_dir: LogDir,
-    partitions: RwLock<HashMap<String, Vec<Arc<Partition>>>>,
+    hosted: RwLock<Hosted>,
 }
 
 impl ReplicaManager {
@@ -26,7 +48,7 @@ impl ReplicaManager {
         ReplicaManager {
             node_id,
             log_dir,
-            partitions: RwLock::new(HashMap::new()),
+            hosted: RwLock::new(Hosted::default()),
         }
     }
 
@@ -36,72 +58,196 @@ impl ReplicaManager {
 
     /// The partition `topic`/`index`, if hosted here.
     pub fn get(&self, topic: &str, index: i32) -> Option<Arc<Partition>> {
-        let map = self.partitions.read().expect("replica map poisoned");
-        map.get(topic)?.get(usize::try_from(index).ok()?).cloned()
+        let hosted = self.hosted.read().expect("replica map poisoned");
+        let id = hosted.topic_ids.get(topic)?;
+        hosted.by_id.get(&(*id, index)).cloned()
+    }
+
+    /// The partition with identity `id`, if hosted here.
+    pub fn get_by_id(&self, id: TopicIdPartition) -> Option<Arc<Partition>> {
+        let hosted = self.hosted.read().expect("replica map poisoned");
+        hosted.by_id.get(&id).cloned()
     }
 
     /// Every hosted partition.
     pub fn all(&self) -> Vec<Arc<Partition>> {
-        let map = self.partitions.read().expect("replica map poisoned");
-        map.values().flatten().cloned().collect()
+        let hosted = self.hosted.read().expect("replica map poisoned");
+        hosted.by_id.values().cloned().collect()
     }
 
-    /// Brings the hosted partitions in line with `image`.
-    pub fn sync(&self, image: &MetadataImage, config: &BrokerConfig) -> Result<(), StorageError> {
-        let mut map = self.partitions.write().expect("replica map poisoned");
-        // Topics gone (or re-created under a new id) lose their data.
-        let removed: Vec<String> = map
-            .iter()
-            .filter(|(name, parts)| {
-                image
-                    .topic(name)
-                    .is_none_or(|t| parts.first().is_some_and(|p| p.topic_id != t.topic_id))
-            })
-            .map(|(name, _)| name.clone())
-            .collect();
-        for name in removed {
-            for p in map.remove(&name).unwrap_or_default() {
-                p.delete_files()?;
+    /// Brings the hosted partitions in `scope` in line with `image`. A partition that cannot
+    /// be opened is left unhosted and the first such error is returned after every other
+    /// partition was handled.
+    pub fn apply_delta(
+        &self,
+        image: &MetadataImage,
+        scope: Scope<'_>,
+        config: &BrokerConfig,
+    ) -> Result<(), StorageError> {
+        let mut hosted = self.hosted.write().expect("replica map poisoned");
+        let mut first_error = None;
+        let mut note = |r: Result<(), StorageError>| {
+            if let Err(e) = r {
+                first_error.get_or_insert(e);
             }
-        }
-        for topic in image.topics.values() {
-            let overrides = image.configs_of(&ConfigResource::Topic(topic.name.clone()));
-            let log_config = config.log_config(&overrides);
-            let parts = map.entry(topic.name.clone()).or_default();
-            for p in parts.iter() {
-                p.set_config(log_config.clone());
-            }
-            for (index, pimage) in topic.partitions.range(parts.len() as i32..) {
-                assert_eq!(
-                    *index as usize,
-                    parts.len(),
-                    "partitions are numbered densely"
-                );
-                if !pimage.replicas.contains(&self.node_id) {
-                    continue;
+        };
+        match scope {
+            Scope::Everything => {
+                // Hosted topics gone from the image (or re-created under a new id).
+                let gone: Vec<(String, Uuid)> = hosted
+                    .topic_ids
+                    .iter()
+                    .filter(|(name, id)| image.topic(name).is_none_or(|t| t.topic_id != **id))
+                    .map(|(name, id)| (name.clone(), *id))
+                    .collect();
+                for (name, id) in gone {
+                    note(self.remove_topic(&mut hosted, &name, id));
                 }
-                let log = self
-                    .log_dir
-                    .open_log(&topic.name, *index, log_config.clone())?;
-                parts.push(Arc::new(Partition::new(
-                    topic.name.clone(),
-                    *index,
-                    topic.topic_id,
-                    log,
-                    pimage.leader_epoch,
-                    pimage.isr.len(),
-                )));
+                for topic in image.topics.values() {
+                    let all: BTreeSet<i32> = topic.partitions.keys().copied().collect();
+                    note(self.sync_topic(&mut hosted, image, topic, &all, config, true));
+                }
+            }
+            Scope::Delta(delta) => {
+                for (name, id) in &delta.removed_topics {
+                    note(self.remove_topic(&mut hosted, name, *id));
+                }
+                for (id, partitions) in &delta.changed_partitions {
+                    if let Some(topic) = image.topic_by_id(id) {
+                        let configs_changed = delta
+                            .changed_configs
+                            .contains(&ConfigResource::Topic(topic.name.clone()));
+                        note(self.sync_topic(
+                            &mut hosted,
+                            image,
+                            topic,
+                            partitions,
+                            config,
+                            configs_changed,
+                        ));
+                    }
+                }
+                for resource in &delta.changed_configs {
+                    let ConfigResource::Topic(name) = resource else {
+                        continue;
+                    };
+                    let Some(topic) = image.topic(name) else {
+                        continue;
+                    };
+                    if !delta.changed_partitions.contains_key(&topic.topic_id) {
+                        note(self.sync_topic(
+                            &mut hosted,
+                            image,
+                            topic,
+                            &BTreeSet::new(),
+                            config,
+                            true,
+                        ));
+                    }
+                }
             }
         }
-        Ok(())
+        first_error.map_or(Ok(()), Err)
+    }
+
+    /// Opens, updates or drops the replicas of `partitions` of `topic`, and with
+    /// `configs_changed` pushes the topic's log config to every hosted partition of it.
+    fn sync_topic(
+        &self,
+        hosted: &mut Hosted,
+        image: &MetadataImage,
+        topic: &TopicImage,
+        partitions: &BTreeSet<i32>,
+        config: &BrokerConfig,
+        configs_changed: bool,
+    ) -> Result<(), StorageError> {
+        let overrides = image.configs_of(&ConfigResource::Topic(topic.name.clone()));
+        let log_config = config.log_config(&overrides);
+        if configs_changed {
+            for ((id, _), p) in hosted.by_id.iter() {
+                if *id == topic.topic_id {
+                    p.set_config(log_config.clone());
+                }
+            }
+        }
+        let mut first_error = Ok(());
+        for index in partitions {
+            let key = (topic.topic_id, *index);
+            let Some(pimage) = topic.partitions.get(index) else {
+                continue;
+            };
+            let state = PartitionState::from(pimage);
+            let replica_here = state.replicas.contains(&self.node_id);
+            match (hosted.by_id.get(&key), replica_here) {
+                (Some(p), true) => {
+                    p.apply_state(state);
+                }
+                (Some(_), false) => {
+                    // This broker is no longer a replica: its copy goes.
+                    let p = hosted.by_id.remove(&key).expect("just found");
+                    if let Err(e) = p.delete_files() {
+                        tracing::error!(topic = %topic.name, partition = index, error = %e, "cannot delete a removed replica");
+                    }
+                }
+                (None, true) => match self
+                    .log_dir
+                    .open_log(&topic.name, *index, log_config.clone())
+                {
+                    Ok(log) => {
+                        let p = Partition::new(
+                            topic.name.clone(),
+                            *index,
+                            topic.topic_id,
+                            self.node_id,
+                            log,
+                            state,
+                        );
+                        hosted.by_id.insert(key, Arc::new(p));
+                        hosted.topic_ids.insert(topic.name.clone(), topic.topic_id);
+                    }
+                    Err(e) => {
+                        tracing::error!(topic = %topic.name, partition = index, error = %e, "cannot open a hosted partition; it stays offline");
+                        if first_error.is_ok() {
+                            first_error = Err(e);
+                        }
+                    }
+                },
+                (None, false) => {}
+            }
+        }
+        first_error
+    }
+
+    /// Drops every hosted partition of topic `id` and deletes its data.
+    fn remove_topic(&self, hosted: &mut Hosted, name: &str, id: Uuid) -> Result<(), StorageError> {
+        if hosted.topic_ids.get(name) == Some(&id) {
+            hosted.topic_ids.remove(name);
+        }
+        let keys: Vec<TopicIdPartition> = hosted
+            .by_id
+            .keys()
+            .filter(|(topic_id, _)| *topic_id == id)
+            .copied()
+            .collect();
+        let mut result = Ok(());
+        for key in keys {
+            let p = hosted.by_id.remove(&key).expect("just listed");
+            if let Err(e) = p.delete_files() {
+                result = Err(e);
+            }
+        }
+        result
     }
 
     /// Writes recovery-point and log-start-offset checkpoints and the producer-state
     /// snapshots of every partition (forgetting producers idle for `producer_expiration_ms`).
-    pub fn write_checkpoints(&self, producer_expiration_ms: i64) -> Result<(), StorageError> {
-        let now = crate::handlers::now_ms();
+    pub fn write_checkpoints(
+        &self,
+        now_ms: i64,
+        producer_expiration_ms: i64,
+    ) -> Result<(), StorageError> {
         for p in self.all() {
-            p.snapshot_producers(now, producer_expiration_ms)?;
+            p.snapshot_producers(now_ms, producer_expiration_ms)?;
         }
         let entries: Vec<(String, i32, i64, i64)> = self
             .all()
@@ -115,11 +261,125 @@ impl ReplicaManager {
     }
 
     /// Flushes every partition, checkpoints and marks the shutdown clean.
-    pub fn shutdown(&self, producer_expiration_ms: i64) -> Result<(), StorageError> {
+    pub fn shutdown(&self, now_ms: i64, producer_expiration_ms: i64) -> Result<(), StorageError> {
         for p in self.all() {
             p.flush()?;
         }
-        self.write_checkpoints(producer_expiration_ms)?;
+        self.write_checkpoints(now_ms, producer_expiration_ms)?;
         self.log_dir.mark_clean_shutdown()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use gregor_metadata::{MetadataBatch, MetadataRecord};
+
+    use crate::partition::{AppendOrigin, FetchIsolation};
+
+    fn partition(topic_id: Uuid, partition: i32, replicas: Vec<i32>) -> MetadataRecord {
+        MetadataRecord::Partition {
+            topic_id,
+            partition,
+            leader: replicas[0],
+            isr: replicas.clone(),
+            replicas,
+            leader_epoch: 0,
+            partition_epoch: 0,
+        }
+    }
+
+    fn apply(
+        image: &MetadataImage,
+        records: Vec<MetadataRecord>,
+    ) -> (MetadataImage, MetadataDelta) {
+        let batch = MetadataBatch {
+            base_offset: image.next_offset(),
+            epoch: 0,
+            records,
+        };
+        image.apply_batch(&batch).unwrap()
+    }
+
+    fn one_record_batch() -> Vec<u8> {
+        crate::test_batches::batch(-1, -1, -1, 1, 0)
+    }
+
+    #[test]
+    fn hosts_only_the_partitions_whose_replicas_name_it() {
+        let dir = tempfile::tempdir().unwrap();
+        let rm = ReplicaManager::new(1, LogDir::open(dir.path(), crate::clock::system()).unwrap());
+        let config = BrokerConfig::default();
+        let id = Uuid::new_v4();
+        let (image, delta) = apply(
+            &MetadataImage::default(),
+            vec![
+                MetadataRecord::Topic {
+                    name: "t".into(),
+                    topic_id: id,
+                },
+                partition(id, 0, vec![1, 2]),
+                partition(id, 1, vec![2, 3]),
+                partition(id, 2, vec![3, 1]),
+            ],
+        );
+        rm.apply_delta(&image, Scope::Delta(&delta), &config)
+            .unwrap();
+        assert_eq!(rm.all().len(), 2);
+        assert!(rm.get("t", 1).is_none());
+        let p0 = rm.get("t", 0).unwrap();
+        let p2 = rm.get("t", 2).unwrap();
+        assert_eq!((p0.index, p2.index), (0, 2));
+        assert!(Arc::ptr_eq(&p2, &rm.get_by_id((id, 2)).unwrap()));
+        assert!(p0.is_leader(), "first replica leads partition 0");
+        assert!(!p2.is_leader(), "broker 3 leads partition 2");
+        p0.append(&one_record_batch(), AppendOrigin::Client, 0)
+            .unwrap();
+        assert!(matches!(
+            p2.append(&one_record_batch(), AppendOrigin::Client, 0),
+            Err(crate::partition::AppendError::NotLeader)
+        ));
+
+        // Leadership of partition 2 moves here; partition 0 moves away from this broker.
+        let (image, delta) = apply(
+            &image,
+            vec![
+                MetadataRecord::PartitionChange {
+                    topic_id: id,
+                    partition: 2,
+                    leader: Some(1),
+                    isr: Some(vec![1]),
+                    replicas: None,
+                },
+                MetadataRecord::PartitionChange {
+                    topic_id: id,
+                    partition: 0,
+                    leader: Some(2),
+                    isr: Some(vec![2]),
+                    replicas: Some(vec![2]),
+                },
+            ],
+        );
+        rm.apply_delta(&image, Scope::Delta(&delta), &config)
+            .unwrap();
+        assert!(rm.get("t", 0).is_none(), "no longer a replica");
+        assert!(!dir.path().join("t-0").exists(), "its data is gone");
+        let p2 = rm.get("t", 2).unwrap();
+        assert!(p2.is_leader());
+        assert_eq!(p2.leader_epoch(), 1);
+        assert_eq!(p2.isr_size(), 1);
+        p2.append(&one_record_batch(), AppendOrigin::Client, 0)
+            .unwrap();
+        let read = p2
+            .read(0, 1 << 20, true, FetchIsolation::HighWatermark)
+            .unwrap();
+        assert!(!read.records.is_empty());
+
+        // The topic goes, with everything hosted of it.
+        let (image, delta) = apply(&image, vec![MetadataRecord::RemoveTopic { topic_id: id }]);
+        rm.apply_delta(&image, Scope::Delta(&delta), &config)
+            .unwrap();
+        assert!(rm.all().is_empty());
+        assert!(rm.get("t", 2).is_none());
     }
 }

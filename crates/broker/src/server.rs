@@ -16,6 +16,7 @@ use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::{watch, Semaphore};
 use tokio::task::JoinSet;
 
+use crate::blocking::block_in_place_or_run;
 use crate::broker::{Broker, BrokerError};
 use crate::config::BrokerConfig;
 use crate::dispatch::{dispatch, Outcome};
@@ -78,18 +79,20 @@ pub async fn start(config: BrokerConfig) -> Result<BrokerHandle, BrokerError> {
         host = "127.0.0.1".into();
     }
     let max_connections = config.max_connections();
-    let broker = Arc::new(block_in_place_or_run(|| Broker::open(config, &host, port))?);
+    let broker = Arc::new(block_in_place_or_run(|| {
+        Broker::open(config, &host, port, crate::clock::system())
+    })?);
     let (shutdown_tx, shutdown_rx) = watch::channel(false);
     tokio::spawn(crate::background::run(broker.clone(), shutdown_rx.clone()));
     tokio::spawn(crate::background::run_cleaner(
         broker.clone(),
         shutdown_rx.clone(),
     ));
-    tokio::spawn(crate::group::coordinator::run_timers(
+    tokio::spawn(crate::background::run_group_timers(
         broker.clone(),
         shutdown_rx.clone(),
     ));
-    tokio::spawn(crate::txn::coordinator::run_timers(
+    tokio::spawn(crate::background::run_txn_timers(
         broker.clone(),
         shutdown_rx.clone(),
     ));
@@ -106,15 +109,6 @@ pub async fn start(config: BrokerConfig) -> Result<BrokerHandle, BrokerError> {
         shutdown_tx,
         server,
     })
-}
-
-/// Runs blocking work (log recovery at start-up, a transaction's marker writes) without
-/// stalling the other tasks of a multi-threaded runtime.
-pub(crate) fn block_in_place_or_run<T>(f: impl FnOnce() -> T) -> T {
-    match tokio::runtime::Handle::try_current().map(|h| h.runtime_flavor()) {
-        Ok(tokio::runtime::RuntimeFlavor::MultiThread) => tokio::task::block_in_place(f),
-        _ => f(),
-    }
 }
 
 async fn serve(

@@ -3,7 +3,6 @@
 //! DescribeProducers).
 
 use std::process::ExitCode;
-use std::time::{SystemTime, UNIX_EPOCH};
 
 use anyhow::{anyhow, bail, Result};
 use clap::{Args, Subcommand};
@@ -75,10 +74,8 @@ pub async fn run(command: TxnCommand) -> Result<ExitCode> {
 }
 
 fn now_ms() -> i64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map(|d| d.as_millis() as i64)
-        .unwrap_or(0)
+    use gregor_broker::clock::Clock;
+    gregor_broker::clock::SystemClock.now_ms()
 }
 
 fn opt<T: ToString>(v: Option<T>) -> String {

@@ -2,10 +2,13 @@
 //! and durability across SIGKILL (every record acknowledged with acks=1 and
 //! log.flush.interval.messages=1 is there after a restart).
 
-use std::io::{BufRead, BufReader};
+mod support;
+
 use std::path::Path;
-use std::process::{Child, Command, Stdio};
+use std::process::Command;
+
 use std::time::{Duration, Instant};
+use support::{free_port, BrokerProcess};
 
 use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, TopicReplication};
 use rdkafka::client::DefaultClientContext;
@@ -17,42 +20,9 @@ use rdkafka::{Offset, TopicPartitionList};
 
 const TIMEOUT: Duration = Duration::from_secs(20);
 
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
-
 /// Starts the broker binary and waits for its "listening" line.
-fn spawn_broker(dir: &Path, port: u16, extra: &[&str]) -> Child {
-    let mut cmd = Command::new(env!("CARGO_BIN_EXE_gregor"));
-    cmd.arg("broker")
-        .arg("--override")
-        .arg(format!("listeners=PLAINTEXT://127.0.0.1:{port}"))
-        .arg("--override")
-        .arg(format!("log.dirs={}", dir.display()));
-    for e in extra {
-        cmd.arg("--override").arg(e);
-    }
-    let mut child = cmd
-        .stdout(Stdio::piped())
-        .stderr(Stdio::null())
-        .spawn()
-        .expect("spawn gregor");
-    let stdout = child.stdout.take().unwrap();
-    let mut lines = BufReader::new(stdout).lines();
-    let first = lines.next().expect("a start-up line").unwrap();
-    assert!(
-        first.contains(&format!("listening on 127.0.0.1:{port}")),
-        "{first}"
-    );
-    assert!(
-        first.contains(&dir.display().to_string()),
-        "prints where data lives: {first}"
-    );
-    child
+fn spawn_broker(dir: &Path, port: u16, extra: &[&str]) -> BrokerProcess {
+    BrokerProcess::start(dir, port, extra)
 }
 
 fn client(port: u16) -> ClientConfig {
@@ -132,8 +102,7 @@ async fn acknowledged_records_survive_sigkill() {
     while acked.lock().unwrap().len() < 2_000 && Instant::now() < deadline {
         tokio::time::sleep(Duration::from_millis(10)).await;
     }
-    broker.kill().expect("SIGKILL");
-    broker.wait().unwrap();
+    broker.kill();
     sender.abort();
     tokio::time::sleep(Duration::from_millis(200)).await;
     let acked: Vec<(i32, i64, String)> = acked.lock().unwrap().clone();
@@ -177,8 +146,7 @@ async fn acknowledged_records_survive_sigkill() {
             "acked record at {partition}/{offset} lost"
         );
     }
-    broker.kill().unwrap();
-    broker.wait().unwrap();
+    broker.kill();
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -212,8 +180,7 @@ async fn committed_offsets_survive_sigkill() {
     consumer
         .commit(&tpl, rdkafka::consumer::CommitMode::Sync)
         .expect("commit acknowledged");
-    broker.kill().expect("SIGKILL");
-    broker.wait().unwrap();
+    broker.kill();
     drop(consumer);
 
     let mut broker = spawn_broker(dir.path(), port, &["group.initial.rebalance.delay.ms=100"]);
@@ -233,8 +200,7 @@ async fn committed_offsets_survive_sigkill() {
             "partition {p}"
         );
     }
-    broker.kill().unwrap();
-    broker.wait().unwrap();
+    broker.kill();
 }
 
 /// An idempotent producer keeps writing while the broker is SIGKILLed and restarted three
@@ -301,8 +267,7 @@ async fn idempotent_producer_survives_repeated_sigkills_without_duplicates() {
         {
             tokio::time::sleep(Duration::from_millis(5)).await;
         }
-        broker.kill().expect("SIGKILL");
-        broker.wait().unwrap();
+        broker.kill();
         tokio::time::sleep(Duration::from_millis(300)).await;
         broker = spawn_broker(dir.path(), port, &[]);
     }
@@ -339,8 +304,7 @@ async fn idempotent_producer_survives_repeated_sigkills_without_duplicates() {
     let expected: Vec<String> = (0..RECORDS).map(|i| format!("{i:06}")).collect();
     assert_eq!(values, expected, "each record once, in send order");
     assert_eq!(end, RECORDS as i64, "nothing written twice");
-    broker.kill().unwrap();
-    broker.wait().unwrap();
+    broker.kill();
 }
 
 /// The broker is SIGKILLed while a transaction is open (and after another one committed):
@@ -387,8 +351,7 @@ async fn broker_sigkilled_mid_transaction_recovers_and_aborts_it() {
         producer.begin_transaction().unwrap();
         send("open");
         producer.flush(TIMEOUT).unwrap();
-        broker.kill().expect("SIGKILL");
-        broker.wait().unwrap();
+        broker.kill();
         // The producer is gone with the broker; only the coordinator can end its transaction.
         drop(producer);
 
@@ -422,8 +385,7 @@ async fn broker_sigkilled_mid_transaction_recovers_and_aborts_it() {
             }
         }
         assert_eq!(seen, vec!["committed", "after"]);
-        broker.kill().unwrap();
-        broker.wait().unwrap();
+        broker.kill();
     })
     .await
     .unwrap();

@@ -1,58 +1,29 @@
 //! The client commands of the `gregor` binary against a real `gregor broker` process:
 //! produce/consume round trips (text and JSON), consumer groups, perf tools and errors.
 
-use std::io::{BufRead, BufReader, Write};
-use std::process::{Child, ChildStdout, Command, Output, Stdio};
+mod support;
+
+use std::io::Write;
+use std::process::{Command, Output, Stdio};
+
 use std::time::{Duration, Instant};
+use support::{free_port, BrokerProcess};
 
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
-
-/// A broker process, killed on drop.
+/// A broker process (killed on drop, before its directory is removed).
 struct Broker {
-    child: Child,
-    _stdout: std::io::Lines<BufReader<ChildStdout>>,
+    _process: BrokerProcess,
     addr: String,
     _dir: tempfile::TempDir,
 }
 
-impl Drop for Broker {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
 fn start_broker(extra: &[&str]) -> Broker {
     let dir = tempfile::tempdir().unwrap();
-    let port = free_port();
-    let mut cmd = Command::new(env!("CARGO_BIN_EXE_gregor"));
-    cmd.arg("broker")
-        .arg("--override")
-        .arg(format!("listeners=PLAINTEXT://127.0.0.1:{port}"))
-        .arg("--override")
-        .arg(format!("log.dirs={}", dir.path().display()))
-        .args(["--override", "group.initial.rebalance.delay.ms=0"]);
-    for e in extra {
-        cmd.arg("--override").arg(e);
-    }
-    let mut child = cmd
-        .stdout(Stdio::piped())
-        .stderr(Stdio::null())
-        .spawn()
-        .expect("spawn gregor broker");
-    let mut lines = BufReader::new(child.stdout.take().unwrap()).lines();
-    let first = lines.next().expect("a start-up line").unwrap();
-    assert!(first.contains("listening on"), "{first}");
+    let mut overrides = vec!["group.initial.rebalance.delay.ms=0"];
+    overrides.extend_from_slice(extra);
+    let process = BrokerProcess::start(dir.path(), free_port(), &overrides);
     Broker {
-        child,
-        _stdout: lines,
-        addr: format!("127.0.0.1:{port}"),
+        addr: process.addr(),
+        _process: process,
         _dir: dir,
     }
 }

@@ -2,16 +2,12 @@
 //! checks the ApiVersions v3 response strictly. `.ci/run` installs kcat; on a machine
 //! without it this test fails with a message saying so rather than passing silently.
 
-use std::io::{BufRead, BufReader, Write};
+mod support;
+
+use std::io::Write;
 use std::process::{Command, Stdio};
 
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
+use support::{free_port, BrokerProcess};
 
 fn kcat(args: &[&str], input: Option<&str>) -> (bool, String, String) {
     let mut child = Command::new("timeout")
@@ -44,17 +40,7 @@ fn kcat(args: &[&str], input: Option<&str>) -> (bool, String, String) {
 fn kcat_produces_consumes_and_lists() {
     let dir = tempfile::tempdir().unwrap();
     let port = free_port();
-    let mut broker = Command::new(env!("CARGO_BIN_EXE_gregor"))
-        .args(["broker", "--override"])
-        .arg(format!("listeners=PLAINTEXT://127.0.0.1:{port}"))
-        .arg("--override")
-        .arg(format!("log.dirs={}", dir.path().display()))
-        .stdout(Stdio::piped())
-        .stderr(Stdio::null())
-        .spawn()
-        .unwrap();
-    let mut lines = BufReader::new(broker.stdout.take().unwrap()).lines();
-    assert!(lines.next().unwrap().unwrap().contains("listening"));
+    let broker = BrokerProcess::start(dir.path(), port, &[]);
     let bootstrap = format!("127.0.0.1:{port}");
     let b = bootstrap.as_str();
 
@@ -81,6 +67,5 @@ fn kcat_produces_consumes_and_lists() {
     let (ok, out, err) = kcat(&["-L", "-b", b, "-t", "kcat"], None);
     assert!(ok, "{err}");
     assert!(out.contains("topic \"kcat\" with 1 partitions"), "{out}");
-    broker.kill().unwrap();
-    broker.wait().unwrap();
+    drop(broker);
 }

@@ -84,11 +84,13 @@ async fn proxy_connection(
             // Each Produce is answered `delay` after it arrived: pipelined requests overlap.
             tokio::time::sleep_until((arrived + delay).into()).await;
         }
+        if api_key == PRODUCE {
+            // Counted as answered before the client can see the answer: otherwise the
+            // client's next request could be counted before this one is uncounted.
+            outstanding.fetch_sub(1, Ordering::SeqCst);
+        }
         if client_w.write_all(&frame).await.is_err() {
             break;
-        }
-        if api_key == PRODUCE {
-            outstanding.fetch_sub(1, Ordering::SeqCst);
         }
     }
     requests.abort();

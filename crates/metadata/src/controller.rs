@@ -1,8 +1,10 @@
 //! The single-node controller: validates admin requests and turns them into metadata records.
 //!
-//! It is the only writer of the metadata log. Each accepted change is appended (durably) and
-//! only then applied to a new image, so the image never shows a change that could be lost.
-//! With a replicated quorum, `commit` becomes "replicate then apply"; the validation stays.
+//! It is the only writer of the metadata log. Writing and applying are two steps: the
+//! controller validates a change against its own image, appends the batch (durably), and
+//! queues the committed batch; brokers take the queue ([`Controller::take_committed`]) and
+//! apply it to their own images. With a replicated quorum, "appended" becomes "replicated to
+//! a majority" and the queue becomes the quorum's commit stream; the validation stays.
 
 use std::collections::BTreeMap;
 use std::path::Path;
@@ -13,7 +15,7 @@ use uuid::Uuid;
 use crate::config::validate_topic_config;
 use crate::image::MetadataImage;
 use crate::log::{MetadataLog, MetadataLogError};
-use crate::record::{ConfigResource, MetadataRecord};
+use crate::record::{ConfigResource, MetadataBatch, MetadataRecord};
 
 /// Longest legal topic name, as in Kafka.
 pub const TOPIC_NAME_MAX_CHARS: usize = 249;
@@ -33,6 +35,10 @@ pub enum ControllerError {
     InvalidConfig(String),
     #[error("{0}")]
     UnknownTopic(String),
+    /// The controller built records that do not apply to its own image: a bug, not the
+    /// client's fault.
+    #[error("internal controller error: {0}")]
+    Internal(String),
     #[error(transparent)]
     Log(#[from] MetadataLogError),
 }
@@ -65,7 +71,12 @@ pub fn validate_topic_name(name: &str) -> Result<(), ControllerError> {
 /// The single-node controller and the metadata log it owns.
 pub struct Controller {
     log: MetadataLog,
+    /// The image after every batch appended so far.
     image: Arc<MetadataImage>,
+    /// The epoch batches are appended at (a quorum of one never changes it).
+    epoch: i32,
+    /// Batches appended but not yet taken by the broker to apply.
+    committed: Vec<MetadataBatch>,
 }
 
 /// A new topic as requested.
@@ -82,30 +93,40 @@ impl Controller {
         let (log, image) = MetadataLog::open(path)?;
         Ok(Controller {
             log,
+            epoch: image.epoch,
             image: Arc::new(image),
+            committed: Vec::new(),
         })
     }
 
-    /// The current image.
+    /// The image after everything appended so far.
     pub fn image(&self) -> Arc<MetadataImage> {
         self.image.clone()
     }
 
-    /// Appends `records` durably, then applies them; returns the new image.
-    fn commit(
-        &mut self,
-        records: Vec<MetadataRecord>,
-    ) -> Result<Arc<MetadataImage>, ControllerError> {
+    /// The batches appended since the last call, in log order, for the broker to apply.
+    pub fn take_committed(&mut self) -> Vec<MetadataBatch> {
+        std::mem::take(&mut self.committed)
+    }
+
+    /// Appends `records` durably as the next batch and queues it for the broker.
+    fn commit(&mut self, records: Vec<MetadataRecord>) -> Result<(), ControllerError> {
         if records.is_empty() {
-            return Ok(self.image.clone());
+            return Ok(());
         }
-        let next = self
+        let batch = MetadataBatch {
+            base_offset: self.image.next_offset(),
+            epoch: self.epoch,
+            records,
+        };
+        let (next, _) = self
             .image
-            .apply_all(&records)
-            .map_err(|e| ControllerError::InvalidConfig(e.to_string()))?;
-        self.log.append(&records)?;
+            .apply_batch(&batch)
+            .map_err(|e| ControllerError::Internal(e.to_string()))?;
+        self.log.append(&batch)?;
         self.image = Arc::new(next);
-        Ok(self.image.clone())
+        self.committed.push(batch);
+        Ok(())
     }
 
     /// Registers (or re-registers with a new endpoint) broker `node_id`.
@@ -114,14 +135,14 @@ impl Controller {
         node_id: i32,
         host: &str,
         port: u16,
-    ) -> Result<Arc<MetadataImage>, ControllerError> {
+    ) -> Result<(), ControllerError> {
         let unchanged = self
             .image
             .brokers
             .get(&node_id)
             .is_some_and(|b| b.host == host && b.port == port);
         if unchanged {
-            return Ok(self.image.clone());
+            return Ok(());
         }
         self.commit(vec![MetadataRecord::RegisterBroker {
             node_id,
@@ -131,13 +152,14 @@ impl Controller {
         }])
     }
 
-    /// Creates a topic. `num_partitions` and `replication_factor` must already be resolved
-    /// from the broker defaults when the client sent -1.
+    /// Creates a topic and returns its id (nil when `validate_only`). `num_partitions` and
+    /// `replication_factor` must already be resolved from the broker defaults when the
+    /// client sent -1.
     pub fn create_topic(
         &mut self,
         topic: NewTopic<'_>,
         validate_only: bool,
-    ) -> Result<Arc<MetadataImage>, ControllerError> {
+    ) -> Result<Uuid, ControllerError> {
         validate_topic_name(topic.name)?;
         if self.image.topics.contains_key(topic.name) {
             return Err(ControllerError::TopicAlreadyExists(format!(
@@ -169,7 +191,7 @@ impl Controller {
             }
         }
         if validate_only {
-            return Ok(self.image.clone());
+            return Ok(Uuid::nil());
         }
         let topic_id = Uuid::new_v4();
         let mut records = vec![MetadataRecord::Topic {
@@ -189,11 +211,12 @@ impl Controller {
                     value: Some(value),
                 }),
         );
-        self.commit(records)
+        self.commit(records)?;
+        Ok(topic_id)
     }
 
     /// Deletes a topic and everything it holds.
-    pub fn delete_topic(&mut self, name: &str) -> Result<Arc<MetadataImage>, ControllerError> {
+    pub fn delete_topic(&mut self, name: &str) -> Result<(), ControllerError> {
         let topic = self.image.topic(name).ok_or_else(|| {
             ControllerError::UnknownTopic(format!("topic '{name}' does not exist"))
         })?;
@@ -207,7 +230,7 @@ impl Controller {
         name: &str,
         total: i32,
         validate_only: bool,
-    ) -> Result<Arc<MetadataImage>, ControllerError> {
+    ) -> Result<(), ControllerError> {
         let topic = self.image.topic(name).ok_or_else(|| {
             ControllerError::UnknownTopic(format!("topic '{name}' does not exist"))
         })?;
@@ -236,7 +259,7 @@ impl Controller {
             )));
         }
         if validate_only {
-            return Ok(self.image.clone());
+            return Ok(());
         }
         let topic_id = topic.topic_id;
         let records = (current..total)
@@ -251,7 +274,7 @@ impl Controller {
         name: &str,
         changes: &[(String, Option<String>)],
         validate_only: bool,
-    ) -> Result<Arc<MetadataImage>, ControllerError> {
+    ) -> Result<(), ControllerError> {
         if self.image.topic(name).is_none() {
             return Err(ControllerError::UnknownTopic(format!(
                 "topic '{name}' does not exist"
@@ -270,7 +293,7 @@ impl Controller {
             }
         }
         if validate_only {
-            return Ok(self.image.clone());
+            return Ok(());
         }
         self.commit(config_records(
             ConfigResource::Topic(name.to_string()),
@@ -293,7 +316,7 @@ impl Controller {
         &mut self,
         node_id: i32,
         changes: &[(String, Option<String>)],
-    ) -> Result<Arc<MetadataImage>, ControllerError> {
+    ) -> Result<(), ControllerError> {
         self.commit(config_records(ConfigResource::Broker(node_id), changes))
     }
 }
@@ -328,6 +351,7 @@ fn partition_record(topic_id: Uuid, partition: i32, brokers: &[i32], rf: usize) 
         isr: replicas.clone(),
         replicas,
         leader_epoch: 0,
+        partition_epoch: 0,
     }
 }
 
@@ -435,5 +459,35 @@ mod tests {
         };
         let mut c = Controller::open(&dir.path().join("metadata.log")).unwrap();
         assert_eq!(c.allocate_producer_ids(10).unwrap(), first + 1000);
+    }
+
+    #[test]
+    fn committed_batches_are_queued_in_order_for_the_broker() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut c = controller(dir.path());
+        let registered = c.take_committed();
+        assert_eq!(registered.len(), 1);
+        assert_eq!(registered[0].base_offset, 0);
+        let id = c.create_topic(new_topic("t", 3, &[]), false).unwrap();
+        assert!(c
+            .create_topic(new_topic("u", 1, &[]), true)
+            .unwrap()
+            .is_nil());
+        c.create_partitions("t", 4, false).unwrap();
+        let batches = c.take_committed();
+        assert_eq!(batches.len(), 2, "validate-only writes nothing");
+        assert_eq!(batches[0].base_offset, 1);
+        assert_eq!(batches[0].records.len(), 4);
+        assert_eq!(batches[1].base_offset, 5);
+        assert!(c.take_committed().is_empty());
+        // A broker that applies them ends where the controller is.
+        let (image, _) = MetadataImage::default()
+            .apply_batch(&registered[0])
+            .unwrap();
+        let (image, delta) = image.apply_batch(&batches[0]).unwrap();
+        assert_eq!(delta.changed_partitions[&id].len(), 3);
+        let (image, _) = image.apply_batch(&batches[1]).unwrap();
+        assert_eq!(image.offset, c.image().offset);
+        assert_eq!(image.topic("t").unwrap().partitions.len(), 4);
     }
 }

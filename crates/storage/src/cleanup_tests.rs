@@ -209,7 +209,7 @@ fn deleted_files_are_removed_after_the_delay_and_on_open() {
 fn log_start_offset_survives_reopen_through_checkpoint() {
     let d = tempfile::tempdir().unwrap();
     let root = d.path().join("data");
-    let ld = LogDir::open(&root).unwrap();
+    let ld = LogDir::open(&root, crate::clock::system()).unwrap();
     let mut log = ld.open_log("t", 0, LogConfig::default()).unwrap();
     for _ in 0..4 {
         log.append_as_leader(&simple(2, 1, 100), 0, 0).unwrap(); // 0..=7
@@ -234,7 +234,7 @@ fn log_start_offset_survives_reopen_through_checkpoint() {
     drop(ld);
 
     for clean in [true, false] {
-        let ld = LogDir::open(&root).unwrap();
+        let ld = LogDir::open(&root, crate::clock::system()).unwrap();
         assert_eq!(ld.was_clean_shutdown(), clean);
         let log = ld.open_log("t", 0, LogConfig::default()).unwrap();
         assert_eq!(log.log_start_offset(), 5);
@@ -471,6 +471,7 @@ fn compaction_keeps_latest_per_key_with_offsets() {
             clean_shutdown: true,
             recovery_point: active_base + 2,
             log_start_offset: None,
+            ..Recovery::default()
         },
     )
     .unwrap();
@@ -769,6 +770,7 @@ fn crash_at_each_swap_step_leaves_a_complete_log() {
                     clean_shutdown: clean_reopen,
                     recovery_point: if clean_reopen { i64::MAX } else { 0 },
                     log_start_offset: None,
+                    ..Recovery::default()
                 },
             )
             .unwrap();
@@ -885,6 +887,7 @@ fn cleaner_keeps_the_transaction_index_with_its_segment() {
             clean_shutdown: true,
             recovery_point: i64::MAX,
             log_start_offset: None,
+            ..Recovery::default()
         },
     )
     .unwrap();

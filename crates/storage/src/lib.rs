@@ -14,12 +14,14 @@
 //!   deleted) and runs the cheap, locked phases of compaction.
 //! * [`cleaner`] is the heavy phase of compaction, run without the lock;
 //!   [`records`] decodes the records it needs to look at.
+//! * [`clock`] is the one injected source of wall-clock time.
 //! * [`log_dir`] manages one `log.dirs` entry: clean-shutdown marker and the
 //!   recovery-point / log-start-offset checkpoint files.
 
 pub mod batch;
 mod checkpoint;
 pub mod cleaner;
+pub mod clock;
 pub mod config;
 pub mod epoch;
 pub mod error;

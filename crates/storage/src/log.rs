@@ -28,12 +28,12 @@
 use std::fs;
 use std::io;
 use std::path::{Path, PathBuf};
-use std::time::{SystemTime, UNIX_EPOCH};
 
 use bytes::Bytes;
 
 use crate::batch::{self, BatchHeader};
 use crate::checkpoint;
+use crate::clock::SharedClock;
 use crate::config::{LogConfig, TimestampType};
 use crate::epoch::{LeaderEpochCache, LEADER_EPOCH_CHECKPOINT};
 use crate::error::StorageError;
@@ -56,15 +56,18 @@ pub struct Recovery {
     pub recovery_point: i64,
     /// Checkpointed log start offset, if any.
     pub log_start_offset: Option<i64>,
+    /// The clock the log reads time from from now on (segment creation, deletion delays).
+    pub clock: SharedClock,
 }
 
 impl Default for Recovery {
-    /// A brand-new log / unknown state: recover everything.
+    /// A brand-new log / unknown state: recover everything; the system clock.
     fn default() -> Self {
         Recovery {
             clean_shutdown: false,
             recovery_point: 0,
             log_start_offset: None,
+            clock: crate::clock::system(),
         }
     }
 }
@@ -116,12 +119,8 @@ pub struct Log {
     /// Bumped whenever segments are removed, truncated or replaced (not on
     /// append or roll); a cleaning plan is only applied to the same version.
     version: u64,
-}
-
-fn wall_clock_ms() -> i64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map_or(0, |d| d.as_millis() as i64)
+    /// Where the log reads the time it stamps on segments and pending deletions.
+    clock: SharedClock,
 }
 
 fn clamp_u64(v: u64) -> i64 {
@@ -201,7 +200,7 @@ impl Log {
         }
         if segments.is_empty() {
             let base = recovery.log_start_offset.unwrap_or(0).max(0);
-            segments.push(LogSegment::create(&dir, base, wall_clock_ms())?);
+            segments.push(LogSegment::create(&dir, base, recovery.clock.now_ms())?);
             dir_dirty = true;
         }
         let log_end = segments.last().expect("non-empty").next_offset();
@@ -228,6 +227,7 @@ impl Log {
             cleaned_through: cleaner_state.cleaned_through.min(log_end),
             gaps_below: cleaner_state.gaps_below,
             version: 0,
+            clock: recovery.clock.clone(),
         };
         // Everything that was recovered has been fsynced; clean segments
         // were fsynced at shutdown.
@@ -601,8 +601,11 @@ impl Log {
             for seg in self.segments.drain(..) {
                 seg.delete()?;
             }
-            self.segments
-                .push(LogSegment::create(&self.dir, new_base, wall_clock_ms())?);
+            self.segments.push(LogSegment::create(
+                &self.dir,
+                new_base,
+                self.clock.now_ms(),
+            )?);
             self.log_start_offset = new_base;
             self.dir_dirty = true;
         } else {

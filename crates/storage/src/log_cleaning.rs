@@ -250,7 +250,7 @@ impl Log {
             return Ok(not_swapped);
         }
         // (c) Originals become `.deleted`.
-        let now = wall_clock_ms();
+        let now = self.clock.now_ms();
         for (n, c) in cleaned.segments.iter().enumerate() {
             let renamed = segment::rename_files(&self.dir, c.base_offset, "", DELETED_SUFFIX)?;
             self.pending_deletes

@@ -23,6 +23,7 @@ use std::io;
 use std::path::{Path, PathBuf};
 
 use crate::checkpoint;
+use crate::clock::SharedClock;
 use crate::config::LogConfig;
 use crate::error::StorageError;
 use crate::log::{Log, Recovery};
@@ -40,6 +41,8 @@ pub struct LogDir {
     clean_shutdown: bool,
     recovery_points: Offsets,
     log_start_offsets: Offsets,
+    /// Handed to every log opened here.
+    clock: SharedClock,
 }
 
 /// Splits `<topic>-<partition>` at the last '-'.
@@ -76,7 +79,7 @@ fn read_offsets(path: &Path) -> Result<Offsets, StorageError> {
 impl LogDir {
     /// Opens (creating) the directory, consumes the clean-shutdown marker
     /// and loads both checkpoints.
-    pub fn open(path: &Path) -> Result<LogDir, StorageError> {
+    pub fn open(path: &Path, clock: SharedClock) -> Result<LogDir, StorageError> {
         fs::create_dir_all(path)?;
         let marker = path.join(CLEAN_SHUTDOWN_MARKER);
         let clean_shutdown = match fs::remove_file(&marker) {
@@ -92,6 +95,7 @@ impl LogDir {
             clean_shutdown,
             recovery_points: read_offsets(&path.join(RECOVERY_POINT_CHECKPOINT))?,
             log_start_offsets: read_offsets(&path.join(LOG_START_OFFSET_CHECKPOINT))?,
+            clock,
         })
     }
 
@@ -135,6 +139,7 @@ impl LogDir {
             clean_shutdown: self.clean_shutdown,
             recovery_point: self.recovery_point(topic, partition).unwrap_or(0),
             log_start_offset: self.log_start_offset(topic, partition),
+            clock: self.clock.clone(),
         };
         Log::open(self.partition_path(topic, partition), config, recovery)
     }
@@ -213,7 +218,7 @@ mod tests {
     fn marker_and_checkpoints() {
         let d = tempfile::tempdir().unwrap();
         let root = d.path().join("logs");
-        let ld = LogDir::open(&root).unwrap();
+        let ld = LogDir::open(&root, crate::clock::system()).unwrap();
         assert!(!ld.was_clean_shutdown());
         ld.write_checkpoints(&[("a-b".into(), 3, 100, 7), ("c".into(), 0, 5, 0)])
             .unwrap();
@@ -227,7 +232,7 @@ mod tests {
         ld.mark_clean_shutdown().unwrap();
         drop(ld);
 
-        let ld = LogDir::open(&root).unwrap();
+        let ld = LogDir::open(&root, crate::clock::system()).unwrap();
         assert!(ld.was_clean_shutdown());
         assert!(!root.join(CLEAN_SHUTDOWN_MARKER).exists());
         assert_eq!(ld.recovery_point("a-b", 3), Some(100));
@@ -241,6 +246,8 @@ mod tests {
         drop(ld);
 
         // The marker was consumed: the next open sees an unclean shutdown.
-        assert!(!LogDir::open(&root).unwrap().was_clean_shutdown());
+        assert!(!LogDir::open(&root, crate::clock::system())
+            .unwrap()
+            .was_clean_shutdown());
     }
 }

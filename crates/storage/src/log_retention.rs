@@ -113,7 +113,7 @@ impl Log {
             });
         }
         self.advance_log_start_offset(target);
-        let now_ms = wall_clock_ms();
+        let now_ms = self.clock.now_ms();
         while self.segments.len() > 1 && self.segments[1].base_offset() <= self.log_start_offset {
             self.delete_first_segment(now_ms)?;
         }

@@ -25,6 +25,7 @@ fn open(dir: &Path, config: LogConfig, clean: bool, recovery_point: i64) -> Log 
             clean_shutdown: clean,
             recovery_point,
             log_start_offset: None,
+            ..Recovery::default()
         },
     )
     .unwrap()
@@ -537,7 +538,7 @@ fn timestamp_lookups() {
 fn log_dir_round_trip() {
     let d = tempfile::tempdir().unwrap();
     let root = d.path().join("data");
-    let ld = LogDir::open(&root).unwrap();
+    let ld = LogDir::open(&root, crate::clock::system()).unwrap();
     let mut log = ld.open_log("my-topic", 2, LogConfig::default()).unwrap();
     assert!(root.join("my-topic-2").is_dir());
     for _ in 0..5 {
@@ -556,7 +557,7 @@ fn log_dir_round_trip() {
     ld.mark_clean_shutdown().unwrap();
     drop(ld);
 
-    let ld = LogDir::open(&root).unwrap();
+    let ld = LogDir::open(&root, crate::clock::system()).unwrap();
     assert!(ld.was_clean_shutdown());
     assert_eq!(ld.partition_dirs(), vec![("my-topic".to_string(), 2)]);
     let log = ld.open_log("my-topic", 2, LogConfig::default()).unwrap();

@@ -23,6 +23,7 @@ fn open(dir: &Path, clean: bool, recovery_point: i64) -> Log {
             clean_shutdown: clean,
             recovery_point,
             log_start_offset: None,
+            ..Recovery::default()
         },
     )
     .unwrap()

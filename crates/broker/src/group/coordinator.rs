@@ -10,25 +10,25 @@
 //! and is woken early when a new deadline appears.
 
 use std::collections::{BTreeMap, HashMap};
-use std::sync::{Arc, Mutex, MutexGuard};
-use std::time::Duration;
+use std::sync::{Mutex, MutexGuard};
 
 use bytes::Bytes;
-use tokio::sync::{oneshot, watch, Notify};
+use tokio::sync::{oneshot, Notify};
 
 use super::offsets_log::{
     encode_records, GroupMemberRecord, GroupMetadataValue, OffsetCommitKey, OffsetCommitValue,
     OffsetsRecord,
 };
 use super::state::{
-    code, Completion, Effects, Group, GroupLimits, GroupState, JoinRequest, JoinResponse, Reply,
-    SyncResponse, WaiterId,
+    code, Completion, Effects, Group, GroupState, JoinRequest, JoinResponse, Reply, SyncResponse,
+    WaiterId,
 };
-use crate::broker::Broker;
-use crate::handlers::now_ms;
+use crate::clock::SharedClock;
+use crate::coordinator_services::CoordinatorServices;
+use crate::partition::AppendOrigin;
 
-/// The internal topic holding group metadata and committed offsets.
-pub const OFFSETS_TOPIC: &str = "__consumer_offsets";
+pub use super::config::CoordinatorConfig;
+pub use crate::internal_topic::OFFSETS_TOPIC;
 
 /// Kafka error codes used only here.
 const OFFSET_METADATA_TOO_LARGE: i16 = 12;
@@ -38,16 +38,6 @@ const NON_EMPTY_GROUP: i16 = 68;
 const GROUP_ID_NOT_FOUND: i16 = 69;
 const GROUP_SUBSCRIBED_TO_TOPIC: i16 = 86;
 const KAFKA_STORAGE_ERROR: i16 = 56;
-
-/// Settings from the broker configuration.
-#[derive(Debug, Clone, Copy)]
-pub struct CoordinatorConfig {
-    pub limits: GroupLimits,
-    pub offsets_partitions: i32,
-    pub offset_metadata_max_bytes: usize,
-    pub offsets_retention_ms: i64,
-    pub offsets_retention_check_interval_ms: i64,
-}
 
 /// One committed offset, as OffsetFetch reports it.
 #[derive(Debug, Clone, PartialEq)]
@@ -86,6 +76,7 @@ pub struct GroupCoordinator {
     inner: Mutex<Inner>,
     wake: Notify,
     config: CoordinatorConfig,
+    clock: SharedClock,
 }
 
 /// Java's `String.hashCode`, which decides a group's offsets partition in Kafka.
@@ -107,12 +98,23 @@ pub fn partition_for_key(key: &str, partitions: i32) -> i32 {
 }
 
 impl GroupCoordinator {
-    pub fn new(config: CoordinatorConfig) -> GroupCoordinator {
+    pub fn new(config: CoordinatorConfig, clock: SharedClock) -> GroupCoordinator {
         GroupCoordinator {
             inner: Mutex::new(Inner::default()),
             wake: Notify::new(),
             config,
+            clock,
         }
+    }
+
+    /// The time from the broker's clock.
+    pub fn now_ms(&self) -> i64 {
+        self.clock.now_ms()
+    }
+
+    /// Completes when a new timer deadline may be earlier than the one being slept on.
+    pub async fn deadline_added(&self) {
+        self.wake.notified().await
     }
 
     fn lock(&self) -> MutexGuard<'_, Inner> {
@@ -125,12 +127,12 @@ impl GroupCoordinator {
     }
 
     /// Replays `__consumer_offsets` into memory (at start-up).
-    pub fn load(&self, broker: &Broker) -> Result<(), String> {
+    pub fn load(&self, broker: &dyn CoordinatorServices) -> Result<(), String> {
         let mut inner = self.lock();
-        let now = now_ms();
+        let now = self.now_ms();
         let mut groups: HashMap<String, Option<GroupMetadataValue>> = HashMap::new();
         for p in 0..self.config.offsets_partitions {
-            let Some(partition) = broker.replicas.get(OFFSETS_TOPIC, p) else {
+            let Some(partition) = broker.partition(OFFSETS_TOPIC, p) else {
                 continue;
             };
             for batch in crate::internal_topic::read_kv_batches(&partition)? {
@@ -140,11 +142,21 @@ impl GroupCoordinator {
                     });
                     continue;
                 }
-                for (_, key, value) in &batch.records {
+                for (offset, key, value) in &batch.records {
                     let record = match OffsetsRecord::decode_known(key, value.as_deref()) {
                         Ok(Some(r)) => r,
                         Ok(None) => continue,
-                        Err(e) => return Err(format!("{OFFSETS_TOPIC}-{p}: {e}")),
+                        // As Kafka's coordinators since KIP-915: skipped, with a warning.
+                        Err(e) => {
+                            tracing::warn!(
+                                topic = OFFSETS_TOPIC,
+                                partition = p,
+                                offset,
+                                error = %e,
+                                "skipping a record the group coordinator cannot decode"
+                            );
+                            continue;
+                        }
                     };
                     match record {
                         OffsetsRecord::Offset { key, value } => {
@@ -213,7 +225,7 @@ impl GroupCoordinator {
     /// Appends `records` for `group_id` to its offsets partition.
     fn persist(
         &self,
-        broker: &Broker,
+        broker: &dyn CoordinatorServices,
         group_id: &str,
         records: &[OffsetsRecord],
     ) -> Result<(), i16> {
@@ -223,7 +235,7 @@ impl GroupCoordinator {
     /// [`Self::persist`], as a transactional batch of `txn_producer` when given.
     fn persist_as(
         &self,
-        broker: &Broker,
+        broker: &dyn CoordinatorServices,
         group_id: &str,
         records: &[OffsetsRecord],
         txn_producer: Option<(i64, i16)>,
@@ -232,13 +244,14 @@ impl GroupCoordinator {
             return Ok(());
         }
         let p = self.partition_for(group_id);
-        let partition = broker
-            .replicas
-            .get(OFFSETS_TOPIC, p)
-            .ok_or(NOT_COORDINATOR)?;
-        let now = now_ms();
+        let partition = broker.partition(OFFSETS_TOPIC, p).ok_or(NOT_COORDINATOR)?;
+        let now = self.now_ms();
         partition
-            .append_as_coordinator(&encode_records(records, now, txn_producer), now)
+            .append(
+                &encode_records(records, now, txn_producer),
+                AppendOrigin::Coordinator,
+                now,
+            )
             .map(|_| ())
             .map_err(|e| {
                 tracing::error!(group = group_id, error = %e, "cannot persist group state");
@@ -280,7 +293,13 @@ impl GroupCoordinator {
     }
 
     /// Persists what the state machine asked for and delivers its completions.
-    fn apply(&self, broker: &Broker, inner: &mut Inner, group_id: &str, fx: Effects) {
+    fn apply(
+        &self,
+        broker: &dyn CoordinatorServices,
+        inner: &mut Inner,
+        group_id: &str,
+        fx: Effects,
+    ) {
         if fx.persist_group {
             if let Some(group) = inner.groups.get(group_id) {
                 let record = Self::group_record(group);
@@ -304,7 +323,7 @@ impl GroupCoordinator {
         inner
             .groups
             .entry(group_id.to_string())
-            .or_insert_with(|| Group::new(group_id, now_ms(), limits))
+            .or_insert_with(|| Group::new(group_id, self.now_ms(), limits))
     }
 
     /// Runs a state-machine call that may answer later, under the lock. `Ok(Some)`: the answer
@@ -312,7 +331,7 @@ impl GroupCoordinator {
     /// the answer will arrive on.
     fn call_or_wait<T>(
         &self,
-        broker: &Broker,
+        broker: &dyn CoordinatorServices,
         group_id: &str,
         create: bool,
         call: impl FnOnce(&mut Group, WaiterId) -> Option<(Reply<T>, Effects)>,
@@ -340,10 +359,15 @@ impl GroupCoordinator {
     }
 
     /// JoinGroup: answers at once or when the join phase of the rebalance ends.
-    pub async fn join(&self, broker: &Broker, group_id: &str, req: JoinRequest) -> JoinResponse {
+    pub async fn join(
+        &self,
+        broker: &dyn CoordinatorServices,
+        group_id: &str,
+        req: JoinRequest,
+    ) -> JoinResponse {
         let member_id = req.member_id.clone();
         let rx = match self.call_or_wait(broker, group_id, true, |g, w| {
-            Some(g.join(req, w, now_ms()))
+            Some(g.join(req, w, self.now_ms()))
         }) {
             Ok(Some(r)) => return r,
             Ok(None) => unreachable!("join creates the group"),
@@ -369,7 +393,7 @@ impl GroupCoordinator {
     #[allow(clippy::too_many_arguments)]
     pub async fn sync(
         &self,
-        broker: &Broker,
+        broker: &dyn CoordinatorServices,
         group_id: &str,
         member_id: &str,
         instance_id: Option<&str>,
@@ -393,7 +417,7 @@ impl GroupCoordinator {
                 protocol,
                 assignments,
                 w,
-                now_ms(),
+                self.now_ms(),
             ))
         };
         let rx = match self.call_or_wait(broker, group_id, false, call) {
@@ -420,7 +444,7 @@ impl GroupCoordinator {
     ) -> i16 {
         let mut inner = self.lock();
         match inner.groups.get_mut(group_id) {
-            Some(g) => g.heartbeat(member_id, instance_id, generation, now_ms()),
+            Some(g) => g.heartbeat(member_id, instance_id, generation, self.now_ms()),
             None => code::UNKNOWN_MEMBER_ID,
         }
     }
@@ -428,7 +452,7 @@ impl GroupCoordinator {
     /// LeaveGroup for each (member id, instance id); returns per-member codes.
     pub fn leave(
         &self,
-        broker: &Broker,
+        broker: &dyn CoordinatorServices,
         group_id: &str,
         members: &[(String, Option<String>)],
     ) -> Result<Vec<i16>, i16> {
@@ -437,7 +461,7 @@ impl GroupCoordinator {
             return Err(code::UNKNOWN_MEMBER_ID);
         };
         let mut fx = Effects::default();
-        let now = now_ms();
+        let now = self.now_ms();
         let codes = members
             .iter()
             .map(|(m, i)| group.leave(m, i.as_deref(), now, &mut fx))
@@ -456,7 +480,7 @@ impl GroupCoordinator {
     #[allow(clippy::too_many_arguments)]
     pub fn commit(
         &self,
-        broker: &Broker,
+        broker: &dyn CoordinatorServices,
         group_id: &str,
         member_id: &str,
         instance_id: Option<&str>,
@@ -465,7 +489,7 @@ impl GroupCoordinator {
         txn_producer: Option<(i64, i16)>,
     ) -> Vec<i16> {
         let mut inner = self.lock();
-        let now = now_ms();
+        let now = self.now_ms();
         let group_error = match inner.groups.get_mut(group_id) {
             Some(g) => g.check_commit(member_id, instance_id, generation, now),
             None if generation < 0 => code::NONE,
@@ -475,13 +499,10 @@ impl GroupCoordinator {
             return vec![group_error; entries.len()];
         }
         self.group_mut(&mut inner, group_id);
-        let image = broker.image();
         let mut codes = Vec::with_capacity(entries.len());
         let mut records = Vec::new();
         for (topic, partition, offset, leader_epoch, metadata) in &entries {
-            let known = image
-                .topic(topic)
-                .is_some_and(|t| t.partitions.contains_key(partition));
+            let known = broker.partition_exists(topic, *partition);
             let code = if metadata.len() > self.config.offset_metadata_max_bytes {
                 OFFSET_METADATA_TOO_LARGE
             } else if !known {
@@ -684,7 +705,7 @@ impl GroupCoordinator {
     }
 
     /// DeleteGroups for one group.
-    pub fn delete_group(&self, broker: &Broker, group_id: &str) -> i16 {
+    pub fn delete_group(&self, broker: &dyn CoordinatorServices, group_id: &str) -> i16 {
         let mut inner = self.lock();
         let exists = inner.groups.contains_key(group_id) || inner.offsets.contains_key(group_id);
         if !exists {
@@ -718,7 +739,7 @@ impl GroupCoordinator {
         }
         inner.offsets.remove(group_id);
         if let Some(mut g) = inner.groups.remove(group_id) {
-            g.mark_dead(now_ms());
+            g.mark_dead(self.now_ms());
         }
         code::NONE
     }
@@ -726,7 +747,7 @@ impl GroupCoordinator {
     /// OffsetDelete: per-partition codes, or a group-level code.
     pub fn delete_offsets(
         &self,
-        broker: &Broker,
+        broker: &dyn CoordinatorServices,
         group_id: &str,
         partitions: &[(String, i32)],
     ) -> Result<Vec<i16>, i16> {
@@ -775,9 +796,9 @@ impl GroupCoordinator {
     }
 
     /// Advances every group's timers; returns the next deadline.
-    fn tick(&self, broker: &Broker) -> Option<i64> {
+    pub fn tick(&self, broker: &dyn CoordinatorServices) -> Option<i64> {
         let mut inner = self.lock();
-        let now = now_ms();
+        let now = self.now_ms();
         let ids: Vec<String> = inner.groups.keys().cloned().collect();
         for id in &ids {
             let fx = inner.groups.get_mut(id).expect("listed").tick(now);
@@ -798,7 +819,7 @@ impl GroupCoordinator {
     }
 
     /// Drops the offsets of groups that have had no members for offsets.retention.minutes.
-    fn expire_offsets(&self, broker: &Broker, inner: &mut Inner, now: i64) {
+    fn expire_offsets(&self, broker: &dyn CoordinatorServices, inner: &mut Inner, now: i64) {
         let retention = self.config.offsets_retention_ms;
         let expired: Vec<String> = inner
             .offsets
@@ -838,19 +859,6 @@ impl GroupCoordinator {
                 tracing::info!(group = %id, offsets = records.len(), "expired committed offsets");
                 inner.offsets.remove(&id);
             }
-        }
-    }
-}
-
-/// Drives the coordinator's timers until shutdown.
-pub async fn run_timers(broker: Arc<Broker>, mut shutdown: watch::Receiver<bool>) {
-    loop {
-        let next = broker.groups.tick(&broker).unwrap_or(i64::MAX);
-        let wait_ms = (next - now_ms()).clamp(1, 60_000) as u64;
-        tokio::select! {
-            _ = shutdown.changed() => return,
-            _ = broker.groups.wake.notified() => {}
-            _ = tokio::time::sleep(Duration::from_millis(wait_ms)) => {}
         }
     }
 }

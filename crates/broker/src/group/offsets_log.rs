@@ -61,15 +61,13 @@ pub enum OffsetsLogError {
     TrailingBytes { what: &'static str, count: usize },
     #[error("record has a null key")]
     NullKey,
-    #[error("unknown __consumer_offsets key version {0}")]
+    #[error("unknown key version {0}")]
     UnknownKeyVersion(i16),
     #[error("unsupported {kind} value version {version}")]
     UnsupportedValueVersion { kind: &'static str, version: i16 },
     #[error("unsupported record batch magic {0} (only v2 is supported)")]
     UnsupportedMagic(i8),
-    #[error(
-        "record batch is compressed (codec {0}); __consumer_offsets batches are never compressed"
-    )]
+    #[error("record batch is compressed (codec {0}); coordinators never compress their batches")]
     Compressed(u8),
     #[error("record batch CRC mismatch: stored {stored:#010x}, computed {computed:#010x}")]
     CrcMismatch { stored: u32, computed: u32 },

@@ -9,7 +9,7 @@ use kafka_protocol::messages::api_versions_response::{
 use kafka_protocol::messages::{ApiKey, ApiVersionsRequest, ApiVersionsResponse, ResponseKind};
 use kafka_protocol::protocol::StrBytes;
 
-use super::NONE;
+use super::wire::NONE;
 
 fn api_list() -> Vec<ApiVersion> {
     SUPPORTED

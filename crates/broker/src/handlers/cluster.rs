@@ -3,7 +3,7 @@
 use kafka_protocol::messages::describe_cluster_response::DescribeClusterBroker;
 use kafka_protocol::messages::{BrokerId, DescribeClusterRequest, DescribeClusterResponse};
 
-use super::{s, NONE};
+use super::wire::{s, NONE};
 use crate::broker::Broker;
 
 pub fn describe(broker: &Broker, _request: DescribeClusterRequest) -> DescribeClusterResponse {

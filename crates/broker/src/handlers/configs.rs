@@ -18,8 +18,8 @@ use kafka_protocol::messages::{
     IncrementalAlterConfigsRequest, IncrementalAlterConfigsResponse,
 };
 
-use super::topics::controller_error;
-use super::{code, s, NONE};
+use super::wire::commit_error;
+use super::wire::{code, s, NONE};
 use crate::broker::Broker;
 use crate::config::{broker_config, BROKER_CONFIGS};
 
@@ -230,7 +230,7 @@ fn apply(
         RESOURCE_TOPIC => broker
             .commit(|c| c.alter_topic_configs(name, &changes, validate_only))
             .map(|_| ())
-            .map_err(|e| controller_error(&e)),
+            .map_err(|e| commit_error(&e)),
         RESOURCE_BROKER if is_this_broker(broker, name) => {
             for (k, v) in &changes {
                 let def = broker_config(k).ok_or_else(|| {
@@ -260,7 +260,7 @@ fn apply(
             broker
                 .commit(|c| c.alter_broker_configs(broker.node_id, &changes))
                 .map(|_| ())
-                .map_err(|e| controller_error(&e))
+                .map_err(|e| commit_error(&e))
         }
         RESOURCE_BROKER => Err((
             code(ResponseError::InvalidRequest),

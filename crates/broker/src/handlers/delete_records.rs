@@ -7,8 +7,8 @@ use kafka_protocol::messages::delete_records_response::{
 };
 use kafka_protocol::messages::{DeleteRecordsRequest, DeleteRecordsResponse};
 
-use super::produce::storage_error;
-use super::{code, NONE};
+use super::wire::storage_error;
+use super::wire::{code, NONE};
 use crate::broker::Broker;
 
 pub fn handle(broker: &Broker, request: DeleteRecordsRequest) -> DeleteRecordsResponse {

@@ -21,10 +21,10 @@ use kafka_protocol::messages::fetch_response::{
 use kafka_protocol::messages::{BrokerId, FetchRequest, FetchResponse, ProducerId};
 use tokio::sync::watch;
 
-use super::{code, NONE};
+use super::wire::storage_error;
+use super::wire::{code, NONE};
 use crate::broker::Broker;
-use crate::handlers::produce::storage_error;
-use crate::partition::Partition;
+use crate::partition::{FetchIsolation, Partition};
 
 /// The largest max_wait_ms honoured, so a client cannot park a connection for hours.
 const MAX_WAIT_MS_CAP: i32 = 30_000;
@@ -204,5 +204,10 @@ fn read_partition(
             aborted: Vec::new(),
         });
     }
-    p.read_isolated(offset, limit, min_one_batch, read_committed)
+    let isolation = if read_committed {
+        FetchIsolation::TxnCommitted
+    } else {
+        FetchIsolation::HighWatermark
+    };
+    p.read(offset, limit, min_one_batch, isolation)
 }

@@ -23,7 +23,7 @@ use kafka_protocol::messages::offset_fetch_response::{
 use kafka_protocol::messages::*;
 use kafka_protocol::protocol::StrBytes;
 
-use super::{code, s, NONE};
+use super::wire::{code, s, NONE};
 use crate::broker::Broker;
 use crate::group::coordinator::CommittedOffset;
 use crate::group::state::JoinRequest;

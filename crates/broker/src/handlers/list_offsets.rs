@@ -8,9 +8,9 @@ use kafka_protocol::messages::list_offsets_response::{
 };
 use kafka_protocol::messages::{ListOffsetsRequest, ListOffsetsResponse};
 
-use super::{code, NONE};
+use super::wire::{code, NONE};
 use crate::broker::Broker;
-use crate::partition::Partition;
+use crate::partition::{FetchIsolation, Partition};
 use crate::record_scan::{first_at_or_after, max_timestamp_record};
 
 /// An answer to one partition's query.
@@ -126,7 +126,12 @@ fn lookup(
 
 fn read_batch(partition: &Partition, base_offset: i64) -> Result<bytes::Bytes, String> {
     let read = partition
-        .read(base_offset, ONE_BATCH_BYTES, true)
+        .read(
+            base_offset,
+            ONE_BATCH_BYTES,
+            true,
+            FetchIsolation::HighWatermark,
+        )
         .map_err(|e| e.to_string())?;
     if read.records.is_empty() {
         return Err(format!("no batch at offset {base_offset}"));

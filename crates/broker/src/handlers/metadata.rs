@@ -10,8 +10,8 @@ use kafka_protocol::messages::metadata_response::{
 };
 use kafka_protocol::messages::{BrokerId, MetadataRequest, MetadataResponse, TopicName};
 
-use super::{code, s, NONE};
-use crate::broker::Broker;
+use super::wire::{code, s, NONE};
+use crate::broker::{Broker, CommitError};
 
 pub fn handle(broker: &Broker, request: MetadataRequest, version: i16) -> MetadataResponse {
     // v0 asks for every topic with an empty list; later versions with a null one.
@@ -85,7 +85,9 @@ fn requested_topic(
             None => error(ResponseError::LeaderNotAvailable),
         },
         Ok(false) => error(ResponseError::UnknownTopicOrPartition),
-        Err(ControllerError::InvalidTopic(_)) => error(ResponseError::InvalidTopicException),
+        Err(CommitError::Refused(ControllerError::InvalidTopic(_))) => {
+            error(ResponseError::InvalidTopicException)
+        }
         Err(e) => {
             tracing::warn!(topic = name, error = %e, "auto-creation failed");
             error(ResponseError::UnknownServerError)
@@ -111,7 +113,7 @@ fn topic_entry(topic: &TopicImage, _version: i16) -> MetadataResponseTopic {
         .with_error_code(NONE)
         .with_name(Some(TopicName(s(topic.name.clone()))))
         .with_topic_id(topic.topic_id)
-        .with_is_internal(topic.name.starts_with("__"))
+        .with_is_internal(crate::internal_topic::is_internal(&topic.name))
         .with_partitions(partitions)
         .with_topic_authorized_operations(i32::MIN)
 }

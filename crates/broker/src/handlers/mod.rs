@@ -13,13 +13,12 @@ pub mod produce;
 pub mod producer_id;
 pub mod topics;
 pub mod transactions;
+pub mod wire;
 
-use kafka_protocol::error::ResponseError;
 use kafka_protocol::messages::{RequestHeader, RequestKind, ResponseKind};
-use kafka_protocol::protocol::StrBytes;
 
+use crate::blocking::block_in_place_or_run;
 use crate::broker::Broker;
-use crate::server::block_in_place_or_run;
 
 /// Routes a decoded request to its handler. `Ok(None)`: no response is due (acks=0).
 pub async fn handle(
@@ -121,25 +120,4 @@ pub async fn handle(
         // should one be missing, the connection is closed rather than the broker panicking.
         other => return Err(format!("no handler for {:?}", other)),
     }))
-}
-
-/// Kafka error code for "no error".
-pub const NONE: i16 = 0;
-
-/// The wire code of `e`.
-pub fn code(e: ResponseError) -> i16 {
-    e.code()
-}
-
-/// A protocol string from Rust text.
-pub fn s(text: impl Into<String>) -> StrBytes {
-    StrBytes::from_string(text.into())
-}
-
-/// Milliseconds since the Unix epoch.
-pub fn now_ms() -> i64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| d.as_millis() as i64)
-        .unwrap_or(0)
 }

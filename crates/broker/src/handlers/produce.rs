@@ -6,32 +6,19 @@
 
 use std::time::Duration;
 
-use gregor_storage::error::StorageError;
 use kafka_protocol::error::ResponseError;
 use kafka_protocol::messages::produce_response::{
     BatchIndexAndErrorMessage, PartitionProduceResponse, TopicProduceResponse,
 };
 use kafka_protocol::messages::{ProduceRequest, ProduceResponse};
 
-use super::{code, now_ms, s, NONE};
+use super::wire::{code, s, storage_error, NONE};
 use crate::broker::Broker;
-use crate::partition::{AppendError, Partition};
+use crate::partition::{AppendError, AppendOrigin, Partition};
 use crate::txn::state::{code as txn_code, TxnError};
 use gregor_storage::batch::BatchIter;
 use gregor_storage::log::AppendInfo;
 use kafka_protocol::messages::TransactionalId;
-
-/// Kafka error code and message for a storage failure.
-pub fn storage_error(e: &StorageError) -> (i16, String) {
-    let c = match e {
-        StorageError::CorruptMessage(_) => ResponseError::CorruptMessage,
-        StorageError::MessageTooLarge(_) => ResponseError::MessageTooLarge,
-        StorageError::InvalidRecord(_) => ResponseError::InvalidRecord,
-        StorageError::OffsetOutOfRange { .. } => ResponseError::OffsetOutOfRange,
-        _ => ResponseError::KafkaStorageError,
-    };
-    (code(c), e.to_string())
-}
 
 fn partition_error(
     index: i32,
@@ -79,7 +66,7 @@ pub async fn handle(
                 ));
                 continue;
             }
-            if name == crate::group::coordinator::OFFSETS_TOPIC {
+            if crate::internal_topic::is_internal(&name) {
                 partitions.push(partition_error(
                     index,
                     ResponseError::InvalidTopicException,
@@ -179,7 +166,12 @@ pub async fn handle(
                     let (c, message) = match &e {
                         AppendError::Storage(se) => storage_error(se),
                         AppendError::Producer(c, m) => (*c, m.clone()),
-                        AppendError::Duplicate { .. } | AppendError::NotInOngoingTxn => {
+                        AppendError::NotLeader => {
+                            (code(ResponseError::NotLeaderOrFollower), e.to_string())
+                        }
+                        AppendError::Duplicate { .. }
+                        | AppendError::NotInOngoingTxn
+                        | AppendError::NotFollower => {
                             unreachable!("handled above")
                         }
                     };
@@ -246,10 +238,10 @@ fn append(
 ) -> Result<AppendInfo, AppendError> {
     let refused = |c: i16, m: String| Err(AppendError::Producer(c, m));
     let Some((first, _)) = BatchIter::new(records).next() else {
-        return partition.append(records, now_ms());
+        return partition.append(records, AppendOrigin::Client, broker.clock.now_ms());
     };
     if !first.is_transactional() {
-        return partition.append(records, now_ms());
+        return partition.append(records, AppendOrigin::Client, broker.clock.now_ms());
     }
     let Some(id) = transactional_id.filter(|t| !t.0.is_empty()) else {
         return refused(
@@ -260,7 +252,7 @@ fn append(
     let producer = (first.producer_id, first.producer_epoch);
     // Fast path: the transaction is already open here at this epoch (an earlier write was
     // verified and no marker ended it since), so the coordinator need not be asked.
-    match partition.append_to_ongoing_txn(records, now_ms(), producer) {
+    match partition.append_to_ongoing_txn(records, broker.clock.now_ms(), producer) {
         Err(AppendError::NotInOngoingTxn) => {}
         done => return done,
     }
@@ -274,7 +266,7 @@ fn append(
             &target,
             // Produce v12+ (KIP-890 part 2): the partition joins the transaction implicitly.
             version >= 12,
-            || partition.append(records, now_ms()),
+            || partition.append(records, AppendOrigin::Client, broker.clock.now_ms()),
         )
         .unwrap_or_else(|TxnError(c, m)| {
             // The partition leader reports a fenced producer as INVALID_PRODUCER_EPOCH.

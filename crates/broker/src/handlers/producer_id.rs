@@ -7,7 +7,7 @@
 use kafka_protocol::error::ResponseError;
 use kafka_protocol::messages::{InitProducerIdRequest, InitProducerIdResponse, ProducerId};
 
-use super::{code, NONE};
+use super::wire::{code, NONE};
 use crate::broker::Broker;
 use crate::txn::state::{code as txn_code, code_for_version, TxnError};
 

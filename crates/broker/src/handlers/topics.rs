@@ -1,7 +1,6 @@
 //! CreateTopics, DeleteTopics and CreatePartitions: admin changes through the controller.
 
 use gregor_metadata::controller::NewTopic;
-use gregor_metadata::ControllerError;
 use kafka_protocol::error::ResponseError;
 use kafka_protocol::messages::create_partitions_response::CreatePartitionsTopicResult;
 use kafka_protocol::messages::create_topics_response::{
@@ -14,22 +13,8 @@ use kafka_protocol::messages::{
 };
 
 use super::configs::topic_entries;
-use super::{code, s, NONE};
+use super::wire::{code, commit_error, s, NONE};
 use crate::broker::Broker;
-
-/// Kafka error code and message for a refused controller operation.
-pub fn controller_error(e: &ControllerError) -> (i16, String) {
-    let c = match e {
-        ControllerError::TopicAlreadyExists(_) => ResponseError::TopicAlreadyExists,
-        ControllerError::InvalidTopic(_) => ResponseError::InvalidTopicException,
-        ControllerError::InvalidPartitions(_) => ResponseError::InvalidPartitions,
-        ControllerError::InvalidReplicationFactor(_) => ResponseError::InvalidReplicationFactor,
-        ControllerError::InvalidConfig(_) => ResponseError::InvalidConfig,
-        ControllerError::UnknownTopic(_) => ResponseError::UnknownTopicOrPartition,
-        ControllerError::Log(_) => ResponseError::KafkaStorageError,
-    };
-    (code(c), e.to_string())
-}
 
 pub fn create_topics(
     broker: &Broker,
@@ -109,8 +94,7 @@ pub fn create_topics(
                 )
             });
             match created {
-                Ok(image) => {
-                    let topic_id = image.topic(&name).map(|t| t.topic_id).unwrap_or_default();
+                Ok(topic_id) => {
                     let mut ok = result
                         .with_error_code(NONE)
                         .with_topic_id(topic_id)
@@ -132,7 +116,7 @@ pub fn create_topics(
                     ok
                 }
                 Err(e) => {
-                    let (c, m) = controller_error(&e);
+                    let (c, m) = commit_error(&e);
                     result
                         .with_error_code(c)
                         .with_error_message(Some(s(m)))
@@ -181,7 +165,7 @@ pub fn delete_topics(
             match broker.commit(|c| c.delete_topic(&name)) {
                 Ok(_) => result.with_error_code(NONE).with_topic_id(topic_id),
                 Err(e) => {
-                    let (c, m) = controller_error(&e);
+                    let (c, m) = commit_error(&e);
                     result.with_error_code(c).with_error_message(Some(s(m)))
                 }
             }
@@ -219,7 +203,7 @@ pub fn create_partitions(
             match broker.commit(|c| c.create_partitions(&name, t.count, request.validate_only)) {
                 Ok(_) => result.with_error_code(NONE),
                 Err(e) => {
-                    let (c, m) = controller_error(&e);
+                    let (c, m) = commit_error(&e);
                     result.with_error_code(c).with_error_message(Some(s(m)))
                 }
             }

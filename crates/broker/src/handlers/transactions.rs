@@ -24,10 +24,9 @@ use kafka_protocol::messages::{
 };
 
 use super::groups::commit_entry;
-use super::{now_ms, s, NONE};
+use super::wire::{s, NONE};
 use crate::broker::Broker;
 use crate::group::coordinator::OFFSETS_TOPIC;
-use crate::txn::coordinator::TXN_STATE_TOPIC;
 use crate::txn::state::{code, code_for_version, TxnError, TxnStatus};
 
 fn log_refusal(api: &str, id: &str, e: &TxnError) {
@@ -84,7 +83,7 @@ fn add_or_verify(
 ) -> Vec<AddPartitionsToTxnTopicResult> {
     if let Some(internal) = topics
         .iter()
-        .find(|t| [OFFSETS_TOPIC, TXN_STATE_TOPIC].contains(&t.name.0.as_str()))
+        .find(|t| crate::internal_topic::is_internal(t.name.0.as_str()))
     {
         // Clients never write internal topics; offsets join a transaction through
         // AddOffsetsToTxn.
@@ -327,7 +326,7 @@ pub fn list_transactions(
         .filter(|f| !TxnStatus::ALL.iter().any(|k| k.name() == f.as_str()))
         .cloned()
         .collect();
-    let now = now_ms();
+    let now = broker.clock.now_ms();
     // v1 adds the duration filter: transactions running longer than that many ms.
     let min_duration = if version >= 1 {
         request.duration_filter

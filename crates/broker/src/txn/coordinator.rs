@@ -9,45 +9,44 @@
 //! taken coordinator first, partition second, never the other way round.
 
 use std::collections::HashMap;
-use std::sync::{Arc, Mutex, MutexGuard};
-use std::time::Duration;
+use std::sync::{Mutex, MutexGuard};
 
-use tokio::sync::watch;
-
+pub use super::config::TxnConfig;
 use super::log::{decode, encode_key, encode_value};
 use super::state::{code, TxnError, TxnMetadata, TxnStatus};
-use crate::broker::Broker;
-use crate::group::coordinator::{partition_for_key, OFFSETS_TOPIC};
+use crate::clock::SharedClock;
+use crate::coordinator_services::{CoordinatorServices, TxnMarker};
+use crate::group::coordinator::partition_for_key;
 use crate::group::offsets_log::encode_kv_batch;
-use crate::handlers::now_ms;
-
-/// The internal topic holding the transaction coordinator's state.
-pub const TXN_STATE_TOPIC: &str = "__transaction_state";
-
-/// Settings from the broker configuration.
-#[derive(Debug, Clone, Copy)]
-pub struct TxnConfig {
-    pub state_partitions: i32,
-    pub max_timeout_ms: i32,
-    pub id_expiration_ms: i64,
-    pub abort_check_interval_ms: i64,
-    pub expiry_check_interval_ms: i64,
-}
+pub use crate::internal_topic::{OFFSETS_TOPIC, TXN_STATE_TOPIC};
+use crate::partition::AppendOrigin;
 
 /// Runs every transactional id hosted by this broker.
 pub struct TxnCoordinator {
     txns: Mutex<HashMap<String, TxnMetadata>>,
     config: TxnConfig,
+    clock: SharedClock,
 }
 
 type Txns = HashMap<String, TxnMetadata>;
 
 impl TxnCoordinator {
-    pub fn new(config: TxnConfig) -> TxnCoordinator {
+    pub fn new(config: TxnConfig, clock: SharedClock) -> TxnCoordinator {
         TxnCoordinator {
             txns: Mutex::new(HashMap::new()),
             config,
+            clock,
         }
+    }
+
+    /// The time from the broker's clock.
+    pub fn now_ms(&self) -> i64 {
+        self.clock.now_ms()
+    }
+
+    /// The coordinator's settings.
+    pub fn config(&self) -> TxnConfig {
+        self.config
     }
 
     fn lock(&self) -> MutexGuard<'_, Txns> {
@@ -63,14 +62,14 @@ impl TxnCoordinator {
 
     /// Replays `__transaction_state` (at start-up) and finishes transactions that were
     /// prepared but not completed when the broker stopped.
-    pub fn load(&self, broker: &Broker) -> Result<(), String> {
+    pub fn load(&self, broker: &dyn CoordinatorServices) -> Result<(), String> {
         let mut txns = self.lock();
         for p in 0..self.config.state_partitions {
-            let Some(partition) = broker.replicas.get(TXN_STATE_TOPIC, p) else {
+            let Some(partition) = broker.partition(TXN_STATE_TOPIC, p) else {
                 continue;
             };
             for batch in crate::internal_topic::read_kv_batches(&partition)? {
-                for (_, key, value) in batch.records {
+                for (offset, key, value) in batch.records {
                     match decode(&key, value.as_deref()) {
                         Ok((id, Some(m))) => {
                             txns.insert(id, m);
@@ -78,7 +77,15 @@ impl TxnCoordinator {
                         Ok((id, None)) => {
                             txns.remove(&id);
                         }
-                        Err(e) => return Err(format!("{TXN_STATE_TOPIC}-{p}: {e}")),
+                        // As Kafka's coordinators since KIP-915: a record this release cannot
+                        // read is skipped, not a reason to refuse to start.
+                        Err(e) => tracing::warn!(
+                            topic = TXN_STATE_TOPIC,
+                            partition = p,
+                            offset,
+                            error = %e,
+                            "skipping a record the transaction coordinator cannot decode"
+                        ),
                     }
                 }
             }
@@ -102,17 +109,22 @@ impl TxnCoordinator {
     }
 
     /// Writes `m` (or a tombstone for its id) to its `__transaction_state` partition.
-    fn persist(&self, broker: &Broker, id: &str, m: Option<&TxnMetadata>) -> Result<(), TxnError> {
+    fn persist(
+        &self,
+        broker: &dyn CoordinatorServices,
+        id: &str,
+        m: Option<&TxnMetadata>,
+    ) -> Result<(), TxnError> {
         let p = self.partition_for(id);
-        let partition = broker.replicas.get(TXN_STATE_TOPIC, p).ok_or_else(|| {
+        let partition = broker.partition(TXN_STATE_TOPIC, p).ok_or_else(|| {
             TxnError(
                 code::COORDINATOR_NOT_AVAILABLE,
                 format!("{TXN_STATE_TOPIC}-{p} is not available"),
             )
         })?;
-        let now = now_ms();
+        let now = self.now_ms();
         let batch = encode_kv_batch(&[(encode_key(id), m.map(encode_value))], now, None);
-        partition.append(&batch, now).map(|_| ()).map_err(|e| {
+        partition.append(&batch, AppendOrigin::Coordinator, now).map(|_| ()).map_err(|e| {
             tracing::error!(transactional_id = id, error = %e, "cannot persist transaction state");
             TxnError(
                 code::KAFKA_STORAGE_ERROR,
@@ -122,24 +134,28 @@ impl TxnCoordinator {
     }
 
     /// Persists `next` and makes it the current state of its id.
-    fn store(&self, broker: &Broker, txns: &mut Txns, next: TxnMetadata) -> Result<(), TxnError> {
+    fn store(
+        &self,
+        broker: &dyn CoordinatorServices,
+        txns: &mut Txns,
+        next: TxnMetadata,
+    ) -> Result<(), TxnError> {
         self.persist(broker, &next.transactional_id, Some(&next))?;
         txns.insert(next.transactional_id.clone(), next);
         Ok(())
     }
 
     /// The coordinator epoch markers carry: the leader epoch of the id's state partition.
-    fn coordinator_epoch(&self, broker: &Broker, id: &str) -> i32 {
+    fn coordinator_epoch(&self, broker: &dyn CoordinatorServices, id: &str) -> i32 {
         broker
-            .replicas
-            .get(TXN_STATE_TOPIC, self.partition_for(id))
+            .partition(TXN_STATE_TOPIC, self.partition_for(id))
             .map_or(0, |p| p.leader_epoch())
     }
 
     /// Persists the prepared state `prepared`, writes its markers, then persists completion.
     fn write_markers_and_complete(
         &self,
-        broker: &Broker,
+        broker: &dyn CoordinatorServices,
         txns: &mut Txns,
         prepared: TxnMetadata,
     ) -> Result<TxnMetadata, TxnError> {
@@ -152,37 +168,28 @@ impl TxnCoordinator {
         }
         let commit = prepared.committing();
         let coordinator_epoch = self.coordinator_epoch(broker, &prepared.transactional_id);
+        let marker = TxnMarker {
+            producer_id: prepared.producer_id,
+            producer_epoch: prepared.producer_epoch,
+            commit,
+            coordinator_epoch,
+        };
         for (topic, index) in &prepared.partitions {
-            let Some(partition) = broker.replicas.get(topic, *index) else {
-                // The topic was deleted meanwhile: nothing left to mark.
-                continue;
-            };
-            let written = partition.write_txn_marker(
-                prepared.producer_id,
-                prepared.producer_epoch,
-                commit,
-                coordinator_epoch,
-                now_ms(),
-            );
-            if let Err(e) = written {
+            // `None`: the topic was deleted meanwhile, nothing left to mark.
+            if let Err(e) = broker.write_txn_marker(topic, *index, marker, self.now_ms()) {
                 tracing::error!(topic = %topic, partition = index, error = %e, "cannot write a transaction marker");
                 return Err(TxnError(
                     code::KAFKA_STORAGE_ERROR,
                     format!("cannot write the transaction marker to {topic}-{index}: {e}"),
                 ));
             }
-            if topic == OFFSETS_TOPIC {
-                broker
-                    .groups
-                    .complete_txn(prepared.producer_id, *index, commit);
-            }
         }
-        let done = prepared.complete(now_ms());
+        let done = prepared.complete(self.now_ms());
         self.store(broker, txns, done.clone())?;
         Ok(done)
     }
 
-    fn fresh_id(broker: &Broker) -> Result<i64, TxnError> {
+    fn fresh_id(broker: &dyn CoordinatorServices) -> Result<i64, TxnError> {
         broker.next_producer_id().map_err(|e| {
             TxnError(
                 code::COORDINATOR_NOT_AVAILABLE,
@@ -195,7 +202,7 @@ impl TxnCoordinator {
     /// next epoch (aborting the previous producer's open transaction first, which fences it).
     pub fn init_producer_id(
         &self,
-        broker: &Broker,
+        broker: &dyn CoordinatorServices,
         transactional_id: &str,
         timeout_ms: i32,
         expected: Option<(i64, i16)>,
@@ -210,7 +217,7 @@ impl TxnCoordinator {
             ));
         }
         let mut txns = self.lock();
-        let now = now_ms();
+        let now = self.now_ms();
         let Some(current) = txns.get(transactional_id).cloned() else {
             if expected.is_some() {
                 return Err(TxnError(
@@ -248,7 +255,7 @@ impl TxnCoordinator {
     /// AddPartitionsToTxn (and AddOffsetsToTxn with the group's offsets partition).
     pub fn add_partitions(
         &self,
-        broker: &Broker,
+        broker: &dyn CoordinatorServices,
         transactional_id: &str,
         producer_id: i64,
         epoch: i16,
@@ -256,7 +263,7 @@ impl TxnCoordinator {
     ) -> Result<(), TxnError> {
         let mut txns = self.lock();
         let current = Self::get(&txns, transactional_id)?;
-        if let Some(next) = current.add_partitions(producer_id, epoch, partitions, now_ms())? {
+        if let Some(next) = current.add_partitions(producer_id, epoch, partitions, self.now_ms())? {
             self.store(broker, &mut txns, next)?;
         }
         Ok(())
@@ -279,7 +286,7 @@ impl TxnCoordinator {
     /// an ended transaction still fails there, on its old epoch.
     pub fn append_in_txn<T>(
         &self,
-        broker: &Broker,
+        broker: &dyn CoordinatorServices,
         transactional_id: &str,
         (producer_id, epoch): (i64, i16),
         partition: &(String, i32),
@@ -296,7 +303,7 @@ impl TxnCoordinator {
                         producer_id,
                         epoch,
                         std::slice::from_ref(partition),
-                        now_ms(),
+                        self.now_ms(),
                     )?
                     .expect("a partition not in the transaction is added");
                 self.store(broker, &mut txns, next)?;
@@ -323,7 +330,7 @@ impl TxnCoordinator {
     /// the returned (id, epoch) is the one the producer must use next.
     pub fn end_txn(
         &self,
-        broker: &Broker,
+        broker: &dyn CoordinatorServices,
         transactional_id: &str,
         producer_id: i64,
         epoch: i16,
@@ -332,7 +339,7 @@ impl TxnCoordinator {
     ) -> Result<(i64, i16), TxnError> {
         let mut txns = self.lock();
         let current = Self::get(&txns, transactional_id)?.clone();
-        let now = now_ms();
+        let now = self.now_ms();
         let next = current.prepare_end(producer_id, epoch, commit, bump_epoch, now, || {
             Self::fresh_id(broker)
         })?;
@@ -351,7 +358,7 @@ impl TxnCoordinator {
 
     /// Aborts transactions open longer than their timeout (fencing their producer) and
     /// forgets ids idle for transactional.id.expiration.ms. Returns how many were aborted.
-    pub fn tick(&self, broker: &Broker, now: i64, expire: bool) -> usize {
+    pub fn tick(&self, broker: &dyn CoordinatorServices, now: i64, expire: bool) -> usize {
         let mut txns = self.lock();
         let timed_out: Vec<TxnMetadata> = txns
             .values()
@@ -403,22 +410,76 @@ impl TxnCoordinator {
     }
 }
 
-/// Runs the timeout and expiry checks at their configured intervals until shutdown.
-pub async fn run_timers(broker: Arc<Broker>, mut shutdown: watch::Receiver<bool>) {
-    let config = broker.txns.config;
-    let mut last_expiry = now_ms();
-    loop {
-        tokio::select! {
-            _ = shutdown.changed() => return,
-            _ = tokio::time::sleep(Duration::from_millis(config.abort_check_interval_ms.max(1) as u64)) => {}
-        }
-        let now = now_ms();
-        let expire = now - last_expiry >= config.expiry_check_interval_ms;
-        if expire {
-            last_expiry = now;
-        }
-        let b = broker.clone();
-        // Marker writes are disk I/O under the coordinator lock: off the async workers.
-        let _ = tokio::task::spawn_blocking(move || b.txns.tick(&b, now, expire)).await;
+#[cfg(test)]
+mod tests {
+    use gregor_metadata::controller::NewTopic;
+
+    use crate::broker::Broker;
+    use crate::clock::{Clock, ManualClock};
+    use crate::config::BrokerConfig;
+    use crate::txn::state::TxnStatus;
+
+    /// A broker on a manual clock: time moves only when the test moves it.
+    fn broker_at(dir: &std::path::Path, clock: std::sync::Arc<ManualClock>) -> Broker {
+        let config = BrokerConfig::from_pairs([
+            ("log.dirs".to_string(), dir.display().to_string()),
+            (
+                "transaction.state.log.num.partitions".to_string(),
+                "1".to_string(),
+            ),
+        ])
+        .unwrap();
+        Broker::open(config, "127.0.0.1", 9092, clock).unwrap()
+    }
+
+    #[test]
+    fn a_transaction_times_out_by_the_injected_clock_without_sleeping() {
+        let dir = tempfile::tempdir().unwrap();
+        let clock = ManualClock::new(1_700_000_000_000);
+        let broker = broker_at(dir.path(), clock.clone());
+        broker.ensure_txn_state_topic().unwrap();
+        broker
+            .commit(|c| {
+                c.create_topic(
+                    NewTopic {
+                        name: "t",
+                        num_partitions: 1,
+                        replication_factor: 1,
+                        configs: &[],
+                    },
+                    false,
+                )
+            })
+            .unwrap();
+        let (pid, epoch) = broker
+            .txns
+            .init_producer_id(&broker, "tx", 1_000, None)
+            .unwrap();
+        broker
+            .txns
+            .add_partitions(&broker, "tx", pid, epoch, &[("t".to_string(), 0)])
+            .unwrap();
+
+        clock.advance(1_000);
+        assert_eq!(
+            broker.txns.tick(&broker, clock.now_ms(), false),
+            0,
+            "not yet"
+        );
+        assert_eq!(
+            broker.txns.describe("tx").unwrap().status,
+            TxnStatus::Ongoing
+        );
+
+        clock.advance(1);
+        assert_eq!(broker.txns.tick(&broker, clock.now_ms(), false), 1);
+        let m = broker.txns.describe("tx").unwrap();
+        assert_eq!(m.status, TxnStatus::CompleteAbort);
+        assert!(m.producer_epoch > epoch, "the abort fenced the producer");
+        assert_eq!(
+            m.last_update_ms,
+            clock.now_ms(),
+            "stamped with the injected time"
+        );
     }
 }

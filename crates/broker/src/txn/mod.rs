@@ -2,6 +2,7 @@
 //! `__transaction_state` records (`log`), and the coordinator that persists and acts on them
 //! (`coordinator`).
 
+pub mod config;
 pub mod coordinator;
 pub mod log;
 pub mod state;

@@ -1,0 +1,61 @@
+//! Small pieces every handler shares: the no-error code, error-code conversion, protocol
+//! strings, and the mapping of broker errors (storage, admin changes) to the Kafka error
+//! code and message a client gets. A leaf: handlers import it, it imports no handler.
+
+use gregor_metadata::ControllerError;
+use gregor_storage::error::StorageError;
+use kafka_protocol::error::ResponseError;
+use kafka_protocol::protocol::StrBytes;
+
+use crate::broker::CommitError;
+use crate::metadata_listener::ApplyFailure;
+
+/// Kafka error code for "no error".
+pub const NONE: i16 = 0;
+
+/// The wire code of `e`.
+pub fn code(e: ResponseError) -> i16 {
+    e.code()
+}
+
+/// A protocol string from Rust text.
+pub fn s(text: impl Into<String>) -> StrBytes {
+    StrBytes::from_string(text.into())
+}
+
+/// Kafka error code and message for a storage failure.
+pub fn storage_error(e: &StorageError) -> (i16, String) {
+    let c = match e {
+        StorageError::CorruptMessage(_) => ResponseError::CorruptMessage,
+        StorageError::MessageTooLarge(_) => ResponseError::MessageTooLarge,
+        StorageError::InvalidRecord(_) => ResponseError::InvalidRecord,
+        StorageError::OffsetOutOfRange { .. } => ResponseError::OffsetOutOfRange,
+        _ => ResponseError::KafkaStorageError,
+    };
+    (code(c), e.to_string())
+}
+
+/// Kafka error code and message for a failed admin change.
+pub fn commit_error(e: &CommitError) -> (i16, String) {
+    let c = match e {
+        CommitError::Refused(e) => return controller_error(e),
+        CommitError::NotApplied(ApplyFailure::Storage(_)) => ResponseError::KafkaStorageError,
+        CommitError::NotApplied(ApplyFailure::Image(_)) => ResponseError::UnknownServerError,
+    };
+    (code(c), e.to_string())
+}
+
+/// Kafka error code and message for a refused controller operation.
+fn controller_error(e: &ControllerError) -> (i16, String) {
+    let c = match e {
+        ControllerError::TopicAlreadyExists(_) => ResponseError::TopicAlreadyExists,
+        ControllerError::InvalidTopic(_) => ResponseError::InvalidTopicException,
+        ControllerError::InvalidPartitions(_) => ResponseError::InvalidPartitions,
+        ControllerError::InvalidReplicationFactor(_) => ResponseError::InvalidReplicationFactor,
+        ControllerError::InvalidConfig(_) => ResponseError::InvalidConfig,
+        ControllerError::UnknownTopic(_) => ResponseError::UnknownTopicOrPartition,
+        ControllerError::Internal(_) => ResponseError::UnknownServerError,
+        ControllerError::Log(_) => ResponseError::KafkaStorageError,
+    };
+    (code(c), e.to_string())
+}
