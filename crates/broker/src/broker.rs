@@ -113,6 +113,12 @@ impl Broker {
         Ok(broker)
     }
 
+    /// The node clients are told is the active controller. A quorum of one today: this
+    /// broker; with a replicated quorum, the quorum's leader.
+    pub fn active_controller_id(&self) -> i32 {
+        self.node_id
+    }
+
     /// The published metadata image.
     pub fn image(&self) -> Arc<MetadataImage> {
         self.metadata.image()

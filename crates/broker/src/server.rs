@@ -2,8 +2,11 @@
 //!
 //! Shutdown is an explicit protocol: `BrokerHandle::shutdown` flips a watch channel; the
 //! accept loop stops accepting, each connection finishes the request it is serving and
-//! closes, and once all are gone the partitions are flushed and the clean-shutdown marker is
-//! written. A semaphore bounds the number of open connections (max.connections).
+//! closes; every background task (periodic flush/checkpoint/retention, the cleaner, the
+//! coordinators' timers) finishes the step it is in and ends; only once all of them are
+//! joined are the partitions flushed and the clean-shutdown marker written, so no cleaner
+//! swap or marker write can overlap it. A semaphore bounds the number of open connections
+//! (max.connections).
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -83,16 +86,18 @@ pub async fn start(config: BrokerConfig) -> Result<BrokerHandle, BrokerError> {
         Broker::open(config, &host, port, crate::clock::system())
     })?);
     let (shutdown_tx, shutdown_rx) = watch::channel(false);
-    tokio::spawn(crate::background::run(broker.clone(), shutdown_rx.clone()));
-    tokio::spawn(crate::background::run_cleaner(
+    // Every task the broker runs besides connections, joined before the final flush.
+    let mut background = JoinSet::new();
+    background.spawn(crate::background::run(broker.clone(), shutdown_rx.clone()));
+    background.spawn(crate::background::run_cleaner(
         broker.clone(),
         shutdown_rx.clone(),
     ));
-    tokio::spawn(crate::background::run_group_timers(
+    background.spawn(crate::background::run_group_timers(
         broker.clone(),
         shutdown_rx.clone(),
     ));
-    tokio::spawn(crate::background::run_txn_timers(
+    background.spawn(crate::background::run_txn_timers(
         broker.clone(),
         shutdown_rx.clone(),
     ));
@@ -101,6 +106,7 @@ pub async fn start(config: BrokerConfig) -> Result<BrokerHandle, BrokerError> {
         broker.clone(),
         shutdown_rx,
         max_connections,
+        background,
     ));
     tracing::info!(%local_addr, advertised = %format!("{host}:{port}"), "broker listening");
     Ok(BrokerHandle {
@@ -116,6 +122,7 @@ async fn serve(
     broker: Arc<Broker>,
     mut shutdown: watch::Receiver<bool>,
     max_connections: usize,
+    mut background: JoinSet<()>,
 ) -> Result<(), BrokerError> {
     let permits = Arc::new(Semaphore::new(max_connections.min(Semaphore::MAX_PERMITS)));
     let mut connections = JoinSet::new();
@@ -154,6 +161,13 @@ async fn serve(
     if drained.is_err() {
         tracing::warn!("connections still open after the shutdown grace period; closing them");
         connections.abort_all();
+    }
+    // Background tasks end at their next check of the shutdown signal, after the step they
+    // are in (a cleaner pass, a marker write); none is aborted halfway.
+    while let Some(joined) = background.join_next().await {
+        if let Err(e) = joined {
+            tracing::error!(error = %e, "a background task failed");
+        }
     }
     let result = tokio::task::spawn_blocking(move || broker.shutdown())
         .await

@@ -7,7 +7,7 @@ use std::time::{Duration, Instant};
 use crate::error::{Error, Result};
 use crate::interceptor::Reply;
 use crate::producer::txn_state::TransactionManager;
-use crate::producer::RecordMetadata;
+use crate::record::RecordMetadata;
 use bytes::{BufMut, Bytes, BytesMut};
 use kafka_protocol::records::{
     Compression, NO_PARTITION_LEADER_EPOCH, NO_PRODUCER_EPOCH, NO_PRODUCER_ID, NO_SEQUENCE,
@@ -33,7 +33,7 @@ pub(crate) fn estimate_record_size(
 }
 
 /// A topic-partition.
-pub(crate) type Tp = (String, i32);
+pub(crate) use crate::record::Tp;
 
 /// One accepted record waiting for its acknowledgement (its bytes are already encoded in
 /// its batch).

@@ -7,7 +7,7 @@ use bytes::Bytes;
 use tokio::sync::oneshot;
 
 use crate::error::{Error, Result};
-use crate::producer::{ProducerRecord, RecordMetadata};
+use crate::record::{ProducerRecord, RecordMetadata};
 
 /// Hooks called by the producer for every record, in the order interceptors were added.
 pub trait ProducerInterceptor<K = Bytes, V = Bytes>: Send + Sync {

@@ -27,6 +27,7 @@ pub mod producer;
 pub mod serialization;
 
 mod accumulator;
+mod record;
 mod requests;
 mod sender;
 

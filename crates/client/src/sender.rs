@@ -18,7 +18,8 @@ use kafka_protocol::protocol::StrBytes;
 use crate::accumulator::{Batch, ProducerIdentity};
 use crate::error::{Error, Result};
 use crate::metadata::is_metadata_error;
-use crate::producer::{txn_requests, Inner};
+use crate::producer::shared::Inner;
+use crate::producer::txn_requests;
 
 /// Longest idle sleep; the loop also wakes on every notification.
 const IDLE: Duration = Duration::from_millis(500);

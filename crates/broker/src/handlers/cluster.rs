@@ -22,7 +22,7 @@ pub fn describe(broker: &Broker, _request: DescribeClusterRequest) -> DescribeCl
     DescribeClusterResponse::default()
         .with_error_code(NONE)
         .with_cluster_id(s(broker.cluster_id.clone()))
-        .with_controller_id(BrokerId(broker.node_id))
+        .with_controller_id(BrokerId(broker.active_controller_id()))
         .with_brokers(brokers)
         .with_cluster_authorized_operations(i32::MIN)
 }

@@ -3,6 +3,7 @@
 //! DeleteGroups and OffsetDelete. Each translates between the request's version-specific
 //! shape and the coordinator (`crate::group::coordinator`), which holds the semantics.
 
+use gregor_metadata::image::BrokerImage;
 use kafka_protocol::error::ResponseError;
 use kafka_protocol::messages::delete_groups_response::DeletableGroupResult;
 use kafka_protocol::messages::describe_groups_response::{DescribedGroup, DescribedGroupMember};
@@ -27,12 +28,15 @@ use super::wire::{code, s, NONE};
 use crate::broker::Broker;
 use crate::group::coordinator::CommittedOffset;
 use crate::group::state::JoinRequest;
+use crate::internal_topic::{OFFSETS_TOPIC, TXN_STATE_TOPIC};
 
 const KEY_TYPE_GROUP: i8 = 0;
 const KEY_TYPE_TRANSACTION: i8 = 1;
 
-/// One coordinator lookup: this broker for every group (it leads every offsets partition).
-fn coordinator_for(broker: &Broker, key: &str, key_type: i8) -> (i16, Option<String>) {
+/// The broker coordinating `key` (`Err`: the error code and message to answer with). The
+/// coordinator is the leader of the key's partition of the internal topic, as the published
+/// metadata names it, so the answer follows leadership when partitions move.
+fn coordinator_for(broker: &Broker, key: &str, key_type: i8) -> Result<BrokerImage, (i16, String)> {
     let (ensure, empty_key_error): (fn(&Broker) -> _, _) = match key_type {
         KEY_TYPE_GROUP => (Broker::ensure_offsets_topic, ResponseError::InvalidGroupId),
         KEY_TYPE_TRANSACTION => (
@@ -40,30 +44,38 @@ fn coordinator_for(broker: &Broker, key: &str, key_type: i8) -> (i16, Option<Str
             ResponseError::InvalidRequest,
         ),
         _ => {
-            return (
+            return Err((
                 code(ResponseError::InvalidRequest),
-                Some(format!(
+                format!(
                     "coordinator key type {key_type} is not supported (0: group, 1: transaction)"
-                )),
-            )
+                ),
+            ))
         }
     };
     if key.is_empty() {
-        return (
-            code(empty_key_error),
-            Some("the coordinator key is empty".into()),
-        );
+        return Err((code(empty_key_error), "the coordinator key is empty".into()));
     }
-    match ensure(broker) {
-        Ok(()) => (NONE, None),
-        Err(e) => {
-            tracing::error!(error = %e, "cannot create an internal topic");
+    if let Err(e) = ensure(broker) {
+        tracing::error!(error = %e, "cannot create an internal topic");
+        return Err((code(ResponseError::CoordinatorNotAvailable), e.to_string()));
+    }
+    let (topic, partition) = if key_type == KEY_TYPE_GROUP {
+        (OFFSETS_TOPIC, broker.groups.partition_for(key))
+    } else {
+        (TXN_STATE_TOPIC, broker.txns.partition_for(key))
+    };
+    let image = broker.image();
+    image
+        .topic(topic)
+        .and_then(|t| t.partitions.get(&partition))
+        .and_then(|p| image.brokers.get(&p.leader))
+        .cloned()
+        .ok_or_else(|| {
             (
                 code(ResponseError::CoordinatorNotAvailable),
-                Some(e.to_string()),
+                format!("{topic}-{partition} has no leader"),
             )
-        }
-    }
+        })
 }
 
 pub fn find_coordinator(
@@ -71,41 +83,39 @@ pub fn find_coordinator(
     request: FindCoordinatorRequest,
     version: i16,
 ) -> FindCoordinatorResponse {
-    let image = broker.image();
-    let me = image.brokers.get(&broker.node_id).cloned();
-    let (host, port) = me.map(|b| (b.host, b.port as i32)).unwrap_or_default();
     if version >= 4 {
         let coordinators = request
             .coordinator_keys
             .iter()
             .map(|key| {
-                let (error, message) = coordinator_for(broker, key.as_str(), request.key_type);
-                let c = Coordinator::default()
-                    .with_key(key.clone())
-                    .with_error_code(error)
-                    .with_error_message(message.map(s));
-                if error == NONE {
-                    c.with_node_id(BrokerId(broker.node_id))
-                        .with_host(s(host.clone()))
-                        .with_port(port)
-                } else {
-                    c.with_node_id(BrokerId(-1)).with_port(-1)
+                let c = Coordinator::default().with_key(key.clone());
+                match coordinator_for(broker, key.as_str(), request.key_type) {
+                    Ok(node) => c
+                        .with_error_code(NONE)
+                        .with_node_id(BrokerId(node.node_id))
+                        .with_host(s(node.host))
+                        .with_port(node.port as i32),
+                    Err((error, message)) => c
+                        .with_error_code(error)
+                        .with_error_message(Some(s(message)))
+                        .with_node_id(BrokerId(-1))
+                        .with_port(-1),
                 }
             })
             .collect();
         return FindCoordinatorResponse::default().with_coordinators(coordinators);
     }
-    let (error, message) = coordinator_for(broker, request.key.as_str(), request.key_type);
-    let response = FindCoordinatorResponse::default()
-        .with_error_code(error)
-        .with_error_message(message.map(s));
-    if error == NONE {
-        response
-            .with_node_id(BrokerId(broker.node_id))
-            .with_host(s(host))
-            .with_port(port)
-    } else {
-        response.with_node_id(BrokerId(-1)).with_port(-1)
+    match coordinator_for(broker, request.key.as_str(), request.key_type) {
+        Ok(node) => FindCoordinatorResponse::default()
+            .with_error_code(NONE)
+            .with_node_id(BrokerId(node.node_id))
+            .with_host(s(node.host))
+            .with_port(node.port as i32),
+        Err((error, message)) => FindCoordinatorResponse::default()
+            .with_error_code(error)
+            .with_error_message(Some(s(message)))
+            .with_node_id(BrokerId(-1))
+            .with_port(-1),
     }
 }
 

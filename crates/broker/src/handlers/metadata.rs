@@ -53,7 +53,7 @@ pub fn handle(broker: &Broker, request: MetadataRequest, version: i16) -> Metada
     MetadataResponse::default()
         .with_brokers(brokers)
         .with_cluster_id(Some(s(broker.cluster_id.clone())))
-        .with_controller_id(BrokerId(broker.node_id))
+        .with_controller_id(BrokerId(broker.active_controller_id()))
         .with_topics(topics)
         .with_cluster_authorized_operations(i32::MIN)
 }

@@ -3,6 +3,7 @@
 //! With `transactional.id` the records belong to transactions (`transaction`, `txn_state`,
 //! `txn_requests`).
 
+pub(crate) mod shared;
 mod transaction;
 pub(crate) mod txn_requests;
 pub(crate) mod txn_state;
@@ -27,82 +28,8 @@ use crate::serialization::{BytesSerializer, Serializer};
 use txn_state::TransactionManager;
 
 pub use crate::accumulator::ProducerIdentity;
-
-/// A record to send. Keys and values are bytes unless the producer has other serializers
-/// (see [`ProducerBuilder`]).
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct ProducerRecord<K = Bytes, V = Bytes> {
-    pub topic: String,
-    pub partition: Option<i32>,
-    pub key: Option<K>,
-    pub value: Option<V>,
-    /// Header names must be distinct: the batch encoder keeps one value per name.
-    pub headers: Vec<(String, Option<Bytes>)>,
-    /// Creation time in ms since the epoch; `None` means now.
-    pub timestamp: Option<i64>,
-}
-
-impl<K, V> Default for ProducerRecord<K, V> {
-    fn default() -> Self {
-        ProducerRecord {
-            topic: String::new(),
-            partition: None,
-            key: None,
-            value: None,
-            headers: Vec::new(),
-            timestamp: None,
-        }
-    }
-}
-
-impl ProducerRecord {
-    /// A keyless record with `value`.
-    pub fn new(topic: impl Into<String>, value: impl Into<Bytes>) -> ProducerRecord {
-        ProducerRecord::typed(topic, None, Some(value.into()))
-    }
-
-    pub fn with_key(mut self, key: impl Into<Bytes>) -> ProducerRecord {
-        self.key = Some(key.into());
-        self
-    }
-}
-
-impl<K, V> ProducerRecord<K, V> {
-    /// A record with a key and value of the producer's types (`None` is null).
-    pub fn typed(topic: impl Into<String>, key: Option<K>, value: Option<V>) -> Self {
-        ProducerRecord {
-            topic: topic.into(),
-            key,
-            value,
-            ..ProducerRecord::default()
-        }
-    }
-
-    pub fn with_partition(mut self, partition: i32) -> Self {
-        self.partition = Some(partition);
-        self
-    }
-
-    pub fn with_header(mut self, name: impl Into<String>, value: Option<Bytes>) -> Self {
-        self.headers.push((name.into(), value));
-        self
-    }
-
-    pub fn with_timestamp(mut self, timestamp: i64) -> Self {
-        self.timestamp = Some(timestamp);
-        self
-    }
-}
-
-/// Where an acknowledged record was written. `offset` is -1 with acks=0.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct RecordMetadata {
-    pub topic: String,
-    pub partition: i32,
-    pub offset: i64,
-    /// Create time, or the broker's log-append time when the topic uses it.
-    pub timestamp: i64,
-}
+pub use crate::record::{ProducerRecord, RecordMetadata};
+pub(crate) use shared::{Inner, MetricsInner};
 
 /// Resolves once the record is acknowledged (or has definitely failed).
 #[derive(Debug)]
@@ -141,59 +68,6 @@ pub struct ProducerMetrics {
     pub retries: u64,
     /// Buffer memory held by unacknowledged records.
     pub buffer_bytes_in_use: u64,
-}
-
-#[derive(Default)]
-pub(crate) struct MetricsInner {
-    pub records_sent: u64,
-    pub bytes_sent: u64,
-    pub batches_sent: u64,
-    pub requests: u64,
-    pub latency_total: Duration,
-    pub latency_max: Duration,
-    pub record_errors: u64,
-    pub retries: u64,
-}
-
-/// State shared by the producer handle and its sender task.
-pub(crate) struct Inner {
-    pub config: ProducerConfig,
-    pub cluster: Cluster,
-    pub partitioner: Arc<dyn Partitioner>,
-    pub state: Mutex<State>,
-    /// Mirrors `State::closed` (set together with it) so `send` can check it without the lock.
-    pub closed: AtomicBool,
-    /// Woken on any change the sender might act on.
-    pub wake_sender: Notify,
-    /// Woken whenever batches complete (memory freed, flush progress).
-    pub completed: Notify,
-    pub metrics: Mutex<MetricsInner>,
-    /// The cached connection to the transaction coordinator (transactional producers).
-    pub txn_coordinator: tokio::sync::Mutex<Option<Arc<crate::connection::Connection>>>,
-}
-
-impl Inner {
-    /// Waits until `cond` holds or `deadline` passes; returns whether it holds.
-    pub async fn wait_for(
-        &self,
-        deadline: Instant,
-        mut cond: impl FnMut(&mut State) -> bool,
-    ) -> bool {
-        loop {
-            let notified = self.completed.notified();
-            tokio::pin!(notified);
-            notified.as_mut().enable();
-            if cond(&mut self.state.lock().unwrap()) {
-                return true;
-            }
-            if tokio::time::timeout_at(deadline.into(), notified)
-                .await
-                .is_err()
-            {
-                return cond(&mut self.state.lock().unwrap());
-            }
-        }
-    }
 }
 
 /// An asynchronous Kafka producer of `K` keys and `V` values (bytes by default).

@@ -6,8 +6,9 @@
 use std::future::Future;
 use std::time::{Duration, Instant};
 
+use super::shared::Inner;
 use super::txn_state::TransactionManager;
-use super::{Inner, Producer};
+use super::Producer;
 use crate::accumulator::{ProducerIdentity, State};
 use crate::consumer::ConsumerGroupMetadata;
 use crate::error::{Error, Result};

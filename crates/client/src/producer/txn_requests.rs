@@ -19,8 +19,8 @@ use kafka_protocol::messages::{
 };
 use kafka_protocol::protocol::StrBytes;
 
+use super::shared::Inner;
 use super::txn_state::{classify, Outcome};
-use super::Inner;
 use crate::accumulator::{ProducerIdentity, Tp};
 use crate::connection::Connection;
 use crate::consumer::ConsumerGroupMetadata;

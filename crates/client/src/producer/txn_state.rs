@@ -8,8 +8,8 @@ use std::time::Instant;
 
 use kafka_protocol::error::ResponseError;
 
-use crate::accumulator::Tp;
 use crate::error::Error;
+use crate::record::Tp;
 
 /// Where the transactional producer is in its life cycle.
 #[derive(Debug, Clone, Default)]
