@@ -94,6 +94,12 @@ impl LeaderEpochCache {
             epoch,
             start_offset,
         });
+        if let [.., before, last] = self.entries.as_slice() {
+            assert!(
+                before.epoch < last.epoch && before.start_offset < last.start_offset,
+                "leader epochs and their start offsets only grow"
+            );
+        }
         self.persist()
     }
 

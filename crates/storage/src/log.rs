@@ -236,15 +236,34 @@ impl Log {
         Ok(log)
     }
 
+    /// The log's offset invariants. The cheap ones hold in release builds too (they run on
+    /// every append): segments exist, log start ≤ LEO, recovery point ≤ LEO, and the active
+    /// segment starts after its predecessor's last offset. The walk over every segment runs
+    /// in debug builds only.
     fn check_invariants(&self) {
-        debug_assert!(!self.segments.is_empty());
+        assert!(!self.segments.is_empty(), "a log always has a segment");
+        let leo = self.log_end_offset();
+        assert!(
+            self.log_start_offset <= leo && self.recovery_point <= leo,
+            "{}: log start {} and recovery point {} must not pass the LEO {leo}",
+            self.dir.display(),
+            self.log_start_offset,
+            self.recovery_point
+        );
+        if let [.., before, active] = self.segments.as_slice() {
+            assert!(
+                before.next_offset() <= active.base_offset(),
+                "{}: the active segment at {} overlaps its predecessor (ends at {})",
+                self.dir.display(),
+                active.base_offset(),
+                before.next_offset()
+            );
+        }
         debug_assert!(self
             .segments
             .windows(2)
             .all(|w| w[0].base_offset() < w[1].base_offset()
                 && w[0].next_offset() <= w[1].base_offset()));
-        debug_assert!(self.log_start_offset <= self.log_end_offset());
-        debug_assert!(self.recovery_point <= self.log_end_offset());
     }
 
     fn active(&self) -> &LogSegment {
