@@ -149,6 +149,75 @@ impl MetadataImage {
         Ok((next, delta))
     }
 
+    /// The image as the records that rebuild it (a snapshot of the log up to `offset`):
+    /// brokers, each topic with its partitions, configs, the producer id block.
+    pub fn to_records(&self) -> Vec<MetadataRecord> {
+        let mut records: Vec<MetadataRecord> = self
+            .brokers
+            .values()
+            .map(|b| MetadataRecord::RegisterBroker {
+                node_id: b.node_id,
+                host: b.host.clone(),
+                port: b.port,
+                rack: b.rack.clone(),
+            })
+            .collect();
+        for topic in self.topics.values() {
+            records.push(MetadataRecord::Topic {
+                name: topic.name.clone(),
+                topic_id: topic.topic_id,
+            });
+            records.extend(
+                topic
+                    .partitions
+                    .values()
+                    .map(|p| MetadataRecord::Partition {
+                        topic_id: topic.topic_id,
+                        partition: p.partition,
+                        replicas: p.replicas.clone(),
+                        isr: p.isr.clone(),
+                        leader: p.leader,
+                        leader_epoch: p.leader_epoch,
+                        partition_epoch: p.partition_epoch,
+                    }),
+            );
+        }
+        let mut resources: Vec<&ConfigResource> = self.configs.keys().collect();
+        resources.sort();
+        for resource in resources {
+            for (name, value) in &self.configs[resource] {
+                records.push(MetadataRecord::Config {
+                    resource: resource.clone(),
+                    name: name.clone(),
+                    value: Some(value.clone()),
+                });
+            }
+        }
+        if self.next_producer_id > 0 {
+            records.push(MetadataRecord::ProducerIds {
+                next_block_start: self.next_producer_id,
+            });
+        }
+        records
+    }
+
+    /// The image a snapshot describes: `records` (from [`Self::to_records`]) as of log
+    /// offset `offset` and epoch `epoch`.
+    pub fn restore(
+        offset: i64,
+        epoch: i32,
+        records: &[MetadataRecord],
+    ) -> Result<MetadataImage, ApplyError> {
+        let mut image = MetadataImage::default();
+        let mut delta = MetadataDelta::default();
+        for record in records {
+            image.apply(record, &mut delta)?;
+        }
+        image.offset = offset;
+        image.epoch = epoch;
+        Ok(image)
+    }
+
     fn apply(
         &mut self,
         record: &MetadataRecord,
@@ -463,5 +532,42 @@ mod tests {
             records: vec![partition(id, 1, vec![1])],
         };
         assert!(image.apply_batch(&older).is_err());
+    }
+
+    #[test]
+    fn an_image_round_trips_through_its_records() {
+        let id = Uuid::new_v4();
+        let (image, _) = MetadataImage::default()
+            .apply_batch(&batch(
+                0,
+                vec![
+                    MetadataRecord::RegisterBroker {
+                        node_id: 1,
+                        host: "127.0.0.1".into(),
+                        port: 9092,
+                        rack: None,
+                    },
+                    MetadataRecord::Topic {
+                        name: "t".into(),
+                        topic_id: id,
+                    },
+                    partition(id, 0, vec![1]),
+                    MetadataRecord::Config {
+                        resource: ConfigResource::Topic("t".into()),
+                        name: "retention.ms".into(),
+                        value: Some("5".into()),
+                    },
+                    MetadataRecord::ProducerIds {
+                        next_block_start: 2000,
+                    },
+                ],
+            ))
+            .unwrap();
+        let back = MetadataImage::restore(image.offset, 3, &image.to_records()).unwrap();
+        assert_eq!((back.offset, back.epoch), (4, 3));
+        assert_eq!(back.topic("t"), image.topic("t"));
+        assert_eq!(back.brokers, image.brokers);
+        assert_eq!(back.configs, image.configs);
+        assert_eq!(back.next_producer_id, 2000);
     }
 }

@@ -12,6 +12,7 @@ pub mod config;
 pub mod controller;
 pub mod image;
 pub mod log;
+pub mod quorum;
 pub mod record;
 
 pub use controller::{Controller, ControllerError};

@@ -1,0 +1,324 @@
+//! The metadata quorum: the metadata log replicated by Raft (the `openraft` crate, 0.9 line)
+//! among the controller voters, as in KRaft.
+//!
+//! This module is the only place Raft types appear. Its face to the rest of Gregor:
+//! [`Quorum::start`] runs one voter (its Raft node, its durable log and vote, and the
+//! listener other voters connect to); [`Quorum::propose`] appends a batch of
+//! [`MetadataRecord`]s through the leader (the active controller) and returns once a
+//! majority has it; every committed batch, in log order, comes out of the
+//! [`QuorumEvent`] receiver as a [`MetadataBatch`] (or, after a snapshot was installed, as
+//! a whole image). Elections, terms, log matching and snapshot transfer are the library's;
+//! this module only stores, applies and carries what it is given.
+//!
+//! - `log_store`: the Raft log and vote on disk, fsynced before the library is told they are
+//!   stored (so a voter never answers on something it could forget).
+//! - `state_machine`: applies committed entries to a [`MetadataImage`], builds and installs
+//!   snapshots (the image as records), and forwards what it applied.
+//! - `network`: voter-to-voter RPCs over TCP, one length-prefixed JSON frame per message.
+
+mod log_store;
+mod network;
+mod state_machine;
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::io::Cursor;
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
+
+use openraft::error::{ClientWriteError, InitializeError, RaftError};
+use openraft::{BasicNode, Config, SnapshotPolicy};
+use tokio::sync::mpsc;
+
+use crate::image::MetadataImage;
+use crate::record::{MetadataBatch, MetadataRecord, StoredRecord};
+
+/// A batch of records proposed for the metadata log: one Raft entry.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct Proposal {
+    pub records: Vec<StoredRecord>,
+}
+
+/// What applying one proposal did: the offsets its records took, or why it did not apply
+/// (every voter refuses it the same way: the outcome is part of the replicated state).
+pub type Applied = Result<(i64, i64), String>;
+
+openraft::declare_raft_types!(
+    /// Gregor's Raft types: entries carry metadata proposals.
+    pub TypeConfig:
+        D = Proposal,
+        R = Applied,
+);
+
+type NodeId = u64;
+type Raft = openraft::Raft<TypeConfig>;
+
+/// One voter's settings.
+#[derive(Debug, Clone)]
+pub struct QuorumConfig {
+    /// This voter's id; must be one of `voters`.
+    pub node_id: i32,
+    /// Every voter's id and its quorum (CONTROLLER listener) address.
+    pub voters: BTreeMap<i32, SocketAddr>,
+    /// Where the Raft log, vote and snapshot live.
+    pub dir: PathBuf,
+    pub heartbeat_interval_ms: u64,
+    pub election_timeout_min_ms: u64,
+    pub election_timeout_max_ms: u64,
+    /// Snapshot after this many entries since the last snapshot; older entries go.
+    pub snapshot_every_entries: u64,
+}
+
+impl QuorumConfig {
+    /// Defaults tuned for fast failover on one machine: 50 ms heartbeats, elections after
+    /// 300-600 ms without a leader.
+    pub fn new(node_id: i32, voters: BTreeMap<i32, SocketAddr>, dir: PathBuf) -> QuorumConfig {
+        QuorumConfig {
+            node_id,
+            voters,
+            dir,
+            heartbeat_interval_ms: 50,
+            election_timeout_min_ms: 300,
+            election_timeout_max_ms: 600,
+            snapshot_every_entries: 1000,
+        }
+    }
+}
+
+/// What the quorum hands to the broker, in log order.
+#[derive(Debug, Clone)]
+pub enum QuorumEvent {
+    /// A committed batch; its base offset follows the previous event.
+    Batch(MetadataBatch),
+    /// The whole image, replacing everything before it (start-up, or an installed snapshot).
+    Image(Arc<MetadataImage>),
+}
+
+/// Why the quorum did not start.
+#[derive(Debug, thiserror::Error)]
+pub enum QuorumError {
+    #[error("invalid quorum configuration: {0}")]
+    Config(String),
+    #[error("quorum storage at {path}: {source}")]
+    Storage {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    #[error("cannot listen for quorum traffic on {addr}: {source}")]
+    Listen {
+        addr: SocketAddr,
+        source: std::io::Error,
+    },
+    #[error("raft: {0}")]
+    Raft(String),
+}
+
+/// Why a proposal was not committed.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum ProposeError {
+    /// This voter is not the leader; the leader's id when known.
+    #[error("not the active controller (leader: {leader:?})")]
+    NotLeader { leader: Option<i32> },
+    /// Committed, but the records did not apply to the image (a controller bug).
+    #[error("the batch was committed but does not apply: {0}")]
+    Rejected(String),
+    /// No majority answered in time.
+    #[error("the metadata quorum did not commit in time")]
+    Timeout,
+    /// The Raft node stopped.
+    #[error("the metadata quorum stopped: {0}")]
+    Stopped(String),
+}
+
+/// The quorum's state as this voter sees it (DescribeQuorum, `gregor cluster quorum`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct QuorumStatus {
+    pub node_id: i32,
+    pub leader: Option<i32>,
+    /// The Raft term: the metadata log's epoch.
+    pub epoch: u64,
+    /// Index of this voter's last Raft entry.
+    pub last_index: Option<u64>,
+    /// Index of the last entry applied here.
+    pub applied_index: Option<u64>,
+    pub voters: BTreeSet<i32>,
+    /// On the leader: each voter's last replicated index.
+    pub replication: BTreeMap<i32, Option<u64>>,
+}
+
+/// One running voter.
+pub struct Quorum {
+    node_id: i32,
+    raft: Raft,
+    server: tokio::task::JoinHandle<()>,
+}
+
+impl Quorum {
+    /// Opens the voter's storage under `config.dir`, listens for the other voters, and joins
+    /// the quorum (initializing it with the configured voters on first start). Returns the
+    /// voter and the stream of committed metadata; its first event is the image recovered
+    /// from disk.
+    pub async fn start(
+        config: QuorumConfig,
+    ) -> Result<(Quorum, mpsc::UnboundedReceiver<QuorumEvent>), QuorumError> {
+        let Some(listen) = config.voters.get(&config.node_id).copied() else {
+            return Err(QuorumError::Config(format!(
+                "node {} is not one of the voters {:?}",
+                config.node_id,
+                config.voters.keys().collect::<Vec<_>>()
+            )));
+        };
+        if config.node_id < 0 {
+            return Err(QuorumError::Config("node ids are not negative".into()));
+        }
+        let raft_config = Config {
+            cluster_name: "gregor-metadata".into(),
+            heartbeat_interval: config.heartbeat_interval_ms,
+            election_timeout_min: config.election_timeout_min_ms,
+            election_timeout_max: config.election_timeout_max_ms,
+            snapshot_policy: SnapshotPolicy::LogsSinceLast(config.snapshot_every_entries),
+            max_in_snapshot_log_to_keep: 0,
+            ..Config::default()
+        };
+        let raft_config = Arc::new(
+            raft_config
+                .validate()
+                .map_err(|e| QuorumError::Config(e.to_string()))?,
+        );
+        let storage = |source| QuorumError::Storage {
+            path: config.dir.clone(),
+            source,
+        };
+        std::fs::create_dir_all(&config.dir).map_err(storage)?;
+        let log_store = log_store::FileLogStore::open(&config.dir).map_err(storage)?;
+        let (events, events_rx) = mpsc::unbounded_channel();
+        let state_machine =
+            state_machine::MetadataStateMachine::open(&config.dir, events).map_err(storage)?;
+        let listener = tokio::net::TcpListener::bind(listen)
+            .await
+            .map_err(|source| QuorumError::Listen {
+                addr: listen,
+                source,
+            })?;
+        let raft = Raft::new(
+            config.node_id as NodeId,
+            raft_config,
+            network::Network,
+            log_store,
+            state_machine,
+        )
+        .await
+        .map_err(|e| QuorumError::Raft(e.to_string()))?;
+        let server = tokio::spawn(network::serve(listener, raft.clone()));
+        let members: BTreeMap<NodeId, BasicNode> = config
+            .voters
+            .iter()
+            .map(|(id, addr)| (*id as NodeId, BasicNode::new(addr.to_string())))
+            .collect();
+        match raft.initialize(members).await {
+            Ok(()) => {}
+            // Already initialized: a restart, or another voter's initialization reached us.
+            Err(RaftError::APIError(InitializeError::NotAllowed(_))) => {}
+            Err(e) => return Err(QuorumError::Raft(e.to_string())),
+        }
+        Ok((
+            Quorum {
+                node_id: config.node_id,
+                raft,
+                server,
+            },
+            events_rx,
+        ))
+    }
+
+    /// This voter's id.
+    pub fn node_id(&self) -> i32 {
+        self.node_id
+    }
+
+    /// The leader (active controller), if one is known.
+    pub fn leader(&self) -> Option<i32> {
+        self.raft
+            .metrics()
+            .borrow()
+            .current_leader
+            .map(|id| id as i32)
+    }
+
+    /// Waits up to `timeout` for a leader to be known; returns it.
+    pub async fn wait_for_leader(&self, timeout: Duration) -> Option<i32> {
+        let mut metrics = self.raft.metrics();
+        let found = tokio::time::timeout(timeout, async {
+            loop {
+                if let Some(leader) = metrics.borrow().current_leader {
+                    return leader as i32;
+                }
+                if metrics.changed().await.is_err() {
+                    std::future::pending::<()>().await;
+                }
+            }
+        })
+        .await;
+        found.ok()
+    }
+
+    /// Appends `records` as one batch through this voter, which must be the leader, and
+    /// returns the offsets they took once a majority stored them and they were applied here.
+    pub async fn propose(
+        &self,
+        records: Vec<MetadataRecord>,
+        timeout: Duration,
+    ) -> Result<(i64, i64), ProposeError> {
+        assert!(!records.is_empty(), "a proposal is never empty");
+        let proposal = Proposal {
+            records: records.into_iter().map(StoredRecord::current).collect(),
+        };
+        let written = tokio::time::timeout(timeout, self.raft.client_write(proposal)).await;
+        match written {
+            Err(_) => Err(ProposeError::Timeout),
+            Ok(Ok(response)) => response.data.map_err(ProposeError::Rejected),
+            Ok(Err(RaftError::APIError(ClientWriteError::ForwardToLeader(f)))) => {
+                Err(ProposeError::NotLeader {
+                    leader: f.leader_id.map(|id| id as i32),
+                })
+            }
+            Ok(Err(e)) => Err(ProposeError::Stopped(e.to_string())),
+        }
+    }
+
+    /// The quorum's state as this voter sees it.
+    pub fn status(&self) -> QuorumStatus {
+        let m = self.raft.metrics().borrow().clone();
+        QuorumStatus {
+            node_id: self.node_id,
+            leader: m.current_leader.map(|id| id as i32),
+            epoch: m.current_term,
+            last_index: m.last_log_index,
+            applied_index: m.last_applied.map(|l| l.index),
+            voters: m
+                .membership_config
+                .membership()
+                .voter_ids()
+                .map(|id| id as i32)
+                .collect(),
+            replication: m
+                .replication
+                .map(|r| {
+                    r.into_iter()
+                        .map(|(id, log_id)| (id as i32, log_id.map(|l| l.index)))
+                        .collect()
+                })
+                .unwrap_or_default(),
+        }
+    }
+
+    /// Stops this voter: the Raft node, then its listener.
+    pub async fn shutdown(self) {
+        if let Err(e) = self.raft.shutdown().await {
+            tracing::warn!(error = %e, "metadata quorum did not stop cleanly");
+        }
+        self.server.abort();
+        let _ = self.server.await;
+    }
+}

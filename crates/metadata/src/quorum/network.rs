@@ -1,0 +1,215 @@
+//! Voter-to-voter RPCs (Raft's vote, append-entries and install-snapshot) over TCP.
+//!
+//! Each message is one frame: `length u32 BE`, then that many bytes of JSON. A request is
+//! a [`RaftRequest`]; the answer is the library's result for it, as JSON. Connections are
+//! opened lazily, kept per peer, and dropped at the first error (the library retries). The
+//! listening side treats a malformed or oversized frame like a malformed client frame: it
+//! closes that connection and goes on.
+
+use std::time::Duration;
+
+use openraft::error::{
+    InstallSnapshotError, NetworkError, RPCError, RaftError, RemoteError, Unreachable,
+};
+use openraft::network::{RPCOption, RaftNetwork, RaftNetworkFactory};
+use openraft::raft::{
+    AppendEntriesRequest, AppendEntriesResponse, InstallSnapshotRequest, InstallSnapshotResponse,
+    VoteRequest, VoteResponse,
+};
+use openraft::BasicNode;
+use serde::de::DeserializeOwned;
+use serde::{Deserialize, Serialize};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::{TcpListener, TcpStream};
+
+use super::{NodeId, Raft, TypeConfig};
+
+/// A frame larger than this is refused (snapshots travel in chunks far below it).
+const FRAME_BYTES_MAX: usize = 64 * 1024 * 1024;
+const CONNECT_TIMEOUT: Duration = Duration::from_millis(500);
+
+/// One request from a peer voter.
+#[derive(Serialize, Deserialize)]
+enum RaftRequest {
+    Vote(VoteRequest<NodeId>),
+    AppendEntries(AppendEntriesRequest<TypeConfig>),
+    InstallSnapshot(InstallSnapshotRequest<TypeConfig>),
+}
+
+async fn write_frame(stream: &mut TcpStream, body: &[u8]) -> std::io::Result<()> {
+    let mut frame = Vec::with_capacity(4 + body.len());
+    frame.extend_from_slice(&(body.len() as u32).to_be_bytes());
+    frame.extend_from_slice(body);
+    stream.write_all(&frame).await
+}
+
+async fn read_frame(stream: &mut TcpStream) -> std::io::Result<Vec<u8>> {
+    let mut len = [0u8; 4];
+    stream.read_exact(&mut len).await?;
+    let len = u32::from_be_bytes(len) as usize;
+    if len > FRAME_BYTES_MAX {
+        return Err(std::io::Error::new(
+            std::io::ErrorKind::InvalidData,
+            format!("a quorum frame of {len} bytes is over the {FRAME_BYTES_MAX}-byte limit"),
+        ));
+    }
+    let mut body = vec![0u8; len];
+    stream.read_exact(&mut body).await?;
+    Ok(body)
+}
+
+/// Accepts peer voters' connections and answers their requests until aborted; aborting it
+/// closes every connection it accepted too (a stopped voter must not keep answering).
+pub async fn serve(listener: TcpListener, raft: Raft) {
+    let mut peers = tokio::task::JoinSet::new();
+    loop {
+        let (stream, peer) = match listener.accept().await {
+            Ok(accepted) => accepted,
+            Err(e) => {
+                tracing::warn!(error = %e, "quorum accept failed");
+                tokio::time::sleep(Duration::from_millis(10)).await;
+                continue;
+            }
+        };
+        while peers.try_join_next().is_some() {}
+        let raft = raft.clone();
+        peers.spawn(async move {
+            if let Err(e) = serve_peer(stream, raft).await {
+                tracing::debug!(%peer, error = %e, "quorum connection closed");
+            }
+        });
+    }
+}
+
+async fn serve_peer(mut stream: TcpStream, raft: Raft) -> std::io::Result<()> {
+    stream.set_nodelay(true)?;
+    loop {
+        let body = match read_frame(&mut stream).await {
+            Ok(body) => body,
+            Err(e) if e.kind() == std::io::ErrorKind::UnexpectedEof => return Ok(()),
+            Err(e) => return Err(e),
+        };
+        let request: RaftRequest = serde_json::from_slice(&body).map_err(|e| {
+            std::io::Error::new(
+                std::io::ErrorKind::InvalidData,
+                format!("malformed quorum request: {e}"),
+            )
+        })?;
+        let answer = match request {
+            RaftRequest::Vote(r) => serde_json::to_vec(&raft.vote(r).await),
+            RaftRequest::AppendEntries(r) => serde_json::to_vec(&raft.append_entries(r).await),
+            RaftRequest::InstallSnapshot(r) => serde_json::to_vec(&raft.install_snapshot(r).await),
+        }
+        .expect("raft responses serialize");
+        write_frame(&mut stream, &answer).await?;
+    }
+}
+
+/// Makes one connection per peer voter.
+pub struct Network;
+
+impl RaftNetworkFactory<TypeConfig> for Network {
+    type Network = PeerConnection;
+
+    async fn new_client(&mut self, target: NodeId, node: &BasicNode) -> PeerConnection {
+        PeerConnection {
+            target,
+            addr: node.addr.clone(),
+            stream: None,
+        }
+    }
+}
+
+/// The connection to one peer voter, opened on first use and after every error.
+pub struct PeerConnection {
+    target: NodeId,
+    addr: String,
+    stream: Option<TcpStream>,
+}
+
+impl PeerConnection {
+    async fn call<Resp, E>(
+        &mut self,
+        request: RaftRequest,
+        option: &RPCOption,
+    ) -> Result<Resp, RPCError<NodeId, BasicNode, RaftError<NodeId, E>>>
+    where
+        Resp: DeserializeOwned,
+        E: std::error::Error + DeserializeOwned,
+    {
+        let body = serde_json::to_vec(&request).expect("raft requests serialize");
+        if self.stream.is_none() {
+            let connected =
+                tokio::time::timeout(CONNECT_TIMEOUT, TcpStream::connect(&self.addr)).await;
+            let stream = match connected {
+                Ok(Ok(stream)) => stream,
+                Ok(Err(e)) => return Err(RPCError::Unreachable(Unreachable::new(&e))),
+                Err(_) => {
+                    let e = std::io::Error::new(
+                        std::io::ErrorKind::TimedOut,
+                        format!("connecting to {}", self.addr),
+                    );
+                    return Err(RPCError::Unreachable(Unreachable::new(&e)));
+                }
+            };
+            let _ = stream.set_nodelay(true);
+            self.stream = Some(stream);
+        }
+        let stream = self.stream.as_mut().expect("connected above");
+        let exchanged = tokio::time::timeout(option.hard_ttl(), async {
+            write_frame(stream, &body).await?;
+            read_frame(stream).await
+        })
+        .await;
+        let answer = match exchanged {
+            Ok(Ok(answer)) => answer,
+            Ok(Err(e)) => {
+                self.stream = None;
+                return Err(RPCError::Network(NetworkError::new(&e)));
+            }
+            Err(_) => {
+                self.stream = None;
+                let e = std::io::Error::new(
+                    std::io::ErrorKind::TimedOut,
+                    format!("no answer from {}", self.addr),
+                );
+                return Err(RPCError::Network(NetworkError::new(&e)));
+            }
+        };
+        let result: Result<Resp, RaftError<NodeId, E>> =
+            serde_json::from_slice(&answer).map_err(|e| {
+                self.stream = None;
+                RPCError::Network(NetworkError::new(&e))
+            })?;
+        result.map_err(|e| RPCError::RemoteError(RemoteError::new(self.target, e)))
+    }
+}
+
+impl RaftNetwork<TypeConfig> for PeerConnection {
+    async fn append_entries(
+        &mut self,
+        rpc: AppendEntriesRequest<TypeConfig>,
+        option: RPCOption,
+    ) -> Result<AppendEntriesResponse<NodeId>, RPCError<NodeId, BasicNode, RaftError<NodeId>>> {
+        self.call(RaftRequest::AppendEntries(rpc), &option).await
+    }
+
+    async fn install_snapshot(
+        &mut self,
+        rpc: InstallSnapshotRequest<TypeConfig>,
+        option: RPCOption,
+    ) -> Result<
+        InstallSnapshotResponse<NodeId>,
+        RPCError<NodeId, BasicNode, RaftError<NodeId, InstallSnapshotError>>,
+    > {
+        self.call(RaftRequest::InstallSnapshot(rpc), &option).await
+    }
+
+    async fn vote(
+        &mut self,
+        rpc: VoteRequest<NodeId>,
+        option: RPCOption,
+    ) -> Result<VoteResponse<NodeId>, RPCError<NodeId, BasicNode, RaftError<NodeId>>> {
+        self.call(RaftRequest::Vote(rpc), &option).await
+    }
+}
