@@ -7,13 +7,25 @@
 //! replica manager hosts its partitions, so a topic visible in Metadata is writable and
 //! readable, unless opening its log failed, which the change's caller is told.
 
+use std::collections::BTreeMap;
+use std::net::SocketAddr;
 use std::path::Path;
 use std::sync::{Arc, Mutex};
+use std::time::Duration;
 
 use gregor_metadata::controller::NewTopic;
+use gregor_metadata::quorum::{QuorumConfig, QuorumError, QuorumHandle};
 use gregor_metadata::{ConfigResource, Controller, ControllerError, MetadataImage};
 
+use crate::blocking;
 use crate::metadata_listener::{ApplyFailure, MetadataListener};
+
+/// Where the metadata quorum keeps its log, vote and snapshot (Kafka's directory name).
+const METADATA_DIR: &str = "__cluster_metadata-0";
+/// How long start-up waits for the quorum to elect a leader and replay.
+const QUORUM_START_TIMEOUT: Duration = Duration::from_secs(30);
+/// How long an admin change waits for this broker to apply what it committed.
+const APPLY_TIMEOUT: Duration = Duration::from_secs(30);
 use gregor_storage::log_dir::LogDir;
 
 use crate::clock::SharedClock;
@@ -35,6 +47,10 @@ pub enum BrokerError {
     Metadata(#[from] ControllerError),
     #[error("metadata: {0}")]
     Apply(#[from] ApplyFailure),
+    #[error("metadata quorum: {0}")]
+    Quorum(#[from] QuorumError),
+    #[error("{0}")]
+    Start(String),
     #[error("{context}: {source}")]
     Io {
         context: String,
@@ -58,9 +74,13 @@ pub struct Broker {
     /// The one clock every component reads time from.
     pub clock: SharedClock,
     controller: Mutex<Controller>,
+    /// This node's voter of the metadata quorum (a quorum of one today).
+    quorum: Arc<QuorumHandle>,
     /// The published image and effective config.
-    metadata: MetadataListener,
-    pub replicas: ReplicaManager,
+    metadata: Arc<MetadataListener>,
+    /// Applies the quorum's committed batches; ends when the quorum stops.
+    listener_thread: Mutex<Option<std::thread::JoinHandle<()>>>,
+    pub replicas: Arc<ReplicaManager>,
     pub groups: GroupCoordinator,
     pub txns: TxnCoordinator,
     /// The current block of producer ids: (next to hand out, end of block).
@@ -80,28 +100,48 @@ impl Broker {
         let dir = config.log_dir();
         let log_dir = LogDir::open(&dir, clock.clone())?;
         let cluster_id = load_or_create_cluster_id(&dir, node_id)?;
-        let mut controller =
-            Controller::open(&dir.join("__cluster_metadata-0").join("metadata.log"))?;
+        let metadata_dir = dir.join(METADATA_DIR);
+        // A quorum of one: this node is its only voter and needs no listener of its own.
+        let voters = BTreeMap::from([(node_id, SocketAddr::from(([127, 0, 0, 1], 0)))]);
+        let (quorum, events) =
+            QuorumHandle::start(QuorumConfig::new(node_id, voters, metadata_dir.clone()))?;
+        let quorum = Arc::new(quorum);
+        if quorum.wait_until_caught_up(QUORUM_START_TIMEOUT).is_none() {
+            return Err(BrokerError::Start(format!(
+                "the metadata quorum elected no leader within {QUORUM_START_TIMEOUT:?}"
+            )));
+        }
+        let replicas = Arc::new(ReplicaManager::new(node_id, log_dir));
+        let metadata = Arc::new(MetadataListener::new(node_id, config.clone()));
+        let listener_thread = MetadataListener::spawn(metadata.clone(), replicas.clone(), events)
+            .map_err(|source| BrokerError::Io {
+            context: "starting the metadata listener".into(),
+            source,
+        })?;
+        let mut controller = Controller::new(Box::new(quorum.clone()));
+        import_first_release_metadata(&metadata_dir, &mut controller)?;
         controller.register_broker(node_id, host, port)?;
-        // The start loads the whole image; the batches behind it need no applying.
-        controller.take_committed();
-        let image = controller.image();
-        let replicas = ReplicaManager::new(node_id, log_dir);
+        // The broker serves only once it applied everything committed before it started.
+        let caught_up = controller.image().offset;
+        metadata
+            .wait_applied(-1, caught_up, QUORUM_START_TIMEOUT)
+            .map_err(BrokerError::Apply)?;
         let groups = GroupCoordinator::new(config.coordinator_config(), clock.clone());
         let txns = TxnCoordinator::new(config.txn_config(), clock.clone());
         let broker = Broker {
             node_id,
             cluster_id,
             clock,
-            metadata: MetadataListener::new(node_id, config),
+            quorum,
+            metadata,
+            listener_thread: Mutex::new(Some(listener_thread)),
             controller: Mutex::new(controller),
             replicas,
             groups,
             txns,
             producer_ids: Mutex::new((0, 0)),
         };
-        broker.remove_stray_partition_dirs(&image);
-        broker.metadata.load(image, &broker.replicas)?;
+        broker.remove_stray_partition_dirs(&broker.image());
         broker.groups.load(&broker).map_err(|e| BrokerError::Io {
             context: format!("replaying {OFFSETS_TOPIC}"),
             source: std::io::Error::other(e),
@@ -170,19 +210,17 @@ impl Broker {
         op: impl FnOnce(&mut Controller) -> Result<T, ControllerError>,
     ) -> Result<T, CommitError> {
         let mut controller = self.controller.lock().expect("controller lock poisoned");
+        let before = controller.last_written();
         let outcome = op(&mut controller);
-        let mut failure = None;
-        for batch in controller.take_committed() {
-            if let Err(e) = self.metadata.apply(&batch, &self.replicas) {
-                tracing::error!(offset = batch.base_offset, error = %e, "a committed metadata change was not applied on this broker");
-                failure.get_or_insert(e);
-            }
+        let written = controller.last_written();
+        if written > before {
+            // Under the controller lock, so the next change is validated against a state
+            // this broker has published too.
+            blocking::block_in_place_or_run(|| {
+                self.metadata.wait_applied(before, written, APPLY_TIMEOUT)
+            })?;
         }
-        let value = outcome?;
-        match failure {
-            Some(e) => Err(CommitError::NotApplied(e)),
-            None => Ok(value),
-        }
+        Ok(outcome?)
     }
 
     /// Creates `__consumer_offsets` (compacted, offsets.topic.* settings) if it is missing.
@@ -296,6 +334,11 @@ impl Broker {
             self.clock.now_ms(),
             self.config().producer_id_expiration_ms(),
         )?;
+        self.quorum.shutdown();
+        let listener = self.listener_thread.lock().expect("listener lock").take();
+        if let Some(thread) = listener {
+            let _ = thread.join();
+        }
         Ok(())
     }
 }
@@ -303,6 +346,10 @@ impl Broker {
 impl CoordinatorServices for Broker {
     fn partition(&self, topic: &str, index: i32) -> Option<Arc<Partition>> {
         self.replicas.get(topic, index)
+    }
+
+    fn partition_count(&self, topic: &str) -> Option<i32> {
+        self.image().topic(topic).map(|t| t.partitions.len() as i32)
     }
 
     fn partition_exists(&self, topic: &str, index: i32) -> bool {
@@ -342,6 +389,36 @@ impl CoordinatorServices for Broker {
     fn next_producer_id(&self) -> Result<i64, String> {
         Broker::next_producer_id(self).map_err(|e| e.to_string())
     }
+}
+
+/// Imports the metadata log of the first, single-node release (`metadata.log` in the metadata
+/// directory) into the quorum once, as one batch, then renames it `metadata.log.imported`.
+/// A quorum that already holds metadata imported it before a crash left the file there.
+fn import_first_release_metadata(
+    dir: &Path,
+    controller: &mut Controller,
+) -> Result<(), BrokerError> {
+    let legacy = dir.join("metadata.log");
+    if !legacy.exists() {
+        return Ok(());
+    }
+    if controller.image().offset < 0 {
+        let image =
+            gregor_metadata::log::read_legacy_log(&legacy).map_err(ControllerError::from)?;
+        if image.offset >= 0 {
+            controller.import(&image)?;
+            tracing::info!(
+                topics = image.topics.len(),
+                records = image.offset + 1,
+                "imported the metadata log of a single-node release into the metadata quorum"
+            );
+        }
+    }
+    let imported = dir.join("metadata.log.imported");
+    std::fs::rename(&legacy, &imported).map_err(|source| BrokerError::Io {
+        context: format!("renaming {} after importing it", legacy.display()),
+        source,
+    })
 }
 
 /// Reads `meta.properties` (cluster.id, node.id) or creates it with a fresh cluster id.

@@ -38,6 +38,10 @@ pub trait CoordinatorServices: Send + Sync {
     /// Whether the metadata knows partition `topic`-`index`.
     fn partition_exists(&self, topic: &str, index: i32) -> bool;
 
+    /// How many partitions `topic` has, if it exists. A coordinator places keys by the
+    /// count its topic was created with, whatever the configuration says today.
+    fn partition_count(&self, topic: &str) -> Option<i32>;
+
     /// Writes `marker` to `topic`-`index` and lets the partition's own coordinator (of
     /// committed offsets, on `__consumer_offsets`) act on it. `Ok(None)`: the partition no
     /// longer exists, nothing to mark.

@@ -2,34 +2,47 @@
 //! image, brings the hosted partitions in line with what each batch changed, and only then
 //! publishes the image and the effective config to request handlers.
 //!
-//! Writing metadata (the controller validates and appends) and applying it (this listener)
-//! are two steps, as in KRaft; with a replicated quorum the listener is fed the quorum's
-//! committed batches instead of the local controller's.
+//! Writing metadata (the controller validates and writes through the quorum) and applying
+//! it (this listener) are two steps, as in KRaft: a thread of its own takes the quorum's
+//! committed batches in log order ([`MetadataListener::spawn`]) and applies each; a caller
+//! that needs its own change visible waits for its offset ([`MetadataListener::wait_applied`]).
 //!
 //! Architecture invariant: a batch's partitions are hosted (or their failure is reported)
 //! before the image that shows them is published, so a topic visible in Metadata is
 //! writable and readable here unless its log could not be opened, and then the change's
 //! caller got an error.
 
-use std::sync::{Arc, RwLock};
+use std::sync::{Arc, Condvar, Mutex, RwLock};
+use std::time::{Duration, Instant};
 
-use gregor_metadata::image::ApplyError;
+use gregor_metadata::quorum::QuorumEvent;
 use gregor_metadata::{ConfigResource, MetadataBatch, MetadataImage};
-use gregor_storage::error::StorageError;
+use tokio::sync::mpsc::UnboundedReceiver;
 
 use crate::config::BrokerConfig;
 use crate::replica_manager::{ReplicaManager, Scope};
 
-/// Why a committed batch did not fully take effect on this broker.
-#[derive(Debug, thiserror::Error)]
+/// Why a committed batch did not (yet) take effect on this broker.
+#[derive(Debug, Clone, thiserror::Error)]
 pub enum ApplyFailure {
     /// The batch does not fit this broker's image: the broker's copy of the metadata has
     /// diverged from the log (a bug). Nothing of the batch is published.
     #[error("the metadata change does not apply to this broker's image: {0}")]
-    Image(#[from] ApplyError),
+    Image(String),
     /// The image was published but a partition could not be opened; it stays offline.
     #[error("a partition of the change could not be hosted: {0}")]
-    Storage(#[from] StorageError),
+    Storage(String),
+    /// The change is committed but this broker has not applied it in time.
+    #[error("the change is committed but not yet applied on this broker: {0}")]
+    NotYet(String),
+}
+
+/// How far the listener got.
+struct Applied {
+    /// Offset of the last record applied; -1 before the first.
+    offset: i64,
+    /// The last failure and the offset of the batch's last record.
+    failure: Option<(i64, ApplyFailure)>,
 }
 
 /// The published image and effective config, and the steps that change them.
@@ -40,6 +53,9 @@ pub struct MetadataListener {
     image: RwLock<Arc<MetadataImage>>,
     /// The static configuration with this broker's dynamic configs on top.
     config: RwLock<Arc<BrokerConfig>>,
+    applied: Mutex<Applied>,
+    /// Notified whenever `applied` moves.
+    applied_moved: Condvar,
 }
 
 impl MetadataListener {
@@ -49,6 +65,78 @@ impl MetadataListener {
             config: RwLock::new(Arc::new(static_config.clone())),
             static_config,
             image: RwLock::new(Arc::new(MetadataImage::default())),
+            applied: Mutex::new(Applied {
+                offset: -1,
+                failure: None,
+            }),
+            applied_moved: Condvar::new(),
+        }
+    }
+
+    /// Starts the thread that applies the quorum's events, in order, until the quorum stops.
+    pub fn spawn(
+        listener: Arc<MetadataListener>,
+        replicas: Arc<ReplicaManager>,
+        mut events: UnboundedReceiver<QuorumEvent>,
+    ) -> std::io::Result<std::thread::JoinHandle<()>> {
+        std::thread::Builder::new()
+            .name("metadata-listener".into())
+            .spawn(move || {
+                while let Some(event) = events.blocking_recv() {
+                    let (offset, result) = match event {
+                        QuorumEvent::Image(image) => {
+                            let offset = image.offset;
+                            (offset, listener.load(image, &replicas))
+                        }
+                        QuorumEvent::Batch(batch) => {
+                            let offset = batch.last_offset();
+                            (offset, listener.apply(&batch, &replicas))
+                        }
+                    };
+                    if let Err(e) = &result {
+                        tracing::error!(offset, error = %e, "a committed metadata change was not fully applied on this broker");
+                    }
+                    listener.note_applied(offset, result.err());
+                }
+            })
+    }
+
+    fn note_applied(&self, offset: i64, failure: Option<ApplyFailure>) {
+        let mut applied = self.applied.lock().expect("applied lock poisoned");
+        applied.offset = applied.offset.max(offset);
+        if let Some(f) = failure {
+            applied.failure = Some((offset, f));
+        }
+        self.applied_moved.notify_all();
+    }
+
+    /// Waits until everything up to `offset` is applied here; fails with the failure of a
+    /// batch after `since` (a caller's own change), if one did not take effect.
+    pub fn wait_applied(
+        &self,
+        since: i64,
+        offset: i64,
+        timeout: Duration,
+    ) -> Result<(), ApplyFailure> {
+        let deadline = Instant::now() + timeout;
+        let mut applied = self.applied.lock().expect("applied lock poisoned");
+        while applied.offset < offset {
+            let left = deadline.saturating_duration_since(Instant::now());
+            if left.is_zero() {
+                return Err(ApplyFailure::NotYet(format!(
+                    "offset {offset} committed, {} applied after {timeout:?}",
+                    applied.offset
+                )));
+            }
+            applied = self
+                .applied_moved
+                .wait_timeout(applied, left)
+                .expect("applied lock poisoned")
+                .0;
+        }
+        match &applied.failure {
+            Some((at, failure)) if *at > since && *at <= offset => Err(failure.clone()),
+            _ => Ok(()),
         }
     }
 
@@ -76,7 +164,7 @@ impl MetadataListener {
         let config = self.effective_config(&image);
         let synced = replicas.apply_delta(&image, Scope::Everything, &config);
         self.publish(image, config);
-        Ok(synced?)
+        synced.map_err(|e| ApplyFailure::Storage(e.to_string()))
     }
 
     /// Applies one committed batch: the partitions it changed first, then the image.
@@ -86,7 +174,9 @@ impl MetadataListener {
         replicas: &ReplicaManager,
     ) -> Result<(), ApplyFailure> {
         let current = self.image();
-        let (next, delta) = current.apply_batch(batch)?;
+        let (next, delta) = current
+            .apply_batch(batch)
+            .map_err(|e| ApplyFailure::Image(e.to_string()))?;
         let next = Arc::new(next);
         let own_config_changed = delta
             .changed_configs
@@ -98,7 +188,7 @@ impl MetadataListener {
         };
         let synced = replicas.apply_delta(&next, scope, &config);
         self.publish(next, config);
-        Ok(synced?)
+        synced.map_err(|e| ApplyFailure::Storage(e.to_string()))
     }
 
     fn publish(&self, image: Arc<MetadataImage>, config: Arc<BrokerConfig>) {
@@ -111,6 +201,11 @@ impl MetadataListener {
             image.offset
         );
         *published = image;
+    }
+
+    /// Offset of the last record applied here (-1 before the first).
+    pub fn applied_offset(&self) -> i64 {
+        self.applied.lock().expect("applied lock poisoned").offset
     }
 
     /// The static config with the image's dynamic configs of this broker applied.

@@ -86,7 +86,8 @@ fn main() -> ExitCode {
     let cli = Cli::parse();
     let result = match cli.command {
         Command::Broker(args) => {
-            init_logging("info");
+            // The Raft library narrates every election at info: only its warnings by default.
+            init_logging("info,openraft=warn");
             // Same output as returning the error from `main`.
             return match broker_cmd::run(args) {
                 Ok(()) => ExitCode::SUCCESS,

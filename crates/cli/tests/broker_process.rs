@@ -390,3 +390,108 @@ async fn broker_sigkilled_mid_transaction_recovers_and_aborts_it() {
     .await
     .unwrap();
 }
+
+/// Everything in `partition` of `topic` from the beginning, as (key, value) strings.
+async fn read_all(port: u16, topic: &str, partition: i32, expect: usize) -> Vec<(String, String)> {
+    let consumer: StreamConsumer = client(port)
+        .set("group.id", "fixture-reader")
+        .set("enable.auto.commit", "false")
+        .create()
+        .unwrap();
+    let mut tpl = TopicPartitionList::new();
+    tpl.add_partition_offset(topic, partition, Offset::Beginning)
+        .unwrap();
+    consumer.assign(&tpl).unwrap();
+    let mut out = Vec::new();
+    let deadline = Instant::now() + TIMEOUT;
+    while out.len() < expect && Instant::now() < deadline {
+        if let Ok(Ok(m)) = tokio::time::timeout(Duration::from_millis(200), consumer.recv()).await {
+            let text =
+                |b: Option<&[u8]>| String::from_utf8_lossy(b.unwrap_or_default()).into_owned();
+            out.push((text(m.key()), text(m.payload())));
+        }
+    }
+    out
+}
+
+/// A data directory of the first single-node release (a fixture made with its binary, see
+/// `tests/fixtures/README.md`) opens with this release: the metadata log is imported into
+/// the metadata quorum once, and every topic, config, record and committed offset is there,
+/// also after a second restart.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_first_release_data_directory_upgrades_without_loss() {
+    let dir = tempfile::tempdir().unwrap();
+    let fixture =
+        Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/single-node-0.1.0.tar.gz");
+    let untar = Command::new("tar")
+        .arg("-xzf")
+        .arg(&fixture)
+        .arg("-C")
+        .arg(dir.path())
+        .status()
+        .unwrap();
+    assert!(untar.success());
+    let metadata = dir.path().join("__cluster_metadata-0");
+    assert!(metadata.join("metadata.log").exists());
+    let port = free_port();
+    for start in 0..2 {
+        let mut broker = spawn_broker(dir.path(), port, &[]);
+        assert!(
+            !metadata.join("metadata.log").exists(),
+            "start {start}: imported once"
+        );
+        assert!(metadata.join("metadata.log.imported").exists());
+
+        let admin: AdminClient<DefaultClientContext> = client(port).create().unwrap();
+        let described = admin
+            .describe_configs(
+                &[rdkafka::admin::ResourceSpecifier::Topic("greetings")],
+                &AdminOptions::new(),
+            )
+            .await
+            .unwrap();
+        let config = described[0].as_ref().expect("the topic exists");
+        let retention = config.get("retention.ms").and_then(|e| e.value.clone());
+        assert_eq!(retention.as_deref(), Some("86400000"), "start {start}");
+        let partitions = tokio::task::spawn_blocking(move || {
+            let c: rdkafka::consumer::BaseConsumer = client(port).create().unwrap();
+            let meta = c.fetch_metadata(Some("greetings"), TIMEOUT).unwrap();
+            meta.topics()[0].partitions().len()
+        })
+        .await
+        .unwrap();
+        assert_eq!(partitions, 2, "start {start}");
+
+        let records = read_all(port, "greetings", 0, 3).await;
+        assert_eq!(
+            records,
+            [("alice", "hello"), ("bob", "world"), ("carol", "again")]
+                .map(|(k, v)| (k.to_string(), v.to_string()))
+                .to_vec(),
+            "start {start}"
+        );
+        let group: StreamConsumer = client(port).set("group.id", "readers").create().unwrap();
+        let mut wanted = TopicPartitionList::new();
+        wanted.add_partition("greetings", 0);
+        let committed = group.committed_offsets(wanted, TIMEOUT).unwrap();
+        assert_eq!(
+            committed.find_partition("greetings", 0).unwrap().offset(),
+            Offset::Offset(3),
+            "start {start}: the group's committed offset"
+        );
+        // New metadata goes on from the imported state.
+        let created = admin
+            .create_topics(
+                &[NewTopic::new(
+                    &format!("after-{start}"),
+                    1,
+                    TopicReplication::Fixed(1),
+                )],
+                &AdminOptions::new(),
+            )
+            .await
+            .unwrap();
+        assert!(created[0].is_ok(), "{created:?}");
+        broker.kill();
+    }
+}

@@ -1,21 +1,21 @@
-//! The single-node controller: validates admin requests and turns them into metadata records.
+//! The controller: validates admin requests against the metadata image and turns them into
+//! records, which it writes through a [`MetadataWriter`] (the metadata quorum).
 //!
 //! It is the only writer of the metadata log. Writing and applying are two steps: the
-//! controller validates a change against its own image, appends the batch (durably), and
-//! queues the committed batch; brokers take the queue ([`Controller::take_committed`]) and
-//! apply it to their own images. With a replicated quorum, "appended" becomes "replicated to
-//! a majority" and the queue becomes the quorum's commit stream; the validation stays.
+//! controller validates a change against the image of everything written so far and writes
+//! the batch; it is committed once a majority of the quorum stored it. Brokers apply
+//! committed batches from the quorum's commit stream, on their own; a caller that needs its
+//! change visible waits until its broker applied [`Controller::last_written`].
 
 use std::collections::BTreeMap;
-use std::path::Path;
 use std::sync::Arc;
 
 use uuid::Uuid;
 
 use crate::config::validate_topic_config;
 use crate::image::MetadataImage;
-use crate::log::{MetadataLog, MetadataLogError};
-use crate::record::{ConfigResource, MetadataBatch, MetadataRecord};
+use crate::log::MetadataLogError;
+use crate::record::{ConfigResource, MetadataRecord};
 
 /// Longest legal topic name, as in Kafka.
 pub const TOPIC_NAME_MAX_CHARS: usize = 249;
@@ -39,6 +39,12 @@ pub enum ControllerError {
     /// client's fault.
     #[error("internal controller error: {0}")]
     Internal(String),
+    /// This node is not the active controller (NOT_CONTROLLER).
+    #[error("{0}")]
+    NotController(String),
+    /// The quorum did not commit in time (REQUEST_TIMED_OUT).
+    #[error("{0}")]
+    Timeout(String),
     #[error(transparent)]
     Log(#[from] MetadataLogError),
 }
@@ -68,15 +74,20 @@ pub fn validate_topic_name(name: &str) -> Result<(), ControllerError> {
     Ok(())
 }
 
-/// The single-node controller and the metadata log it owns.
+/// Where the controller writes: the metadata log, replicated or not.
+pub trait MetadataWriter: Send {
+    /// The image after everything committed so far.
+    fn image(&self) -> Arc<MetadataImage>;
+    /// Writes `records` as one batch and returns the offset of its last record once the
+    /// batch is committed (and applied to [`Self::image`]).
+    fn write(&mut self, records: Vec<MetadataRecord>) -> Result<i64, ControllerError>;
+}
+
+/// The controller and where it writes.
 pub struct Controller {
-    log: MetadataLog,
-    /// The image after every batch appended so far.
-    image: Arc<MetadataImage>,
-    /// The epoch batches are appended at (a quorum of one never changes it).
-    epoch: i32,
-    /// Batches appended but not yet taken by the broker to apply.
-    committed: Vec<MetadataBatch>,
+    writer: Box<dyn MetadataWriter>,
+    /// Offset of the last record this controller wrote; -1 before its first write.
+    last_written: i64,
 }
 
 /// A new topic as requested.
@@ -88,45 +99,39 @@ pub struct NewTopic<'a> {
 }
 
 impl Controller {
-    /// Opens the metadata log at `path` and replays it.
-    pub fn open(path: &Path) -> Result<Controller, ControllerError> {
-        let (log, image) = MetadataLog::open(path)?;
-        Ok(Controller {
-            log,
-            epoch: image.epoch,
-            image: Arc::new(image),
-            committed: Vec::new(),
-        })
+    /// A controller writing through `writer`.
+    pub fn new(writer: Box<dyn MetadataWriter>) -> Controller {
+        Controller {
+            writer,
+            last_written: -1,
+        }
     }
 
-    /// The image after everything appended so far.
+    /// The image after everything committed so far.
     pub fn image(&self) -> Arc<MetadataImage> {
-        self.image.clone()
+        self.writer.image()
     }
 
-    /// The batches appended since the last call, in log order, for the broker to apply.
-    pub fn take_committed(&mut self) -> Vec<MetadataBatch> {
-        std::mem::take(&mut self.committed)
+    /// Offset of the last record this controller wrote (-1 before its first write).
+    pub fn last_written(&self) -> i64 {
+        self.last_written
     }
 
-    /// Appends `records` durably as the next batch and queues it for the broker.
+    /// Writes `records` as the next batch; returns once it is committed.
     fn commit(&mut self, records: Vec<MetadataRecord>) -> Result<(), ControllerError> {
         if records.is_empty() {
             return Ok(());
         }
-        let batch = MetadataBatch {
-            base_offset: self.image.next_offset(),
-            epoch: self.epoch,
-            records,
-        };
-        let (next, _) = self
-            .image
-            .apply_batch(&batch)
-            .map_err(|e| ControllerError::Internal(e.to_string()))?;
-        self.log.append(&batch)?;
-        self.image = Arc::new(next);
-        self.committed.push(batch);
+        let last = self.writer.write(records)?;
+        assert!(last > self.last_written, "the metadata log only grows");
+        self.last_written = last;
         Ok(())
+    }
+
+    /// Writes the records of a whole image (a metadata log of an earlier release being
+    /// imported) as one batch.
+    pub fn import(&mut self, image: &MetadataImage) -> Result<(), ControllerError> {
+        self.commit(image.to_records())
     }
 
     /// Registers (or re-registers with a new endpoint) broker `node_id`.
@@ -137,7 +142,7 @@ impl Controller {
         port: u16,
     ) -> Result<(), ControllerError> {
         let unchanged = self
-            .image
+            .image()
             .brokers
             .get(&node_id)
             .is_some_and(|b| b.host == host && b.port == port);
@@ -161,7 +166,7 @@ impl Controller {
         validate_only: bool,
     ) -> Result<Uuid, ControllerError> {
         validate_topic_name(topic.name)?;
-        if self.image.topics.contains_key(topic.name) {
+        if self.image().topics.contains_key(topic.name) {
             return Err(ControllerError::TopicAlreadyExists(format!(
                 "topic '{}' already exists",
                 topic.name
@@ -173,7 +178,7 @@ impl Controller {
                 topic.num_partitions
             )));
         }
-        let brokers: Vec<i32> = self.image.brokers.keys().copied().collect();
+        let brokers: Vec<i32> = self.image().brokers.keys().copied().collect();
         if topic.replication_factor < 1 || topic.replication_factor as usize > brokers.len() {
             return Err(ControllerError::InvalidReplicationFactor(format!(
                 "replication factor {} is invalid: it must be between 1 and the number of available brokers ({})",
@@ -217,7 +222,8 @@ impl Controller {
 
     /// Deletes a topic and everything it holds.
     pub fn delete_topic(&mut self, name: &str) -> Result<(), ControllerError> {
-        let topic = self.image.topic(name).ok_or_else(|| {
+        let image = self.image();
+        let topic = image.topic(name).ok_or_else(|| {
             ControllerError::UnknownTopic(format!("topic '{name}' does not exist"))
         })?;
         let topic_id = topic.topic_id;
@@ -231,7 +237,8 @@ impl Controller {
         total: i32,
         validate_only: bool,
     ) -> Result<(), ControllerError> {
-        let topic = self.image.topic(name).ok_or_else(|| {
+        let image = self.image();
+        let topic = image.topic(name).ok_or_else(|| {
             ControllerError::UnknownTopic(format!("topic '{name}' does not exist"))
         })?;
         let current = topic.partitions.len() as i32;
@@ -251,7 +258,7 @@ impl Controller {
             .next()
             .map(|p| p.replicas.len())
             .unwrap_or(1);
-        let brokers: Vec<i32> = self.image.brokers.keys().copied().collect();
+        let brokers: Vec<i32> = self.image().brokers.keys().copied().collect();
         if rf > brokers.len() {
             return Err(ControllerError::InvalidReplicationFactor(format!(
                 "topic '{name}' needs {rf} replicas but only {} brokers are available",
@@ -275,7 +282,7 @@ impl Controller {
         changes: &[(String, Option<String>)],
         validate_only: bool,
     ) -> Result<(), ControllerError> {
-        if self.image.topic(name).is_none() {
+        if self.image().topic(name).is_none() {
             return Err(ControllerError::UnknownTopic(format!(
                 "topic '{name}' does not exist"
             )));
@@ -304,7 +311,7 @@ impl Controller {
     /// Reserves the next `size` producer ids durably; returns the first of them.
     pub fn allocate_producer_ids(&mut self, size: i64) -> Result<i64, ControllerError> {
         assert!(size > 0, "a producer id block is not empty");
-        let start = self.image.next_producer_id;
+        let start = self.image().next_producer_id;
         self.commit(vec![MetadataRecord::ProducerIds {
             next_block_start: start + size,
         }])?;
@@ -359,8 +366,37 @@ fn partition_record(topic_id: Uuid, partition: i32, brokers: &[i32], rf: usize) 
 mod tests {
     use super::*;
 
-    fn controller(dir: &Path) -> Controller {
-        let mut c = Controller::open(&dir.join("metadata.log")).unwrap();
+    use crate::record::MetadataBatch;
+
+    /// A writer that commits at once, in memory.
+    struct MemoryWriter {
+        image: Arc<MetadataImage>,
+    }
+
+    impl MetadataWriter for MemoryWriter {
+        fn image(&self) -> Arc<MetadataImage> {
+            self.image.clone()
+        }
+
+        fn write(&mut self, records: Vec<MetadataRecord>) -> Result<i64, ControllerError> {
+            let batch = MetadataBatch {
+                base_offset: self.image.next_offset(),
+                epoch: 0,
+                records,
+            };
+            let (next, _) = self
+                .image
+                .apply_batch(&batch)
+                .map_err(|e| ControllerError::Internal(e.to_string()))?;
+            self.image = Arc::new(next);
+            Ok(batch.last_offset())
+        }
+    }
+
+    fn controller() -> Controller {
+        let mut c = Controller::new(Box::new(MemoryWriter {
+            image: Arc::new(MetadataImage::default()),
+        }));
         c.register_broker(1, "127.0.0.1", 9092).unwrap();
         c
     }
@@ -375,19 +411,15 @@ mod tests {
     }
 
     #[test]
-    fn create_grow_alter_delete_survive_reopen() {
-        let dir = tempfile::tempdir().unwrap();
-        {
-            let mut c = controller(dir.path());
-            let cfg = vec![("segment.bytes".to_string(), "1024".to_string())];
-            c.create_topic(new_topic("t", 2, &cfg), false).unwrap();
-            c.create_partitions("t", 4, false).unwrap();
-            c.alter_topic_configs("t", &[("retention.ms".into(), Some("1000".into()))], false)
-                .unwrap();
-            c.create_topic(new_topic("gone", 1, &[]), false).unwrap();
-            c.delete_topic("gone").unwrap();
-        }
-        let c = Controller::open(&dir.path().join("metadata.log")).unwrap();
+    fn create_grow_alter_delete() {
+        let mut c = controller();
+        let cfg = vec![("segment.bytes".to_string(), "1024".to_string())];
+        c.create_topic(new_topic("t", 2, &cfg), false).unwrap();
+        c.create_partitions("t", 4, false).unwrap();
+        c.alter_topic_configs("t", &[("retention.ms".into(), Some("1000".into()))], false)
+            .unwrap();
+        c.create_topic(new_topic("gone", 1, &[]), false).unwrap();
+        c.delete_topic("gone").unwrap();
         let image = c.image();
         let t = image.topic("t").unwrap();
         assert_eq!(t.partitions.len(), 4);
@@ -399,8 +431,7 @@ mod tests {
 
     #[test]
     fn refuses_bad_requests() {
-        let dir = tempfile::tempdir().unwrap();
-        let mut c = controller(dir.path());
+        let mut c = controller();
         c.create_topic(new_topic("t", 2, &[]), false).unwrap();
         assert!(matches!(
             c.create_topic(new_topic("t", 1, &[]), false),
@@ -448,46 +479,27 @@ mod tests {
     }
 
     #[test]
-    fn producer_id_blocks_never_repeat_after_reopen() {
-        let dir = tempfile::tempdir().unwrap();
-        let first = {
-            let mut c = controller(dir.path());
-            let a = c.allocate_producer_ids(1000).unwrap();
-            let b = c.allocate_producer_ids(1000).unwrap();
-            assert_eq!(b, a + 1000);
-            b
-        };
-        let mut c = Controller::open(&dir.path().join("metadata.log")).unwrap();
-        assert_eq!(c.allocate_producer_ids(10).unwrap(), first + 1000);
+    fn producer_id_blocks_never_repeat() {
+        let mut c = controller();
+        let a = c.allocate_producer_ids(1000).unwrap();
+        let b = c.allocate_producer_ids(1000).unwrap();
+        assert_eq!(b, a + 1000);
+        assert_eq!(c.image().next_producer_id, b + 1000);
     }
 
     #[test]
-    fn committed_batches_are_queued_in_order_for_the_broker() {
-        let dir = tempfile::tempdir().unwrap();
-        let mut c = controller(dir.path());
-        let registered = c.take_committed();
-        assert_eq!(registered.len(), 1);
-        assert_eq!(registered[0].base_offset, 0);
+    fn last_written_follows_each_committed_batch() {
+        let mut c = controller();
+        assert_eq!(c.last_written(), 0, "the registration");
         let id = c.create_topic(new_topic("t", 3, &[]), false).unwrap();
+        assert_eq!(c.last_written(), 4, "topic and three partitions");
         assert!(c
             .create_topic(new_topic("u", 1, &[]), true)
             .unwrap()
             .is_nil());
+        assert_eq!(c.last_written(), 4, "validate-only writes nothing");
         c.create_partitions("t", 4, false).unwrap();
-        let batches = c.take_committed();
-        assert_eq!(batches.len(), 2, "validate-only writes nothing");
-        assert_eq!(batches[0].base_offset, 1);
-        assert_eq!(batches[0].records.len(), 4);
-        assert_eq!(batches[1].base_offset, 5);
-        assert!(c.take_committed().is_empty());
-        // A broker that applies them ends where the controller is.
-        let (image, _) = MetadataImage::default()
-            .apply_batch(&registered[0])
-            .unwrap();
-        let (image, delta) = image.apply_batch(&batches[0]).unwrap();
-        assert_eq!(delta.changed_partitions[&id].len(), 3);
-        let (image, _) = image.apply_batch(&batches[1]).unwrap();
-        assert_eq!(image.offset, c.image().offset);
-        assert_eq!(image.topic("t").unwrap().partitions.len(), 4);
+        assert_eq!(c.last_written(), 5);
+        assert_eq!(c.image().topic("t").unwrap().topic_id, id);
     }
 }

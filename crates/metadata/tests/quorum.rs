@@ -271,3 +271,34 @@ async fn malformed_quorum_traffic_closes_that_connection_only() {
         v.quorum.shutdown().await;
     }
 }
+
+/// A quorum of one through the thread-owning handle, used from plain threads (no runtime):
+/// it elects itself at once, commits, and after a restart has everything back.
+#[test]
+fn a_quorum_of_one_through_its_handle_survives_restarts() {
+    use gregor_metadata::quorum::QuorumHandle;
+    let root = tempfile::tempdir().unwrap();
+    let voters: BTreeMap<i32, SocketAddr> = [(1, "127.0.0.1:0".parse().unwrap())].into();
+    let config = QuorumConfig::new(1, voters, root.path().to_path_buf());
+    let started = Instant::now();
+    let (handle, _events) = QuorumHandle::start(config.clone()).unwrap();
+    assert_eq!(handle.wait_until_caught_up(WAIT), Some(1));
+    eprintln!("a quorum of one leads after {:?}", started.elapsed());
+    let (first, _) = handle.propose(vec![topic("one")], WAIT).unwrap();
+    assert_eq!(first, 0);
+    assert!(handle.image().topic("one").is_some());
+    handle.shutdown();
+
+    let started = Instant::now();
+    let (handle, mut events) = QuorumHandle::start(config).unwrap();
+    assert_eq!(handle.wait_until_caught_up(WAIT), Some(1));
+    eprintln!("restarted, it leads again after {:?}", started.elapsed());
+    assert!(
+        handle.image().topic("one").is_some(),
+        "replayed from its log"
+    );
+    assert!(matches!(events.try_recv(), Ok(QuorumEvent::Image(_))));
+    assert!(matches!(events.try_recv(), Ok(QuorumEvent::Batch(b)) if b.base_offset == 0));
+    let (next, _) = handle.propose(vec![topic("two")], WAIT).unwrap();
+    assert_eq!(next, 1, "offsets go on from the log");
+}

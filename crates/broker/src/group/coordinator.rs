@@ -10,6 +10,7 @@
 //! and is woken early when a new deadline appears.
 
 use std::collections::{BTreeMap, HashMap};
+use std::sync::atomic::{AtomicI32, Ordering};
 use std::sync::{Mutex, MutexGuard};
 
 use bytes::Bytes;
@@ -76,6 +77,9 @@ pub struct GroupCoordinator {
     inner: Mutex<Inner>,
     wake: Notify,
     config: CoordinatorConfig,
+    /// Partitions of `__consumer_offsets`: the configured count until the topic exists,
+    /// then the count it was created with.
+    partitions: AtomicI32,
     clock: SharedClock,
 }
 
@@ -102,6 +106,7 @@ impl GroupCoordinator {
         GroupCoordinator {
             inner: Mutex::new(Inner::default()),
             wake: Notify::new(),
+            partitions: AtomicI32::new(config.offsets_partitions),
             config,
             clock,
         }
@@ -123,7 +128,7 @@ impl GroupCoordinator {
 
     /// The `__consumer_offsets` partition that holds `group_id`'s state.
     pub fn partition_for(&self, group_id: &str) -> i32 {
-        partition_for_key(group_id, self.config.offsets_partitions)
+        partition_for_key(group_id, self.partitions.load(Ordering::Acquire))
     }
 
     /// Replays `__consumer_offsets` into memory (at start-up).
@@ -131,7 +136,18 @@ impl GroupCoordinator {
         let mut inner = self.lock();
         let now = self.now_ms();
         let mut groups: HashMap<String, Option<GroupMetadataValue>> = HashMap::new();
-        for p in 0..self.config.offsets_partitions {
+        if let Some(count) = broker.partition_count(OFFSETS_TOPIC) {
+            if count != self.config.offsets_partitions {
+                tracing::warn!(
+                    topic = OFFSETS_TOPIC,
+                    partitions = count,
+                    configured = self.config.offsets_partitions,
+                    "the internal topic keeps the partition count it was created with"
+                );
+            }
+            self.partitions.store(count, Ordering::Release);
+        }
+        for p in 0..self.partitions.load(Ordering::Acquire) {
             let Some(partition) = broker.partition(OFFSETS_TOPIC, p) else {
                 continue;
             };

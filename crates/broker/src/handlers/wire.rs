@@ -41,6 +41,7 @@ pub fn commit_error(e: &CommitError) -> (i16, String) {
         CommitError::Refused(e) => return controller_error(e),
         CommitError::NotApplied(ApplyFailure::Storage(_)) => ResponseError::KafkaStorageError,
         CommitError::NotApplied(ApplyFailure::Image(_)) => ResponseError::UnknownServerError,
+        CommitError::NotApplied(ApplyFailure::NotYet(_)) => ResponseError::RequestTimedOut,
     };
     (code(c), e.to_string())
 }
@@ -55,6 +56,8 @@ fn controller_error(e: &ControllerError) -> (i16, String) {
         ControllerError::InvalidConfig(_) => ResponseError::InvalidConfig,
         ControllerError::UnknownTopic(_) => ResponseError::UnknownTopicOrPartition,
         ControllerError::Internal(_) => ResponseError::UnknownServerError,
+        ControllerError::NotController(_) => ResponseError::NotController,
+        ControllerError::Timeout(_) => ResponseError::RequestTimedOut,
         ControllerError::Log(_) => ResponseError::KafkaStorageError,
     };
     (code(c), e.to_string())

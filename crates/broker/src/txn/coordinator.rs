@@ -9,6 +9,7 @@
 //! taken coordinator first, partition second, never the other way round.
 
 use std::collections::HashMap;
+use std::sync::atomic::{AtomicI32, Ordering};
 use std::sync::{Mutex, MutexGuard};
 
 pub use super::config::TxnConfig;
@@ -25,6 +26,9 @@ use crate::partition::AppendOrigin;
 pub struct TxnCoordinator {
     txns: Mutex<HashMap<String, TxnMetadata>>,
     config: TxnConfig,
+    /// Partitions of `__transaction_state`: the configured count until the topic exists,
+    /// then the count it was created with.
+    partitions: AtomicI32,
     clock: SharedClock,
 }
 
@@ -34,6 +38,7 @@ impl TxnCoordinator {
     pub fn new(config: TxnConfig, clock: SharedClock) -> TxnCoordinator {
         TxnCoordinator {
             txns: Mutex::new(HashMap::new()),
+            partitions: AtomicI32::new(config.state_partitions),
             config,
             clock,
         }
@@ -57,14 +62,25 @@ impl TxnCoordinator {
 
     /// The `__transaction_state` partition holding `transactional_id`.
     pub fn partition_for(&self, transactional_id: &str) -> i32 {
-        partition_for_key(transactional_id, self.config.state_partitions)
+        partition_for_key(transactional_id, self.partitions.load(Ordering::Acquire))
     }
 
     /// Replays `__transaction_state` (at start-up) and finishes transactions that were
     /// prepared but not completed when the broker stopped.
     pub fn load(&self, broker: &dyn CoordinatorServices) -> Result<(), String> {
         let mut txns = self.lock();
-        for p in 0..self.config.state_partitions {
+        if let Some(count) = broker.partition_count(TXN_STATE_TOPIC) {
+            if count != self.config.state_partitions {
+                tracing::warn!(
+                    topic = TXN_STATE_TOPIC,
+                    partitions = count,
+                    configured = self.config.state_partitions,
+                    "the internal topic keeps the partition count it was created with"
+                );
+            }
+            self.partitions.store(count, Ordering::Release);
+        }
+        for p in 0..self.partitions.load(Ordering::Acquire) {
             let Some(partition) = broker.partition(TXN_STATE_TOPIC, p) else {
                 continue;
             };

@@ -16,15 +16,18 @@
 //!   snapshots (the image as records), and forwards what it applied.
 //! - `network`: voter-to-voter RPCs over TCP, one length-prefixed JSON frame per message.
 
+mod handle;
 mod log_store;
 mod network;
 mod state_machine;
+
+pub use handle::QuorumHandle;
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::io::Cursor;
 use std::net::SocketAddr;
 use std::path::PathBuf;
-use std::sync::Arc;
+use std::sync::{Arc, RwLock};
 use std::time::Duration;
 
 use openraft::error::{ClientWriteError, InitializeError, RaftError};
@@ -151,6 +154,8 @@ pub struct QuorumStatus {
 pub struct Quorum {
     node_id: i32,
     raft: Raft,
+    /// The state machine's image, shared with it.
+    image: Arc<RwLock<Arc<MetadataImage>>>,
     server: tokio::task::JoinHandle<()>,
 }
 
@@ -195,6 +200,7 @@ impl Quorum {
         let (events, events_rx) = mpsc::unbounded_channel();
         let state_machine =
             state_machine::MetadataStateMachine::open(&config.dir, events).map_err(storage)?;
+        let image = state_machine.image_cell();
         let listener = tokio::net::TcpListener::bind(listen)
             .await
             .map_err(|source| QuorumError::Listen {
@@ -216,16 +222,23 @@ impl Quorum {
             .iter()
             .map(|(id, addr)| (*id as NodeId, BasicNode::new(addr.to_string())))
             .collect();
-        match raft.initialize(members).await {
-            Ok(()) => {}
-            // Already initialized: a restart, or another voter's initialization reached us.
-            Err(RaftError::APIError(InitializeError::NotAllowed(_))) => {}
-            Err(e) => return Err(QuorumError::Raft(e.to_string())),
+        let initialized = raft
+            .is_initialized()
+            .await
+            .map_err(|e| QuorumError::Raft(e.to_string()))?;
+        if !initialized {
+            match raft.initialize(members).await {
+                Ok(()) => {}
+                // Another voter's initialization reached this one first.
+                Err(RaftError::APIError(InitializeError::NotAllowed(_))) => {}
+                Err(e) => return Err(QuorumError::Raft(e.to_string())),
+            }
         }
         Ok((
             Quorum {
                 node_id: config.node_id,
                 raft,
+                image,
                 server,
             },
             events_rx,
@@ -235,6 +248,18 @@ impl Quorum {
     /// This voter's id.
     pub fn node_id(&self) -> i32 {
         self.node_id
+    }
+
+    /// The image after every entry this voter applied.
+    pub fn image(&self) -> Arc<MetadataImage> {
+        self.image
+            .read()
+            .expect("quorum image lock poisoned")
+            .clone()
+    }
+
+    fn image_cell(&self) -> Arc<RwLock<Arc<MetadataImage>>> {
+        self.image.clone()
     }
 
     /// The leader (active controller), if one is known.

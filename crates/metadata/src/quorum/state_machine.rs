@@ -47,11 +47,14 @@ struct StoredSnapshot {
 #[derive(Clone)]
 pub struct MetadataStateMachine {
     inner: Arc<Mutex<Inner>>,
+    shared: Arc<std::sync::RwLock<Arc<MetadataImage>>>,
 }
 
 struct Inner {
     dir: PathBuf,
     image: Arc<MetadataImage>,
+    /// `image`, readable without the async lock.
+    shared: Arc<std::sync::RwLock<Arc<MetadataImage>>>,
     last_applied: Option<LogId<NodeId>>,
     membership: StoredMembership<NodeId, BasicNode>,
     snapshot: Option<StoredSnapshot>,
@@ -59,6 +62,11 @@ struct Inner {
 }
 
 impl MetadataStateMachine {
+    /// The applied image, shared with readers that do not take the async lock.
+    pub fn image_cell(&self) -> Arc<std::sync::RwLock<Arc<MetadataImage>>> {
+        self.shared.clone()
+    }
+
     /// Starts from the snapshot in `dir`, if any, and announces that image as the first
     /// event; the Raft node then re-applies the committed entries after it.
     pub fn open(
@@ -76,10 +84,13 @@ impl MetadataStateMachine {
         };
         let image = Arc::new(image);
         let _ = events.send(QuorumEvent::Image(image.clone()));
+        let shared = Arc::new(std::sync::RwLock::new(image.clone()));
         Ok(MetadataStateMachine {
+            shared: shared.clone(),
             inner: Arc::new(Mutex::new(Inner {
                 dir: dir.to_path_buf(),
                 image,
+                shared,
                 last_applied,
                 membership,
                 snapshot,
@@ -113,6 +124,11 @@ fn decode_image(data: &str) -> Result<MetadataImage, String> {
 }
 
 impl Inner {
+    fn set_image(&mut self, image: Arc<MetadataImage>) {
+        *self.shared.write().expect("image lock poisoned") = image.clone();
+        self.image = image;
+    }
+
     /// Applies one committed proposal; the outcome is the same on every voter.
     fn apply_proposal(&mut self, log_id: LogId<NodeId>, stored: Vec<StoredRecord>) -> Applied {
         let records = stored
@@ -131,7 +147,7 @@ impl Inner {
             tracing::error!(index = log_id.index, error = %e, "a committed metadata batch does not apply; skipped on every voter");
             e.to_string()
         })?;
-        self.image = Arc::new(next);
+        self.set_image(Arc::new(next));
         let range = (batch.base_offset, batch.last_offset());
         // The receiver may be gone at shutdown; the image is still right.
         let _ = self.events.send(QuorumEvent::Batch(batch));
@@ -229,7 +245,7 @@ impl RaftStateMachine<TypeConfig> for MetadataStateMachine {
         write_json(&inner.dir, SNAPSHOT_FILE, &stored)
             .map_err(|e| StorageIOError::write_snapshot(Some(meta.signature()), &e))?;
         tracing::info!(offset = image.offset, snapshot = %meta.snapshot_id, "installed a metadata snapshot");
-        inner.image = Arc::new(image);
+        inner.set_image(Arc::new(image));
         inner.last_applied = meta.last_log_id;
         inner.membership = meta.last_membership.clone();
         inner.snapshot = Some(stored);
