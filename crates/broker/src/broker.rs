@@ -7,15 +7,15 @@
 //! replica manager hosts its partitions, so a topic visible in Metadata is writable and
 //! readable, unless opening its log failed, which the change's caller is told.
 
-use std::collections::BTreeMap;
-use std::net::SocketAddr;
 use std::path::Path;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use gregor_metadata::controller::NewTopic;
+use gregor_metadata::controller_op::WireRefusal;
 use gregor_metadata::quorum::{QuorumConfig, QuorumError, QuorumHandle};
-use gregor_metadata::{ConfigResource, Controller, ControllerError, MetadataImage};
+use gregor_metadata::{
+    ConfigResource, Controller, ControllerError, ControllerOp, ControllerReply, MetadataImage,
+};
 
 use crate::blocking;
 use crate::metadata_listener::{ApplyFailure, MetadataListener};
@@ -73,7 +73,7 @@ pub struct Broker {
     pub cluster_id: String,
     /// The one clock every component reads time from.
     pub clock: SharedClock,
-    controller: Mutex<Controller>,
+    controller: Arc<Mutex<Controller>>,
     /// This node's voter of the metadata quorum (a quorum of one today).
     quorum: Arc<QuorumHandle>,
     /// The published image and effective config.
@@ -101,10 +101,12 @@ impl Broker {
         let log_dir = LogDir::open(&dir, clock.clone())?;
         let cluster_id = load_or_create_cluster_id(&dir, node_id)?;
         let metadata_dir = dir.join(METADATA_DIR);
-        // A quorum of one: this node is its only voter and needs no listener of its own.
-        let voters = BTreeMap::from([(node_id, SocketAddr::from(([127, 0, 0, 1], 0)))]);
-        let (quorum, events) =
-            QuorumHandle::start(QuorumConfig::new(node_id, voters, metadata_dir.clone()))?;
+        let cluster = crate::cluster_config::cluster_config(&config)?;
+        let (quorum, events) = QuorumHandle::start(QuorumConfig::new(
+            node_id,
+            cluster.voters,
+            metadata_dir.clone(),
+        ))?;
         let quorum = Arc::new(quorum);
         if quorum.wait_until_caught_up(QUORUM_START_TIMEOUT).is_none() {
             return Err(BrokerError::Start(format!(
@@ -118,14 +120,25 @@ impl Broker {
             context: "starting the metadata listener".into(),
             source,
         })?;
-        let mut controller = Controller::new(Box::new(quorum.clone()));
-        import_first_release_metadata(&metadata_dir, &mut controller)?;
-        controller.register_broker(node_id, host, port)?;
-        // The broker serves only once it applied everything committed before it started.
-        let caught_up = controller.image().offset;
-        metadata
-            .wait_applied(-1, caught_up, QUORUM_START_TIMEOUT)
-            .map_err(BrokerError::Apply)?;
+        let controller = Arc::new(Mutex::new(Controller::new(Box::new(quorum.clone()))));
+        {
+            // Operations other nodes forward while this node is the active controller.
+            let controller = controller.clone();
+            quorum.set_controller(Arc::new(move |op| {
+                execute_locally(&controller, op).map_err(|e| WireRefusal::from(&e))
+            }));
+        }
+        if quorum.leader() == Some(node_id) {
+            import_first_release_metadata(
+                &metadata_dir,
+                &mut controller.lock().expect("controller lock poisoned"),
+            )?;
+        } else if metadata_dir.join("metadata.log").exists() {
+            return Err(BrokerError::Start(format!(
+                "{} holds the metadata of a single-node release: start this node alone once (without controller.quorum.voters) to import it",
+                metadata_dir.display()
+            )));
+        }
         let groups = GroupCoordinator::new(config.coordinator_config(), clock.clone());
         let txns = TxnCoordinator::new(config.txn_config(), clock.clone());
         let broker = Broker {
@@ -135,12 +148,13 @@ impl Broker {
             quorum,
             metadata,
             listener_thread: Mutex::new(Some(listener_thread)),
-            controller: Mutex::new(controller),
+            controller,
             replicas,
             groups,
             txns,
             producer_ids: Mutex::new((0, 0)),
         };
+        broker.register(host, port)?;
         broker.remove_stray_partition_dirs(&broker.image());
         broker.groups.load(&broker).map_err(|e| BrokerError::Io {
             context: format!("replaying {OFFSETS_TOPIC}"),
@@ -153,10 +167,61 @@ impl Broker {
         Ok(broker)
     }
 
-    /// The node clients are told is the active controller. A quorum of one today: this
-    /// broker; with a replicated quorum, the quorum's leader.
+    /// Registers this broker's endpoint at the active controller (retrying while a leader
+    /// is being elected), then waits until everything committed so far is applied here:
+    /// the broker serves only then.
+    fn register(&self, host: &str, port: u16) -> Result<(), BrokerError> {
+        let deadline = std::time::Instant::now() + QUORUM_START_TIMEOUT;
+        let op = ControllerOp::RegisterBroker {
+            node_id: self.node_id,
+            host: host.to_string(),
+            port,
+        };
+        loop {
+            match self.commit(op.clone()) {
+                Ok(_) => break,
+                Err(CommitError::Refused(
+                    e @ (ControllerError::NotController(_) | ControllerError::Timeout(_)),
+                )) if std::time::Instant::now() < deadline => {
+                    tracing::info!(error = %e, "waiting for an active controller to register with");
+                    std::thread::sleep(Duration::from_millis(50));
+                }
+                Err(e) => {
+                    return Err(BrokerError::Start(format!(
+                        "cannot register this broker: {e}"
+                    )))
+                }
+            }
+        }
+        let caught_up = self.controller_image_offset();
+        self.metadata
+            .wait_applied(-1, caught_up, QUORUM_START_TIMEOUT)
+            .map_err(BrokerError::Apply)
+    }
+
+    /// The offset of the quorum's image as this node's voter has it.
+    fn controller_image_offset(&self) -> i64 {
+        self.quorum.image().offset
+    }
+
+    /// The node clients are told is the active controller: the quorum's leader (this node
+    /// while none is known).
     pub fn active_controller_id(&self) -> i32 {
-        self.node_id
+        self.quorum.leader().unwrap_or(self.node_id)
+    }
+
+    /// The error for a partition this broker does not host: NOT_LEADER_OR_FOLLOWER when it
+    /// exists (another broker leads it), UNKNOWN_TOPIC_OR_PARTITION when it does not.
+    pub fn not_hosted_error(
+        &self,
+        topic: &str,
+        index: i32,
+    ) -> kafka_protocol::error::ResponseError {
+        if self.partition_exists(topic, index) {
+            kafka_protocol::error::ResponseError::NotLeaderOrFollower
+        } else {
+            kafka_protocol::error::ResponseError::UnknownTopicOrPartition
+        }
     }
 
     /// The published metadata image.
@@ -190,7 +255,10 @@ impl Broker {
             .lock()
             .expect("producer id mutex poisoned");
         if ids.0 >= ids.1 {
-            let start = self.commit(|c| c.allocate_producer_ids(BLOCK))?;
+            let start = match self.commit(ControllerOp::AllocateProducerIds { size: BLOCK })? {
+                ControllerReply::ProducerIds(start) => start,
+                other => unreachable!("a producer id block, not {other:?}"),
+            };
             *ids = (start, start + BLOCK);
         }
         ids.0 += 1;
@@ -202,25 +270,31 @@ impl Broker {
         self.metadata.static_config()
     }
 
-    /// Runs one controller operation (validate, append), then applies and publishes what it
-    /// committed before returning. A failure to apply is logged and returned: the change
-    /// is in the metadata log, but this broker could not act on all of it.
-    pub fn commit<T>(
-        &self,
-        op: impl FnOnce(&mut Controller) -> Result<T, ControllerError>,
-    ) -> Result<T, CommitError> {
-        let mut controller = self.controller.lock().expect("controller lock poisoned");
-        let before = controller.last_written();
-        let outcome = op(&mut controller);
-        let written = controller.last_written();
-        if written > before {
-            // Under the controller lock, so the next change is validated against a state
-            // this broker has published too.
-            blocking::block_in_place_or_run(|| {
-                self.metadata.wait_applied(before, written, APPLY_TIMEOUT)
-            })?;
-        }
-        Ok(outcome?)
+    /// Runs one controller operation at the active controller (here, or forwarded to it),
+    /// then waits until this broker applied what it wrote before returning. A failure to
+    /// apply is logged and returned: the change is in the metadata log, but this broker
+    /// could not act on all of it.
+    pub fn commit(&self, op: ControllerOp) -> Result<ControllerReply, CommitError> {
+        blocking::block_in_place_or_run(|| {
+            let before = self.metadata.applied_offset();
+            let outcome = if self.quorum.leader() == Some(self.node_id) {
+                execute_locally(&self.controller, op)
+            } else {
+                self.quorum
+                    .forward(op, APPLY_TIMEOUT)
+                    .map_err(ControllerError::from)
+            };
+            // Refused or not, the caller then sees what the controller saw: a topic another
+            // request created a moment ago is published here before "already exists" is.
+            let written = match &outcome {
+                Ok((_, written)) => *written,
+                Err(_) => self.quorum.image().offset,
+            };
+            if written > before {
+                self.metadata.wait_applied(before, written, APPLY_TIMEOUT)?;
+            }
+            Ok(outcome?.0)
+        })
     }
 
     /// Creates `__consumer_offsets` (compacted, offsets.topic.* settings) if it is missing.
@@ -256,16 +330,12 @@ impl Broker {
             ("cleanup.policy".to_string(), "compact".to_string()),
             ("segment.bytes".to_string(), get("segment.bytes")),
         ];
-        let result = self.commit(|c| {
-            c.create_topic(
-                NewTopic {
-                    name,
-                    num_partitions: get("num.partitions").parse().unwrap_or(50),
-                    replication_factor: rf,
-                    configs: &configs,
-                },
-                false,
-            )
+        let result = self.commit(ControllerOp::CreateTopic {
+            name: name.to_string(),
+            num_partitions: get("num.partitions").parse().unwrap_or(50),
+            replication_factor: rf,
+            configs,
+            validate_only: false,
         });
         match result {
             Ok(_) | Err(CommitError::Refused(ControllerError::TopicAlreadyExists(_))) => Ok(()),
@@ -288,16 +358,12 @@ impl Broker {
         if !config.auto_create_topics() {
             return Ok(false);
         }
-        let result = self.commit(|c| {
-            c.create_topic(
-                NewTopic {
-                    name,
-                    num_partitions: config.num_partitions(),
-                    replication_factor: config.default_replication_factor(),
-                    configs: &[],
-                },
-                false,
-            )
+        let result = self.commit(ControllerOp::CreateTopic {
+            name: name.to_string(),
+            num_partitions: config.num_partitions(),
+            replication_factor: config.default_replication_factor(),
+            configs: Vec::new(),
+            validate_only: false,
         });
         match result {
             Ok(_) | Err(CommitError::Refused(ControllerError::TopicAlreadyExists(_))) => Ok(true),
@@ -389,6 +455,20 @@ impl CoordinatorServices for Broker {
     fn next_producer_id(&self) -> Result<i64, String> {
         Broker::next_producer_id(self).map_err(|e| e.to_string())
     }
+}
+
+/// Runs `op` on this node's controller; returns its reply and the offset of the last record
+/// written so far (what a caller waits to have applied).
+fn execute_locally(
+    controller: &Mutex<Controller>,
+    op: ControllerOp,
+) -> Result<(ControllerReply, i64), ControllerError> {
+    let mut controller = controller.lock().expect("controller lock poisoned");
+    let reply = controller.execute(op)?;
+    Ok((
+        reply,
+        controller.last_written().max(controller.image().offset),
+    ))
 }
 
 /// Imports the metadata log of the first, single-node release (`metadata.log` in the metadata

@@ -47,13 +47,31 @@ pub const BROKER_CONFIGS: &[BrokerConfigDef] = &[
         "process.roles",
         T,
         Some("broker,controller"),
-        "single-node mode is both broker and controller",
+        "every node of this release is both broker and controller",
+    ),
+    def(
+        "controller.quorum.voters",
+        T,
+        Some(""),
+        "the metadata quorum's voters, id@host:port,...; empty: this node alone",
+    ),
+    def(
+        "controller.listener.names",
+        T,
+        Some("CONTROLLER"),
+        "the name of the listener for quorum traffic in `listeners`",
+    ),
+    def(
+        "inter.broker.listener.name",
+        T,
+        Some("PLAINTEXT"),
+        "the listener brokers use to reach each other (PLAINTEXT only)",
     ),
     def(
         "listeners",
         T,
         Some("PLAINTEXT://127.0.0.1:9092"),
-        "where the broker listens (one PLAINTEXT listener)",
+        "where the node listens: one PLAINTEXT listener for clients and brokers, plus CONTROLLER://host:port for the quorum",
     ),
     def(
         "advertised.listeners",
@@ -484,6 +502,13 @@ impl BrokerConfig {
         }
         config.listener()?;
         config.advertised_listener()?;
+        crate::cluster_config::cluster_config(&config)?;
+        let inter = config.get("inter.broker.listener.name").unwrap_or_default();
+        if !inter.eq_ignore_ascii_case("PLAINTEXT") {
+            return Err(ConfigError(format!(
+                "invalid value for 'inter.broker.listener.name': '{inter}' (only PLAINTEXT is served)"
+            )));
+        }
         Ok(config)
     }
 
@@ -602,10 +627,12 @@ impl BrokerConfig {
         }
     }
 
-    /// The listener address (`PLAINTEXT://host:port`; the host must be an IP or localhost).
+    /// The client listener address (`PLAINTEXT://host:port`; the host must be an IP or
+    /// localhost).
     pub fn listener(&self) -> Result<SocketAddr, ConfigError> {
         let raw = self.get("listeners").unwrap_or_default();
-        parse_listener(raw).map_err(|e| ConfigError(format!("invalid value for 'listeners': {e}")))
+        parse_listener(client_entry(raw, self.controller_listener_name()))
+            .map_err(|e| ConfigError(format!("invalid value for 'listeners': {e}")))
     }
 
     /// The advertised (host, port); `port 0` is replaced by the bound port by the caller.
@@ -614,8 +641,31 @@ impl BrokerConfig {
             .get("advertised.listeners")
             .or_else(|| self.get("listeners"))
             .unwrap_or_default();
-        split_listener(raw)
+        split_listener(client_entry(raw, self.controller_listener_name()))
             .map_err(|e| ConfigError(format!("invalid value for 'advertised.listeners': {e}")))
+    }
+
+    /// The name of the quorum's listener (`controller.listener.names`, first entry).
+    pub fn controller_listener_name(&self) -> &str {
+        self.get("controller.listener.names")
+            .unwrap_or("CONTROLLER")
+            .split(',')
+            .next()
+            .unwrap_or("CONTROLLER")
+            .trim()
+    }
+
+    /// The address of the CONTROLLER entry of `listeners`, if there is one.
+    pub fn controller_listener(&self) -> Result<Option<SocketAddr>, String> {
+        let name = self.controller_listener_name();
+        let prefix = format!("{name}://");
+        self.get("listeners")
+            .unwrap_or_default()
+            .split(',')
+            .map(str::trim)
+            .find(|e| e.len() > prefix.len() && e[..prefix.len()].eq_ignore_ascii_case(&prefix))
+            .map(|e| parse_listener(&format!("PLAINTEXT://{}", &e[prefix.len()..])))
+            .transpose()
     }
 
     /// The broker-level value that is the default of topic key `topic_key`, if any.
@@ -715,6 +765,15 @@ impl BrokerConfig {
     pub fn explicit(&self) -> &BTreeMap<String, String> {
         &self.set
     }
+}
+
+/// The first entry of a listener list that is not the controller listener `controller`.
+fn client_entry<'a>(raw: &'a str, controller: &str) -> &'a str {
+    let prefix = format!("{controller}://");
+    raw.split(',')
+        .map(str::trim)
+        .find(|e| !(e.len() >= prefix.len() && e[..prefix.len()].eq_ignore_ascii_case(&prefix)))
+        .unwrap_or("")
 }
 
 fn split_listener(raw: &str) -> Result<(String, u16), String> {

@@ -8,6 +8,7 @@ pub mod background;
 pub mod blocking;
 pub mod broker;
 pub mod clock;
+pub mod cluster_config;
 pub mod config;
 pub mod coordinator_services;
 pub mod dispatch;

@@ -10,11 +10,13 @@
 
 pub mod config;
 pub mod controller;
+pub mod controller_op;
 pub mod image;
 pub mod log;
 pub mod quorum;
 pub mod record;
 
 pub use controller::{Controller, ControllerError};
+pub use controller_op::{ControllerOp, ControllerReply};
 pub use image::{MetadataDelta, MetadataImage, PartitionImage, TopicImage};
 pub use record::{ConfigResource, MetadataBatch, MetadataRecord};

@@ -7,7 +7,7 @@
 use std::collections::BTreeMap;
 
 use gregor_metadata::config::{ConfigType, TOPIC_CONFIGS};
-use gregor_metadata::ConfigResource;
+use gregor_metadata::{ConfigResource, ControllerOp};
 use kafka_protocol::error::ResponseError;
 use kafka_protocol::messages::describe_configs_response::{
     DescribeConfigsResourceResult, DescribeConfigsResult, DescribeConfigsSynonym,
@@ -228,7 +228,11 @@ fn apply(
 ) -> Result<(), (i16, String)> {
     match resource_type {
         RESOURCE_TOPIC => broker
-            .commit(|c| c.alter_topic_configs(name, &changes, validate_only))
+            .commit(ControllerOp::AlterTopicConfigs {
+                name: name.to_string(),
+                changes: changes.clone(),
+                validate_only,
+            })
             .map(|_| ())
             .map_err(|e| commit_error(&e)),
         RESOURCE_BROKER if is_this_broker(broker, name) => {
@@ -258,7 +262,10 @@ fn apply(
                 return Ok(());
             }
             broker
-                .commit(|c| c.alter_broker_configs(broker.node_id, &changes))
+                .commit(ControllerOp::AlterBrokerConfigs {
+                    node_id: broker.node_id,
+                    changes,
+                })
                 .map(|_| ())
                 .map_err(|e| commit_error(&e))
         }

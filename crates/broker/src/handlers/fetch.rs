@@ -59,7 +59,7 @@ pub async fn handle(broker: &Broker, request: FetchRequest, version: i16) -> Fet
             .iter()
             .filter_map(|(_, _, p)| p.as_ref().map(|p| p.subscribe_hw()))
             .collect();
-        let (response, bytes, had_error) = read_all(&request, &targets, max_bytes, version);
+        let (response, bytes, had_error) = read_all(broker, &request, &targets, max_bytes, version);
         let now = tokio::time::Instant::now();
         if bytes >= min_bytes || had_error || now >= deadline {
             return response;
@@ -70,7 +70,7 @@ pub async fn handle(broker: &Broker, request: FetchRequest, version: i16) -> Fet
                 .is_err()
         {
             // Timed out with nothing new: the last read is the answer.
-            return read_all(&request, &targets, max_bytes, version).0;
+            return read_all(broker, &request, &targets, max_bytes, version).0;
         }
     }
 }
@@ -95,6 +95,7 @@ async fn any_changed(watches: &mut [watch::Receiver<i64>]) {
 /// One pass over every requested partition. Returns the response, the record bytes in it,
 /// and whether any partition had an error (which ends a long poll at once, as in Kafka).
 fn read_all(
+    broker: &Broker,
     request: &FetchRequest,
     targets: &[(usize, usize, Option<Arc<Partition>>)],
     max_bytes: usize,
@@ -125,7 +126,8 @@ fn read_all(
             .with_records(Some(Bytes::new()));
         match partition {
             None => {
-                data.error_code = code(ResponseError::UnknownTopicOrPartition);
+                let topic = request.topics[*ti].topic.0.as_str();
+                data.error_code = code(broker.not_hosted_error(topic, req.partition));
                 had_error = true;
             }
             Some(p) => {

@@ -77,7 +77,7 @@ pub async fn handle(
             let Some(partition) = broker.replicas.get(&name, index) else {
                 partitions.push(partition_error(
                     index,
-                    ResponseError::UnknownTopicOrPartition,
+                    broker.not_hosted_error(&name, index),
                     None,
                 ));
                 continue;

@@ -1,6 +1,6 @@
 //! CreateTopics, DeleteTopics and CreatePartitions: admin changes through the controller.
 
-use gregor_metadata::controller::NewTopic;
+use gregor_metadata::{ControllerOp, ControllerReply};
 use kafka_protocol::error::ResponseError;
 use kafka_protocol::messages::create_partitions_response::CreatePartitionsTopicResult;
 use kafka_protocol::messages::create_topics_response::{
@@ -82,19 +82,19 @@ pub fn create_topics(
                         .map(|v| (c.name.to_string(), v.to_string()))
                 })
                 .collect();
-            let created = broker.commit(|c| {
-                c.create_topic(
-                    NewTopic {
-                        name: &name,
-                        num_partitions: partitions,
-                        replication_factor: rf,
-                        configs: &configs,
-                    },
-                    request.validate_only,
-                )
+            let created = broker.commit(ControllerOp::CreateTopic {
+                name: name.clone(),
+                num_partitions: partitions,
+                replication_factor: rf,
+                configs: configs.clone(),
+                validate_only: request.validate_only,
             });
             match created {
-                Ok(topic_id) => {
+                Ok(reply) => {
+                    let topic_id = match reply {
+                        ControllerReply::TopicId(id) => id,
+                        _ => Default::default(),
+                    };
                     let mut ok = result
                         .with_error_code(NONE)
                         .with_topic_id(topic_id)
@@ -162,7 +162,7 @@ pub fn delete_topics(
                     .with_error_message(Some(s(format!("no topic has id {id}"))));
             };
             let topic_id = image.topic(&name).map(|t| t.topic_id).unwrap_or(id);
-            match broker.commit(|c| c.delete_topic(&name)) {
+            match broker.commit(ControllerOp::DeleteTopic { name: name.clone() }) {
                 Ok(_) => result.with_error_code(NONE).with_topic_id(topic_id),
                 Err(e) => {
                     let (c, m) = commit_error(&e);
@@ -200,7 +200,11 @@ pub fn create_partitions(
                         ))));
                 }
             }
-            match broker.commit(|c| c.create_partitions(&name, t.count, request.validate_only)) {
+            match broker.commit(ControllerOp::CreatePartitions {
+                name: name.clone(),
+                total: t.count,
+                validate_only: request.validate_only,
+            }) {
                 Ok(_) => result.with_error_code(NONE),
                 Err(e) => {
                     let (c, m) = commit_error(&e);

@@ -428,7 +428,7 @@ impl TxnCoordinator {
 
 #[cfg(test)]
 mod tests {
-    use gregor_metadata::controller::NewTopic;
+    use gregor_metadata::ControllerOp;
 
     use crate::broker::Broker;
     use crate::clock::{Clock, ManualClock};
@@ -455,16 +455,12 @@ mod tests {
         let broker = broker_at(dir.path(), clock.clone());
         broker.ensure_txn_state_topic().unwrap();
         broker
-            .commit(|c| {
-                c.create_topic(
-                    NewTopic {
-                        name: "t",
-                        num_partitions: 1,
-                        replication_factor: 1,
-                        configs: &[],
-                    },
-                    false,
-                )
+            .commit(ControllerOp::CreateTopic {
+                name: "t".into(),
+                num_partitions: 1,
+                replication_factor: 1,
+                configs: Vec::new(),
+                validate_only: false,
             })
             .unwrap();
         let (pid, epoch) = broker

@@ -23,12 +23,20 @@ pub struct BrokerProcess {
     /// Kept open so the broker never writes to a closed pipe.
     _stdout: Lines<BufReader<ChildStdout>>,
     pub port: u16,
+    dir: String,
 }
 
 impl BrokerProcess {
     /// Starts the broker on `port` with data in `dir` and `--override`s, and waits for its
     /// "listening" line, which must name the port and the data directory.
     pub fn start(dir: &Path, port: u16, overrides: &[&str]) -> BrokerProcess {
+        let mut broker = BrokerProcess::spawn(dir, port, overrides);
+        broker.wait_listening();
+        broker
+    }
+
+    /// Starts the broker without waiting for it (cluster nodes wait for each other).
+    pub fn spawn(dir: &Path, port: u16, overrides: &[&str]) -> BrokerProcess {
         let mut cmd = Command::new(env!("CARGO_BIN_EXE_gregor"));
         cmd.arg("broker")
             .arg("--override")
@@ -43,23 +51,26 @@ impl BrokerProcess {
             .stderr(Stdio::null())
             .spawn()
             .expect("spawn gregor broker");
-        let mut lines = BufReader::new(child.stdout.take().unwrap()).lines();
-        // Built before any assertion, so a failing one still kills the child.
-        let first = lines.next().and_then(|l| l.ok()).unwrap_or_default();
-        let broker = BrokerProcess {
+        let lines = BufReader::new(child.stdout.take().unwrap()).lines();
+        BrokerProcess {
             child,
             _stdout: lines,
             port,
-        };
+            dir: dir.display().to_string(),
+        }
+    }
+
+    /// Waits for the "listening" line, which must name the port and the data directory.
+    pub fn wait_listening(&mut self) {
+        let first = self._stdout.next().and_then(|l| l.ok()).unwrap_or_default();
         assert!(
-            first.contains(&format!("listening on 127.0.0.1:{port}")),
+            first.contains(&format!("listening on 127.0.0.1:{}", self.port)),
             "{first}"
         );
         assert!(
-            first.contains(&dir.display().to_string()),
+            first.contains(&self.dir),
             "prints where data lives: {first}"
         );
-        broker
     }
 
     /// `127.0.0.1:PORT`.

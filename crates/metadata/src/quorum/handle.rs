@@ -12,8 +12,11 @@ use std::time::{Duration, Instant};
 
 use tokio::sync::mpsc;
 
-use super::{ProposeError, Quorum, QuorumConfig, QuorumError, QuorumEvent, QuorumStatus};
+use super::{
+    ControllerHandler, ProposeError, Quorum, QuorumConfig, QuorumError, QuorumEvent, QuorumStatus,
+};
 use crate::controller::{ControllerError, MetadataWriter};
+use crate::controller_op::{ControllerOp, ForwardedOutcome, RefusalKind, WireRefusal};
 use crate::image::MetadataImage;
 use crate::record::MetadataRecord;
 
@@ -24,6 +27,12 @@ enum Request {
         reply: std_mpsc::Sender<Result<(i64, i64), ProposeError>>,
     },
     Status(std_mpsc::Sender<QuorumStatus>),
+    Forward {
+        op: ControllerOp,
+        timeout: Duration,
+        reply: std_mpsc::Sender<ForwardedOutcome>,
+    },
+    SetController(ControllerHandler),
 }
 
 /// A running voter on its own thread.
@@ -95,6 +104,10 @@ impl QuorumHandle {
                                 Request::Status(reply) => {
                                     let _ = reply.send(quorum.status());
                                 }
+                                Request::Forward { op, timeout, reply } => {
+                                    let _ = reply.send(quorum.forward(op, timeout).await);
+                                }
+                                Request::SetController(handler) => quorum.set_controller(handler),
                             }
                         });
                     }
@@ -158,6 +171,33 @@ impl QuorumHandle {
         answer
             .recv_timeout(timeout + Duration::from_secs(1))
             .map_err(|_| ProposeError::Timeout)?
+    }
+
+    /// [`Quorum::forward`], waiting on this thread.
+    pub fn forward(&self, op: ControllerOp, timeout: Duration) -> ForwardedOutcome {
+        let (reply, answer) = std_mpsc::channel();
+        let stopped = |message: String| WireRefusal {
+            kind: RefusalKind::NotController,
+            message,
+        };
+        self.send(Request::Forward { op, timeout, reply })
+            .map_err(|e| stopped(e.to_string()))?;
+        answer
+            .recv_timeout(timeout + Duration::from_secs(1))
+            .map_err(|_| WireRefusal {
+                kind: RefusalKind::Timeout,
+                message: "the active controller did not answer in time".into(),
+            })?
+    }
+
+    /// [`Quorum::set_controller`].
+    pub fn set_controller(&self, handler: ControllerHandler) {
+        let _ = self.send(Request::SetController(handler));
+    }
+
+    /// The leader (active controller) as this voter last saw it.
+    pub fn leader(&self) -> Option<i32> {
+        self.status().ok().and_then(|s| s.leader)
     }
 
     /// The quorum as this voter sees it.

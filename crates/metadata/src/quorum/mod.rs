@@ -22,6 +22,7 @@ mod network;
 mod state_machine;
 
 pub use handle::QuorumHandle;
+pub use network::ControllerHandler;
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::io::Cursor;
@@ -34,6 +35,7 @@ use openraft::error::{ClientWriteError, InitializeError, RaftError};
 use openraft::{BasicNode, Config, SnapshotPolicy};
 use tokio::sync::mpsc;
 
+use crate::controller_op::{ControllerOp, ForwardedOutcome, RefusalKind, WireRefusal};
 use crate::image::MetadataImage;
 use crate::record::{MetadataBatch, MetadataRecord, StoredRecord};
 
@@ -156,6 +158,10 @@ pub struct Quorum {
     raft: Raft,
     /// The state machine's image, shared with it.
     image: Arc<RwLock<Arc<MetadataImage>>>,
+    /// Every voter's quorum address.
+    voters: BTreeMap<i32, SocketAddr>,
+    /// Runs operations other voters forward to this one as active controller.
+    handler: network::HandlerCell,
     server: tokio::task::JoinHandle<()>,
 }
 
@@ -216,7 +222,8 @@ impl Quorum {
         )
         .await
         .map_err(|e| QuorumError::Raft(e.to_string()))?;
-        let server = tokio::spawn(network::serve(listener, raft.clone()));
+        let handler: network::HandlerCell = Arc::default();
+        let server = tokio::spawn(network::serve(listener, raft.clone(), handler.clone()));
         let members: BTreeMap<NodeId, BasicNode> = config
             .voters
             .iter()
@@ -239,6 +246,8 @@ impl Quorum {
                 node_id: config.node_id,
                 raft,
                 image,
+                voters: config.voters.clone(),
+                handler,
                 server,
             },
             events_rx,
@@ -310,6 +319,33 @@ impl Quorum {
             }
             Ok(Err(e)) => Err(ProposeError::Stopped(e.to_string())),
         }
+    }
+
+    /// Installs what runs controller operations forwarded to this voter.
+    pub fn set_controller(&self, handler: ControllerHandler) {
+        *self.handler.write().expect("handler lock poisoned") = Some(handler);
+    }
+
+    /// Sends `op` to the active controller (another voter) and returns its outcome.
+    pub async fn forward(&self, op: ControllerOp, timeout: Duration) -> ForwardedOutcome {
+        let not_controller = |message: String| {
+            Err(WireRefusal {
+                kind: RefusalKind::NotController,
+                message,
+            })
+        };
+        let Some(leader) = self.leader() else {
+            return not_controller("no active controller is elected".into());
+        };
+        if leader == self.node_id {
+            return not_controller("this node is the active controller".into());
+        }
+        let Some(addr) = self.voters.get(&leader) else {
+            return not_controller(format!(
+                "the active controller {leader} is not a known voter"
+            ));
+        };
+        network::forward(&addr.to_string(), op, timeout).await
     }
 
     /// The quorum's state as this voter sees it.

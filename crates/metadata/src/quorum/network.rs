@@ -22,7 +22,41 @@ use serde::{Deserialize, Serialize};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
 
+use std::sync::{Arc, RwLock};
+
 use super::{NodeId, Raft, TypeConfig};
+use crate::controller_op::{ControllerOp, ForwardedOutcome, RefusalKind, WireRefusal};
+
+/// Sends `op` to the controller at `addr` and returns its outcome.
+pub async fn forward(addr: &str, op: ControllerOp, timeout: Duration) -> ForwardedOutcome {
+    let unreachable = |e: std::io::Error| WireRefusal {
+        kind: RefusalKind::NotController,
+        message: format!("the active controller at {addr} is unreachable: {e}"),
+    };
+    let exchange = async {
+        let mut stream = TcpStream::connect(addr).await?;
+        stream.set_nodelay(true)?;
+        let body = serde_json::to_vec(&RaftRequest::Controller(op)).expect("serializes");
+        write_frame(&mut stream, &body).await?;
+        read_frame(&mut stream).await
+    };
+    let answer = match tokio::time::timeout(timeout, exchange).await {
+        Ok(Ok(answer)) => answer,
+        Ok(Err(e)) => return Err(unreachable(e)),
+        Err(_) => {
+            return Err(WireRefusal {
+                kind: RefusalKind::Timeout,
+                message: format!("the active controller at {addr} did not answer in time"),
+            })
+        }
+    };
+    serde_json::from_slice(&answer).unwrap_or_else(|e| {
+        Err(WireRefusal {
+            kind: RefusalKind::Internal,
+            message: format!("malformed answer from the active controller: {e}"),
+        })
+    })
+}
 
 /// A frame larger than this is refused (snapshots travel in chunks far below it).
 const FRAME_BYTES_MAX: usize = 64 * 1024 * 1024;
@@ -34,7 +68,15 @@ enum RaftRequest {
     Vote(VoteRequest<NodeId>),
     AppendEntries(AppendEntriesRequest<TypeConfig>),
     InstallSnapshot(InstallSnapshotRequest<TypeConfig>),
+    /// A controller operation forwarded to the active controller.
+    Controller(ControllerOp),
 }
+
+/// Runs a forwarded controller operation (set by the broker once its controller exists).
+pub type ControllerHandler = Arc<dyn Fn(ControllerOp) -> ForwardedOutcome + Send + Sync>;
+
+/// Where the handler is installed; empty until then.
+pub type HandlerCell = Arc<RwLock<Option<ControllerHandler>>>;
 
 async fn write_frame(stream: &mut TcpStream, body: &[u8]) -> std::io::Result<()> {
     let mut frame = Vec::with_capacity(4 + body.len());
@@ -60,7 +102,7 @@ async fn read_frame(stream: &mut TcpStream) -> std::io::Result<Vec<u8>> {
 
 /// Accepts peer voters' connections and answers their requests until aborted; aborting it
 /// closes every connection it accepted too (a stopped voter must not keep answering).
-pub async fn serve(listener: TcpListener, raft: Raft) {
+pub async fn serve(listener: TcpListener, raft: Raft, handler: HandlerCell) {
     let mut peers = tokio::task::JoinSet::new();
     loop {
         let (stream, peer) = match listener.accept().await {
@@ -73,15 +115,20 @@ pub async fn serve(listener: TcpListener, raft: Raft) {
         };
         while peers.try_join_next().is_some() {}
         let raft = raft.clone();
+        let handler = handler.clone();
         peers.spawn(async move {
-            if let Err(e) = serve_peer(stream, raft).await {
+            if let Err(e) = serve_peer(stream, raft, handler).await {
                 tracing::debug!(%peer, error = %e, "quorum connection closed");
             }
         });
     }
 }
 
-async fn serve_peer(mut stream: TcpStream, raft: Raft) -> std::io::Result<()> {
+async fn serve_peer(
+    mut stream: TcpStream,
+    raft: Raft,
+    handler: HandlerCell,
+) -> std::io::Result<()> {
     stream.set_nodelay(true)?;
     loop {
         let body = match read_frame(&mut stream).await {
@@ -99,6 +146,26 @@ async fn serve_peer(mut stream: TcpStream, raft: Raft) -> std::io::Result<()> {
             RaftRequest::Vote(r) => serde_json::to_vec(&raft.vote(r).await),
             RaftRequest::AppendEntries(r) => serde_json::to_vec(&raft.append_entries(r).await),
             RaftRequest::InstallSnapshot(r) => serde_json::to_vec(&raft.install_snapshot(r).await),
+            RaftRequest::Controller(op) => {
+                let handler = handler.read().expect("handler lock poisoned").clone();
+                let outcome: ForwardedOutcome = match handler {
+                    // The controller writes through this very quorum and waits: off the
+                    // quorum's own thread.
+                    Some(h) => tokio::task::spawn_blocking(move || h(op))
+                        .await
+                        .unwrap_or_else(|e| {
+                            Err(WireRefusal {
+                                kind: RefusalKind::Internal,
+                                message: format!("the controller failed: {e}"),
+                            })
+                        }),
+                    None => Err(WireRefusal {
+                        kind: RefusalKind::NotController,
+                        message: "this node's controller is not running yet".into(),
+                    }),
+                };
+                serde_json::to_vec(&outcome)
+            }
         }
         .expect("raft responses serialize");
         write_frame(&mut stream, &answer).await?;

@@ -1,0 +1,213 @@
+//! The cluster settings of a node, with Kafka's names: `process.roles`, `node.id`,
+//! `controller.quorum.voters` (`id@host:port,...`), `controller.listener.names` and the
+//! CONTROLLER entry of `listeners`. Checked as a whole at start-up, so a misconfigured node
+//! stops with one clear error instead of half-starting.
+//!
+//! Without `controller.quorum.voters` the node is a quorum of one (both roles, as `gregor
+//! broker` with no arguments starts). Every node of this release is both broker and
+//! controller (a voter); brokers without the controller role are not built yet.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::net::SocketAddr;
+
+use crate::config::{BrokerConfig, ConfigError};
+
+/// What a node needs to join the metadata quorum.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ClusterConfig {
+    pub node_id: i32,
+    /// Every voter's quorum address; this node's is where it listens for the others.
+    pub voters: BTreeMap<i32, SocketAddr>,
+}
+
+/// The voters of `controller.quorum.voters`: `id@host:port` entries separated by commas.
+pub fn parse_voters(raw: &str) -> Result<BTreeMap<i32, SocketAddr>, String> {
+    let mut voters = BTreeMap::new();
+    let mut addresses = BTreeSet::new();
+    for entry in raw.split(',').map(str::trim).filter(|e| !e.is_empty()) {
+        let (id, addr) = entry
+            .split_once('@')
+            .ok_or_else(|| format!("voter '{entry}' is not id@host:port"))?;
+        let id: i32 = id
+            .trim()
+            .parse()
+            .ok()
+            .filter(|id| *id >= 0)
+            .ok_or_else(|| format!("voter '{entry}' has an invalid node id"))?;
+        let addr = addr.trim().replace("localhost", "127.0.0.1");
+        let addr: SocketAddr = addr
+            .parse()
+            .map_err(|_| format!("voter '{entry}': '{addr}' is not an IP address and port"))?;
+        if voters.insert(id, addr).is_some() {
+            return Err(format!("node id {id} appears twice among the voters"));
+        }
+        if !addresses.insert(addr) {
+            return Err(format!("address {addr} appears twice among the voters"));
+        }
+    }
+    Ok(voters)
+}
+
+/// The cluster settings of `config`, checked together.
+pub fn cluster_config(config: &BrokerConfig) -> Result<ClusterConfig, ConfigError> {
+    let err = |m: String| ConfigError(m);
+    let node_id = config.node_id();
+    let roles: BTreeSet<&str> = config
+        .get("process.roles")
+        .unwrap_or_default()
+        .split(',')
+        .map(str::trim)
+        .filter(|r| !r.is_empty())
+        .collect();
+    if let Some(bad) = roles
+        .iter()
+        .find(|r| !["broker", "controller"].contains(*r))
+    {
+        return Err(err(format!(
+            "invalid value for 'process.roles': unknown role '{bad}' (broker, controller)"
+        )));
+    }
+    if roles != BTreeSet::from(["broker", "controller"]) {
+        return Err(err(
+            "invalid value for 'process.roles': every node of this release is both broker and controller ('broker,controller')".into(),
+        ));
+    }
+    let raw_voters = config.get("controller.quorum.voters").unwrap_or_default();
+    let voters = parse_voters(raw_voters)
+        .map_err(|e| err(format!("invalid value for 'controller.quorum.voters': {e}")))?;
+    let controller_listener = config
+        .controller_listener()
+        .map_err(|e| err(format!("invalid value for 'listeners': {e}")))?;
+    if voters.is_empty() {
+        // A quorum of one: its own listener when one is configured, else none is needed.
+        let addr = controller_listener.unwrap_or_else(|| SocketAddr::from(([127, 0, 0, 1], 0)));
+        return Ok(ClusterConfig {
+            node_id,
+            voters: BTreeMap::from([(node_id, addr)]),
+        });
+    }
+    let Some(mine) = voters.get(&node_id).copied() else {
+        return Err(err(format!(
+            "node.id {node_id} is not one of the controller.quorum.voters ({}): a controller must be a voter",
+            raw_voters
+        )));
+    };
+    let Some(listen) = controller_listener else {
+        return Err(err(format!(
+            "'listeners' has no {} listener for the quorum; add e.g. {}://{mine}",
+            config.controller_listener_name(),
+            config.controller_listener_name()
+        )));
+    };
+    if listen.port() != mine.port() {
+        return Err(err(format!(
+            "the {} listener {listen} does not match this node's voter address {mine}",
+            config.controller_listener_name()
+        )));
+    }
+    let mut voters = voters;
+    // Listen where the listener says (e.g. 0.0.0.0), be reached where the voters say.
+    voters.insert(node_id, SocketAddr::new(listen.ip(), mine.port()));
+    Ok(ClusterConfig { node_id, voters })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn config(pairs: &[(&str, &str)]) -> Result<ClusterConfig, ConfigError> {
+        let c =
+            BrokerConfig::from_pairs(pairs.iter().map(|(k, v)| (k.to_string(), v.to_string())))?;
+        cluster_config(&c)
+    }
+
+    #[test]
+    fn no_voters_is_a_quorum_of_one() {
+        let c = config(&[]).unwrap();
+        assert_eq!(c.voters.len(), 1);
+        assert_eq!(c.voters[&1].port(), 0);
+    }
+
+    #[test]
+    fn three_voters() {
+        let c = config(&[
+            ("node.id", "2"),
+            (
+                "controller.quorum.voters",
+                "1@127.0.0.1:9093, 2@127.0.0.1:9094,3@localhost:9095",
+            ),
+            (
+                "listeners",
+                "PLAINTEXT://127.0.0.1:9092,CONTROLLER://127.0.0.1:9094",
+            ),
+        ])
+        .unwrap();
+        assert_eq!(c.node_id, 2);
+        assert_eq!(c.voters.len(), 3);
+        assert_eq!(c.voters[&3].to_string(), "127.0.0.1:9095");
+    }
+
+    #[test]
+    fn misconfigurations_are_refused_with_a_reason() {
+        let voters = "1@127.0.0.1:9093,2@127.0.0.1:9094";
+        let cases: &[(&[(&str, &str)], &str)] = &[
+            (
+                &[(
+                    "controller.quorum.voters",
+                    "1@127.0.0.1:9093,1@127.0.0.1:9094",
+                )],
+                "appears twice",
+            ),
+            (
+                &[(
+                    "controller.quorum.voters",
+                    "1@127.0.0.1:9093,2@127.0.0.1:9093",
+                )],
+                "appears twice",
+            ),
+            (
+                &[("controller.quorum.voters", "one@127.0.0.1:9093")],
+                "invalid node id",
+            ),
+            (
+                &[("controller.quorum.voters", "1-127.0.0.1:9093")],
+                "id@host:port",
+            ),
+            (
+                &[("controller.quorum.voters", "1@nowhere:x")],
+                "not an IP address",
+            ),
+            (
+                &[
+                    ("node.id", "3"),
+                    ("controller.quorum.voters", voters),
+                    (
+                        "listeners",
+                        "PLAINTEXT://127.0.0.1:1,CONTROLLER://127.0.0.1:9095",
+                    ),
+                ],
+                "not one of the controller.quorum.voters",
+            ),
+            (
+                &[("controller.quorum.voters", voters)],
+                "no CONTROLLER listener",
+            ),
+            (
+                &[
+                    ("controller.quorum.voters", voters),
+                    (
+                        "listeners",
+                        "PLAINTEXT://127.0.0.1:1,CONTROLLER://127.0.0.1:9999",
+                    ),
+                ],
+                "does not match",
+            ),
+            (&[("process.roles", "broker")], "both broker and controller"),
+            (&[("process.roles", "broker,chef")], "unknown role"),
+        ];
+        for (pairs, reason) in cases {
+            let e = config(pairs).expect_err(reason);
+            assert!(e.0.contains(reason), "{pairs:?}: {e}");
+        }
+    }
+}

@@ -1,0 +1,248 @@
+//! Three `gregor broker` processes on 127.0.0.1 forming one cluster over the metadata quorum
+//! (every node broker and controller): a topic created at one broker is visible at every
+//! broker and its partitions are spread over them; records produced through any broker reach
+//! each partition's leader; SIGKILL of the active controller elects another and CreateTopics
+//! works again (the time is printed); the killed node restarts and catches up. Every process
+//! is killed by its guard, on every path.
+
+mod support;
+
+use std::path::Path;
+use std::process::Command;
+use std::time::{Duration, Instant};
+
+use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, TopicReplication};
+use rdkafka::client::DefaultClientContext;
+use rdkafka::config::ClientConfig;
+use rdkafka::consumer::{BaseConsumer, Consumer};
+use rdkafka::message::Message;
+use rdkafka::producer::{FutureProducer, FutureRecord};
+use rdkafka::{Offset, TopicPartitionList};
+use support::{free_port, BrokerProcess};
+
+const WAIT: Duration = Duration::from_secs(20);
+
+fn client(bootstrap: &str) -> ClientConfig {
+    let mut c = ClientConfig::new();
+    c.set("bootstrap.servers", bootstrap)
+        .set("broker.address.family", "v4")
+        .set("socket.timeout.ms", "5000");
+    c
+}
+
+struct Node {
+    id: i32,
+    port: u16,
+    controller_port: u16,
+}
+
+fn overrides(node: &Node, voters: &str) -> Vec<String> {
+    vec![
+        format!("node.id={}", node.id),
+        format!(
+            "listeners=PLAINTEXT://127.0.0.1:{},CONTROLLER://127.0.0.1:{}",
+            node.port, node.controller_port
+        ),
+        format!("controller.quorum.voters={voters}"),
+    ]
+}
+
+fn spawn(root: &Path, node: &Node, voters: &str) -> BrokerProcess {
+    let o = overrides(node, voters);
+    let refs: Vec<&str> = o.iter().map(String::as_str).collect();
+    BrokerProcess::spawn(&root.join(format!("node-{}", node.id)), node.port, &refs)
+}
+
+/// The controller id as `gregor cluster info` reports it at `bootstrap`.
+fn controller_id(bootstrap: &str) -> Option<i32> {
+    let out = Command::new(env!("CARGO_BIN_EXE_gregor"))
+        .args([
+            "cluster",
+            "info",
+            "--format",
+            "json",
+            "--brokers",
+            bootstrap,
+        ])
+        .output()
+        .ok()?;
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout).ok()?;
+    v["controller"].as_i64().map(|id| id as i32)
+}
+
+/// Partition leaders of `topic` as broker `bootstrap` reports them, once it knows the topic.
+fn leaders(bootstrap: &str, topic: &str) -> Option<Vec<i32>> {
+    let c: BaseConsumer = client(bootstrap).create().ok()?;
+    let meta = c.fetch_metadata(Some(topic), Duration::from_secs(5)).ok()?;
+    let t = meta.topics().iter().find(|t| t.name() == topic)?;
+    if t.error().is_some() || t.partitions().is_empty() {
+        return None;
+    }
+    Some(t.partitions().iter().map(|p| p.leader()).collect())
+}
+
+fn wait_for<T>(what: &str, mut f: impl FnMut() -> Option<T>) -> T {
+    let deadline = Instant::now() + WAIT;
+    loop {
+        if let Some(v) = f() {
+            return v;
+        }
+        assert!(Instant::now() < deadline, "timed out waiting for {what}");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+async fn create_topic(bootstrap: &str, name: &str, partitions: i32) -> Result<(), String> {
+    let admin: AdminClient<DefaultClientContext> = client(bootstrap).create().unwrap();
+    let r = admin
+        .create_topics(
+            &[NewTopic::new(name, partitions, TopicReplication::Fixed(1))],
+            // Short, so a retry after the controller moved is not held up by librdkafka.
+            &AdminOptions::new()
+                .operation_timeout(Some(Duration::from_millis(500)))
+                .request_timeout(Some(Duration::from_millis(500))),
+        )
+        .await
+        .map_err(|e| e.to_string())?;
+    r[0].clone().map(|_| ()).map_err(|(_, e)| e.to_string())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn three_nodes_share_metadata_and_survive_the_controller_dying() {
+    let root = tempfile::tempdir().unwrap();
+    let nodes: Vec<Node> = (1..=3)
+        .map(|id| Node {
+            id,
+            port: free_port(),
+            controller_port: free_port(),
+        })
+        .collect();
+    let voters = nodes
+        .iter()
+        .map(|n| format!("{}@127.0.0.1:{}", n.id, n.controller_port))
+        .collect::<Vec<_>>()
+        .join(",");
+    let started = Instant::now();
+    let mut procs: Vec<BrokerProcess> = nodes
+        .iter()
+        .map(|n| spawn(root.path(), n, &voters))
+        .collect();
+    for p in &mut procs {
+        p.wait_listening();
+    }
+    eprintln!("3 nodes serving after {:?}", started.elapsed());
+    let addr = |i: usize| format!("127.0.0.1:{}", nodes[i].port);
+
+    // Created at node 2, visible at all three, partitions on every broker.
+    create_topic(&addr(1), "spread", 6).await.unwrap();
+    let mut seen = Vec::new();
+    for i in 0..3 {
+        let b = addr(i);
+        seen.push(
+            tokio::task::spawn_blocking(move || wait_for("the topic", || leaders(&b, "spread")))
+                .await
+                .unwrap(),
+        );
+    }
+    assert!(
+        seen.windows(2).all(|w| w[0] == w[1]),
+        "every broker tells the same leaders: {seen:?}"
+    );
+    let mut led: Vec<i32> = seen[0].clone();
+    led.sort();
+    led.dedup();
+    assert_eq!(
+        led,
+        vec![1, 2, 3],
+        "partitions are spread over the brokers: {:?}",
+        seen[0]
+    );
+
+    // Records through node 3 land at each partition's leader and read back through node 1.
+    let producer: FutureProducer = client(&addr(2)).set("acks", "all").create().unwrap();
+    for p in 0..6 {
+        producer
+            .send(
+                FutureRecord::<(), _>::to("spread")
+                    .partition(p)
+                    .payload(&format!("v{p}")),
+                WAIT,
+            )
+            .await
+            .unwrap();
+    }
+    let b = addr(0);
+    let read = tokio::task::spawn_blocking(move || {
+        let c: BaseConsumer = client(&b)
+            .set("group.id", "cluster-reader")
+            .create()
+            .unwrap();
+        let mut tpl = TopicPartitionList::new();
+        for p in 0..6 {
+            tpl.add_partition_offset("spread", p, Offset::Beginning)
+                .unwrap();
+        }
+        c.assign(&tpl).unwrap();
+        let mut values = Vec::new();
+        let deadline = Instant::now() + WAIT;
+        while values.len() < 6 && Instant::now() < deadline {
+            if let Some(Ok(m)) = c.poll(Duration::from_millis(100)) {
+                values.push(String::from_utf8_lossy(m.payload().unwrap()).into_owned());
+            }
+        }
+        values.sort();
+        values
+    })
+    .await
+    .unwrap();
+    assert_eq!(read, (0..6).map(|p| format!("v{p}")).collect::<Vec<_>>());
+
+    // SIGKILL the active controller; another is elected and CreateTopics works again.
+    let b = addr(0);
+    let controller =
+        tokio::task::spawn_blocking(move || wait_for("a controller", || controller_id(&b)))
+            .await
+            .unwrap();
+    let victim = nodes.iter().position(|n| n.id == controller).unwrap();
+    let survivor = (victim + 1) % 3;
+    let killed_at = Instant::now();
+    procs[victim].kill();
+    let deadline = Instant::now() + WAIT;
+    loop {
+        match create_topic(&addr(survivor), "after-failover", 3).await {
+            Ok(()) => break,
+            Err(e) => {
+                assert!(
+                    Instant::now() < deadline,
+                    "no CreateTopics after the controller died: {e}"
+                );
+                tokio::time::sleep(Duration::from_millis(20)).await;
+            }
+        }
+    }
+    let failover = killed_at.elapsed();
+    eprintln!("controller {controller} SIGKILLed: CreateTopics succeeded again after {failover:?}");
+    let b = addr(survivor);
+    let new_controller = tokio::task::spawn_blocking(move || {
+        wait_for("a new controller", || {
+            controller_id(&b).filter(|c| *c != controller)
+        })
+    })
+    .await
+    .unwrap();
+    assert_ne!(new_controller, controller);
+
+    // The killed node comes back with its data and catches up.
+    procs[victim] = spawn(root.path(), &nodes[victim], &voters);
+    procs[victim].wait_listening();
+    let b = addr(victim);
+    let back = tokio::task::spawn_blocking(move || {
+        wait_for("the restarted node to catch up", || {
+            leaders(&b, "after-failover")
+        })
+    })
+    .await
+    .unwrap();
+    assert_eq!(back.len(), 3);
+    drop(procs);
+}

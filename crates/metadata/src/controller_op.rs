@@ -1,0 +1,174 @@
+//! Controller operations as values, so that a node that is not the active controller can
+//! forward one to the node that is (over the quorum's connections), and get its outcome
+//! back. The active controller runs each through [`Controller::execute`].
+
+use serde::{Deserialize, Serialize};
+use uuid::Uuid;
+
+use crate::controller::{Controller, ControllerError, NewTopic};
+
+/// One change a controller validates and writes.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub enum ControllerOp {
+    RegisterBroker {
+        node_id: i32,
+        host: String,
+        port: u16,
+    },
+    CreateTopic {
+        name: String,
+        num_partitions: i32,
+        replication_factor: i16,
+        configs: Vec<(String, String)>,
+        validate_only: bool,
+    },
+    DeleteTopic {
+        name: String,
+    },
+    CreatePartitions {
+        name: String,
+        total: i32,
+        validate_only: bool,
+    },
+    AlterTopicConfigs {
+        name: String,
+        changes: Vec<(String, Option<String>)>,
+        validate_only: bool,
+    },
+    AlterBrokerConfigs {
+        node_id: i32,
+        changes: Vec<(String, Option<String>)>,
+    },
+    AllocateProducerIds {
+        size: i64,
+    },
+}
+
+/// What an operation returned.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub enum ControllerReply {
+    Done,
+    /// The new topic's id (nil for a validate-only creation).
+    TopicId(Uuid),
+    /// The first id of the reserved producer-id block.
+    ProducerIds(i64),
+}
+
+/// The outcome of a forwarded operation: its reply and the offset of the last record it
+/// wrote (the caller's broker waits until it applied that offset), or why it was refused.
+pub type ForwardedOutcome = Result<(ControllerReply, i64), WireRefusal>;
+
+/// A [`ControllerError`] as it crosses the wire: its kind and message.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct WireRefusal {
+    pub kind: RefusalKind,
+    pub message: String,
+}
+
+/// The kinds of [`ControllerError`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub enum RefusalKind {
+    TopicAlreadyExists,
+    InvalidTopic,
+    InvalidPartitions,
+    InvalidReplicationFactor,
+    InvalidConfig,
+    UnknownTopic,
+    Internal,
+    NotController,
+    Timeout,
+    Storage,
+}
+
+impl From<&ControllerError> for WireRefusal {
+    fn from(e: &ControllerError) -> WireRefusal {
+        let kind = match e {
+            ControllerError::TopicAlreadyExists(_) => RefusalKind::TopicAlreadyExists,
+            ControllerError::InvalidTopic(_) => RefusalKind::InvalidTopic,
+            ControllerError::InvalidPartitions(_) => RefusalKind::InvalidPartitions,
+            ControllerError::InvalidReplicationFactor(_) => RefusalKind::InvalidReplicationFactor,
+            ControllerError::InvalidConfig(_) => RefusalKind::InvalidConfig,
+            ControllerError::UnknownTopic(_) => RefusalKind::UnknownTopic,
+            ControllerError::Internal(_) => RefusalKind::Internal,
+            ControllerError::NotController(_) => RefusalKind::NotController,
+            ControllerError::Timeout(_) => RefusalKind::Timeout,
+            ControllerError::Log(_) => RefusalKind::Storage,
+        };
+        WireRefusal {
+            kind,
+            message: e.to_string(),
+        }
+    }
+}
+
+impl From<WireRefusal> for ControllerError {
+    fn from(r: WireRefusal) -> ControllerError {
+        let m = r.message;
+        match r.kind {
+            RefusalKind::TopicAlreadyExists => ControllerError::TopicAlreadyExists(m),
+            RefusalKind::InvalidTopic => ControllerError::InvalidTopic(m),
+            RefusalKind::InvalidPartitions => ControllerError::InvalidPartitions(m),
+            RefusalKind::InvalidReplicationFactor => ControllerError::InvalidReplicationFactor(m),
+            RefusalKind::InvalidConfig => ControllerError::InvalidConfig(m),
+            RefusalKind::UnknownTopic => ControllerError::UnknownTopic(m),
+            RefusalKind::NotController => ControllerError::NotController(m),
+            RefusalKind::Timeout => ControllerError::Timeout(m),
+            RefusalKind::Internal | RefusalKind::Storage => ControllerError::Internal(m),
+        }
+    }
+}
+
+impl Controller {
+    /// Validates and writes `op`.
+    pub fn execute(&mut self, op: ControllerOp) -> Result<ControllerReply, ControllerError> {
+        match op {
+            ControllerOp::RegisterBroker {
+                node_id,
+                host,
+                port,
+            } => self
+                .register_broker(node_id, &host, port)
+                .map(|()| ControllerReply::Done),
+            ControllerOp::CreateTopic {
+                name,
+                num_partitions,
+                replication_factor,
+                configs,
+                validate_only,
+            } => self
+                .create_topic(
+                    NewTopic {
+                        name: &name,
+                        num_partitions,
+                        replication_factor,
+                        configs: &configs,
+                    },
+                    validate_only,
+                )
+                .map(ControllerReply::TopicId),
+            ControllerOp::DeleteTopic { name } => {
+                self.delete_topic(&name).map(|()| ControllerReply::Done)
+            }
+            ControllerOp::CreatePartitions {
+                name,
+                total,
+                validate_only,
+            } => self
+                .create_partitions(&name, total, validate_only)
+                .map(|()| ControllerReply::Done),
+            ControllerOp::AlterTopicConfigs {
+                name,
+                changes,
+                validate_only,
+            } => self
+                .alter_topic_configs(&name, &changes, validate_only)
+                .map(|()| ControllerReply::Done),
+            ControllerOp::AlterBrokerConfigs { node_id, changes } => self
+                .alter_broker_configs(node_id, &changes)
+                .map(|()| ControllerReply::Done),
+            ControllerOp::AllocateProducerIds { size } => self
+                .allocate_producer_ids(size)
+                .map(ControllerReply::ProducerIds),
+        }
+    }
+}
