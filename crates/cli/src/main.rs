@@ -1,6 +1,7 @@
 //! The `gregor` binary.
 //!
-//! * `gregor broker`: a single-node broker ([`broker_cmd`]).
+//! * `gregor broker`: a broker, by default a single node ([`broker_cmd`]).
+//! * `gregor local-cluster ...`: several broker processes on this machine ([`local_cluster`]).
 //! * `gregor produce` / `gregor consume`: console producer and consumer ([`produce`],
 //!   [`consume`]).
 //! * `gregor perf produce` / `gregor perf consume`: throughput and latency tests ([`perf`]).
@@ -16,6 +17,7 @@ mod cluster;
 mod common;
 mod consume;
 mod group;
+mod local_cluster;
 mod perf;
 mod produce;
 mod topic;
@@ -63,6 +65,11 @@ enum Command {
     Txn {
         #[command(subcommand)]
         command: txn::TxnCommand,
+    },
+    /// A cluster of broker processes on this machine: up, status, stop, kill, start, down.
+    LocalCluster {
+        #[command(subcommand)]
+        command: local_cluster::LocalClusterCommand,
     },
     /// The cluster: info.
     Cluster {
@@ -120,6 +127,10 @@ fn main() -> ExitCode {
         Command::Txn { command } => {
             init_logging("warn");
             common::block_on(txn::run(command))
+        }
+        Command::LocalCluster { command } => {
+            init_logging("warn");
+            local_cluster::run(command)
         }
         Command::Cluster { command } => {
             init_logging("warn");
