@@ -99,7 +99,7 @@ impl Broker {
         let node_id = config.node_id();
         let dir = config.log_dir();
         let log_dir = LogDir::open(&dir, clock.clone())?;
-        let cluster_id = load_or_create_cluster_id(&dir, node_id)?;
+        let local_cluster_id = read_cluster_id(&dir)?;
         let metadata_dir = dir.join(METADATA_DIR);
         let cluster = crate::cluster_config::cluster_config(&config)?;
         let (quorum, events) = QuorumHandle::start(QuorumConfig::new(
@@ -141,9 +141,10 @@ impl Broker {
         }
         let groups = GroupCoordinator::new(config.coordinator_config(), clock.clone());
         let txns = TxnCoordinator::new(config.txn_config(), clock.clone());
-        let broker = Broker {
+        let mut broker = Broker {
             node_id,
-            cluster_id,
+            // Set below, once the quorum says which cluster this is.
+            cluster_id: String::new(),
             clock,
             quorum,
             metadata,
@@ -154,6 +155,7 @@ impl Broker {
             txns,
             producer_ids: Mutex::new((0, 0)),
         };
+        broker.cluster_id = broker.claim_cluster_id(&dir, local_cluster_id)?;
         broker.register(host, port)?;
         broker.remove_stray_partition_dirs(&broker.image());
         broker.groups.load(&broker).map_err(|e| BrokerError::Io {
@@ -197,6 +199,49 @@ impl Broker {
         self.metadata
             .wait_applied(-1, caught_up, QUORUM_START_TIMEOUT)
             .map_err(BrokerError::Apply)
+    }
+
+    /// The cluster's id from the quorum (recorded by the first active controller, from its
+    /// `meta.properties` or fresh). A data directory of another cluster is refused
+    /// (INCONSISTENT_CLUSTER_ID); a new one gets `meta.properties` with the quorum's id.
+    fn claim_cluster_id(&self, dir: &Path, local: Option<String>) -> Result<String, BrokerError> {
+        let proposed = local
+            .clone()
+            .unwrap_or_else(|| base64_url(uuid::Uuid::new_v4().as_bytes()));
+        let deadline = std::time::Instant::now() + QUORUM_START_TIMEOUT;
+        let id = loop {
+            match self.commit(ControllerOp::ClaimClusterId {
+                proposed: proposed.clone(),
+            }) {
+                Ok(ControllerReply::ClusterId(id)) => break id,
+                Ok(other) => unreachable!("a cluster id, not {other:?}"),
+                Err(CommitError::Refused(
+                    e @ (ControllerError::NotController(_) | ControllerError::Timeout(_)),
+                )) if std::time::Instant::now() < deadline => {
+                    tracing::info!(error = %e, "waiting for an active controller");
+                    std::thread::sleep(Duration::from_millis(50));
+                }
+                Err(e) => {
+                    return Err(BrokerError::Start(format!(
+                        "cannot learn the cluster id: {e}"
+                    )))
+                }
+            }
+        };
+        match local {
+            Some(mine) if mine != id => {
+                tracing::error!(data_cluster_id = %mine, quorum_cluster_id = %id, "INCONSISTENT_CLUSTER_ID");
+                Err(BrokerError::Start(format!(
+                    "INCONSISTENT_CLUSTER_ID: the data in {} belongs to cluster {mine}, but the metadata quorum is cluster {id}",
+                    dir.display()
+                )))
+            }
+            Some(_) => Ok(id),
+            None => {
+                write_meta_properties(dir, &id, self.node_id)?;
+                Ok(id)
+            }
+        }
     }
 
     /// The offset of the quorum's image as this node's voter has it.
@@ -501,25 +546,33 @@ fn import_first_release_metadata(
     })
 }
 
-/// Reads `meta.properties` (cluster.id, node.id) or creates it with a fresh cluster id.
-fn load_or_create_cluster_id(dir: &Path, node_id: i32) -> Result<String, BrokerError> {
+/// The `cluster.id` of `meta.properties`, if the data directory has one.
+fn read_cluster_id(dir: &Path) -> Result<Option<String>, BrokerError> {
+    let path = dir.join("meta.properties");
+    match std::fs::read_to_string(&path) {
+        Ok(text) => Ok(crate::config::parse_properties(&text)
+            .into_iter()
+            .find(|(k, _)| k == "cluster.id")
+            .map(|(_, id)| id)),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
+        Err(source) => Err(BrokerError::Io {
+            context: format!("meta.properties at {}", path.display()),
+            source,
+        }),
+    }
+}
+
+/// Writes `meta.properties` (temporary file, then rename).
+fn write_meta_properties(dir: &Path, cluster_id: &str, node_id: i32) -> Result<(), BrokerError> {
     let path = dir.join("meta.properties");
     let io = |source| BrokerError::Io {
         context: format!("meta.properties at {}", path.display()),
         source,
     };
-    if let Ok(text) = std::fs::read_to_string(&path) {
-        let props = crate::config::parse_properties(&text);
-        if let Some((_, id)) = props.iter().find(|(k, _)| k == "cluster.id") {
-            return Ok(id.clone());
-        }
-    }
-    let id = base64_url(uuid::Uuid::new_v4().as_bytes());
-    let text = format!("version=1\ncluster.id={id}\nnode.id={node_id}\n");
+    let text = format!("version=1\ncluster.id={cluster_id}\nnode.id={node_id}\n");
     let tmp = path.with_extension("tmp");
     std::fs::write(&tmp, text).map_err(io)?;
-    std::fs::rename(&tmp, &path).map_err(io)?;
-    Ok(id)
+    std::fs::rename(&tmp, &path).map_err(io)
 }
 
 /// Kafka prints cluster ids as URL-safe base64 without padding (22 characters).

@@ -53,8 +53,8 @@ fn spawn(root: &Path, node: &Node, voters: &str) -> BrokerProcess {
     BrokerProcess::spawn(&root.join(format!("node-{}", node.id)), node.port, &refs)
 }
 
-/// The controller id as `gregor cluster info` reports it at `bootstrap`.
-fn controller_id(bootstrap: &str) -> Option<i32> {
+/// `gregor cluster info --format json` at `bootstrap`.
+fn cluster_info(bootstrap: &str) -> Option<serde_json::Value> {
     let out = Command::new(env!("CARGO_BIN_EXE_gregor"))
         .args([
             "cluster",
@@ -66,8 +66,14 @@ fn controller_id(bootstrap: &str) -> Option<i32> {
         ])
         .output()
         .ok()?;
-    let v: serde_json::Value = serde_json::from_slice(&out.stdout).ok()?;
-    v["controller"].as_i64().map(|id| id as i32)
+    serde_json::from_slice(&out.stdout).ok()
+}
+
+/// The controller id as `gregor cluster info` reports it at `bootstrap`.
+fn controller_id(bootstrap: &str) -> Option<i32> {
+    cluster_info(bootstrap)?["controller"]
+        .as_i64()
+        .map(|id| id as i32)
 }
 
 /// Partition leaders of `topic` as broker `bootstrap` reports them, once it knows the topic.
@@ -132,6 +138,18 @@ async fn three_nodes_share_metadata_and_survive_the_controller_dying() {
     }
     eprintln!("3 nodes serving after {:?}", started.elapsed());
     let addr = |i: usize| format!("127.0.0.1:{}", nodes[i].port);
+
+    // One cluster id, the same at every broker.
+    let ids: Vec<String> = (0..3)
+        .map(|i| {
+            let b = addr(i);
+            wait_for("cluster info", || {
+                cluster_info(&b)?["cluster_id"].as_str().map(String::from)
+            })
+        })
+        .collect();
+    assert!(ids.windows(2).all(|w| w[0] == w[1]), "{ids:?}");
+    assert_eq!(ids[0].len(), 22);
 
     // Created at node 2, visible at all three, partitions on every broker.
     create_topic(&addr(1), "spread", 6).await.unwrap();
@@ -244,5 +262,28 @@ async fn three_nodes_share_metadata_and_survive_the_controller_dying() {
     .await
     .unwrap();
     assert_eq!(back.len(), 3);
+
+    // A data directory of another cluster is refused, saying why.
+    procs[victim].kill();
+    let node_dir = root.path().join(format!("node-{}", nodes[victim].id));
+    let props = std::fs::read_to_string(node_dir.join("meta.properties")).unwrap();
+    assert!(props.contains(&format!("cluster.id={}", ids[0])), "{props}");
+    std::fs::write(
+        node_dir.join("meta.properties"),
+        props.replace(&ids[0], "AAAAAAAAAAAAAAAAAAAAAA"),
+    )
+    .unwrap();
+    let mut cmd = Command::new("timeout");
+    cmd.arg("30")
+        .arg(env!("CARGO_BIN_EXE_gregor"))
+        .arg("broker");
+    cmd.args(["--override", &format!("log.dirs={}", node_dir.display())]);
+    for o in overrides(&nodes[victim], &voters) {
+        cmd.arg("--override").arg(o);
+    }
+    let out = cmd.output().unwrap();
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("INCONSISTENT_CLUSTER_ID"), "{err}");
     drop(procs);
 }

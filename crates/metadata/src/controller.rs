@@ -308,6 +308,17 @@ impl Controller {
         ))
     }
 
+    /// The cluster's id: the one recorded, else `proposed`, recorded now.
+    pub fn claim_cluster_id(&mut self, proposed: String) -> Result<String, ControllerError> {
+        if let Some(id) = self.image().cluster_id.clone() {
+            return Ok(id);
+        }
+        self.commit(vec![MetadataRecord::ClusterId {
+            cluster_id: proposed.clone(),
+        }])?;
+        Ok(proposed)
+    }
+
     /// Reserves the next `size` producer ids durably; returns the first of them.
     pub fn allocate_producer_ids(&mut self, size: i64) -> Result<i64, ControllerError> {
         assert!(size > 0, "a producer id block is not empty");
@@ -501,5 +512,13 @@ mod tests {
         c.create_partitions("t", 4, false).unwrap();
         assert_eq!(c.last_written(), 5);
         assert_eq!(c.image().topic("t").unwrap().topic_id, id);
+    }
+
+    #[test]
+    fn the_cluster_id_is_claimed_once() {
+        let mut c = controller();
+        assert_eq!(c.claim_cluster_id("first".into()).unwrap(), "first");
+        assert_eq!(c.claim_cluster_id("second".into()).unwrap(), "first");
+        assert_eq!(c.image().cluster_id.as_deref(), Some("first"));
     }
 }

@@ -42,6 +42,10 @@ pub enum ControllerOp {
     AllocateProducerIds {
         size: i64,
     },
+    /// Names the cluster `proposed` unless it already has an id; the reply is the id.
+    ClaimClusterId {
+        proposed: String,
+    },
 }
 
 /// What an operation returned.
@@ -52,6 +56,8 @@ pub enum ControllerReply {
     TopicId(Uuid),
     /// The first id of the reserved producer-id block.
     ProducerIds(i64),
+    /// The cluster's id.
+    ClusterId(String),
 }
 
 /// The outcome of a forwarded operation: its reply and the offset of the last record it
@@ -169,6 +175,9 @@ impl Controller {
             ControllerOp::AllocateProducerIds { size } => self
                 .allocate_producer_ids(size)
                 .map(ControllerReply::ProducerIds),
+            ControllerOp::ClaimClusterId { proposed } => self
+                .claim_cluster_id(proposed)
+                .map(ControllerReply::ClusterId),
         }
     }
 }

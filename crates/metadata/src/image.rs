@@ -60,6 +60,8 @@ pub struct MetadataImage {
     pub configs: HashMap<ConfigResource, BTreeMap<String, String>>,
     /// The first producer id not yet handed out in any block.
     pub next_producer_id: i64,
+    /// The cluster's id, once the first controller wrote it.
+    pub cluster_id: Option<String>,
 }
 
 impl Default for MetadataImage {
@@ -72,6 +74,7 @@ impl Default for MetadataImage {
             topic_names_by_id: HashMap::new(),
             configs: HashMap::new(),
             next_producer_id: 0,
+            cluster_id: None,
         }
     }
 }
@@ -153,15 +156,22 @@ impl MetadataImage {
     /// brokers, each topic with its partitions, configs, the producer id block.
     pub fn to_records(&self) -> Vec<MetadataRecord> {
         let mut records: Vec<MetadataRecord> = self
-            .brokers
-            .values()
-            .map(|b| MetadataRecord::RegisterBroker {
-                node_id: b.node_id,
-                host: b.host.clone(),
-                port: b.port,
-                rack: b.rack.clone(),
+            .cluster_id
+            .iter()
+            .map(|id| MetadataRecord::ClusterId {
+                cluster_id: id.clone(),
             })
             .collect();
+        records.extend(
+            self.brokers
+                .values()
+                .map(|b| MetadataRecord::RegisterBroker {
+                    node_id: b.node_id,
+                    host: b.host.clone(),
+                    port: b.port,
+                    rack: b.rack.clone(),
+                }),
+        );
         for topic in self.topics.values() {
             records.push(MetadataRecord::Topic {
                 name: topic.name.clone(),
@@ -339,6 +349,14 @@ impl MetadataImage {
                 }
                 self.configs.insert(resource.clone(), entry);
                 delta.changed_configs.insert(resource.clone());
+            }
+            MetadataRecord::ClusterId { cluster_id } => {
+                if let Some(existing) = self.cluster_id.as_ref().filter(|c| *c != cluster_id) {
+                    return Err(ApplyError(format!(
+                        "the cluster id is {existing}; it cannot become {cluster_id}"
+                    )));
+                }
+                self.cluster_id = Some(cluster_id.clone());
             }
             MetadataRecord::ProducerIds { next_block_start } => {
                 if *next_block_start < self.next_producer_id {

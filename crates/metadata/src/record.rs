@@ -65,6 +65,9 @@ pub enum MetadataRecord {
     RemoveTopic { topic_id: Uuid },
     /// Producer ids below `next_block_start` are handed out; never reuse them.
     ProducerIds { next_block_start: i64 },
+    /// The cluster's id, written once by the first active controller; every node's
+    /// `meta.properties` must name the same.
+    ClusterId { cluster_id: String },
 }
 
 impl MetadataRecord {
@@ -77,7 +80,8 @@ impl MetadataRecord {
             | MetadataRecord::PartitionChange { .. }
             | MetadataRecord::Config { .. }
             | MetadataRecord::RemoveTopic { .. }
-            | MetadataRecord::ProducerIds { .. } => 0,
+            | MetadataRecord::ProducerIds { .. }
+            | MetadataRecord::ClusterId { .. } => 0,
         }
     }
 
@@ -91,6 +95,7 @@ impl MetadataRecord {
             MetadataRecord::Config { .. } => "Config",
             MetadataRecord::RemoveTopic { .. } => "RemoveTopic",
             MetadataRecord::ProducerIds { .. } => "ProducerIds",
+            MetadataRecord::ClusterId { .. } => "ClusterId",
         }
     }
 }
