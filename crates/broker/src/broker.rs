@@ -249,6 +249,11 @@ impl Broker {
         self.quorum.image().offset
     }
 
+    /// The metadata quorum as this node's voter sees it (None if it stopped).
+    pub fn quorum_status(&self) -> Option<gregor_metadata::quorum::QuorumStatus> {
+        self.quorum.status().ok()
+    }
+
     /// The node clients are told is the active controller: the quorum's leader (this node
     /// while none is known).
     pub fn active_controller_id(&self) -> i32 {

@@ -508,6 +508,7 @@ fn sample_request(key: ApiKey, version: i16, topic: &str) -> RequestKind {
                     .with_resource_name(s(topic))]),
         ),
         ApiKey::DescribeCluster => RequestKind::DescribeCluster(DescribeClusterRequest::default()),
+        ApiKey::DescribeQuorum => RequestKind::DescribeQuorum(DescribeQuorumRequest::default()),
         ApiKey::FindCoordinator if version >= 4 => RequestKind::FindCoordinator(
             FindCoordinatorRequest::default().with_coordinator_keys(vec![s("g"), s("h")]),
         ),

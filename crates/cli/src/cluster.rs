@@ -1,5 +1,6 @@
 //! `gregor cluster info`: cluster id, controller, brokers and versions (this CLI's and the
-//! API version ranges each broker advertises).
+//! API version ranges each broker advertises); `gregor cluster quorum`: the metadata quorum
+//! (DescribeQuorum at the active controller).
 
 use std::process::ExitCode;
 use std::time::Duration;
@@ -17,6 +18,8 @@ use crate::common::{admin_client, print_json, table, ConnArgs, FormatArg, Output
 pub enum ClusterCommand {
     /// Show the cluster id, the controller, the brokers and versions.
     Info(InfoArgs),
+    /// Show the metadata quorum: leader, epoch, and each voter's log end and lag.
+    Quorum(InfoArgs),
 }
 
 #[derive(Args)]
@@ -86,7 +89,10 @@ fn ranges_json(r: &Result<Vec<ApiRange>>) -> serde_json::Value {
 }
 
 pub async fn run(command: ClusterCommand) -> Result<ExitCode> {
-    let ClusterCommand::Info(a) = command;
+    let a = match command {
+        ClusterCommand::Info(a) => a,
+        ClusterCommand::Quorum(a) => return quorum(a).await,
+    };
     let admin = admin_client(&a.conn).await?;
     let c = admin.describe_cluster().await?;
     let timeout = admin.config().request_timeout;
@@ -140,6 +146,99 @@ pub async fn run(command: ClusterCommand) -> Result<ExitCode> {
                 Some(Err(e)) => println!("API versions: unavailable ({e:#})"),
                 None => println!("API versions: unavailable (controller not among the brokers)"),
             }
+        }
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+/// `gregor cluster quorum`: DescribeQuorum at the active controller.
+async fn quorum(a: InfoArgs) -> Result<ExitCode> {
+    use kafka_protocol::messages::describe_quorum_request::{PartitionData, TopicData};
+    use kafka_protocol::messages::{DescribeQuorumRequest, TopicName};
+    let admin = admin_client(&a.conn).await?;
+    let c = admin.describe_cluster().await?;
+    let timeout = admin.config().request_timeout;
+    let (_, host, port) = c
+        .brokers
+        .iter()
+        .find(|b| b.0 == c.controller_id)
+        .ok_or_else(|| {
+            anyhow!(
+                "the controller {} is not among the brokers",
+                c.controller_id
+            )
+        })?;
+    let conn = Connection::connect(&format!("{host}:{port}"), "gregor-cli", timeout).await?;
+    let request = DescribeQuorumRequest::default().with_topics(vec![TopicData::default()
+        .with_topic_name(TopicName(StrBytes::from_static_str("__cluster_metadata")))
+        .with_partitions(vec![PartitionData::default().with_partition_index(0)])]);
+    let kind = RequestKind::DescribeQuorum(request);
+    let response = match conn
+        .send_versioned(ApiKey::DescribeQuorum, 1, &kind)?
+        .await?
+    {
+        ResponseKind::DescribeQuorum(r) => r,
+        _ => return Err(anyhow!("unexpected response to DescribeQuorum")),
+    };
+    let p = response
+        .topics
+        .first()
+        .and_then(|t| t.partitions.first())
+        .ok_or_else(|| anyhow!("DescribeQuorum answered no partition"))?;
+    if p.error_code != 0 {
+        return Err(anyhow!(
+            "DescribeQuorum at broker {} failed: error code {}",
+            c.controller_id,
+            p.error_code
+        ));
+    }
+    let leader_end = p
+        .current_voters
+        .iter()
+        .find(|v| v.replica_id == p.leader_id)
+        .map_or(-1, |v| v.log_end_offset);
+    let voters: Vec<(i32, i64, i64)> = p
+        .current_voters
+        .iter()
+        .map(|v| {
+            let lag = if v.log_end_offset < 0 {
+                -1
+            } else {
+                leader_end - v.log_end_offset
+            };
+            (v.replica_id.0, v.log_end_offset, lag)
+        })
+        .collect();
+    match a.format.format {
+        OutputFormat::Json => print_json(&json!({
+            "leader": p.leader_id.0,
+            "epoch": p.leader_epoch,
+            "high_watermark": p.high_watermark,
+            "voters": voters.iter().map(|(id, end, lag)| json!({"id": id, "log_end_offset": end, "lag": lag})).collect::<Vec<_>>(),
+            "observers": [],
+        })),
+        OutputFormat::Text => {
+            println!("Leader: {}", p.leader_id.0);
+            println!("Epoch: {}", p.leader_epoch);
+            println!("High watermark: {}", p.high_watermark);
+            println!();
+            let rows: Vec<Vec<String>> = voters
+                .iter()
+                .map(|(id, end, lag)| {
+                    vec![
+                        id.to_string(),
+                        end.to_string(),
+                        lag.to_string(),
+                        if *id == p.leader_id.0 {
+                            "leader"
+                        } else {
+                            "follower"
+                        }
+                        .to_string(),
+                    ]
+                })
+                .collect();
+            print!("{}", table(&["ID", "LOG-END", "LAG", "STATUS"], &rows));
         }
     }
     Ok(ExitCode::SUCCESS)

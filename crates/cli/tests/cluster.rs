@@ -151,6 +151,37 @@ async fn three_nodes_share_metadata_and_survive_the_controller_dying() {
     assert!(ids.windows(2).all(|w| w[0] == w[1]), "{ids:?}");
     assert_eq!(ids[0].len(), 22);
 
+    // DescribeQuorum through `gregor cluster quorum`: the leader is the controller, three
+    // voters, all caught up once the cluster is idle.
+    let b = addr(0);
+    let quorum = tokio::task::spawn_blocking(move || {
+        wait_for("the quorum to be caught up", || {
+            let out = Command::new(env!("CARGO_BIN_EXE_gregor"))
+                .args(["cluster", "quorum", "--format", "json", "--brokers", &b])
+                .output()
+                .ok()?;
+            let v: serde_json::Value = serde_json::from_slice(&out.stdout).ok()?;
+            let voters = v["voters"].as_array()?;
+            (voters.len() == 3 && voters.iter().all(|x| x["lag"] == 0)).then_some(v)
+        })
+    })
+    .await
+    .unwrap();
+    assert_eq!(
+        quorum["leader"].as_i64().map(|l| l as i32),
+        controller_id(&addr(0))
+    );
+    assert!(quorum["epoch"].as_i64().unwrap() >= 1, "{quorum}");
+    let text = Command::new(env!("CARGO_BIN_EXE_gregor"))
+        .args(["cluster", "quorum", "--brokers", &addr(2)])
+        .output()
+        .unwrap();
+    let text = String::from_utf8_lossy(&text.stdout);
+    assert!(
+        text.contains("Leader:") && text.contains("LOG-END"),
+        "{text}"
+    );
+
     // Created at node 2, visible at all three, partitions on every broker.
     create_topic(&addr(1), "spread", 6).await.unwrap();
     let mut seen = Vec::new();

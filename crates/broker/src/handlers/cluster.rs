@@ -1,9 +1,15 @@
-//! DescribeCluster: the brokers, the controller and the cluster id.
+//! DescribeCluster (the brokers, the controller and the cluster id) and DescribeQuorum (the
+//! metadata quorum).
 
+use kafka_protocol::error::ResponseError;
 use kafka_protocol::messages::describe_cluster_response::DescribeClusterBroker;
-use kafka_protocol::messages::{BrokerId, DescribeClusterRequest, DescribeClusterResponse};
+use kafka_protocol::messages::describe_quorum_response::{PartitionData, ReplicaState, TopicData};
+use kafka_protocol::messages::{
+    BrokerId, DescribeClusterRequest, DescribeClusterResponse, DescribeQuorumRequest,
+    DescribeQuorumResponse,
+};
 
-use super::wire::{s, NONE};
+use super::wire::{code, s, NONE};
 use crate::broker::Broker;
 
 pub fn describe(broker: &Broker, _request: DescribeClusterRequest) -> DescribeClusterResponse {
@@ -25,4 +31,70 @@ pub fn describe(broker: &Broker, _request: DescribeClusterRequest) -> DescribeCl
         .with_controller_id(BrokerId(broker.active_controller_id()))
         .with_brokers(brokers)
         .with_cluster_authorized_operations(i32::MIN)
+}
+
+/// The metadata log's topic name, as DescribeQuorum addresses it.
+const METADATA_TOPIC: &str = "__cluster_metadata";
+
+/// DescribeQuorum: the metadata quorum's leader, epoch, and each voter's progress, answered
+/// by the leader (others say NOT_LEADER_OR_FOLLOWER and name it). Offsets are the quorum's
+/// log indexes (one per batch); there are no observers: every node is a voter.
+pub fn describe_quorum(broker: &Broker, request: DescribeQuorumRequest) -> DescribeQuorumResponse {
+    let status = broker.quorum_status();
+    let topics = request
+        .topics
+        .into_iter()
+        .map(|t| {
+            let partitions = t
+                .partitions
+                .iter()
+                .map(|p| {
+                    let data = PartitionData::default().with_partition_index(p.partition_index);
+                    if t.topic_name.0.as_str() != METADATA_TOPIC || p.partition_index != 0 {
+                        return data
+                            .with_error_code(code(ResponseError::UnknownTopicOrPartition))
+                            .with_leader_id(BrokerId(-1))
+                            .with_leader_epoch(-1)
+                            .with_high_watermark(-1);
+                    }
+                    let Some(st) = &status else {
+                        return data
+                            .with_error_code(code(ResponseError::UnknownServerError))
+                            .with_error_message(Some(s("the metadata quorum is not running")));
+                    };
+                    let leader = st.leader.unwrap_or(-1);
+                    let data = data
+                        .with_leader_id(BrokerId(leader))
+                        .with_leader_epoch(i32::try_from(st.epoch).unwrap_or(i32::MAX))
+                        .with_high_watermark(st.applied_index.map_or(-1, |i| i as i64));
+                    if leader != broker.node_id {
+                        return data.with_error_code(code(ResponseError::NotLeaderOrFollower));
+                    }
+                    let voters = st
+                        .voters
+                        .iter()
+                        .map(|id| {
+                            let end = if *id == broker.node_id {
+                                st.last_index
+                            } else {
+                                st.replication.get(id).copied().flatten()
+                            };
+                            ReplicaState::default()
+                                .with_replica_id(BrokerId(*id))
+                                .with_log_end_offset(end.map_or(-1, |i| i as i64 + 1))
+                                .with_last_fetch_timestamp(-1)
+                                .with_last_caught_up_timestamp(-1)
+                        })
+                        .collect();
+                    data.with_error_code(NONE).with_current_voters(voters)
+                })
+                .collect();
+            TopicData::default()
+                .with_topic_name(t.topic_name)
+                .with_partitions(partitions)
+        })
+        .collect();
+    DescribeQuorumResponse::default()
+        .with_error_code(NONE)
+        .with_topics(topics)
 }

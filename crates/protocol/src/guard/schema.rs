@@ -144,6 +144,7 @@ pub static SERVED: &[ApiSchema] = &[
         INCREMENTAL_ALTER_CONFIGS,
     ),
     api(ApiKey::DescribeCluster, 0, 1, 0, DESCRIBE_CLUSTER),
+    api(ApiKey::DescribeQuorum, 0, 1, 0, DESCRIBE_QUORUM),
     api(ApiKey::FindCoordinator, 0, 4, 3, FIND_COORDINATOR),
     api(ApiKey::JoinGroup, 0, 9, 6, JOIN_GROUP),
     api(ApiKey::SyncGroup, 0, 5, 4, SYNC_GROUP),
@@ -356,6 +357,13 @@ const DESCRIBE_CLUSTER: &[Field] = &[
     f("endpoint_type", INT8).since(1),
     f("include_fenced_brokers", BOOL).since(2),
 ];
+
+const DESCRIBE_QUORUM_PARTITION: &[Field] = &[f("partition_index", INT32)];
+const DESCRIBE_QUORUM_TOPIC: &[Field] = &[
+    f("topic_name", STRING),
+    f("partitions", Ty::Structs(DESCRIBE_QUORUM_PARTITION)),
+];
+const DESCRIBE_QUORUM: &[Field] = &[f("topics", Ty::Structs(DESCRIBE_QUORUM_TOPIC))];
 
 // ---- Group coordination (not served yet) ---------------------------------------------------
 

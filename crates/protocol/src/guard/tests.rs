@@ -96,6 +96,7 @@ fn decode_body(key: ApiKey, buf: &mut Bytes, v: i16) -> Result<(), String> {
         ApiKey::CreatePartitions => d::<CreatePartitionsRequest>(buf, v),
         ApiKey::IncrementalAlterConfigs => d::<IncrementalAlterConfigsRequest>(buf, v),
         ApiKey::DescribeCluster => d::<DescribeClusterRequest>(buf, v),
+        ApiKey::DescribeQuorum => d::<DescribeQuorumRequest>(buf, v),
         ApiKey::FindCoordinator => d::<FindCoordinatorRequest>(buf, v),
         ApiKey::JoinGroup => d::<JoinGroupRequest>(buf, v),
         ApiKey::SyncGroup => d::<SyncGroupRequest>(buf, v),
@@ -410,6 +411,17 @@ fn body(key: ApiKey, v: i16) -> Vec<u8> {
                         .with_configs(vec![c("c", 2, Some("x,y"))]),
                 ])
                 .with_validate_only(true)
+                .with_unknown_tagged_fields(unknown);
+            enc(req, v)
+        }
+        ApiKey::DescribeQuorum => {
+            use kafka_protocol::messages::describe_quorum_request::{PartitionData, TopicData};
+            let req = DescribeQuorumRequest::default()
+                .with_topics(vec![TopicData::default()
+                    .with_topic_name(TopicName(s("__cluster_metadata")))
+                    .with_partitions(vec![
+                        PartitionData::default().with_partition_index(0)
+                    ])])
                 .with_unknown_tagged_fields(unknown);
             enc(req, v)
         }
