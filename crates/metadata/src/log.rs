@@ -25,7 +25,6 @@ pub enum MetadataLogError {
     Inconsistent { path: PathBuf, reason: String },
 }
 
-const FRAME_HEADER_BYTES: usize = 8;
 /// A single metadata batch larger than this is a bug, not a real change.
 const FRAME_BYTES_MAX: usize = 64 * 1024 * 1024;
 
@@ -41,7 +40,9 @@ pub fn read_legacy_log(path: &Path) -> Result<MetadataImage, MetadataLogError> {
     };
     let mut image = MetadataImage::default();
     let mut valid_len = 0usize;
-    while let Some((payload, frame_len)) = parse_frame(&contents[valid_len..]) {
+    while let Some((payload, frame_len)) =
+        crate::frame::parse(&contents[valid_len..], FRAME_BYTES_MAX)
+    {
         let stored: Vec<StoredRecord> = serde_json::from_slice(payload)
             .map_err(|e| inconsistent(format!("frame at byte {valid_len}: {e}")))?;
         let records = stored
@@ -70,23 +71,6 @@ pub fn read_legacy_log(path: &Path) -> Result<MetadataImage, MetadataLogError> {
         );
     }
     Ok(image)
-}
-
-/// Parses one complete frame with a valid CRC at the start of `buf`: its payload and length.
-fn parse_frame(buf: &[u8]) -> Option<(&[u8], usize)> {
-    if buf.len() < FRAME_HEADER_BYTES {
-        return None;
-    }
-    let len = u32::from_be_bytes(buf[0..4].try_into().ok()?) as usize;
-    let crc = u32::from_be_bytes(buf[4..8].try_into().ok()?);
-    if len > FRAME_BYTES_MAX || buf.len() < FRAME_HEADER_BYTES + len {
-        return None;
-    }
-    let payload = &buf[FRAME_HEADER_BYTES..FRAME_HEADER_BYTES + len];
-    if crc32c::crc32c(payload) != crc {
-        return None;
-    }
-    Some((payload, FRAME_HEADER_BYTES + len))
 }
 
 #[cfg(test)]

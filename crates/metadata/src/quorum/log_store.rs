@@ -34,7 +34,6 @@ const LOG_FILE: &str = "raft-log";
 const VOTE_FILE: &str = "raft-vote.json";
 const COMMITTED_FILE: &str = "raft-committed.json";
 const PURGED_FILE: &str = "raft-purged.json";
-const FRAME_HEADER_BYTES: usize = 8;
 /// One entry larger than this is corrupt, not real.
 const FRAME_BYTES_MAX: usize = 256 * 1024 * 1024;
 
@@ -249,32 +248,13 @@ impl RaftLogStorage<TypeConfig> for FileLogStore {
 
 fn frame(entry: &Entry<TypeConfig>) -> Vec<u8> {
     let payload = serde_json::to_vec(entry).expect("raft entries serialize");
-    assert!(payload.len() <= FRAME_BYTES_MAX, "raft entry too large");
-    let mut out = Vec::with_capacity(FRAME_HEADER_BYTES + payload.len());
-    out.extend_from_slice(&(payload.len() as u32).to_be_bytes());
-    out.extend_from_slice(&crc32c::crc32c(&payload).to_be_bytes());
-    out.extend_from_slice(&payload);
-    out
+    crate::frame::encode(&payload, FRAME_BYTES_MAX)
 }
 
 /// One complete, CRC-valid, decodable frame at the start of `buf`, and its length.
 fn parse_frame<T: DeserializeOwned>(buf: &[u8]) -> Option<(T, usize)> {
-    if buf.len() < FRAME_HEADER_BYTES {
-        return None;
-    }
-    let len = u32::from_be_bytes(buf[0..4].try_into().ok()?) as usize;
-    let crc = u32::from_be_bytes(buf[4..8].try_into().ok()?);
-    if len > FRAME_BYTES_MAX || buf.len() < FRAME_HEADER_BYTES + len {
-        return None;
-    }
-    let payload = &buf[FRAME_HEADER_BYTES..FRAME_HEADER_BYTES + len];
-    if crc32c::crc32c(payload) != crc {
-        return None;
-    }
-    Some((
-        serde_json::from_slice(payload).ok()?,
-        FRAME_HEADER_BYTES + len,
-    ))
+    let (payload, len) = crate::frame::parse(buf, FRAME_BYTES_MAX)?;
+    Some((serde_json::from_slice(payload).ok()?, len))
 }
 
 /// The JSON value stored in `path`, `None` if the file does not exist.
