@@ -97,11 +97,12 @@ impl Broker {
         clock: SharedClock,
     ) -> Result<Broker, BrokerError> {
         let node_id = config.node_id();
+        // Checked before anything on disk changes: a misconfigured node does not half-start.
+        let cluster = crate::cluster_config::cluster_config(&config)?;
         let dir = config.log_dir();
         let log_dir = LogDir::open(&dir, clock.clone())?;
         let local_cluster_id = read_cluster_id(&dir)?;
         let metadata_dir = dir.join(METADATA_DIR);
-        let cluster = crate::cluster_config::cluster_config(&config)?;
         let (quorum, events) = QuorumHandle::start(QuorumConfig::new(
             node_id,
             cluster.voters,
@@ -173,32 +174,38 @@ impl Broker {
     /// is being elected), then waits until everything committed so far is applied here:
     /// the broker serves only then.
     fn register(&self, host: &str, port: u16) -> Result<(), BrokerError> {
-        let deadline = std::time::Instant::now() + QUORUM_START_TIMEOUT;
         let op = ControllerOp::RegisterBroker {
             node_id: self.node_id,
             host: host.to_string(),
             port,
         };
-        loop {
-            match self.commit(op.clone()) {
-                Ok(_) => break,
-                Err(CommitError::Refused(
-                    e @ (ControllerError::NotController(_) | ControllerError::Timeout(_)),
-                )) if std::time::Instant::now() < deadline => {
-                    tracing::info!(error = %e, "waiting for an active controller to register with");
-                    std::thread::sleep(Duration::from_millis(50));
-                }
-                Err(e) => {
-                    return Err(BrokerError::Start(format!(
-                        "cannot register this broker: {e}"
-                    )))
-                }
-            }
-        }
+        self.commit_at_start(op, "register this broker")?;
         let caught_up = self.controller_image_offset();
         self.metadata
             .wait_applied(-1, caught_up, QUORUM_START_TIMEOUT)
             .map_err(BrokerError::Apply)
+    }
+
+    /// [`Self::commit`] at start-up, retried while no controller is elected yet (or it does
+    /// not answer in time), for at most `QUORUM_START_TIMEOUT`.
+    fn commit_at_start(
+        &self,
+        op: ControllerOp,
+        what: &str,
+    ) -> Result<ControllerReply, BrokerError> {
+        let deadline = std::time::Instant::now() + QUORUM_START_TIMEOUT;
+        loop {
+            match self.commit(op.clone()) {
+                Ok(reply) => return Ok(reply),
+                Err(CommitError::Refused(
+                    e @ (ControllerError::NotController(_) | ControllerError::Timeout(_)),
+                )) if std::time::Instant::now() < deadline => {
+                    tracing::info!(error = %e, "waiting for an active controller to {what}");
+                    std::thread::sleep(Duration::from_millis(50));
+                }
+                Err(e) => return Err(BrokerError::Start(format!("cannot {what}: {e}"))),
+            }
+        }
     }
 
     /// The cluster's id from the quorum (recorded by the first active controller, from its
@@ -208,25 +215,12 @@ impl Broker {
         let proposed = local
             .clone()
             .unwrap_or_else(|| base64_url(uuid::Uuid::new_v4().as_bytes()));
-        let deadline = std::time::Instant::now() + QUORUM_START_TIMEOUT;
-        let id = loop {
-            match self.commit(ControllerOp::ClaimClusterId {
-                proposed: proposed.clone(),
-            }) {
-                Ok(ControllerReply::ClusterId(id)) => break id,
-                Ok(other) => unreachable!("a cluster id, not {other:?}"),
-                Err(CommitError::Refused(
-                    e @ (ControllerError::NotController(_) | ControllerError::Timeout(_)),
-                )) if std::time::Instant::now() < deadline => {
-                    tracing::info!(error = %e, "waiting for an active controller");
-                    std::thread::sleep(Duration::from_millis(50));
-                }
-                Err(e) => {
-                    return Err(BrokerError::Start(format!(
-                        "cannot learn the cluster id: {e}"
-                    )))
-                }
-            }
+        let op = ControllerOp::ClaimClusterId {
+            proposed: proposed.clone(),
+        };
+        let id = match self.commit_at_start(op, "learn the cluster id")? {
+            ControllerReply::ClusterId(id) => id,
+            other => unreachable!("a cluster id, not {other:?}"),
         };
         match local {
             Some(mine) if mine != id => {

@@ -502,7 +502,6 @@ impl BrokerConfig {
         }
         config.listener()?;
         config.advertised_listener()?;
-        crate::cluster_config::cluster_config(&config)?;
         let inter = config.get("inter.broker.listener.name").unwrap_or_default();
         if !inter.eq_ignore_ascii_case("PLAINTEXT") {
             return Err(ConfigError(format!(

@@ -4,6 +4,7 @@
 
 use gregor_storage::batch::BatchIter;
 
+use crate::coordinator_services::CoordinatorServices;
 use crate::group::offsets_log::{decode_kv_batches, KvBatch};
 use crate::partition::{FetchIsolation, Partition};
 
@@ -15,6 +16,27 @@ pub const TXN_STATE_TOPIC: &str = "__transaction_state";
 /// Whether `topic` is one of the broker's own topics, which only coordinators write.
 pub fn is_internal(topic: &str) -> bool {
     topic == OFFSETS_TOPIC || topic == TXN_STATE_TOPIC
+}
+
+/// The partition count a coordinator places keys by: its topic's own once the topic exists
+/// (with a warning when that differs from `configured`), else `configured`.
+pub fn key_partition_count(
+    services: &dyn CoordinatorServices,
+    topic: &str,
+    configured: i32,
+) -> i32 {
+    let Some(count) = services.partition_count(topic) else {
+        return configured;
+    };
+    if count != configured {
+        tracing::warn!(
+            topic,
+            partitions = count,
+            configured,
+            "the internal topic keeps the partition count it was created with"
+        );
+    }
+    count
 }
 
 /// Every batch of `partition` from its log start to its high watermark, decoded. A batch

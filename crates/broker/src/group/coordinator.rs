@@ -136,17 +136,12 @@ impl GroupCoordinator {
         let mut inner = self.lock();
         let now = self.now_ms();
         let mut groups: HashMap<String, Option<GroupMetadataValue>> = HashMap::new();
-        if let Some(count) = broker.partition_count(OFFSETS_TOPIC) {
-            if count != self.config.offsets_partitions {
-                tracing::warn!(
-                    topic = OFFSETS_TOPIC,
-                    partitions = count,
-                    configured = self.config.offsets_partitions,
-                    "the internal topic keeps the partition count it was created with"
-                );
-            }
-            self.partitions.store(count, Ordering::Release);
-        }
+        let count = crate::internal_topic::key_partition_count(
+            broker,
+            OFFSETS_TOPIC,
+            self.config.offsets_partitions,
+        );
+        self.partitions.store(count, Ordering::Release);
         for p in 0..self.partitions.load(Ordering::Acquire) {
             let Some(partition) = broker.partition(OFFSETS_TOPIC, p) else {
                 continue;

@@ -69,17 +69,12 @@ impl TxnCoordinator {
     /// prepared but not completed when the broker stopped.
     pub fn load(&self, broker: &dyn CoordinatorServices) -> Result<(), String> {
         let mut txns = self.lock();
-        if let Some(count) = broker.partition_count(TXN_STATE_TOPIC) {
-            if count != self.config.state_partitions {
-                tracing::warn!(
-                    topic = TXN_STATE_TOPIC,
-                    partitions = count,
-                    configured = self.config.state_partitions,
-                    "the internal topic keeps the partition count it was created with"
-                );
-            }
-            self.partitions.store(count, Ordering::Release);
-        }
+        let count = crate::internal_topic::key_partition_count(
+            broker,
+            TXN_STATE_TOPIC,
+            self.config.state_partitions,
+        );
+        self.partitions.store(count, Ordering::Release);
         for p in 0..self.partitions.load(Ordering::Acquire) {
             let Some(partition) = broker.partition(TXN_STATE_TOPIC, p) else {
                 continue;

@@ -12,8 +12,12 @@ use std::time::{Duration, Instant};
 
 use tokio::sync::mpsc;
 
+use openraft::{BasicNode, RaftMetrics};
+use tokio::sync::watch;
+
 use super::{
-    ControllerHandler, ProposeError, Quorum, QuorumConfig, QuorumError, QuorumEvent, QuorumStatus,
+    status_of, ControllerHandler, NodeId, ProposeError, Quorum, QuorumConfig, QuorumError,
+    QuorumEvent, QuorumStatus,
 };
 use crate::controller::{ControllerError, MetadataWriter};
 use crate::controller_op::{ControllerOp, ForwardedOutcome, RefusalKind, WireRefusal};
@@ -26,7 +30,6 @@ enum Request {
         timeout: Duration,
         reply: std_mpsc::Sender<Result<(i64, i64), ProposeError>>,
     },
-    Status(std_mpsc::Sender<QuorumStatus>),
     Forward {
         op: ControllerOp,
         timeout: Duration,
@@ -42,6 +45,9 @@ pub struct QuorumHandle {
     requests: Mutex<Option<mpsc::UnboundedSender<Request>>>,
     /// The image after every entry applied by this voter.
     image: Arc<RwLock<Arc<MetadataImage>>>,
+    /// The library's view of the quorum, readable from any thread without asking the
+    /// voter's thread.
+    metrics: watch::Receiver<RaftMetrics<NodeId, BasicNode>>,
     thread: Mutex<Option<JoinHandle<()>>>,
 }
 
@@ -83,13 +89,14 @@ impl QuorumHandle {
                         let _ = quorum.raft.trigger().elect().await;
                     }
                     let image = quorum.image_cell();
-                    if started_tx.send(Ok((events, image))).is_err() {
+                    let metrics = quorum.raft.metrics();
+                    if started_tx.send(Ok((events, image, metrics))).is_err() {
                         quorum.shutdown().await;
                         return;
                     }
                     let quorum = Arc::new(quorum);
                     // Until every handle is gone: answer requests, each in its own task so
-                    // a slow proposal does not hold up status queries.
+                    // a slow proposal does not hold up the others.
                     while let Some(request) = request_rx.recv().await {
                         let quorum = quorum.clone();
                         tokio::spawn(async move {
@@ -100,9 +107,6 @@ impl QuorumHandle {
                                     reply,
                                 } => {
                                     let _ = reply.send(quorum.propose(records, timeout).await);
-                                }
-                                Request::Status(reply) => {
-                                    let _ = reply.send(quorum.status());
                                 }
                                 Request::Forward { op, timeout, reply } => {
                                     let _ = reply.send(quorum.forward(op, timeout).await);
@@ -121,11 +125,12 @@ impl QuorumHandle {
             })
             .map_err(|e| QuorumError::Raft(format!("cannot start the quorum thread: {e}")))?;
         match started_rx.recv() {
-            Ok(Ok((events, image))) => Ok((
+            Ok(Ok((events, image, metrics))) => Ok((
                 QuorumHandle {
                     node_id,
                     requests: Mutex::new(Some(requests)),
                     image,
+                    metrics,
                     thread: Mutex::new(Some(thread)),
                 },
                 events,
@@ -200,13 +205,17 @@ impl QuorumHandle {
         self.status().ok().and_then(|s| s.leader)
     }
 
-    /// The quorum as this voter sees it.
+    /// The quorum as this voter sees it; fails once the voter stopped.
     pub fn status(&self) -> Result<QuorumStatus, ProposeError> {
-        let (reply, answer) = std_mpsc::channel();
-        self.send(Request::Status(reply))?;
-        answer
-            .recv_timeout(Duration::from_secs(5))
-            .map_err(|_| ProposeError::Timeout)
+        if self
+            .requests
+            .lock()
+            .expect("quorum handle poisoned")
+            .is_none()
+        {
+            return Err(ProposeError::Stopped("the quorum thread has ended".into()));
+        }
+        Ok(status_of(self.node_id, &self.metrics.borrow()))
     }
 
     /// Waits until this voter knows a leader and has applied every entry in its log (so its

@@ -280,23 +280,6 @@ impl Quorum {
             .map(|id| id as i32)
     }
 
-    /// Waits up to `timeout` for a leader to be known; returns it.
-    pub async fn wait_for_leader(&self, timeout: Duration) -> Option<i32> {
-        let mut metrics = self.raft.metrics();
-        let found = tokio::time::timeout(timeout, async {
-            loop {
-                if let Some(leader) = metrics.borrow().current_leader {
-                    return leader as i32;
-                }
-                if metrics.changed().await.is_err() {
-                    std::future::pending::<()>().await;
-                }
-            }
-        })
-        .await;
-        found.ok()
-    }
-
     /// Appends `records` as one batch through this voter, which must be the leader, and
     /// returns the offsets they took once a majority stored them and they were applied here.
     pub async fn propose(
@@ -350,28 +333,7 @@ impl Quorum {
 
     /// The quorum's state as this voter sees it.
     pub fn status(&self) -> QuorumStatus {
-        let m = self.raft.metrics().borrow().clone();
-        QuorumStatus {
-            node_id: self.node_id,
-            leader: m.current_leader.map(|id| id as i32),
-            epoch: m.current_term,
-            last_index: m.last_log_index,
-            applied_index: m.last_applied.map(|l| l.index),
-            voters: m
-                .membership_config
-                .membership()
-                .voter_ids()
-                .map(|id| id as i32)
-                .collect(),
-            replication: m
-                .replication
-                .map(|r| {
-                    r.into_iter()
-                        .map(|(id, log_id)| (id as i32, log_id.map(|l| l.index)))
-                        .collect()
-                })
-                .unwrap_or_default(),
-        }
+        status_of(self.node_id, &self.raft.metrics().borrow())
     }
 
     /// Stops this voter: the Raft node, then its listener.
@@ -381,5 +343,31 @@ impl Quorum {
         }
         self.server.abort();
         let _ = self.server.await;
+    }
+}
+
+/// The quorum's state in the library's metrics as voter `node_id` sees it.
+fn status_of(node_id: i32, m: &openraft::RaftMetrics<NodeId, BasicNode>) -> QuorumStatus {
+    QuorumStatus {
+        node_id,
+        leader: m.current_leader.map(|id| id as i32),
+        epoch: m.current_term,
+        last_index: m.last_log_index,
+        applied_index: m.last_applied.map(|l| l.index),
+        voters: m
+            .membership_config
+            .membership()
+            .voter_ids()
+            .map(|id| id as i32)
+            .collect(),
+        replication: m
+            .replication
+            .as_ref()
+            .map(|r| {
+                r.iter()
+                    .map(|(id, log_id)| (*id as i32, log_id.map(|l| l.index)))
+                    .collect()
+            })
+            .unwrap_or_default(),
     }
 }
