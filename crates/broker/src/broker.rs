@@ -9,7 +9,7 @@
 
 use std::path::Path;
 use std::sync::{Arc, Mutex};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use gregor_metadata::controller_op::WireRefusal;
 use gregor_metadata::quorum::{QuorumConfig, QuorumError, QuorumHandle};
@@ -18,6 +18,7 @@ use gregor_metadata::{
 };
 
 use crate::blocking;
+use crate::lifecycle::Lifecycle;
 use crate::metadata_listener::{ApplyFailure, MetadataListener};
 
 /// Where the metadata quorum keeps its log, vote and snapshot (Kafka's directory name).
@@ -85,6 +86,8 @@ pub struct Broker {
     pub txns: TxnCoordinator,
     /// The current block of producer ids: (next to hand out, end of block).
     producer_ids: Mutex<(i64, i64)>,
+    /// This process's registration with the active controller.
+    pub(crate) lifecycle: Lifecycle,
 }
 
 impl Broker {
@@ -101,7 +104,7 @@ impl Broker {
         let cluster = crate::cluster_config::cluster_config(&config)?;
         let dir = config.log_dir();
         let log_dir = LogDir::open(&dir, clock.clone())?;
-        let local_cluster_id = read_cluster_id(&dir)?;
+        let local_cluster_id = read_meta_properties(&dir, node_id)?;
         let metadata_dir = dir.join(METADATA_DIR);
         let (quorum, events) = QuorumHandle::start(QuorumConfig::new(
             node_id,
@@ -121,7 +124,10 @@ impl Broker {
             context: "starting the metadata listener".into(),
             source,
         })?;
-        let controller = Arc::new(Mutex::new(Controller::new(Box::new(quorum.clone()))));
+        let controller = Arc::new(Mutex::new(Controller::new(
+            Box::new(quorum.clone()),
+            config.session_timeout(),
+        )));
         {
             // Operations other nodes forward while this node is the active controller.
             let controller = controller.clone();
@@ -155,9 +161,15 @@ impl Broker {
             groups,
             txns,
             producer_ids: Mutex::new((0, 0)),
+            lifecycle: Lifecycle::new(host, port, config.rack()),
         };
         broker.cluster_id = broker.claim_cluster_id(&dir, local_cluster_id)?;
-        broker.register(host, port)?;
+        // Long enough for another process's session under this node id to expire.
+        broker.join_cluster(Instant::now() + QUORUM_START_TIMEOUT + config.session_timeout())?;
+        let caught_up = broker.controller_image_offset();
+        broker
+            .metadata
+            .wait_applied(-1, caught_up, QUORUM_START_TIMEOUT)?;
         broker.remove_stray_partition_dirs(&broker.image());
         broker.groups.load(&broker).map_err(|e| BrokerError::Io {
             context: format!("replaying {OFFSETS_TOPIC}"),
@@ -168,22 +180,6 @@ impl Broker {
             source: std::io::Error::other(e),
         })?;
         Ok(broker)
-    }
-
-    /// Registers this broker's endpoint at the active controller (retrying while a leader
-    /// is being elected), then waits until everything committed so far is applied here:
-    /// the broker serves only then.
-    fn register(&self, host: &str, port: u16) -> Result<(), BrokerError> {
-        let op = ControllerOp::RegisterBroker {
-            node_id: self.node_id,
-            host: host.to_string(),
-            port,
-        };
-        self.commit_at_start(op, "register this broker")?;
-        let caught_up = self.controller_image_offset();
-        self.metadata
-            .wait_applied(-1, caught_up, QUORUM_START_TIMEOUT)
-            .map_err(BrokerError::Apply)
     }
 
     /// [`Self::commit`] at start-up, retried while no controller is elected yet (or it does
@@ -241,6 +237,23 @@ impl Broker {
     /// The offset of the quorum's image as this node's voter has it.
     fn controller_image_offset(&self) -> i64 {
         self.quorum.image().offset
+    }
+
+    /// The offset of the last metadata record this broker applied.
+    pub fn applied_metadata_offset(&self) -> i64 {
+        self.metadata.applied_offset()
+    }
+
+    /// Whether the active controller last said this broker is fenced.
+    pub fn is_fenced(&self) -> bool {
+        self.lifecycle.is_fenced()
+    }
+
+    /// Runs `f` on this node's controller (under its mutex, off the async workers).
+    pub(crate) fn with_controller<T>(&self, f: impl FnOnce(&mut Controller) -> T) -> T {
+        blocking::block_in_place_or_run(|| {
+            f(&mut self.controller.lock().expect("controller lock poisoned"))
+        })
     }
 
     /// The metadata quorum as this node's voter sees it (None if it stopped).
@@ -319,13 +332,23 @@ impl Broker {
     /// apply is logged and returned: the change is in the metadata log, but this broker
     /// could not act on all of it.
     pub fn commit(&self, op: ControllerOp) -> Result<ControllerReply, CommitError> {
+        self.commit_within(op, APPLY_TIMEOUT)
+    }
+
+    /// [`Self::commit`], waiting at most `timeout` for a forwarded operation's answer and
+    /// again for its application here.
+    pub(crate) fn commit_within(
+        &self,
+        op: ControllerOp,
+        timeout: Duration,
+    ) -> Result<ControllerReply, CommitError> {
         blocking::block_in_place_or_run(|| {
             let before = self.metadata.applied_offset();
             let outcome = if self.quorum.leader() == Some(self.node_id) {
                 execute_locally(&self.controller, op)
             } else {
                 self.quorum
-                    .forward(op, APPLY_TIMEOUT)
+                    .forward(op, timeout)
                     .map_err(ControllerError::from)
             };
             // Refused or not, the caller then sees what the controller saw: a topic another
@@ -335,7 +358,7 @@ impl Broker {
                 Err(_) => self.quorum.image().offset,
             };
             if written > before {
-                self.metadata.wait_applied(before, written, APPLY_TIMEOUT)?;
+                self.metadata.wait_applied(before, written, timeout)?;
             }
             Ok(outcome?.0)
         })
@@ -365,11 +388,19 @@ impl Broker {
                 .unwrap_or_default()
                 .to_string()
         };
-        let brokers = self.image().brokers.len().max(1) as i16;
-        let rf = get("replication.factor")
-            .parse::<i16>()
-            .unwrap_or(1)
-            .clamp(1, brokers);
+        let mut rf = get("replication.factor").parse::<i16>().unwrap_or(3);
+        let single_node = self
+            .static_config()
+            .get("controller.quorum.voters")
+            .unwrap_or_default()
+            .trim()
+            .is_empty();
+        if single_node {
+            // A single node (the default) cannot hold Kafka's default of 3 replicas: it gets
+            // one, as Kafka's single-node quickstart configures. In a cluster, the
+            // coordinator is not available until enough brokers are live (Kafka's way).
+            rf = rf.min(1);
+        }
         let configs = vec![
             ("cleanup.policy".to_string(), "compact".to_string()),
             ("segment.bytes".to_string(), get("segment.bytes")),
@@ -508,7 +539,7 @@ fn execute_locally(
     op: ControllerOp,
 ) -> Result<(ControllerReply, i64), ControllerError> {
     let mut controller = controller.lock().expect("controller lock poisoned");
-    let reply = controller.execute(op)?;
+    let reply = controller.execute(op, Instant::now())?;
     Ok((
         reply,
         controller.last_written().max(controller.image().offset),
@@ -545,20 +576,32 @@ fn import_first_release_metadata(
     })
 }
 
-/// The `cluster.id` of `meta.properties`, if the data directory has one.
-fn read_cluster_id(dir: &Path) -> Result<Option<String>, BrokerError> {
+/// The `cluster.id` of `meta.properties`, if the data directory has one. A directory
+/// formatted for another `node.id` is refused: its partitions and votes belong to that node.
+fn read_meta_properties(dir: &Path, node_id: i32) -> Result<Option<String>, BrokerError> {
     let path = dir.join("meta.properties");
-    match std::fs::read_to_string(&path) {
-        Ok(text) => Ok(crate::config::parse_properties(&text)
-            .into_iter()
-            .find(|(k, _)| k == "cluster.id")
-            .map(|(_, id)| id)),
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
-        Err(source) => Err(BrokerError::Io {
-            context: format!("meta.properties at {}", path.display()),
-            source,
-        }),
+    let text = match std::fs::read_to_string(&path) {
+        Ok(text) => text,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
+        Err(source) => {
+            return Err(BrokerError::Io {
+                context: format!("meta.properties at {}", path.display()),
+                source,
+            })
+        }
+    };
+    let props = crate::config::parse_properties(&text);
+    let get = |key: &str| props.iter().find(|(k, _)| k == key).map(|(_, v)| v.clone());
+    if let Some(recorded) = get("node.id") {
+        if recorded.trim() != node_id.to_string() {
+            return Err(BrokerError::Start(format!(
+                "the data directory {} was formatted for node.id {}, but this node is node.id {node_id}: give each node its own log.dirs",
+                dir.display(),
+                recorded.trim()
+            )));
+        }
     }
+    Ok(get("cluster.id"))
 }
 
 /// Writes `meta.properties` (temporary file, then rename).

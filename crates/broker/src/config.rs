@@ -62,6 +62,24 @@ pub const BROKER_CONFIGS: &[BrokerConfigDef] = &[
         "the name of the listener for quorum traffic in `listeners`",
     ),
     def(
+        "broker.heartbeat.interval.ms",
+        I { min: 1 },
+        Some("2000"),
+        "how often a broker heartbeats to the active controller",
+    ),
+    def(
+        "broker.session.timeout.ms",
+        I { min: 1 },
+        Some("9000"),
+        "a broker not heard from for this long is fenced (read by the active controller)",
+    ),
+    def(
+        "broker.rack",
+        T,
+        None,
+        "this broker's rack: replicas of a partition are spread over racks",
+    ),
+    def(
         "inter.broker.listener.name",
         T,
         Some("PLAINTEXT"),
@@ -354,7 +372,7 @@ pub const BROKER_CONFIGS: &[BrokerConfigDef] = &[
         "offsets.topic.replication.factor",
         I { min: 1 },
         Some("3"),
-        "replication of __consumer_offsets, capped at the number of brokers",
+        "replication of __consumer_offsets (1 on a single node)",
     ),
     def(
         "offsets.topic.segment.bytes",
@@ -372,7 +390,7 @@ pub const BROKER_CONFIGS: &[BrokerConfigDef] = &[
         "transaction.state.log.replication.factor",
         I { min: 1 },
         Some("3"),
-        "replication of __transaction_state, capped at the number of brokers",
+        "replication of __transaction_state (1 on a single node)",
     ),
     def(
         "transaction.state.log.segment.bytes",
@@ -538,6 +556,21 @@ impl BrokerConfig {
         self.get(key)
             .and_then(|v| v.trim().parse().ok())
             .unwrap_or_else(|| panic!("config {key} has a validated default"))
+    }
+
+    /// `broker.heartbeat.interval.ms`.
+    pub fn heartbeat_interval(&self) -> std::time::Duration {
+        std::time::Duration::from_millis(self.num::<u64>("broker.heartbeat.interval.ms"))
+    }
+
+    /// `broker.session.timeout.ms`.
+    pub fn session_timeout(&self) -> std::time::Duration {
+        std::time::Duration::from_millis(self.num::<u64>("broker.session.timeout.ms"))
+    }
+
+    /// `broker.rack`, if set (and not empty).
+    pub fn rack(&self) -> Option<&str> {
+        self.get("broker.rack").filter(|r| !r.is_empty())
     }
 
     pub fn node_id(&self) -> i32 {

@@ -15,6 +15,7 @@ pub mod dispatch;
 pub mod group;
 pub mod handlers;
 pub mod internal_topic;
+pub mod lifecycle;
 pub mod metadata_listener;
 pub mod partition;
 pub mod producer_state;

@@ -89,6 +89,14 @@ pub async fn start(config: BrokerConfig) -> Result<BrokerHandle, BrokerError> {
     // Every task the broker runs besides connections, joined before the final flush.
     let mut background = JoinSet::new();
     background.spawn(crate::background::run(broker.clone(), shutdown_rx.clone()));
+    background.spawn(crate::lifecycle::run_heartbeats(
+        broker.clone(),
+        shutdown_rx.clone(),
+    ));
+    background.spawn(crate::lifecycle::run_session_checks(
+        broker.clone(),
+        shutdown_rx.clone(),
+    ));
     background.spawn(crate::background::run_cleaner(
         broker.clone(),
         shutdown_rx.clone(),

@@ -51,6 +51,102 @@ fn invalid_config_stops_startup_naming_the_key() {
     assert!(String::from_utf8_lossy(&out.stderr).contains("key=value"));
 }
 
+/// Runs `gregor broker` with `overrides` and data in `dir`, bounded by `timeout 30`; returns
+/// whether it failed and its stderr.
+fn broker_fails(dir: &Path, overrides: &[String]) -> (bool, String) {
+    let mut cmd = Command::new("timeout");
+    cmd.arg("30")
+        .arg(env!("CARGO_BIN_EXE_gregor"))
+        .arg("broker");
+    cmd.arg("--override")
+        .arg(format!("log.dirs={}", dir.display()));
+    for o in overrides {
+        cmd.arg("--override").arg(o);
+    }
+    let out = cmd.output().unwrap();
+    (
+        !out.status.success(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
+
+#[test]
+fn cluster_misconfiguration_stops_startup_with_one_error_and_nothing_written() {
+    let (a, b, c) = (free_port(), free_port(), free_port());
+    let listeners = format!(
+        "listeners=PLAINTEXT://127.0.0.1:{},CONTROLLER://127.0.0.1:{a}",
+        free_port()
+    );
+    let cases: Vec<(Vec<String>, &str)> = vec![
+        (
+            vec![
+                "node.id=4".into(),
+                listeners.clone(),
+                format!("controller.quorum.voters=1@127.0.0.1:{a},2@127.0.0.1:{b}"),
+            ],
+            "not one of the controller.quorum.voters",
+        ),
+        (
+            vec![
+                "node.id=1".into(),
+                listeners.clone(),
+                format!("controller.quorum.voters=1@127.0.0.1:{a},1@127.0.0.1:{b}"),
+            ],
+            "appears twice",
+        ),
+        (
+            vec![
+                "node.id=1".into(),
+                listeners.clone(),
+                format!("controller.quorum.voters=1@127.0.0.1:{a},2@127.0.0.1:{a}"),
+            ],
+            "appears twice",
+        ),
+        (
+            vec![
+                "node.id=1".into(),
+                listeners.clone(),
+                format!("controller.quorum.voters=1@127.0.0.1:{a},two@127.0.0.1:{c}"),
+            ],
+            "invalid node id",
+        ),
+        (
+            vec![
+                "node.id=1".into(),
+                listeners,
+                "controller.quorum.voters=1-127.0.0.1".into(),
+            ],
+            "is not id@host:port",
+        ),
+        (vec!["process.roles=broker,gateway".into()], "unknown role"),
+    ];
+    for (overrides, expected) in cases {
+        let dir = tempfile::tempdir().unwrap();
+        let data = dir.path().join("data");
+        let (failed, stderr) = broker_fails(&data, &overrides);
+        assert!(failed, "{overrides:?} started");
+        assert!(stderr.contains(expected), "{overrides:?}: {stderr}");
+        assert_eq!(
+            stderr.lines().filter(|l| l.starts_with("Error")).count(),
+            1,
+            "{stderr}"
+        );
+        assert!(!data.exists(), "{overrides:?} wrote {}", data.display());
+    }
+
+    // A data directory formatted for node 1 does not open as node 2.
+    let dir = tempfile::tempdir().unwrap();
+    let port = free_port();
+    let mut first = spawn_broker(dir.path(), port, &["node.id=1"]);
+    first.terminate();
+    let (failed, stderr) = broker_fails(dir.path(), &["node.id=2".into()]);
+    assert!(failed);
+    assert!(
+        stderr.contains("was formatted for node.id 1, but this node is node.id 2"),
+        "{stderr}"
+    );
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn acknowledged_records_survive_sigkill() {
     let dir = tempfile::tempdir().unwrap();

@@ -2,8 +2,10 @@
 //! (every node broker and controller): a topic created at one broker is visible at every
 //! broker and its partitions are spread over them; records produced through any broker reach
 //! each partition's leader; SIGKILL of the active controller elects another and CreateTopics
-//! works again (the time is printed); the killed node restarts and catches up. Every process
-//! is killed by its guard, on every path.
+//! works again (the time is printed); the killed node restarts and catches up. A broker that
+//! stops heartbeating (paused with SIGSTOP, or SIGKILLed) is fenced after the session timeout
+//! and unfenced when it heartbeats again; a cluster stopped as a whole restarts with all its
+//! metadata. Every process is killed by its guard, on every path.
 
 mod support;
 
@@ -47,10 +49,41 @@ fn overrides(node: &Node, voters: &str) -> Vec<String> {
     ]
 }
 
+/// `n` nodes with free ports, and their voters string.
+fn nodes(n: i32) -> (Vec<Node>, String) {
+    let nodes: Vec<Node> = (1..=n)
+        .map(|id| Node {
+            id,
+            port: free_port(),
+            controller_port: free_port(),
+        })
+        .collect();
+    let voters = nodes
+        .iter()
+        .map(|n| format!("{}@127.0.0.1:{}", n.id, n.controller_port))
+        .collect::<Vec<_>>()
+        .join(",");
+    (nodes, voters)
+}
+
 fn spawn(root: &Path, node: &Node, voters: &str) -> BrokerProcess {
+    spawn_with(root, node, voters, &[])
+}
+
+fn spawn_with(root: &Path, node: &Node, voters: &str, extra: &[&str]) -> BrokerProcess {
     let o = overrides(node, voters);
-    let refs: Vec<&str> = o.iter().map(String::as_str).collect();
+    let mut refs: Vec<&str> = o.iter().map(String::as_str).collect();
+    refs.extend_from_slice(extra);
     BrokerProcess::spawn(&root.join(format!("node-{}", node.id)), node.port, &refs)
+}
+
+/// The brokers Metadata lists at `bootstrap` (the live ones), sorted.
+fn live_brokers(bootstrap: &str) -> Option<Vec<i32>> {
+    let c: BaseConsumer = client(bootstrap).create().ok()?;
+    let meta = c.fetch_metadata(None, Duration::from_secs(5)).ok()?;
+    let mut ids: Vec<i32> = meta.brokers().iter().map(|b| b.id()).collect();
+    ids.sort();
+    Some(ids)
 }
 
 /// `gregor cluster info --format json` at `bootstrap`.
@@ -99,10 +132,19 @@ fn wait_for<T>(what: &str, mut f: impl FnMut() -> Option<T>) -> T {
 }
 
 async fn create_topic(bootstrap: &str, name: &str, partitions: i32) -> Result<(), String> {
+    create_topic_rf(bootstrap, name, partitions, 1).await
+}
+
+async fn create_topic_rf(
+    bootstrap: &str,
+    name: &str,
+    partitions: i32,
+    rf: i32,
+) -> Result<(), String> {
     let admin: AdminClient<DefaultClientContext> = client(bootstrap).create().unwrap();
     let r = admin
         .create_topics(
-            &[NewTopic::new(name, partitions, TopicReplication::Fixed(1))],
+            &[NewTopic::new(name, partitions, TopicReplication::Fixed(rf))],
             // Short, so a retry after the controller moved is not held up by librdkafka.
             &AdminOptions::new()
                 .operation_timeout(Some(Duration::from_millis(500)))
@@ -116,18 +158,7 @@ async fn create_topic(bootstrap: &str, name: &str, partitions: i32) -> Result<()
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn three_nodes_share_metadata_and_survive_the_controller_dying() {
     let root = tempfile::tempdir().unwrap();
-    let nodes: Vec<Node> = (1..=3)
-        .map(|id| Node {
-            id,
-            port: free_port(),
-            controller_port: free_port(),
-        })
-        .collect();
-    let voters = nodes
-        .iter()
-        .map(|n| format!("{}@127.0.0.1:{}", n.id, n.controller_port))
-        .collect::<Vec<_>>()
-        .join(",");
+    let (nodes, voters) = nodes(3);
     let started = Instant::now();
     let mut procs: Vec<BrokerProcess> = nodes
         .iter()
@@ -316,5 +347,136 @@ async fn three_nodes_share_metadata_and_survive_the_controller_dying() {
     assert!(!out.status.success());
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(err.contains("INCONSISTENT_CLUSTER_ID"), "{err}");
+    drop(procs);
+}
+
+/// Waits (off the async runtime) until `bootstrap` lists exactly `want` as live brokers;
+/// returns how long it took.
+async fn wait_live(bootstrap: String, want: Vec<i32>) -> Duration {
+    let start = Instant::now();
+    tokio::task::spawn_blocking(move || {
+        wait_for(&format!("live brokers {want:?}"), || {
+            (live_brokers(&bootstrap)? == want).then_some(())
+        })
+    })
+    .await
+    .unwrap();
+    start.elapsed()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_broker_that_stops_heartbeating_is_fenced_and_the_cluster_restarts_whole() {
+    const SESSION_MS: u64 = 2000;
+    let root = tempfile::tempdir().unwrap();
+    let (nodes, voters) = nodes(3);
+    let session = format!("broker.session.timeout.ms={SESSION_MS}");
+    let extra = [session.as_str(), "broker.heartbeat.interval.ms=200"];
+    let start_all = |procs: &mut Vec<BrokerProcess>| {
+        *procs = nodes
+            .iter()
+            .map(|n| spawn_with(root.path(), n, &voters, &extra))
+            .collect();
+        for p in procs.iter_mut() {
+            p.wait_listening();
+        }
+    };
+    let mut procs = Vec::new();
+    start_all(&mut procs);
+    let addr = |i: usize| format!("127.0.0.1:{}", nodes[i].port);
+    wait_live(addr(0), vec![1, 2, 3]).await;
+    create_topic(&addr(0), "fencing", 6).await.unwrap();
+
+    // A Kafka client pointed at a CONTROLLER listener gets no metadata; the node goes on.
+    let controller_listener = format!("127.0.0.1:{}", nodes[0].controller_port);
+    let refused = tokio::task::spawn_blocking(move || {
+        let c: BaseConsumer = client(&controller_listener).create().unwrap();
+        c.fetch_metadata(None, Duration::from_secs(2)).map(|_| ())
+    })
+    .await
+    .unwrap();
+    assert!(
+        refused.is_err(),
+        "the CONTROLLER listener serves no client API"
+    );
+    assert_eq!(live_brokers(&addr(0)), Some(vec![1, 2, 3]));
+
+    // Pause a broker that is not the controller: fenced once its session runs out.
+    let b = addr(0);
+    let controller =
+        tokio::task::spawn_blocking(move || wait_for("a controller", || controller_id(&b)))
+            .await
+            .unwrap();
+    let victim = nodes.iter().position(|n| n.id != controller).unwrap();
+    let victim_id = nodes[victim].id;
+    let survivor = nodes.iter().position(|n| n.id == controller).unwrap();
+    let others: Vec<i32> = nodes
+        .iter()
+        .map(|n| n.id)
+        .filter(|id| *id != victim_id)
+        .collect();
+    procs[victim].signal(libc::SIGSTOP);
+    let fenced_after = wait_live(addr(survivor), others.clone()).await;
+    eprintln!("broker {victim_id} paused: fenced after {fenced_after:?} (session {SESSION_MS} ms)");
+    assert!(
+        fenced_after >= Duration::from_millis(SESSION_MS / 2),
+        "not fenced before its session could expire: {fenced_after:?}"
+    );
+    // Its partitions have no live leader, and its replicas are offline.
+    let b = addr(survivor);
+    let offline = tokio::task::spawn_blocking(move || {
+        let c: BaseConsumer = client(&b).create().unwrap();
+        let meta = c
+            .fetch_metadata(Some("fencing"), Duration::from_secs(5))
+            .unwrap();
+        meta.topics()[0]
+            .partitions()
+            .iter()
+            .filter(|p| p.leader() == -1)
+            .count()
+    })
+    .await
+    .unwrap();
+    assert!(offline >= 1, "the paused broker led a partition of six");
+    // Only two brokers are live: three replicas cannot be placed.
+    let refused = create_topic_rf(&addr(survivor), "three-replicas", 1, 3).await;
+    assert!(
+        refused
+            .as_ref()
+            .is_err_and(|e| e.contains("replication factor")),
+        "{refused:?}"
+    );
+    procs[victim].signal(libc::SIGCONT);
+    let back_after = wait_live(addr(survivor), vec![1, 2, 3]).await;
+    eprintln!("broker {victim_id} resumed: unfenced after {back_after:?}");
+
+    // SIGKILL: fenced after the session timeout; restarted, it registers anew and is live.
+    procs[victim].kill();
+    let fenced_after = wait_live(addr(survivor), others).await;
+    eprintln!("broker {victim_id} SIGKILLed: fenced after {fenced_after:?}");
+    procs[victim] = spawn_with(root.path(), &nodes[victim], &voters, &extra);
+    procs[victim].wait_listening();
+    wait_live(addr(survivor), vec![1, 2, 3]).await;
+    create_topic_rf(&addr(victim), "three-replicas", 3, 3)
+        .await
+        .unwrap();
+
+    // The whole cluster stopped and started again keeps every topic and the cluster id.
+    let id_before = cluster_info(&addr(0)).unwrap()["cluster_id"].clone();
+    for p in procs.iter_mut() {
+        p.terminate();
+    }
+    start_all(&mut procs);
+    wait_live(addr(1), vec![1, 2, 3]).await;
+    for topic in ["fencing", "three-replicas"] {
+        let b = addr(2);
+        let t = topic.to_string();
+        let found = tokio::task::spawn_blocking(move || {
+            wait_for("topics after the restart", || leaders(&b, &t))
+        })
+        .await
+        .unwrap();
+        assert_eq!(found.len(), if topic == "fencing" { 6 } else { 3 });
+    }
+    assert_eq!(cluster_info(&addr(1)).unwrap()["cluster_id"], id_before);
     drop(procs);
 }

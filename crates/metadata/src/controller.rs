@@ -9,12 +9,15 @@
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
+use std::time::{Duration, Instant};
 
 use uuid::Uuid;
 
 use crate::config::validate_topic_config;
 use crate::image::MetadataImage;
 use crate::log::MetadataLogError;
+use crate::membership::BrokerSessions;
+use crate::placement::{assign_replicas, Placeable};
 use crate::record::{ConfigResource, MetadataRecord};
 
 /// Longest legal topic name, as in Kafka.
@@ -45,6 +48,12 @@ pub enum ControllerError {
     /// The quorum did not commit in time (REQUEST_TIMED_OUT).
     #[error("{0}")]
     Timeout(String),
+    /// Another live broker process holds this node id (DUPLICATE_BROKER_REGISTRATION).
+    #[error("{0}")]
+    DuplicateBrokerRegistration(String),
+    /// A heartbeat names a registration that is not the current one (STALE_BROKER_EPOCH).
+    #[error("{0}")]
+    StaleBrokerEpoch(String),
     #[error(transparent)]
     Log(#[from] MetadataLogError),
 }
@@ -81,6 +90,8 @@ pub trait MetadataWriter: Send {
     /// Writes `records` as one batch and returns the offset of its last record once the
     /// batch is committed (and applied to [`Self::image`]).
     fn write(&mut self, records: Vec<MetadataRecord>) -> Result<i64, ControllerError>;
+    /// The quorum's current term (leader epoch).
+    fn term(&self) -> u64;
 }
 
 /// The controller and where it writes.
@@ -88,6 +99,37 @@ pub struct Controller {
     writer: Box<dyn MetadataWriter>,
     /// Offset of the last record this controller wrote; -1 before its first write.
     last_written: i64,
+    /// When each broker was last heard from (meaningful while this node is the leader).
+    sessions: BrokerSessions,
+}
+
+/// A broker process asking to join (Kafka's BrokerRegistration request).
+#[derive(Debug, Clone)]
+pub struct BrokerRegistration<'a> {
+    pub node_id: i32,
+    pub incarnation_id: Uuid,
+    pub host: &'a str,
+    pub port: u16,
+    pub rack: Option<&'a str>,
+}
+
+/// A broker's periodic heartbeat (Kafka's BrokerHeartbeat request).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct BrokerHeartbeat {
+    pub node_id: i32,
+    pub broker_epoch: i64,
+    /// The offset of the last metadata record the broker applied.
+    pub metadata_offset: i64,
+    /// The broker asks to stay (or become) fenced.
+    pub want_fence: bool,
+}
+
+/// The controller's answer to a heartbeat.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct HeartbeatReply {
+    /// The broker has applied the metadata log up to its own registration.
+    pub caught_up: bool,
+    pub fenced: bool,
 }
 
 /// A new topic as requested.
@@ -99,11 +141,13 @@ pub struct NewTopic<'a> {
 }
 
 impl Controller {
-    /// A controller writing through `writer`.
-    pub fn new(writer: Box<dyn MetadataWriter>) -> Controller {
+    /// A controller writing through `writer`; a broker not heard from for
+    /// `session_timeout` is fenced.
+    pub fn new(writer: Box<dyn MetadataWriter>, session_timeout: Duration) -> Controller {
         Controller {
             writer,
             last_written: -1,
+            sessions: BrokerSessions::new(session_timeout, Instant::now()),
         }
     }
 
@@ -134,27 +178,124 @@ impl Controller {
         self.commit(image.to_records())
     }
 
-    /// Registers (or re-registers with a new endpoint) broker `node_id`.
+    /// Registers a broker process and returns its broker epoch. A new registration starts
+    /// fenced; the same process registering again gets its epoch back. Another process with
+    /// the same node id is refused while the registered one is still heartbeating.
     pub fn register_broker(
         &mut self,
-        node_id: i32,
-        host: &str,
-        port: u16,
-    ) -> Result<(), ControllerError> {
-        let unchanged = self
-            .image()
-            .brokers
-            .get(&node_id)
-            .is_some_and(|b| b.host == host && b.port == port);
-        if unchanged {
-            return Ok(());
+        reg: BrokerRegistration<'_>,
+        now: Instant,
+    ) -> Result<i64, ControllerError> {
+        let term = self.writer.term();
+        let image = self.image();
+        if let Some(existing) = image.brokers.get(&reg.node_id) {
+            let same_endpoint = existing.host == reg.host
+                && existing.port == reg.port
+                && existing.rack.as_deref() == reg.rack;
+            if existing.incarnation_id == reg.incarnation_id && same_endpoint {
+                self.sessions.touch(reg.node_id, term, now);
+                return Ok(existing.epoch);
+            }
+            if existing.incarnation_id != reg.incarnation_id
+                && !existing.fenced
+                && self.sessions.heard_recently(reg.node_id, term, now)
+            {
+                return Err(ControllerError::DuplicateBrokerRegistration(format!(
+                    "another broker process (incarnation {}) is registered as node {} and still heartbeating; a restarted broker is accepted once that session expires",
+                    existing.incarnation_id, reg.node_id
+                )));
+            }
         }
         self.commit(vec![MetadataRecord::RegisterBroker {
-            node_id,
-            host: host.to_string(),
-            port,
-            rack: None,
-        }])
+            node_id: reg.node_id,
+            host: reg.host.to_string(),
+            port: reg.port,
+            rack: reg.rack.map(str::to_string),
+            incarnation_id: reg.incarnation_id,
+            broker_epoch: None,
+            fenced: true,
+        }])?;
+        self.sessions.touch(reg.node_id, term, now);
+        // The broker epoch is the offset of the registration record, the one just written.
+        Ok(self.last_written)
+    }
+
+    /// A broker's heartbeat: renews its session, and unfences it once it has caught up with
+    /// its own registration (or fences it when it asks).
+    pub fn broker_heartbeat(
+        &mut self,
+        hb: BrokerHeartbeat,
+        now: Instant,
+    ) -> Result<HeartbeatReply, ControllerError> {
+        let term = self.writer.term();
+        let image = self.image();
+        let broker = image
+            .brokers
+            .get(&hb.node_id)
+            .filter(|b| b.epoch == hb.broker_epoch)
+            .ok_or_else(|| {
+                ControllerError::StaleBrokerEpoch(format!(
+                    "broker {} is not registered with epoch {}",
+                    hb.node_id, hb.broker_epoch
+                ))
+            })?;
+        self.sessions.touch(hb.node_id, term, now);
+        let caught_up = hb.metadata_offset >= broker.epoch;
+        let fenced = match (broker.fenced, hb.want_fence) {
+            (true, false) if caught_up => {
+                self.commit(vec![MetadataRecord::UnfenceBroker {
+                    node_id: hb.node_id,
+                    broker_epoch: hb.broker_epoch,
+                }])?;
+                tracing::info!(broker = hb.node_id, "broker caught up: unfenced");
+                false
+            }
+            (false, true) => {
+                self.commit(vec![MetadataRecord::FenceBroker {
+                    node_id: hb.node_id,
+                    broker_epoch: hb.broker_epoch,
+                }])?;
+                true
+            }
+            (fenced, _) => fenced,
+        };
+        Ok(HeartbeatReply { caught_up, fenced })
+    }
+
+    /// Fences every live broker whose session ran out; returns their ids.
+    pub fn fence_expired_brokers(&mut self, now: Instant) -> Result<Vec<i32>, ControllerError> {
+        let term = self.writer.term();
+        let expired = self.sessions.expired(&self.image(), term, now);
+        if expired.is_empty() {
+            return Ok(Vec::new());
+        }
+        self.commit(
+            expired
+                .iter()
+                .map(|(node_id, broker_epoch)| MetadataRecord::FenceBroker {
+                    node_id: *node_id,
+                    broker_epoch: *broker_epoch,
+                })
+                .collect(),
+        )?;
+        for (id, _) in &expired {
+            tracing::warn!(
+                broker = id,
+                "broker session expired without a heartbeat: fenced"
+            );
+        }
+        Ok(expired.into_iter().map(|(id, _)| id).collect())
+    }
+
+    /// The brokers new replicas may go to: the live ones.
+    fn placeable(image: &MetadataImage) -> Vec<Placeable<'_>> {
+        image
+            .live_brokers()
+            .map(|b| Placeable {
+                id: b.node_id,
+                rack: b.rack.as_deref(),
+            })
+            .collect()
     }
 
     /// Creates a topic and returns its id (nil when `validate_only`). `num_partitions` and
@@ -178,10 +319,11 @@ impl Controller {
                 topic.num_partitions
             )));
         }
-        let brokers: Vec<i32> = self.image().brokers.keys().copied().collect();
+        let image = self.image();
+        let brokers = Self::placeable(&image);
         if topic.replication_factor < 1 || topic.replication_factor as usize > brokers.len() {
             return Err(ControllerError::InvalidReplicationFactor(format!(
-                "replication factor {} is invalid: it must be between 1 and the number of available brokers ({})",
+                "replication factor {} is invalid: it must be between 1 and the number of live brokers ({})",
                 topic.replication_factor,
                 brokers.len()
             )));
@@ -203,11 +345,13 @@ impl Controller {
             name: topic.name.to_string(),
             topic_id,
         }];
-        records.extend(
-            (0..topic.num_partitions).map(|p| {
-                partition_record(topic_id, p, &brokers, topic.replication_factor as usize)
-            }),
-        );
+        records.extend(partition_records(
+            topic_id,
+            0,
+            topic.num_partitions,
+            &brokers,
+            topic.replication_factor as usize,
+        ));
         records.extend(
             seen.into_iter()
                 .map(|(name, value)| MetadataRecord::Config {
@@ -258,20 +402,17 @@ impl Controller {
             .next()
             .map(|p| p.replicas.len())
             .unwrap_or(1);
-        let brokers: Vec<i32> = self.image().brokers.keys().copied().collect();
+        let brokers = Self::placeable(&image);
         if rf > brokers.len() {
             return Err(ControllerError::InvalidReplicationFactor(format!(
-                "topic '{name}' needs {rf} replicas but only {} brokers are available",
+                "topic '{name}' needs {rf} replicas but only {} brokers are live",
                 brokers.len()
             )));
         }
         if validate_only {
             return Ok(());
         }
-        let topic_id = topic.topic_id;
-        let records = (current..total)
-            .map(|p| partition_record(topic_id, p, &brokers, rf))
-            .collect();
+        let records = partition_records(topic.topic_id, current, total - current, &brokers, rf);
         self.commit(records)
     }
 
@@ -353,24 +494,30 @@ fn config_records(
         .collect()
 }
 
-/// Assigns replicas round-robin over the brokers, starting at a partition-dependent broker.
-fn partition_record(topic_id: Uuid, partition: i32, brokers: &[i32], rf: usize) -> MetadataRecord {
-    assert!(
-        rf >= 1 && rf <= brokers.len(),
-        "replication factor checked by the caller"
-    );
-    let replicas: Vec<i32> = (0..rf)
-        .map(|i| brokers[(partition as usize + i) % brokers.len()])
-        .collect();
-    MetadataRecord::Partition {
-        topic_id,
-        partition,
-        leader: replicas[0],
-        isr: replicas.clone(),
-        replicas,
-        leader_epoch: 0,
-        partition_epoch: 0,
-    }
+/// The records of partitions `first..first + count` of a topic, placed over `brokers` (the
+/// topic id seeds the placement, so later partitions continue the same pattern), each led
+/// by its first replica at epoch 0.
+fn partition_records(
+    topic_id: Uuid,
+    first: i32,
+    count: i32,
+    brokers: &[Placeable<'_>],
+    rf: usize,
+) -> Vec<MetadataRecord> {
+    let seed = topic_id.as_u64_pair().0;
+    assign_replicas(brokers, first, count, rf, seed)
+        .into_iter()
+        .zip(first..)
+        .map(|(replicas, partition)| MetadataRecord::Partition {
+            topic_id,
+            partition,
+            leader: replicas[0],
+            isr: replicas.clone(),
+            replicas,
+            leader_epoch: 0,
+            partition_epoch: 0,
+        })
+        .collect()
 }
 
 #[cfg(test)]
@@ -402,14 +549,60 @@ mod tests {
             self.image = Arc::new(next);
             Ok(batch.last_offset())
         }
+
+        fn term(&self) -> u64 {
+            1
+        }
+    }
+
+    const SESSION: Duration = Duration::from_secs(9);
+
+    fn registration(node_id: i32, incarnation_id: Uuid) -> BrokerRegistration<'static> {
+        BrokerRegistration {
+            node_id,
+            incarnation_id,
+            host: "127.0.0.1",
+            port: 9092,
+            rack: None,
+        }
+    }
+
+    fn heartbeat(node_id: i32, broker_epoch: i64, metadata_offset: i64) -> BrokerHeartbeat {
+        BrokerHeartbeat {
+            node_id,
+            broker_epoch,
+            metadata_offset,
+            want_fence: false,
+        }
+    }
+
+    /// Registers broker `node_id` and heartbeats it live; returns its epoch.
+    fn join(c: &mut Controller, node_id: i32, now: Instant) -> i64 {
+        let epoch = c
+            .register_broker(registration(node_id, Uuid::new_v4()), now)
+            .unwrap();
+        let reply = c
+            .broker_heartbeat(heartbeat(node_id, epoch, c.image().offset), now)
+            .unwrap();
+        assert!(!reply.fenced && reply.caught_up);
+        epoch
+    }
+
+    fn controller_with_brokers(n: i32) -> Controller {
+        let mut c = Controller::new(
+            Box::new(MemoryWriter {
+                image: Arc::new(MetadataImage::default()),
+            }),
+            SESSION,
+        );
+        for id in 1..=n {
+            join(&mut c, id, Instant::now());
+        }
+        c
     }
 
     fn controller() -> Controller {
-        let mut c = Controller::new(Box::new(MemoryWriter {
-            image: Arc::new(MetadataImage::default()),
-        }));
-        c.register_broker(1, "127.0.0.1", 9092).unwrap();
-        c
+        controller_with_brokers(1)
     }
 
     fn new_topic<'a>(name: &'a str, parts: i32, configs: &'a [(String, String)]) -> NewTopic<'a> {
@@ -501,16 +694,16 @@ mod tests {
     #[test]
     fn last_written_follows_each_committed_batch() {
         let mut c = controller();
-        assert_eq!(c.last_written(), 0, "the registration");
+        assert_eq!(c.last_written(), 1, "the registration and the unfencing");
         let id = c.create_topic(new_topic("t", 3, &[]), false).unwrap();
-        assert_eq!(c.last_written(), 4, "topic and three partitions");
+        assert_eq!(c.last_written(), 5, "topic and three partitions");
         assert!(c
             .create_topic(new_topic("u", 1, &[]), true)
             .unwrap()
             .is_nil());
-        assert_eq!(c.last_written(), 4, "validate-only writes nothing");
+        assert_eq!(c.last_written(), 5, "validate-only writes nothing");
         c.create_partitions("t", 4, false).unwrap();
-        assert_eq!(c.last_written(), 5);
+        assert_eq!(c.last_written(), 6);
         assert_eq!(c.image().topic("t").unwrap().topic_id, id);
     }
 
@@ -520,5 +713,126 @@ mod tests {
         assert_eq!(c.claim_cluster_id("first".into()).unwrap(), "first");
         assert_eq!(c.claim_cluster_id("second".into()).unwrap(), "first");
         assert_eq!(c.image().cluster_id.as_deref(), Some("first"));
+    }
+
+    #[test]
+    fn a_broker_is_fenced_until_caught_up_and_after_its_session_expires() {
+        let t0 = Instant::now();
+        let mut c = controller_with_brokers(0);
+        let epoch = c
+            .register_broker(registration(1, Uuid::new_v4()), t0)
+            .unwrap();
+        assert!(c.image().brokers[&1].fenced, "a new registration is fenced");
+        // Not caught up with its own registration yet: stays fenced.
+        let reply = c
+            .broker_heartbeat(heartbeat(1, epoch, epoch - 1), t0)
+            .unwrap();
+        assert_eq!(
+            reply,
+            HeartbeatReply {
+                caught_up: false,
+                fenced: true
+            }
+        );
+        let reply = c.broker_heartbeat(heartbeat(1, epoch, epoch), t0).unwrap();
+        assert_eq!(
+            reply,
+            HeartbeatReply {
+                caught_up: true,
+                fenced: false
+            }
+        );
+        assert!(c.image().is_live(1));
+        assert!(c.fence_expired_brokers(t0 + SESSION).unwrap().is_empty());
+        let later = t0 + SESSION + Duration::from_millis(1);
+        assert_eq!(c.fence_expired_brokers(later).unwrap(), vec![1]);
+        assert!(!c.image().is_live(1));
+        // Heartbeating again unfences it.
+        let reply = c
+            .broker_heartbeat(heartbeat(1, epoch, c.image().offset), later)
+            .unwrap();
+        assert!(!reply.fenced);
+        assert!(matches!(
+            c.broker_heartbeat(heartbeat(1, epoch + 100, 0), later),
+            Err(ControllerError::StaleBrokerEpoch(_))
+        ));
+    }
+
+    #[test]
+    fn a_second_process_with_a_live_node_id_is_refused() {
+        let t0 = Instant::now();
+        let mut c = controller_with_brokers(0);
+        let first = Uuid::new_v4();
+        let epoch = c.register_broker(registration(1, first), t0).unwrap();
+        assert_eq!(
+            c.register_broker(registration(1, first), t0).unwrap(),
+            epoch,
+            "the same process registering again keeps its epoch"
+        );
+        c.broker_heartbeat(heartbeat(1, epoch, epoch), t0).unwrap();
+        assert!(matches!(
+            c.register_broker(registration(1, Uuid::new_v4()), t0 + Duration::from_secs(1)),
+            Err(ControllerError::DuplicateBrokerRegistration(_))
+        ));
+        // Once the old session expired, a restarted process takes over (fenced at first).
+        let later = t0 + SESSION + Duration::from_secs(1);
+        let second = c
+            .register_broker(registration(1, Uuid::new_v4()), later)
+            .unwrap();
+        assert!(second > epoch);
+        assert!(c.image().brokers[&1].fenced);
+    }
+
+    #[test]
+    fn replicas_go_to_live_brokers_only() {
+        let t0 = Instant::now();
+        let mut c = controller_with_brokers(3);
+        let three = NewTopic {
+            name: "three",
+            num_partitions: 6,
+            replication_factor: 3,
+            configs: &[],
+        };
+        c.create_topic(three, false).unwrap();
+        let image = c.image();
+        let leaders: BTreeMap<i32, usize> =
+            image
+                .topic("three")
+                .unwrap()
+                .partitions
+                .values()
+                .fold(BTreeMap::new(), |mut m, p| {
+                    *m.entry(p.leader).or_default() += 1;
+                    m
+                });
+        assert_eq!(leaders.values().copied().collect::<Vec<_>>(), vec![2, 2, 2]);
+        // Broker 2 and 3 keep heartbeating; broker 1 goes silent and is fenced.
+        let later = t0 + SESSION + Duration::from_secs(1);
+        for id in [2, 3] {
+            let epoch = image.brokers[&id].epoch;
+            c.broker_heartbeat(heartbeat(id, epoch, image.offset), later)
+                .unwrap();
+        }
+        assert_eq!(c.fence_expired_brokers(later).unwrap(), vec![1]);
+        let rf3 = NewTopic {
+            name: "again",
+            num_partitions: 1,
+            replication_factor: 3,
+            configs: &[],
+        };
+        assert!(matches!(
+            c.create_topic(rf3, false),
+            Err(ControllerError::InvalidReplicationFactor(_))
+        ));
+        let rf2 = NewTopic {
+            name: "two",
+            num_partitions: 4,
+            replication_factor: 2,
+            configs: &[],
+        };
+        c.create_topic(rf2, false).unwrap();
+        for p in c.image().topic("two").unwrap().partitions.values() {
+            assert!(!p.replicas.contains(&1), "{:?}", p.replicas);
+        }
     }
 }

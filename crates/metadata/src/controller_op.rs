@@ -2,18 +2,32 @@
 //! forward one to the node that is (over the quorum's connections), and get its outcome
 //! back. The active controller runs each through [`Controller::execute`].
 
+use std::time::Instant;
+
 use serde::{Deserialize, Serialize};
 use uuid::Uuid;
 
-use crate::controller::{Controller, ControllerError, NewTopic};
+use crate::controller::{
+    BrokerHeartbeat, BrokerRegistration, Controller, ControllerError, HeartbeatReply, NewTopic,
+};
 
 /// One change a controller validates and writes.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub enum ControllerOp {
+    /// Kafka's BrokerRegistration: a broker process joins; the reply is its broker epoch.
     RegisterBroker {
         node_id: i32,
+        incarnation_id: Uuid,
         host: String,
         port: u16,
+        rack: Option<String>,
+    },
+    /// Kafka's BrokerHeartbeat.
+    BrokerHeartbeat {
+        node_id: i32,
+        broker_epoch: i64,
+        metadata_offset: i64,
+        want_fence: bool,
     },
     CreateTopic {
         name: String,
@@ -58,6 +72,9 @@ pub enum ControllerReply {
     ProducerIds(i64),
     /// The cluster's id.
     ClusterId(String),
+    /// A registered broker's epoch.
+    BrokerEpoch(i64),
+    Heartbeat(HeartbeatReply),
 }
 
 /// The outcome of a forwarded operation: its reply and the offset of the last record it
@@ -84,6 +101,8 @@ pub enum RefusalKind {
     NotController,
     Timeout,
     Storage,
+    DuplicateBrokerRegistration,
+    StaleBrokerEpoch,
 }
 
 impl From<&ControllerError> for WireRefusal {
@@ -99,6 +118,10 @@ impl From<&ControllerError> for WireRefusal {
             ControllerError::NotController(_) => RefusalKind::NotController,
             ControllerError::Timeout(_) => RefusalKind::Timeout,
             ControllerError::Log(_) => RefusalKind::Storage,
+            ControllerError::DuplicateBrokerRegistration(_) => {
+                RefusalKind::DuplicateBrokerRegistration
+            }
+            ControllerError::StaleBrokerEpoch(_) => RefusalKind::StaleBrokerEpoch,
         };
         WireRefusal {
             kind,
@@ -119,22 +142,57 @@ impl From<WireRefusal> for ControllerError {
             RefusalKind::UnknownTopic => ControllerError::UnknownTopic(m),
             RefusalKind::NotController => ControllerError::NotController(m),
             RefusalKind::Timeout => ControllerError::Timeout(m),
+            RefusalKind::DuplicateBrokerRegistration => {
+                ControllerError::DuplicateBrokerRegistration(m)
+            }
+            RefusalKind::StaleBrokerEpoch => ControllerError::StaleBrokerEpoch(m),
             RefusalKind::Internal | RefusalKind::Storage => ControllerError::Internal(m),
         }
     }
 }
 
 impl Controller {
-    /// Validates and writes `op`.
-    pub fn execute(&mut self, op: ControllerOp) -> Result<ControllerReply, ControllerError> {
+    /// Validates and writes `op` (as of `now`, for broker sessions).
+    pub fn execute(
+        &mut self,
+        op: ControllerOp,
+        now: Instant,
+    ) -> Result<ControllerReply, ControllerError> {
         match op {
             ControllerOp::RegisterBroker {
                 node_id,
+                incarnation_id,
                 host,
                 port,
+                rack,
             } => self
-                .register_broker(node_id, &host, port)
-                .map(|()| ControllerReply::Done),
+                .register_broker(
+                    BrokerRegistration {
+                        node_id,
+                        incarnation_id,
+                        host: &host,
+                        port,
+                        rack: rack.as_deref(),
+                    },
+                    now,
+                )
+                .map(ControllerReply::BrokerEpoch),
+            ControllerOp::BrokerHeartbeat {
+                node_id,
+                broker_epoch,
+                metadata_offset,
+                want_fence,
+            } => self
+                .broker_heartbeat(
+                    BrokerHeartbeat {
+                        node_id,
+                        broker_epoch,
+                        metadata_offset,
+                        want_fence,
+                    },
+                    now,
+                )
+                .map(ControllerReply::Heartbeat),
             ControllerOp::CreateTopic {
                 name,
                 num_partitions,

@@ -15,13 +15,19 @@ use uuid::Uuid;
 
 use crate::record::{ConfigResource, MetadataBatch, MetadataRecord};
 
-/// A registered broker's advertised endpoint.
+/// A registered broker: its advertised endpoint and its membership.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct BrokerImage {
     pub node_id: i32,
     pub host: String,
     pub port: u16,
     pub rack: Option<String>,
+    /// The broker process that registered (a restart registers a new one).
+    pub incarnation_id: Uuid,
+    /// The offset of the registration: heartbeats must name it.
+    pub epoch: i64,
+    /// A fenced broker is not live: it leads and serves nothing, its replicas are offline.
+    pub fenced: bool,
 }
 
 /// One partition's assignment and leadership.
@@ -115,6 +121,16 @@ impl MetadataImage {
         self.configs.get(resource).cloned().unwrap_or_default()
     }
 
+    /// The registered brokers that are not fenced, by id.
+    pub fn live_brokers(&self) -> impl Iterator<Item = &BrokerImage> {
+        self.brokers.values().filter(|b| !b.fenced)
+    }
+
+    /// Whether broker `id` is registered and not fenced.
+    pub fn is_live(&self, id: i32) -> bool {
+        self.brokers.get(&id).is_some_and(|b| !b.fenced)
+    }
+
     /// The offset the next record of the log takes.
     pub fn next_offset(&self) -> i64 {
         self.offset + 1
@@ -144,8 +160,8 @@ impl MetadataImage {
         }
         let mut next = self.clone();
         let mut delta = MetadataDelta::default();
-        for record in &batch.records {
-            next.apply(record, &mut delta)?;
+        for (offset, record) in (batch.base_offset..).zip(&batch.records) {
+            next.apply(record, offset, &mut delta)?;
         }
         next.offset = batch.last_offset();
         next.epoch = batch.epoch;
@@ -170,6 +186,9 @@ impl MetadataImage {
                     host: b.host.clone(),
                     port: b.port,
                     rack: b.rack.clone(),
+                    incarnation_id: b.incarnation_id,
+                    broker_epoch: Some(b.epoch),
+                    fenced: b.fenced,
                 }),
         );
         for topic in self.topics.values() {
@@ -221,16 +240,18 @@ impl MetadataImage {
         let mut image = MetadataImage::default();
         let mut delta = MetadataDelta::default();
         for record in records {
-            image.apply(record, &mut delta)?;
+            image.apply(record, offset, &mut delta)?;
         }
         image.offset = offset;
         image.epoch = epoch;
         Ok(image)
     }
 
+    /// Applies `record`, which sits at `offset` of the log.
     fn apply(
         &mut self,
         record: &MetadataRecord,
+        offset: i64,
         delta: &mut MetadataDelta,
     ) -> Result<(), ApplyError> {
         match record {
@@ -239,7 +260,17 @@ impl MetadataImage {
                 host,
                 port,
                 rack,
+                incarnation_id,
+                broker_epoch,
+                fenced,
             } => {
+                let epoch = broker_epoch.unwrap_or(offset);
+                if let Some(old) = self.brokers.get(node_id).filter(|b| b.epoch > epoch) {
+                    return Err(ApplyError(format!(
+                        "broker {node_id} would go back from epoch {} to {epoch}",
+                        old.epoch
+                    )));
+                }
                 self.brokers.insert(
                     *node_id,
                     BrokerImage {
@@ -247,8 +278,32 @@ impl MetadataImage {
                         host: host.clone(),
                         port: *port,
                         rack: rack.clone(),
+                        incarnation_id: *incarnation_id,
+                        epoch,
+                        fenced: *fenced,
                     },
                 );
+                delta.changed_brokers.insert(*node_id);
+            }
+            MetadataRecord::FenceBroker {
+                node_id,
+                broker_epoch,
+            }
+            | MetadataRecord::UnfenceBroker {
+                node_id,
+                broker_epoch,
+            } => {
+                let broker = self
+                    .brokers
+                    .get_mut(node_id)
+                    .filter(|b| b.epoch == *broker_epoch)
+                    .ok_or_else(|| {
+                        ApplyError(format!(
+                            "{} of broker {node_id} at an epoch {broker_epoch} it is not registered with",
+                            record.type_name()
+                        ))
+                    })?;
+                broker.fenced = matches!(record, MetadataRecord::FenceBroker { .. });
                 delta.changed_brokers.insert(*node_id);
             }
             MetadataRecord::Topic { name, topic_id } => {
@@ -563,7 +618,23 @@ mod tests {
                         node_id: 1,
                         host: "127.0.0.1".into(),
                         port: 9092,
+                        rack: Some("r1".into()),
+                        incarnation_id: Uuid::new_v4(),
+                        broker_epoch: None,
+                        fenced: true,
+                    },
+                    MetadataRecord::RegisterBroker {
+                        node_id: 2,
+                        host: "127.0.0.1".into(),
+                        port: 9093,
                         rack: None,
+                        incarnation_id: Uuid::new_v4(),
+                        broker_epoch: None,
+                        fenced: true,
+                    },
+                    MetadataRecord::UnfenceBroker {
+                        node_id: 2,
+                        broker_epoch: 1,
                     },
                     MetadataRecord::Topic {
                         name: "t".into(),
@@ -581,8 +652,10 @@ mod tests {
                 ],
             ))
             .unwrap();
+        assert!(image.brokers[&1].fenced && !image.brokers[&2].fenced);
+        assert_eq!(image.brokers[&2].epoch, 1, "the offset of its registration");
         let back = MetadataImage::restore(image.offset, 3, &image.to_records()).unwrap();
-        assert_eq!((back.offset, back.epoch), (4, 3));
+        assert_eq!((back.offset, back.epoch), (6, 3));
         assert_eq!(back.topic("t"), image.topic("t"));
         assert_eq!(back.brokers, image.brokers);
         assert_eq!(back.configs, image.configs);

@@ -1,12 +1,12 @@
 //! Gregor's cluster metadata, kept as a log.
 //!
-//! Every change (broker registered, topic created, partitions added or changed, config
-//! altered, topic removed) is a versioned [`MetadataRecord`]; records are appended in
-//! [`MetadataBatch`]es, each at its offset and epoch, to the metadata log
-//! ([`log::MetadataLog`]) and applied to an immutable [`image::MetadataImage`], which also
-//! says what each batch changed ([`MetadataDelta`]). On start the log is replayed to rebuild
-//! the image. The single-node [`controller::Controller`] validates requests and turns them
-//! into batches; a replicated quorum can later carry the very same batches.
+//! Every change (broker registered, fenced or unfenced, topic created, partitions added or
+//! changed, config altered, topic removed) is a versioned [`MetadataRecord`]; records are
+//! appended in [`MetadataBatch`]es, each at its offset and epoch, to the metadata log, which
+//! the Raft [`quorum`] replicates, and applied to an immutable [`image::MetadataImage`],
+//! which also says what each batch changed ([`MetadataDelta`]). The active
+//! [`controller::Controller`] validates requests, keeps broker sessions ([`membership`]),
+//! places replicas ([`placement`]) and turns it all into batches.
 
 pub mod config;
 pub mod controller;
@@ -14,6 +14,8 @@ pub mod controller_op;
 mod frame;
 pub mod image;
 pub mod log;
+pub mod membership;
+pub mod placement;
 pub mod quorum;
 pub mod record;
 

@@ -1,9 +1,9 @@
 //! The records of the metadata log: each one is a single, self-contained change, with a
 //! version, grouped into batches that carry their log offset and leader epoch.
 //!
-//! The record types follow Kafka's KRaft records (`RegisterBrokerRecord`, `TopicRecord`,
-//! `PartitionRecord`, `PartitionChangeRecord`, `ConfigRecord`, `RemoveTopicRecord`,
-//! `ProducerIdsRecord`). Each is stored as `{"type": ..., "version": N, fields...}`; records
+//! The record types follow Kafka's KRaft records (`RegisterBrokerRecord`, `FenceBrokerRecord`,
+//! `UnfenceBrokerRecord`, `TopicRecord`, `PartitionRecord`, `PartitionChangeRecord`,
+//! `ConfigRecord`, `RemoveTopicRecord`, `ProducerIdsRecord`). Each is stored as `{"type": ..., "version": N, fields...}`; records
 //! written before versions existed have no `version` and read as version 0. A record of a
 //! version newer than this release knows is refused rather than misread.
 
@@ -21,13 +21,29 @@ pub enum ConfigResource {
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(tag = "type")]
 pub enum MetadataRecord {
-    /// A broker announced itself with its advertised endpoint.
+    /// A broker process announced itself with its advertised endpoint. Version 1 adds the
+    /// process's incarnation id, the broker epoch and whether it is fenced (a new
+    /// registration is fenced until the broker has caught up with the metadata log).
     RegisterBroker {
         node_id: i32,
         host: String,
         port: u16,
         rack: Option<String>,
+        /// Random per broker process; nil in version 0.
+        #[serde(default)]
+        incarnation_id: Uuid,
+        /// The broker epoch; `None` when written by the controller, where it is the offset
+        /// of this record (as in Kafka). A snapshot writes it out.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        broker_epoch: Option<i64>,
+        /// Version 0 brokers were live.
+        #[serde(default)]
+        fenced: bool,
     },
+    /// The broker stopped heartbeating (or asked to be): its replicas are offline.
+    FenceBroker { node_id: i32, broker_epoch: i64 },
+    /// The broker is heartbeating and has caught up with the metadata log.
+    UnfenceBroker { node_id: i32, broker_epoch: i64 },
     /// A topic exists with this name and id (its partitions follow as `Partition` records).
     Topic { name: String, topic_id: Uuid },
     /// A partition's full assignment and leadership (creation, or a complete restatement).
@@ -74,8 +90,9 @@ impl MetadataRecord {
     /// The version of this record type that this release writes (and the newest it reads).
     pub fn current_version(&self) -> u16 {
         match self {
-            MetadataRecord::Partition { .. } => 1,
-            MetadataRecord::RegisterBroker { .. }
+            MetadataRecord::Partition { .. } | MetadataRecord::RegisterBroker { .. } => 1,
+            MetadataRecord::FenceBroker { .. }
+            | MetadataRecord::UnfenceBroker { .. }
             | MetadataRecord::Topic { .. }
             | MetadataRecord::PartitionChange { .. }
             | MetadataRecord::Config { .. }
@@ -89,6 +106,8 @@ impl MetadataRecord {
     pub fn type_name(&self) -> &'static str {
         match self {
             MetadataRecord::RegisterBroker { .. } => "RegisterBroker",
+            MetadataRecord::FenceBroker { .. } => "FenceBroker",
+            MetadataRecord::UnfenceBroker { .. } => "UnfenceBroker",
             MetadataRecord::Topic { .. } => "Topic",
             MetadataRecord::Partition { .. } => "Partition",
             MetadataRecord::PartitionChange { .. } => "PartitionChange",

@@ -251,6 +251,10 @@ async fn malformed_quorum_traffic_closes_that_connection_only() {
         (b"\x00\x00\x00\x05hello".to_vec(), "not JSON"),
         (b"\x7f\xff\xff\xff".to_vec(), "an oversized length"),
         (b"\x00\x00\x00\x02{}".to_vec(), "JSON of no request"),
+        (
+            b"\x00\x00\x00\x0a\x00\x12\x00\x03\x00\x00\x00\x01\xff\xff".to_vec(),
+            "a Kafka ApiVersions request",
+        ),
     ] {
         for addr in addrs.values() {
             let mut s = tokio::net::TcpStream::connect(addr).await.unwrap();

@@ -12,11 +12,11 @@ use kafka_protocol::messages::{
 use super::wire::{code, s, NONE};
 use crate::broker::Broker;
 
+/// DescribeCluster lists the live brokers, as Kafka's KRaft brokers do.
 pub fn describe(broker: &Broker, _request: DescribeClusterRequest) -> DescribeClusterResponse {
     let image = broker.image();
     let brokers = image
-        .brokers
-        .values()
+        .live_brokers()
         .map(|b| {
             DescribeClusterBroker::default()
                 .with_broker_id(BrokerId(b.node_id))

@@ -56,7 +56,7 @@ fn coordinator_for(broker: &Broker, key: &str, key_type: i8) -> Result<BrokerIma
         return Err((code(empty_key_error), "the coordinator key is empty".into()));
     }
     if let Err(e) = ensure(broker) {
-        tracing::error!(error = %e, "cannot create an internal topic");
+        tracing::warn!(error = %e, "cannot create an internal topic");
         return Err((code(ResponseError::CoordinatorNotAvailable), e.to_string()));
     }
     let (topic, partition) = if key_type == KEY_TYPE_GROUP {
@@ -69,6 +69,7 @@ fn coordinator_for(broker: &Broker, key: &str, key_type: i8) -> Result<BrokerIma
         .topic(topic)
         .and_then(|t| t.partitions.get(&partition))
         .and_then(|p| image.brokers.get(&p.leader))
+        .filter(|b| !b.fenced)
         .cloned()
         .ok_or_else(|| {
             (

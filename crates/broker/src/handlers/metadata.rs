@@ -1,9 +1,11 @@
-//! Metadata: brokers, controller, and topics with their partitions' leaders and replicas.
-//! Unknown topics are created here when auto.create.topics.enable is on and the client
-//! allows it.
+//! Metadata: the live brokers, the controller, and topics with their partitions' leaders,
+//! replicas, ISR and offline replicas. As in KRaft, a fenced broker is not listed, its
+//! replicas are offline, and a partition whose leader is not live answers
+//! LEADER_NOT_AVAILABLE with leader -1 (clients wait and ask again). Unknown topics are
+//! created here when auto.create.topics.enable is on and the client allows it.
 
 use gregor_metadata::controller::validate_topic_name;
-use gregor_metadata::{ControllerError, TopicImage};
+use gregor_metadata::{ControllerError, MetadataImage, TopicImage};
 use kafka_protocol::error::ResponseError;
 use kafka_protocol::messages::metadata_response::{
     MetadataResponseBroker, MetadataResponsePartition, MetadataResponseTopic,
@@ -30,18 +32,17 @@ pub fn handle(broker: &Broker, request: MetadataRequest, version: i16) -> Metada
     match requested {
         None => {
             let image = broker.image();
-            topics.extend(image.topics.values().map(|t| topic_entry(t, version)));
+            topics.extend(image.topics.values().map(|t| topic_entry(&image, t)));
         }
         Some(names) => {
             for name in names {
-                topics.push(requested_topic(broker, &name, allow_auto_create, version));
+                topics.push(requested_topic(broker, &name, allow_auto_create));
             }
         }
     }
     let image = broker.image();
     let brokers = image
-        .brokers
-        .values()
+        .live_brokers()
         .map(|b| {
             MetadataResponseBroker::default()
                 .with_node_id(BrokerId(b.node_id))
@@ -58,20 +59,16 @@ pub fn handle(broker: &Broker, request: MetadataRequest, version: i16) -> Metada
         .with_cluster_authorized_operations(i32::MIN)
 }
 
-fn requested_topic(
-    broker: &Broker,
-    name: &str,
-    allow_auto_create: bool,
-    version: i16,
-) -> MetadataResponseTopic {
+fn requested_topic(broker: &Broker, name: &str, allow_auto_create: bool) -> MetadataResponseTopic {
     let error = |e: ResponseError| {
         MetadataResponseTopic::default()
             .with_name(Some(TopicName(s(name))))
             .with_error_code(code(e))
             .with_topic_authorized_operations(i32::MIN)
     };
-    if let Some(t) = broker.image().topic(name) {
-        return topic_entry(t, version);
+    let image = broker.image();
+    if let Some(t) = image.topic(name) {
+        return topic_entry(&image, t);
     }
     if validate_topic_name(name).is_err() {
         return error(ResponseError::InvalidTopicException);
@@ -81,7 +78,7 @@ fn requested_topic(
     }
     match broker.auto_create_topic(name) {
         Ok(true) => match broker.image().topic(name) {
-            Some(t) => topic_entry(t, version),
+            Some(t) => topic_entry(&broker.image(), t),
             None => error(ResponseError::LeaderNotAvailable),
         },
         Ok(false) => error(ResponseError::UnknownTopicOrPartition),
@@ -95,18 +92,25 @@ fn requested_topic(
     }
 }
 
-fn topic_entry(topic: &TopicImage, _version: i16) -> MetadataResponseTopic {
+fn topic_entry(image: &MetadataImage, topic: &TopicImage) -> MetadataResponseTopic {
+    let ids = |ids: &mut dyn Iterator<Item = &i32>| ids.copied().map(BrokerId).collect();
     let partitions = topic
         .partitions
         .values()
         .map(|p| {
+            let leader_live = image.is_live(p.leader);
             MetadataResponsePartition::default()
-                .with_error_code(NONE)
+                .with_error_code(if leader_live {
+                    NONE
+                } else {
+                    code(ResponseError::LeaderNotAvailable)
+                })
                 .with_partition_index(p.partition)
-                .with_leader_id(BrokerId(p.leader))
+                .with_leader_id(BrokerId(if leader_live { p.leader } else { -1 }))
                 .with_leader_epoch(p.leader_epoch)
-                .with_replica_nodes(p.replicas.iter().copied().map(BrokerId).collect())
-                .with_isr_nodes(p.isr.iter().copied().map(BrokerId).collect())
+                .with_replica_nodes(ids(&mut p.replicas.iter()))
+                .with_isr_nodes(ids(&mut p.isr.iter()))
+                .with_offline_replicas(ids(&mut p.replicas.iter().filter(|r| !image.is_live(**r))))
         })
         .collect();
     MetadataResponseTopic::default()

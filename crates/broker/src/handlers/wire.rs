@@ -59,6 +59,10 @@ fn controller_error(e: &ControllerError) -> (i16, String) {
         ControllerError::NotController(_) => ResponseError::NotController,
         ControllerError::Timeout(_) => ResponseError::RequestTimedOut,
         ControllerError::Log(_) => ResponseError::KafkaStorageError,
+        ControllerError::DuplicateBrokerRegistration(_) => {
+            ResponseError::DuplicateBrokerRegistration
+        }
+        ControllerError::StaleBrokerEpoch(_) => ResponseError::StaleBrokerEpoch,
     };
     (code(c), e.to_string())
 }

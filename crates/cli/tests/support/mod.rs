@@ -4,9 +4,14 @@
 
 #![allow(dead_code)]
 
-use std::io::{BufRead, BufReader, Lines};
+use std::io::{BufRead, BufReader};
 use std::path::Path;
-use std::process::{Child, ChildStdout, Command, Stdio};
+use std::process::{Child, Command, Stdio};
+use std::sync::mpsc::{channel, Receiver};
+use std::time::Duration;
+
+/// Longest wait for a broker's "listening" line.
+const START_TIMEOUT: Duration = Duration::from_secs(60);
 
 /// A port that was free a moment ago on 127.0.0.1.
 pub fn free_port() -> u16 {
@@ -20,8 +25,9 @@ pub fn free_port() -> u16 {
 /// A `gregor broker` process started by the test; SIGKILLed when dropped.
 pub struct BrokerProcess {
     child: Child,
-    /// Kept open so the broker never writes to a closed pipe.
-    _stdout: Lines<BufReader<ChildStdout>>,
+    /// The broker's stdout lines, read by a thread that drains the pipe until it closes (so
+    /// the broker never blocks on, or writes to, a closed pipe).
+    stdout: Receiver<String>,
     pub port: u16,
     dir: String,
 }
@@ -51,10 +57,16 @@ impl BrokerProcess {
             .stderr(Stdio::null())
             .spawn()
             .expect("spawn gregor broker");
-        let lines = BufReader::new(child.stdout.take().unwrap()).lines();
+        let out = child.stdout.take().unwrap();
+        let (tx, stdout) = channel();
+        std::thread::spawn(move || {
+            for line in BufReader::new(out).lines().map_while(Result::ok) {
+                let _ = tx.send(line);
+            }
+        });
         BrokerProcess {
             child,
-            _stdout: lines,
+            stdout,
             port,
             dir: dir.display().to_string(),
         }
@@ -62,7 +74,13 @@ impl BrokerProcess {
 
     /// Waits for the "listening" line, which must name the port and the data directory.
     pub fn wait_listening(&mut self) {
-        let first = self._stdout.next().and_then(|l| l.ok()).unwrap_or_default();
+        let first = match self.stdout.recv_timeout(START_TIMEOUT) {
+            Ok(line) => line,
+            Err(e) => panic!(
+                "broker on port {} printed nothing within {START_TIMEOUT:?}: {e}",
+                self.port
+            ),
+        };
         assert!(
             first.contains(&format!("listening on 127.0.0.1:{}", self.port)),
             "{first}"
@@ -78,6 +96,34 @@ impl BrokerProcess {
         format!("127.0.0.1:{}", self.port)
     }
 
+    /// The process id.
+    pub fn pid(&self) -> i32 {
+        self.child.id() as i32
+    }
+
+    /// Sends `signal` (e.g. SIGSTOP, SIGCONT) to this broker only.
+    pub fn signal(&self, signal: i32) {
+        // SAFETY: kill(2) on the pid of a child this guard owns and has not reaped.
+        let rc = unsafe { libc::kill(self.pid(), signal) };
+        assert_eq!(rc, 0, "kill({}, {signal})", self.pid());
+    }
+
+    /// SIGTERM (a clean shutdown), then waits for the exit: SIGKILL after 30 s.
+    pub fn terminate(&mut self) {
+        self.signal(libc::SIGTERM);
+        let deadline = std::time::Instant::now() + Duration::from_secs(30);
+        while std::time::Instant::now() < deadline {
+            if let Ok(Some(_)) = self.child.try_wait() {
+                return;
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        panic!(
+            "broker on port {} did not stop within 30 s of SIGTERM",
+            self.port
+        );
+    }
+
     /// SIGKILL, then reap the process.
     pub fn kill(&mut self) {
         let _ = self.child.kill();
@@ -87,6 +133,7 @@ impl BrokerProcess {
 
 impl Drop for BrokerProcess {
     fn drop(&mut self) {
+        // A stopped (SIGSTOP) process dies of SIGKILL too.
         self.kill();
     }
 }

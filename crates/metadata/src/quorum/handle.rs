@@ -270,6 +270,10 @@ impl MetadataWriter for Arc<QuorumHandle> {
         QuorumHandle::image(self)
     }
 
+    fn term(&self) -> u64 {
+        self.metrics.borrow().current_term
+    }
+
     fn write(&mut self, records: Vec<MetadataRecord>) -> Result<i64, ControllerError> {
         match self.propose(records, COMMIT_TIMEOUT) {
             Ok((_, last)) => Ok(last),

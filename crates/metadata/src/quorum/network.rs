@@ -4,7 +4,9 @@
 //! a [`RaftRequest`]; the answer is the library's result for it, as JSON. Connections are
 //! opened lazily, kept per peer, and dropped at the first error (the library retries). The
 //! listening side treats a malformed or oversized frame like a malformed client frame: it
-//! closes that connection and goes on.
+//! closes that connection and goes on. This port is the node's CONTROLLER listener: an
+//! ordinary Kafka client that connects here by mistake is told so in the node's log (its
+//! request's API key and version) and its connection closed; it serves no client API.
 
 use std::time::Duration;
 
@@ -100,6 +102,18 @@ async fn read_frame(stream: &mut TcpStream) -> std::io::Result<Vec<u8>> {
     Ok(body)
 }
 
+/// The API key and version of `body` if it is a Kafka request rather than a quorum message
+/// (a quorum message is a JSON object; a Kafka request starts with two 16-bit integers, an
+/// API key below 256 and a version, then the correlation id).
+fn kafka_request_header(body: &[u8]) -> Option<(i16, i16)> {
+    if body.len() < 8 || body[0] == b'{' {
+        return None;
+    }
+    let api_key = i16::from_be_bytes([body[0], body[1]]);
+    let version = i16::from_be_bytes([body[2], body[3]]);
+    (0..256).contains(&api_key).then_some((api_key, version))
+}
+
 /// Accepts peer voters' connections and answers their requests until aborted; aborting it
 /// closes every connection it accepted too (a stopped voter must not keep answering).
 pub async fn serve(listener: TcpListener, raft: Raft, handler: HandlerCell) {
@@ -117,8 +131,12 @@ pub async fn serve(listener: TcpListener, raft: Raft, handler: HandlerCell) {
         let raft = raft.clone();
         let handler = handler.clone();
         peers.spawn(async move {
-            if let Err(e) = serve_peer(stream, raft, handler).await {
-                tracing::debug!(%peer, error = %e, "quorum connection closed");
+            match serve_peer(stream, raft, handler).await {
+                Ok(()) => {}
+                Err(e) if e.kind() == std::io::ErrorKind::Unsupported => {
+                    tracing::warn!(%peer, "{e}; connection closed");
+                }
+                Err(e) => tracing::debug!(%peer, error = %e, "quorum connection closed"),
             }
         });
     }
@@ -136,6 +154,14 @@ async fn serve_peer(
             Err(e) if e.kind() == std::io::ErrorKind::UnexpectedEof => return Ok(()),
             Err(e) => return Err(e),
         };
+        if let Some((api_key, version)) = kafka_request_header(&body) {
+            return Err(std::io::Error::new(
+                std::io::ErrorKind::Unsupported,
+                format!(
+                    "a Kafka client sent a request (API key {api_key}, version {version}) to the CONTROLLER listener, which serves only the metadata quorum; clients use the broker's client listener"
+                ),
+            ));
+        }
         let request: RaftRequest = serde_json::from_slice(&body).map_err(|e| {
             std::io::Error::new(
                 std::io::ErrorKind::InvalidData,

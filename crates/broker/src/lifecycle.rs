@@ -1,0 +1,213 @@
+//! The broker's membership of the cluster (what Kafka's `BrokerLifecycleManager` does):
+//! register this process with the active controller (BrokerRegistration: node id, a fresh
+//! incarnation id, the advertised endpoint and rack; the reply is the broker epoch), then
+//! heartbeat every `broker.heartbeat.interval.ms` with the offset of the metadata applied
+//! here (BrokerHeartbeat). A new registration is fenced; the controller unfences it once a
+//! heartbeat shows this broker applied the log up to its registration, and the broker starts
+//! serving only then. A broker that misses heartbeats for `broker.session.timeout.ms` is
+//! fenced by the active controller ([`Broker::fence_expired_brokers`], run on every node,
+//! acting only on the leader) and unfenced by its next heartbeat.
+//!
+//! Both requests travel like every controller operation: executed here when this node is
+//! the active controller, else forwarded over the quorum's connections.
+
+use std::sync::atomic::{AtomicBool, AtomicI64, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use gregor_metadata::controller::HeartbeatReply;
+use gregor_metadata::{ControllerError, ControllerOp, ControllerReply};
+use tokio::sync::watch;
+use uuid::Uuid;
+
+use crate::broker::{Broker, BrokerError, CommitError};
+
+/// How often a broker waiting to be unfenced at start-up heartbeats.
+const STARTUP_HEARTBEAT: Duration = Duration::from_millis(20);
+/// How often every node checks for expired sessions (acting only while it leads).
+const SESSION_CHECK: Duration = Duration::from_millis(250);
+
+/// This process's registration.
+#[derive(Debug)]
+pub struct Lifecycle {
+    /// Random per process: tells a restarted broker from the one it replaces.
+    pub incarnation_id: Uuid,
+    host: String,
+    port: u16,
+    rack: Option<String>,
+    /// The broker epoch the controller gave the registration; -1 before it.
+    epoch: AtomicI64,
+    /// Whether the controller's last answer said this broker is fenced.
+    fenced: AtomicBool,
+}
+
+impl Lifecycle {
+    pub fn new(host: &str, port: u16, rack: Option<&str>) -> Lifecycle {
+        Lifecycle {
+            incarnation_id: Uuid::new_v4(),
+            host: host.to_string(),
+            port,
+            rack: rack.map(str::to_string),
+            epoch: AtomicI64::new(-1),
+            fenced: AtomicBool::new(true),
+        }
+    }
+
+    /// The broker epoch of this process's registration (-1 before it registered).
+    pub fn epoch(&self) -> i64 {
+        self.epoch.load(Ordering::Acquire)
+    }
+
+    /// Whether the active controller last said this broker is fenced.
+    pub fn is_fenced(&self) -> bool {
+        self.fenced.load(Ordering::Acquire)
+    }
+
+    fn registration(&self, node_id: i32) -> ControllerOp {
+        ControllerOp::RegisterBroker {
+            node_id,
+            incarnation_id: self.incarnation_id,
+            host: self.host.clone(),
+            port: self.port,
+            rack: self.rack.clone(),
+        }
+    }
+}
+
+impl Broker {
+    /// Registers this process and heartbeats until the controller unfences it, retrying
+    /// while no controller is elected or another process's session under this node id has
+    /// not expired yet. The broker serves only after this returns.
+    pub(crate) fn join_cluster(&self, deadline: Instant) -> Result<(), BrokerError> {
+        let mut waiting_logged = false;
+        loop {
+            let outcome = self.register().and_then(|()| self.heartbeat_once());
+            match outcome {
+                Ok(reply) if !reply.fenced => return Ok(()),
+                Ok(_) => {}
+                Err(CommitError::Refused(
+                    e @ (ControllerError::NotController(_)
+                    | ControllerError::Timeout(_)
+                    | ControllerError::DuplicateBrokerRegistration(_)
+                    | ControllerError::StaleBrokerEpoch(_)),
+                )) => {
+                    if !waiting_logged
+                        || matches!(e, ControllerError::DuplicateBrokerRegistration(_))
+                    {
+                        tracing::info!(error = %e, "waiting to join the cluster");
+                        waiting_logged = true;
+                    }
+                }
+                Err(e) => {
+                    return Err(BrokerError::Start(format!(
+                        "cannot register this broker: {e}"
+                    )))
+                }
+            }
+            if Instant::now() >= deadline {
+                return Err(BrokerError::Start(
+                    "this broker was not registered and unfenced by the active controller in time"
+                        .into(),
+                ));
+            }
+            std::thread::sleep(STARTUP_HEARTBEAT);
+        }
+    }
+
+    /// Registers this process unless it already holds a broker epoch.
+    fn register(&self) -> Result<(), CommitError> {
+        if self.lifecycle.epoch() >= 0 {
+            return Ok(());
+        }
+        let timeout = self
+            .config()
+            .heartbeat_interval()
+            .max(Duration::from_secs(1));
+        match self.commit_within(self.lifecycle.registration(self.node_id), timeout)? {
+            ControllerReply::BrokerEpoch(epoch) => {
+                self.lifecycle.epoch.store(epoch, Ordering::Release);
+                tracing::info!(
+                    broker_epoch = epoch,
+                    incarnation = %self.lifecycle.incarnation_id,
+                    "registered with the active controller"
+                );
+                Ok(())
+            }
+            other => unreachable!("a broker epoch, not {other:?}"),
+        }
+    }
+
+    /// Sends one heartbeat with the offset of the metadata applied here. A stale epoch (the
+    /// controller no longer knows this registration) makes the next call register again.
+    pub(crate) fn heartbeat_once(&self) -> Result<HeartbeatReply, CommitError> {
+        self.register()?;
+        let op = ControllerOp::BrokerHeartbeat {
+            node_id: self.node_id,
+            broker_epoch: self.lifecycle.epoch(),
+            metadata_offset: self.applied_metadata_offset(),
+            want_fence: false,
+        };
+        let timeout = self
+            .config()
+            .heartbeat_interval()
+            .max(Duration::from_secs(1));
+        match self.commit_within(op, timeout) {
+            Ok(ControllerReply::Heartbeat(reply)) => {
+                let was = self.lifecycle.fenced.swap(reply.fenced, Ordering::AcqRel);
+                if was && !reply.fenced {
+                    tracing::info!("the active controller unfenced this broker");
+                } else if !was && reply.fenced {
+                    tracing::warn!("the active controller fenced this broker");
+                }
+                Ok(reply)
+            }
+            Ok(other) => unreachable!("a heartbeat reply, not {other:?}"),
+            Err(CommitError::Refused(e @ ControllerError::StaleBrokerEpoch(_))) => {
+                tracing::warn!(error = %e, "registration no longer current: registering again");
+                self.lifecycle.epoch.store(-1, Ordering::Release);
+                self.lifecycle.fenced.store(true, Ordering::Release);
+                Err(CommitError::Refused(e))
+            }
+            Err(e) => Err(e),
+        }
+    }
+
+    /// On the active controller: fences every broker whose session ran out.
+    pub(crate) fn fence_expired_brokers(&self) {
+        if self.active_controller_id() != self.node_id {
+            return;
+        }
+        let result = self.with_controller(|c| c.fence_expired_brokers(Instant::now()));
+        if let Err(e) = result {
+            tracing::warn!(error = %e, "could not fence brokers whose session expired");
+        }
+    }
+}
+
+/// Heartbeats every `broker.heartbeat.interval.ms` until shutdown.
+pub async fn run_heartbeats(broker: Arc<Broker>, mut shutdown: watch::Receiver<bool>) {
+    loop {
+        let interval = broker.config().heartbeat_interval();
+        tokio::select! {
+            _ = shutdown.changed() => return,
+            _ = tokio::time::sleep(interval) => {}
+        }
+        let b = broker.clone();
+        match tokio::task::spawn_blocking(move || b.heartbeat_once()).await {
+            Ok(Ok(_)) | Err(_) => {}
+            Ok(Err(e)) => tracing::debug!(error = %e, "heartbeat not answered"),
+        }
+    }
+}
+
+/// Checks broker sessions every quarter second until shutdown (acting only on the leader).
+pub async fn run_session_checks(broker: Arc<Broker>, mut shutdown: watch::Receiver<bool>) {
+    loop {
+        tokio::select! {
+            _ = shutdown.changed() => return,
+            _ = tokio::time::sleep(SESSION_CHECK) => {}
+        }
+        let b = broker.clone();
+        let _ = tokio::task::spawn_blocking(move || b.fence_expired_brokers()).await;
+    }
+}
