@@ -106,11 +106,9 @@ impl Broker {
         let log_dir = LogDir::open(&dir, clock.clone())?;
         let local_cluster_id = read_meta_properties(&dir, node_id)?;
         let metadata_dir = dir.join(METADATA_DIR);
-        let (quorum, events) = QuorumHandle::start(QuorumConfig::new(
-            node_id,
-            cluster.voters,
-            metadata_dir.clone(),
-        ))?;
+        let mut quorum_config = QuorumConfig::new(node_id, cluster.voters, metadata_dir.clone());
+        quorum_config.observer_listen = cluster.observer_listen;
+        let (quorum, events) = QuorumHandle::start(quorum_config)?;
         let quorum = Arc::new(quorum);
         if quorum.wait_until_caught_up(QUORUM_START_TIMEOUT).is_none() {
             return Err(BrokerError::Start(format!(

@@ -4,8 +4,9 @@
 //! stops with one clear error instead of half-starting.
 //!
 //! Without `controller.quorum.voters` the node is a quorum of one (both roles, as `gregor
-//! broker` with no arguments starts). Every node of this release is both broker and
-//! controller (a voter); brokers without the controller role are not built yet.
+//! broker` with no arguments starts). A node with both roles is a voter; a node with only
+//! the broker role is an observer of the metadata log (it follows it without voting and
+//! has no CONTROLLER listener). Controller-only nodes are not built yet.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::net::SocketAddr;
@@ -16,8 +17,11 @@ use crate::config::{BrokerConfig, ConfigError};
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ClusterConfig {
     pub node_id: i32,
-    /// Every voter's quorum address; this node's is where it listens for the others.
+    /// Every voter's quorum address; a voter's own is where it listens for the others.
     pub voters: BTreeMap<i32, SocketAddr>,
+    /// A broker-only node (an observer): where it listens for the leader's replication,
+    /// on its client listener's address and a port of the system's choosing.
+    pub observer_listen: Option<SocketAddr>,
 }
 
 /// The voters of `controller.quorum.voters`: `id@host:port` entries separated by commas.
@@ -67,9 +71,9 @@ pub fn cluster_config(config: &BrokerConfig) -> Result<ClusterConfig, ConfigErro
             "invalid value for 'process.roles': unknown role '{bad}' (broker, controller)"
         )));
     }
-    if roles != BTreeSet::from(["broker", "controller"]) {
+    if !roles.contains("broker") {
         return Err(err(
-            "invalid value for 'process.roles': every node of this release is both broker and controller ('broker,controller')".into(),
+            "invalid value for 'process.roles': controller-only nodes are not built yet; use 'broker,controller' or 'broker'".into(),
         ));
     }
     let raw_voters = config.get("controller.quorum.voters").unwrap_or_default();
@@ -78,12 +82,16 @@ pub fn cluster_config(config: &BrokerConfig) -> Result<ClusterConfig, ConfigErro
     let controller_listener = config
         .controller_listener()
         .map_err(|e| err(format!("invalid value for 'listeners': {e}")))?;
+    if !roles.contains("controller") {
+        return observer_config(config, node_id, voters, controller_listener);
+    }
     if voters.is_empty() {
         // A quorum of one: its own listener when one is configured, else none is needed.
         let addr = controller_listener.unwrap_or_else(|| SocketAddr::from(([127, 0, 0, 1], 0)));
         return Ok(ClusterConfig {
             node_id,
             voters: BTreeMap::from([(node_id, addr)]),
+            observer_listen: None,
         });
     }
     let Some(mine) = voters.get(&node_id).copied() else {
@@ -108,7 +116,43 @@ pub fn cluster_config(config: &BrokerConfig) -> Result<ClusterConfig, ConfigErro
     let mut voters = voters;
     // Listen where the listener says (e.g. 0.0.0.0), be reached where the voters say.
     voters.insert(node_id, SocketAddr::new(listen.ip(), mine.port()));
-    Ok(ClusterConfig { node_id, voters })
+    Ok(ClusterConfig {
+        node_id,
+        voters,
+        observer_listen: None,
+    })
+}
+
+/// A broker-only node: it needs the voters, must not be one, and has no CONTROLLER listener.
+fn observer_config(
+    config: &BrokerConfig,
+    node_id: i32,
+    voters: BTreeMap<i32, SocketAddr>,
+    controller_listener: Option<SocketAddr>,
+) -> Result<ClusterConfig, ConfigError> {
+    let err = |m: String| ConfigError(m);
+    if voters.is_empty() {
+        return Err(err(
+            "a broker-only node (process.roles=broker) needs controller.quorum.voters to find the controllers".into(),
+        ));
+    }
+    if voters.contains_key(&node_id) {
+        return Err(err(format!(
+            "node.id {node_id} is one of the controller.quorum.voters, but process.roles has no controller role"
+        )));
+    }
+    if controller_listener.is_some() {
+        return Err(err(format!(
+            "'listeners' has a {} listener, but this node is not a controller (process.roles=broker)",
+            config.controller_listener_name()
+        )));
+    }
+    let client = config.listener()?;
+    Ok(ClusterConfig {
+        node_id,
+        voters,
+        observer_listen: Some(SocketAddr::new(client.ip(), 0)),
+    })
 }
 
 #[cfg(test)]
@@ -145,6 +189,22 @@ mod tests {
         assert_eq!(c.node_id, 2);
         assert_eq!(c.voters.len(), 3);
         assert_eq!(c.voters[&3].to_string(), "127.0.0.1:9095");
+    }
+
+    #[test]
+    fn a_broker_only_node_observes() {
+        let c = config(&[
+            ("process.roles", "broker"),
+            ("node.id", "4"),
+            (
+                "controller.quorum.voters",
+                "1@127.0.0.1:9093,2@127.0.0.1:9094",
+            ),
+            ("listeners", "PLAINTEXT://127.0.0.1:9092"),
+        ])
+        .unwrap();
+        assert_eq!(c.voters.len(), 2);
+        assert_eq!(c.observer_listen, Some("127.0.0.1:0".parse().unwrap()));
     }
 
     #[test]
@@ -202,7 +262,31 @@ mod tests {
                 ],
                 "does not match",
             ),
-            (&[("process.roles", "broker")], "both broker and controller"),
+            (&[("process.roles", "controller")], "controller-only"),
+            (
+                &[("process.roles", "broker")],
+                "needs controller.quorum.voters",
+            ),
+            (
+                &[
+                    ("process.roles", "broker"),
+                    ("node.id", "2"),
+                    ("controller.quorum.voters", voters),
+                ],
+                "has no controller role",
+            ),
+            (
+                &[
+                    ("process.roles", "broker"),
+                    ("node.id", "3"),
+                    ("controller.quorum.voters", voters),
+                    (
+                        "listeners",
+                        "PLAINTEXT://127.0.0.1:1,CONTROLLER://127.0.0.1:9095",
+                    ),
+                ],
+                "not a controller",
+            ),
             (&[("process.roles", "broker,chef")], "unknown role"),
         ];
         for (pairs, reason) in cases {

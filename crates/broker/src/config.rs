@@ -47,7 +47,7 @@ pub const BROKER_CONFIGS: &[BrokerConfigDef] = &[
         "process.roles",
         T,
         Some("broker,controller"),
-        "every node of this release is both broker and controller",
+        "broker,controller (a voter of the metadata quorum) or broker (an observer of it)",
     ),
     def(
         "controller.quorum.voters",

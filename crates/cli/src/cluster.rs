@@ -8,6 +8,7 @@ use std::time::Duration;
 use anyhow::{anyhow, Result};
 use clap::{Args, Subcommand};
 use gregor_client::connection::Connection;
+use kafka_protocol::messages::describe_quorum_response::ReplicaState;
 use kafka_protocol::messages::{ApiKey, ApiVersionsRequest, RequestKind, ResponseKind};
 use kafka_protocol::protocol::StrBytes;
 use serde_json::json;
@@ -197,46 +198,60 @@ async fn quorum(a: InfoArgs) -> Result<ExitCode> {
         .iter()
         .find(|v| v.replica_id == p.leader_id)
         .map_or(-1, |v| v.log_end_offset);
-    let voters: Vec<(i32, i64, i64)> = p
-        .current_voters
-        .iter()
-        .map(|v| {
-            let lag = if v.log_end_offset < 0 {
-                -1
-            } else {
-                leader_end - v.log_end_offset
-            };
-            (v.replica_id.0, v.log_end_offset, lag)
-        })
-        .collect();
+    let progress = |replicas: &[ReplicaState]| -> Vec<(i32, i64, i64)> {
+        replicas
+            .iter()
+            .map(|v| {
+                let lag = if v.log_end_offset < 0 {
+                    -1
+                } else {
+                    leader_end - v.log_end_offset
+                };
+                (v.replica_id.0, v.log_end_offset, lag)
+            })
+            .collect()
+    };
+    let voters = progress(&p.current_voters);
+    let observers = progress(&p.observers);
+    let as_json = |rows: &[(i32, i64, i64)]| {
+        rows.iter()
+            .map(|(id, end, lag)| json!({"id": id, "log_end_offset": end, "lag": lag}))
+            .collect::<Vec<_>>()
+    };
     match a.format.format {
         OutputFormat::Json => print_json(&json!({
             "leader": p.leader_id.0,
             "epoch": p.leader_epoch,
             "high_watermark": p.high_watermark,
-            "voters": voters.iter().map(|(id, end, lag)| json!({"id": id, "log_end_offset": end, "lag": lag})).collect::<Vec<_>>(),
-            "observers": [],
+            "voters": as_json(&voters),
+            "observers": as_json(&observers),
         })),
         OutputFormat::Text => {
             println!("Leader: {}", p.leader_id.0);
             println!("Epoch: {}", p.leader_epoch);
             println!("High watermark: {}", p.high_watermark);
             println!();
+            let row = |(id, end, lag): &(i32, i64, i64), status: &str| {
+                vec![
+                    id.to_string(),
+                    end.to_string(),
+                    lag.to_string(),
+                    status.to_string(),
+                ]
+            };
             let rows: Vec<Vec<String>> = voters
                 .iter()
-                .map(|(id, end, lag)| {
-                    vec![
-                        id.to_string(),
-                        end.to_string(),
-                        lag.to_string(),
-                        if *id == p.leader_id.0 {
+                .map(|v| {
+                    row(
+                        v,
+                        if v.0 == p.leader_id.0 {
                             "leader"
                         } else {
                             "follower"
-                        }
-                        .to_string(),
-                    ]
+                        },
+                    )
                 })
+                .chain(observers.iter().map(|o| row(o, "observer")))
                 .collect();
             print!("{}", table(&["ID", "LOG-END", "LAG", "STATUS"], &rows));
         }

@@ -5,7 +5,8 @@
 //! works again (the time is printed); the killed node restarts and catches up. A broker that
 //! stops heartbeating (paused with SIGSTOP, or SIGKILLed) is fenced after the session timeout
 //! and unfenced when it heartbeats again; a cluster stopped as a whole restarts with all its
-//! metadata. Every process is killed by its guard, on every path.
+//! metadata. Brokers without the controller role follow the metadata log as observers and
+//! take admin requests like any broker. Every process is killed by its guard, on every path.
 
 mod support;
 
@@ -68,6 +69,18 @@ fn nodes(n: i32) -> (Vec<Node>, String) {
 
 fn spawn(root: &Path, node: &Node, voters: &str) -> BrokerProcess {
     spawn_with(root, node, voters, &[])
+}
+
+/// A broker-only node (an observer of the metadata quorum): no CONTROLLER listener.
+fn spawn_observer(root: &Path, node: &Node, voters: &str, extra: &[&str]) -> BrokerProcess {
+    let o = [
+        format!("node.id={}", node.id),
+        "process.roles=broker".to_string(),
+        format!("controller.quorum.voters={voters}"),
+    ];
+    let mut refs: Vec<&str> = o.iter().map(String::as_str).collect();
+    refs.extend_from_slice(extra);
+    BrokerProcess::spawn(&root.join(format!("node-{}", node.id)), node.port, &refs)
 }
 
 fn spawn_with(root: &Path, node: &Node, voters: &str, extra: &[&str]) -> BrokerProcess {
@@ -478,5 +491,88 @@ async fn a_broker_that_stops_heartbeating_is_fenced_and_the_cluster_restarts_who
         assert_eq!(found.len(), if topic == "fencing" { 6 } else { 3 });
     }
     assert_eq!(cluster_info(&addr(1)).unwrap()["cluster_id"], id_before);
+    drop(procs);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn brokers_without_the_controller_role_observe_the_metadata_log() {
+    let root = tempfile::tempdir().unwrap();
+    let (all, _) = nodes(5);
+    let voters = all[..3]
+        .iter()
+        .map(|n| format!("{}@127.0.0.1:{}", n.id, n.controller_port))
+        .collect::<Vec<_>>()
+        .join(",");
+    let extra = [
+        "broker.session.timeout.ms=2000",
+        "broker.heartbeat.interval.ms=200",
+    ];
+    let start = |i: usize| {
+        if i < 3 {
+            spawn_with(root.path(), &all[i], &voters, &extra)
+        } else {
+            spawn_observer(root.path(), &all[i], &voters, &extra)
+        }
+    };
+    let mut procs: Vec<BrokerProcess> = (0..5).map(start).collect();
+    for p in procs.iter_mut() {
+        p.wait_listening();
+    }
+    let addr = |i: usize| format!("127.0.0.1:{}", all[i].port);
+    wait_live(addr(3), vec![1, 2, 3, 4, 5]).await;
+
+    // Created at an observer (forwarded to the active controller), seen at all five, with
+    // partitions on the observers too.
+    create_topic(&addr(4), "observed", 10).await.unwrap();
+    let mut seen = Vec::new();
+    for i in 0..5 {
+        let b = addr(i);
+        seen.push(
+            tokio::task::spawn_blocking(move || wait_for("the topic", || leaders(&b, "observed")))
+                .await
+                .unwrap(),
+        );
+    }
+    assert!(seen.windows(2).all(|w| w[0] == w[1]), "{seen:?}");
+    let mut led = seen[0].clone();
+    led.sort();
+    led.dedup();
+    assert_eq!(led, vec![1, 2, 3, 4, 5], "{:?}", seen[0]);
+
+    // DescribeQuorum: three voters, two observers, all caught up.
+    let b = addr(0);
+    let quorum = tokio::task::spawn_blocking(move || {
+        wait_for("observers caught up", || {
+            let out = Command::new(env!("CARGO_BIN_EXE_gregor"))
+                .args(["cluster", "quorum", "--format", "json", "--brokers", &b])
+                .output()
+                .ok()?;
+            let v: serde_json::Value = serde_json::from_slice(&out.stdout).ok()?;
+            let ids = |k: &str| -> Option<Vec<i64>> {
+                v[k].as_array()?.iter().map(|x| x["id"].as_i64()).collect()
+            };
+            let caught_up = v["observers"].as_array()?.iter().all(|x| x["lag"] == 0);
+            (ids("voters")? == vec![1, 2, 3] && ids("observers")? == vec![4, 5] && caught_up)
+                .then_some(v)
+        })
+    })
+    .await
+    .unwrap();
+    assert!(quorum["leader"].as_i64().unwrap() <= 3, "{quorum}");
+
+    // An observer SIGKILLed is fenced; topics created meanwhile reach it after its restart.
+    procs[3].kill();
+    wait_live(addr(0), vec![1, 2, 3, 5]).await;
+    create_topic(&addr(0), "while-away", 2).await.unwrap();
+    procs[3] = start(3);
+    procs[3].wait_listening();
+    wait_live(addr(0), vec![1, 2, 3, 4, 5]).await;
+    let b = addr(3);
+    let back = tokio::task::spawn_blocking(move || {
+        wait_for("the observer to catch up", || leaders(&b, "while-away"))
+    })
+    .await
+    .unwrap();
+    assert_eq!(back.len(), 2);
     drop(procs);
 }

@@ -1,7 +1,8 @@
 //! The metadata quorum with three voters on 127.0.0.1, each with its own directory and real
 //! TCP between them: election, replication of batches to every voter, refusal at followers,
 //! failover when the leader stops, catch-up of a restarted voter (from the log, and from a
-//! snapshot once the log was trimmed), and a full restart that keeps everything.
+//! snapshot once the log was trimmed), a full restart that keeps everything, and observers
+//! (learners) that follow the log without voting.
 
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
@@ -41,6 +42,19 @@ impl Voter {
         let mut config = QuorumConfig::new(id, voters.clone(), root.join(format!("node-{id}")));
         config.snapshot_every_entries = snapshot_every;
         let (quorum, events) = Quorum::start(config).await.expect("voter starts");
+        Voter {
+            quorum,
+            events,
+            image: MetadataImage::default(),
+            images: Vec::new(),
+        }
+    }
+
+    /// An observer (learner) of the voters in `voters`.
+    async fn observe(id: i32, voters: &BTreeMap<i32, SocketAddr>, root: &Path) -> Voter {
+        let mut config = QuorumConfig::new(id, voters.clone(), root.join(format!("node-{id}")));
+        config.observer_listen = Some("127.0.0.1:0".parse().unwrap());
+        let (quorum, events) = Quorum::start(config).await.expect("observer starts");
         Voter {
             quorum,
             events,
@@ -196,6 +210,72 @@ async fn three_voters_elect_replicate_fail_over_and_catch_up() {
     for (_, v) in voters {
         v.quorum.shutdown().await;
     }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn observers_follow_the_log_without_voting_and_rejoin_after_a_restart() {
+    let root = tempfile::tempdir().unwrap();
+    let addrs: BTreeMap<i32, SocketAddr> = (1..=3).map(|id| (id, free_addr())).collect();
+    let mut voters = start_all(&[1, 2, 3], &addrs, root.path(), 5).await;
+    propose(&voters, vec![topic("before-observers")]).await;
+    let mut observers = BTreeMap::new();
+    for id in [4, 5] {
+        observers.insert(id, Voter::observe(id, &addrs, root.path()).await);
+    }
+    for o in observers.values_mut() {
+        assert!(
+            o.wait_for_topic("before-observers").await,
+            "an observer catches up"
+        );
+    }
+    propose(&voters, vec![topic("with-observers")]).await;
+    for o in observers.values_mut() {
+        assert!(o.wait_for_topic("with-observers").await);
+        assert!(
+            matches!(
+                o.quorum.propose(vec![topic("x")], WAIT).await,
+                Err(ProposeError::NotLeader { .. })
+            ),
+            "an observer never leads"
+        );
+    }
+    let leader = leader_of(&voters).await;
+    let status = voters[&leader].quorum.status();
+    assert_eq!(status.voters, [1, 2, 3].into());
+    assert_eq!(status.observers, [4, 5].into());
+
+    // The observers do not count towards a majority: two voters down, nothing commits.
+    let followers: Vec<i32> = voters.keys().copied().filter(|id| *id != leader).collect();
+    for id in &followers {
+        voters.remove(id).unwrap().quorum.shutdown().await;
+    }
+    assert_eq!(
+        voters[&leader]
+            .quorum
+            .propose(vec![topic("no-majority")], Duration::from_millis(500))
+            .await,
+        Err(ProposeError::Timeout)
+    );
+    for id in followers {
+        voters.insert(id, Voter::start(id, &addrs, root.path(), 5).await);
+    }
+
+    // An observer restarted (with a new port) while the log moved on and was trimmed
+    // catches up again.
+    observers.remove(&4).unwrap().quorum.shutdown().await;
+    for i in 0..20 {
+        propose(&voters, vec![topic(&format!("later-{i}"))]).await;
+    }
+    let mut back = Voter::observe(4, &addrs, root.path()).await;
+    assert!(
+        back.wait_for_topic("later-19").await,
+        "the restarted observer catches up"
+    );
+    assert!(back.image.topic("before-observers").is_some());
+    for (_, v) in voters.into_iter().chain(observers) {
+        v.quorum.shutdown().await;
+    }
+    back.quorum.shutdown().await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

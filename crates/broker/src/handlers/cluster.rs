@@ -38,7 +38,8 @@ const METADATA_TOPIC: &str = "__cluster_metadata";
 
 /// DescribeQuorum: the metadata quorum's leader, epoch, and each voter's progress, answered
 /// by the leader (others say NOT_LEADER_OR_FOLLOWER and name it). Offsets are the quorum's
-/// log indexes (one per batch); there are no observers: every node is a voter.
+/// log indexes (one per batch); observers are the brokers that follow the log without
+/// voting.
 pub fn describe_quorum(broker: &Broker, request: DescribeQuorumRequest) -> DescribeQuorumResponse {
     let status = broker.quorum_status();
     let topics = request
@@ -70,23 +71,21 @@ pub fn describe_quorum(broker: &Broker, request: DescribeQuorumRequest) -> Descr
                     if leader != broker.node_id {
                         return data.with_error_code(code(ResponseError::NotLeaderOrFollower));
                     }
-                    let voters = st
-                        .voters
-                        .iter()
-                        .map(|id| {
-                            let end = if *id == broker.node_id {
-                                st.last_index
-                            } else {
-                                st.replication.get(id).copied().flatten()
-                            };
-                            ReplicaState::default()
-                                .with_replica_id(BrokerId(*id))
-                                .with_log_end_offset(end.map_or(-1, |i| i as i64 + 1))
-                                .with_last_fetch_timestamp(-1)
-                                .with_last_caught_up_timestamp(-1)
-                        })
-                        .collect();
-                    data.with_error_code(NONE).with_current_voters(voters)
+                    let replica = |id: &i32| {
+                        let end = if *id == broker.node_id {
+                            st.last_index
+                        } else {
+                            st.replication.get(id).copied().flatten()
+                        };
+                        ReplicaState::default()
+                            .with_replica_id(BrokerId(*id))
+                            .with_log_end_offset(end.map_or(-1, |i| i as i64 + 1))
+                            .with_last_fetch_timestamp(-1)
+                            .with_last_caught_up_timestamp(-1)
+                    };
+                    data.with_error_code(NONE)
+                        .with_current_voters(st.voters.iter().map(replica).collect())
+                        .with_observers(st.observers.iter().map(replica).collect())
                 })
                 .collect();
             TopicData::default()

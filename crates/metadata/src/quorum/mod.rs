@@ -3,7 +3,9 @@
 //!
 //! This module is the only place Raft types appear. Its face to the rest of Gregor:
 //! [`Quorum::start`] runs one voter (its Raft node, its durable log and vote, and the
-//! listener other voters connect to); [`Quorum::propose`] appends a batch of
+//! listener other voters connect to) or one observer (a Raft learner: a broker that is not a
+//! controller follows the log without voting; it asks the leader to add it, with the address
+//! its listener got, and asks again after every restart); [`Quorum::propose`] appends a batch of
 //! [`MetadataRecord`]s through the leader (the active controller) and returns once a
 //! majority has it; every committed batch, in log order, comes out of the
 //! [`QuorumEvent`] receiver as a [`MetadataBatch`] (or, after a snapshot was installed, as
@@ -59,13 +61,15 @@ openraft::declare_raft_types!(
 type NodeId = u64;
 type Raft = openraft::Raft<TypeConfig>;
 
-/// One voter's settings.
+/// One voter's (or observer's) settings.
 #[derive(Debug, Clone)]
 pub struct QuorumConfig {
-    /// This voter's id; must be one of `voters`.
+    /// This node's id: one of `voters`, or for an observer none of them.
     pub node_id: i32,
     /// Every voter's id and its quorum (CONTROLLER listener) address.
     pub voters: BTreeMap<i32, SocketAddr>,
+    /// For an observer: where it listens for the leader's replication (port 0: any).
+    pub observer_listen: Option<SocketAddr>,
     /// Where the Raft log, vote and snapshot live.
     pub dir: PathBuf,
     pub heartbeat_interval_ms: u64,
@@ -82,6 +86,7 @@ impl QuorumConfig {
         QuorumConfig {
             node_id,
             voters,
+            observer_listen: None,
             dir,
             heartbeat_interval_ms: 50,
             election_timeout_min_ms: 300,
@@ -148,7 +153,9 @@ pub struct QuorumStatus {
     /// Index of the last entry applied here.
     pub applied_index: Option<u64>,
     pub voters: BTreeSet<i32>,
-    /// On the leader: each voter's last replicated index.
+    /// Nodes that follow the log without voting (learners).
+    pub observers: BTreeSet<i32>,
+    /// On the leader: each voter's and observer's last replicated index.
     pub replication: BTreeMap<i32, Option<u64>>,
 }
 
@@ -163,6 +170,8 @@ pub struct Quorum {
     /// Runs operations other voters forward to this one as active controller.
     handler: network::HandlerCell,
     server: tokio::task::JoinHandle<()>,
+    /// An observer's task asking the leader to add it (ends once it is a member).
+    join: Option<tokio::task::JoinHandle<()>>,
 }
 
 impl Quorum {
@@ -173,13 +182,27 @@ impl Quorum {
     pub async fn start(
         config: QuorumConfig,
     ) -> Result<(Quorum, mpsc::UnboundedReceiver<QuorumEvent>), QuorumError> {
-        let Some(listen) = config.voters.get(&config.node_id).copied() else {
-            return Err(QuorumError::Config(format!(
-                "node {} is not one of the voters {:?}",
-                config.node_id,
-                config.voters.keys().collect::<Vec<_>>()
-            )));
+        let voter_listen = config.voters.get(&config.node_id).copied();
+        let listen = match (voter_listen, config.observer_listen) {
+            (Some(listen), None) => listen,
+            (None, Some(listen)) => listen,
+            (Some(_), Some(_)) => {
+                return Err(QuorumError::Config(format!(
+                    "node {} is a voter; it cannot also be an observer",
+                    config.node_id
+                )))
+            }
+            (None, None) => {
+                return Err(QuorumError::Config(format!(
+                    "node {} is not one of the voters {:?}",
+                    config.node_id,
+                    config.voters.keys().collect::<Vec<_>>()
+                )))
+            }
         };
+        if config.voters.is_empty() {
+            return Err(QuorumError::Config("the quorum has no voters".into()));
+        }
         if config.node_id < 0 {
             return Err(QuorumError::Config("node ids are not negative".into()));
         }
@@ -222,8 +245,34 @@ impl Quorum {
         )
         .await
         .map_err(|e| QuorumError::Raft(e.to_string()))?;
+        let bound = listener
+            .local_addr()
+            .map_err(|source| QuorumError::Listen {
+                addr: listen,
+                source,
+            })?;
         let handler: network::HandlerCell = Arc::default();
         let server = tokio::spawn(network::serve(listener, raft.clone(), handler.clone()));
+        if voter_listen.is_none() {
+            let join = tokio::spawn(join_as_observer(
+                raft.clone(),
+                config.node_id,
+                bound,
+                config.voters.clone(),
+            ));
+            return Ok((
+                Quorum {
+                    node_id: config.node_id,
+                    raft,
+                    image,
+                    voters: config.voters.clone(),
+                    handler,
+                    server,
+                    join: Some(join),
+                },
+                events_rx,
+            ));
+        }
         let members: BTreeMap<NodeId, BasicNode> = config
             .voters
             .iter()
@@ -249,6 +298,7 @@ impl Quorum {
                 voters: config.voters.clone(),
                 handler,
                 server,
+                join: None,
             },
             events_rx,
         ))
@@ -338,6 +388,10 @@ impl Quorum {
 
     /// Stops this voter: the Raft node, then its listener.
     pub async fn shutdown(self) {
+        if let Some(join) = self.join {
+            join.abort();
+            let _ = join.await;
+        }
         if let Err(e) = self.raft.shutdown().await {
             tracing::warn!(error = %e, "metadata quorum did not stop cleanly");
         }
@@ -360,6 +414,12 @@ fn status_of(node_id: i32, m: &openraft::RaftMetrics<NodeId, BasicNode>) -> Quor
             .voter_ids()
             .map(|id| id as i32)
             .collect(),
+        observers: m
+            .membership_config
+            .membership()
+            .learner_ids()
+            .map(|id| id as i32)
+            .collect(),
         replication: m
             .replication
             .as_ref()
@@ -370,4 +430,67 @@ fn status_of(node_id: i32, m: &openraft::RaftMetrics<NodeId, BasicNode>) -> Quor
             })
             .unwrap_or_default(),
     }
+}
+
+/// How often an observer not yet in the membership (with its current address) asks again.
+const JOIN_RETRY: Duration = Duration::from_millis(200);
+
+/// Asks the voters, the leader first when known, to add observer `node_id` at `addr` as a
+/// learner, until this node's own view of the membership has it at that address.
+async fn join_as_observer(
+    raft: Raft,
+    node_id: i32,
+    addr: SocketAddr,
+    voters: BTreeMap<i32, SocketAddr>,
+) {
+    let me = node_id as NodeId;
+    let addr_text = addr.to_string();
+    loop {
+        let (member, leader) = {
+            let m = raft.metrics();
+            let m = m.borrow();
+            let member = m
+                .membership_config
+                .membership()
+                .get_node(&me)
+                .is_some_and(|n| n.addr == addr_text);
+            (member, m.current_leader.map(|l| l as i32))
+        };
+        if member {
+            tracing::info!(%addr, "following the metadata log as an observer");
+            return;
+        }
+        let targets: Vec<SocketAddr> = match leader.and_then(|l| voters.get(&l)) {
+            Some(a) => vec![*a],
+            None => voters.values().copied().collect(),
+        };
+        for target in targets {
+            match network::ask_to_observe(target, node_id, &addr_text, JOIN_RETRY * 5).await {
+                Ok(()) => break,
+                Err(e) => tracing::debug!(%target, error = %e, "not added as observer yet"),
+            }
+        }
+        tokio::time::sleep(JOIN_RETRY).await;
+    }
+}
+
+/// On the leader: adds (or re-addresses) observer `node_id` at `addr` as a learner. A voter's
+/// id is refused: a voter's address is not changed this way.
+async fn add_observer(raft: &Raft, node_id: i32, addr: String) -> Result<(), String> {
+    let id = node_id as NodeId;
+    let is_voter = raft
+        .metrics()
+        .borrow()
+        .membership_config
+        .membership()
+        .voter_ids()
+        .any(|v| v == id);
+    if is_voter {
+        return Err(format!("node {node_id} is a voter, not an observer"));
+    }
+    let nodes = BTreeMap::from([(id, BasicNode::new(addr))]);
+    raft.change_membership(openraft::ChangeMembers::SetNodes(nodes), false)
+        .await
+        .map(|_| ())
+        .map_err(|e| e.to_string())
 }

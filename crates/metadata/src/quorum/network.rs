@@ -60,6 +60,35 @@ pub async fn forward(addr: &str, op: ControllerOp, timeout: Duration) -> Forward
     })
 }
 
+/// Asks the voter at `target` (it must be the leader) to add observer `node_id` at `addr`.
+pub async fn ask_to_observe(
+    target: std::net::SocketAddr,
+    node_id: i32,
+    addr: &str,
+    timeout: Duration,
+) -> Result<(), String> {
+    let exchange = async {
+        let mut stream = TcpStream::connect(target).await?;
+        stream.set_nodelay(true)?;
+        let request = RaftRequest::Observe {
+            node_id,
+            addr: addr.to_string(),
+        };
+        write_frame(
+            &mut stream,
+            &serde_json::to_vec(&request).expect("serializes"),
+        )
+        .await?;
+        read_frame(&mut stream).await
+    };
+    let answer = tokio::time::timeout(timeout, exchange)
+        .await
+        .map_err(|_| format!("{target} did not answer in time"))?
+        .map_err(|e| e.to_string())?;
+    serde_json::from_slice::<Result<(), String>>(&answer)
+        .map_err(|e| format!("malformed answer from {target}: {e}"))?
+}
+
 /// A frame larger than this is refused (snapshots travel in chunks far below it).
 const FRAME_BYTES_MAX: usize = 64 * 1024 * 1024;
 const CONNECT_TIMEOUT: Duration = Duration::from_millis(500);
@@ -72,6 +101,11 @@ enum RaftRequest {
     InstallSnapshot(InstallSnapshotRequest<TypeConfig>),
     /// A controller operation forwarded to the active controller.
     Controller(ControllerOp),
+    /// An observer asks the leader to add it as a learner at `addr`.
+    Observe {
+        node_id: i32,
+        addr: String,
+    },
 }
 
 /// Runs a forwarded controller operation (set by the broker once its controller exists).
@@ -191,6 +225,9 @@ async fn serve_peer(
                     }),
                 };
                 serde_json::to_vec(&outcome)
+            }
+            RaftRequest::Observe { node_id, addr } => {
+                serde_json::to_vec(&super::add_observer(&raft, node_id, addr).await)
             }
         }
         .expect("raft responses serialize");
