@@ -9,8 +9,9 @@
   of them; see issue #17 for the file-descriptor limit), timed until CreateTopics answers and
   until every broker lists all its partitions;
 - controller failover: after each big topic, SIGKILL of the active controller
-  (`gregor local-cluster kill`) to the next successful CreateTopics at a survivor; then the
-  killed node is restarted (`gregor local-cluster start`, timed) before the next step.
+  (`gregor local-cluster kill`) to the next successful CreateTopics at a survivor (each try
+  with a new librdkafka admin client, 1 s timeout); then the killed node is restarted
+  (`gregor local-cluster start`, timed until it serves) before the next step.
 
 usage: cluster_bench.py --gregor target/release/gregor [--dir DIR] [--base-port 29092]
                         [--creates 200] [--partitions 1000,10000]
@@ -81,8 +82,12 @@ class Cluster:
                 raise RuntimeError(f"{name} not visible at brokers {pending}")
         return time.monotonic()
 
-    def create(self, i, name, partitions, timeout=WAIT_S):
-        fut = self.admins[i].create_topics(
+    def create(self, i, name, partitions, timeout=WAIT_S, fresh=False):
+        # A fresh client learns the controller from a new Metadata answer; a long-lived one
+        # keeps waiting for the controller it knew until its metadata is refreshed.
+        admin = (AdminClient({"bootstrap.servers": self.addrs[i], "broker.address.family": "v4"})
+                 if fresh else self.admins[i])
+        fut = admin.create_topics(
             [NewTopic(name, partitions, 1)], operation_timeout=timeout, request_timeout=timeout
         )[name]
         fut.result(timeout + 5)
@@ -120,7 +125,7 @@ def failover(c, step):
     deadline = killed + WAIT_S
     while True:
         try:
-            c.create(survivor, f"after-failover-{step}", 1, timeout=1)
+            c.create(survivor, f"after-failover-{step}", 1, timeout=1, fresh=True)
             break
         except Exception:
             if time.monotonic() > deadline:
