@@ -7,24 +7,19 @@
 //! replica manager hosts its partitions, so a topic visible in Metadata is writable and
 //! readable, unless opening its log failed, which the change's caller is told.
 
-use std::path::Path;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use gregor_metadata::controller_op::WireRefusal;
-use gregor_metadata::quorum::{QuorumConfig, QuorumError, QuorumHandle};
+use gregor_metadata::quorum::QuorumError;
 use gregor_metadata::{
-    ConfigResource, Controller, ControllerError, ControllerOp, ControllerReply, MetadataImage,
+    ConfigResource, ControllerError, ControllerOp, ControllerReply, MetadataImage,
 };
 
 use crate::blocking;
+use crate::controller_seat::{ControllerSeat, QUORUM_START_TIMEOUT};
 use crate::lifecycle::Lifecycle;
 use crate::metadata_listener::{ApplyFailure, MetadataListener};
 
-/// Where the metadata quorum keeps its log, vote and snapshot (Kafka's directory name).
-const METADATA_DIR: &str = "__cluster_metadata-0";
-/// How long start-up waits for the quorum to elect a leader and replay.
-const QUORUM_START_TIMEOUT: Duration = Duration::from_secs(30);
 /// How long an admin change waits for this broker to apply what it committed.
 const APPLY_TIMEOUT: Duration = Duration::from_secs(30);
 use gregor_storage::log_dir::LogDir;
@@ -74,9 +69,8 @@ pub struct Broker {
     pub cluster_id: String,
     /// The one clock every component reads time from.
     pub clock: SharedClock,
-    controller: Arc<Mutex<Controller>>,
-    /// This node's voter of the metadata quorum (a quorum of one today).
-    quorum: Arc<QuorumHandle>,
+    /// This node's voter (or observer) of the metadata quorum and its controller.
+    seat: Arc<ControllerSeat>,
     /// The published image and effective config.
     metadata: Arc<MetadataListener>,
     /// Applies the quorum's committed batches; ends when the quorum stops.
@@ -104,17 +98,8 @@ impl Broker {
         let cluster = crate::cluster_config::cluster_config(&config)?;
         let dir = config.log_dir();
         let log_dir = LogDir::open(&dir, clock.clone())?;
-        let local_cluster_id = read_meta_properties(&dir, node_id)?;
-        let metadata_dir = dir.join(METADATA_DIR);
-        let mut quorum_config = QuorumConfig::new(node_id, cluster.voters, metadata_dir.clone());
-        quorum_config.observer_listen = cluster.observer_listen;
-        let (quorum, events) = QuorumHandle::start(quorum_config)?;
-        let quorum = Arc::new(quorum);
-        if quorum.wait_until_caught_up(QUORUM_START_TIMEOUT).is_none() {
-            return Err(BrokerError::Start(format!(
-                "the metadata quorum elected no leader within {QUORUM_START_TIMEOUT:?}"
-            )));
-        }
+        let local_cluster_id = crate::meta_properties::read(&dir, node_id)?;
+        let (seat, events) = ControllerSeat::start(cluster, &dir, config.session_timeout())?;
         let replicas = Arc::new(ReplicaManager::new(node_id, log_dir));
         let metadata = Arc::new(MetadataListener::new(node_id, config.clone()));
         let listener_thread = MetadataListener::spawn(metadata.clone(), replicas.clone(), events)
@@ -122,28 +107,6 @@ impl Broker {
             context: "starting the metadata listener".into(),
             source,
         })?;
-        let controller = Arc::new(Mutex::new(Controller::new(
-            Box::new(quorum.clone()),
-            config.session_timeout(),
-        )));
-        {
-            // Operations other nodes forward while this node is the active controller.
-            let controller = controller.clone();
-            quorum.set_controller(Arc::new(move |op| {
-                execute_locally(&controller, op).map_err(|e| WireRefusal::from(&e))
-            }));
-        }
-        if quorum.leader() == Some(node_id) {
-            import_first_release_metadata(
-                &metadata_dir,
-                &mut controller.lock().expect("controller lock poisoned"),
-            )?;
-        } else if metadata_dir.join("metadata.log").exists() {
-            return Err(BrokerError::Start(format!(
-                "{} holds the metadata of a single-node release: start this node alone once (without controller.quorum.voters) to import it",
-                metadata_dir.display()
-            )));
-        }
         let groups = GroupCoordinator::new(config.coordinator_config(), clock.clone());
         let txns = TxnCoordinator::new(config.txn_config(), clock.clone());
         let mut broker = Broker {
@@ -151,17 +114,16 @@ impl Broker {
             // Set below, once the quorum says which cluster this is.
             cluster_id: String::new(),
             clock,
-            quorum,
+            seat: Arc::new(seat),
             metadata,
             listener_thread: Mutex::new(Some(listener_thread)),
-            controller,
             replicas,
             groups,
             txns,
             producer_ids: Mutex::new((0, 0)),
             lifecycle: Lifecycle::new(host, port, config.rack()),
         };
-        broker.cluster_id = broker.claim_cluster_id(&dir, local_cluster_id)?;
+        broker.cluster_id = broker.seat.claim_cluster_id(&dir, local_cluster_id)?;
         // Long enough for another process's session under this node id to expire.
         broker.join_cluster(Instant::now() + QUORUM_START_TIMEOUT + config.session_timeout())?;
         let caught_up = broker.controller_image_offset();
@@ -180,61 +142,9 @@ impl Broker {
         Ok(broker)
     }
 
-    /// [`Self::commit`] at start-up, retried while no controller is elected yet (or it does
-    /// not answer in time), for at most `QUORUM_START_TIMEOUT`.
-    fn commit_at_start(
-        &self,
-        op: ControllerOp,
-        what: &str,
-    ) -> Result<ControllerReply, BrokerError> {
-        let deadline = std::time::Instant::now() + QUORUM_START_TIMEOUT;
-        loop {
-            match self.commit(op.clone()) {
-                Ok(reply) => return Ok(reply),
-                Err(CommitError::Refused(
-                    e @ (ControllerError::NotController(_) | ControllerError::Timeout(_)),
-                )) if std::time::Instant::now() < deadline => {
-                    tracing::info!(error = %e, "waiting for an active controller to {what}");
-                    std::thread::sleep(Duration::from_millis(50));
-                }
-                Err(e) => return Err(BrokerError::Start(format!("cannot {what}: {e}"))),
-            }
-        }
-    }
-
-    /// The cluster's id from the quorum (recorded by the first active controller, from its
-    /// `meta.properties` or fresh). A data directory of another cluster is refused
-    /// (INCONSISTENT_CLUSTER_ID); a new one gets `meta.properties` with the quorum's id.
-    fn claim_cluster_id(&self, dir: &Path, local: Option<String>) -> Result<String, BrokerError> {
-        let proposed = local
-            .clone()
-            .unwrap_or_else(|| base64_url(uuid::Uuid::new_v4().as_bytes()));
-        let op = ControllerOp::ClaimClusterId {
-            proposed: proposed.clone(),
-        };
-        let id = match self.commit_at_start(op, "learn the cluster id")? {
-            ControllerReply::ClusterId(id) => id,
-            other => unreachable!("a cluster id, not {other:?}"),
-        };
-        match local {
-            Some(mine) if mine != id => {
-                tracing::error!(data_cluster_id = %mine, quorum_cluster_id = %id, "INCONSISTENT_CLUSTER_ID");
-                Err(BrokerError::Start(format!(
-                    "INCONSISTENT_CLUSTER_ID: the data in {} belongs to cluster {mine}, but the metadata quorum is cluster {id}",
-                    dir.display()
-                )))
-            }
-            Some(_) => Ok(id),
-            None => {
-                write_meta_properties(dir, &id, self.node_id)?;
-                Ok(id)
-            }
-        }
-    }
-
     /// The offset of the quorum's image as this node's voter has it.
     fn controller_image_offset(&self) -> i64 {
-        self.quorum.image().offset
+        self.seat.image().offset
     }
 
     /// The offset of the last metadata record this broker applied.
@@ -247,22 +157,30 @@ impl Broker {
         self.lifecycle.is_fenced()
     }
 
-    /// Runs `f` on this node's controller (under its mutex, off the async workers).
-    pub(crate) fn with_controller<T>(&self, f: impl FnOnce(&mut Controller) -> T) -> T {
-        blocking::block_in_place_or_run(|| {
-            f(&mut self.controller.lock().expect("controller lock poisoned"))
-        })
+    /// This node's seat in the metadata quorum.
+    pub(crate) fn seat(&self) -> &Arc<ControllerSeat> {
+        &self.seat
     }
 
     /// The metadata quorum as this node's voter sees it (None if it stopped).
     pub fn quorum_status(&self) -> Option<gregor_metadata::quorum::QuorumStatus> {
-        self.quorum.status().ok()
+        self.seat.status()
     }
 
-    /// The node clients are told is the active controller: the quorum's leader (this node
-    /// while none is known).
+    /// The metadata quorum as its leader sees it (DescribeQuorum is answered with this by
+    /// any broker, as KRaft brokers forward it to the controller).
+    pub fn leader_quorum_status(&self) -> Result<gregor_metadata::quorum::QuorumStatus, String> {
+        self.seat.leader_status(Duration::from_secs(5))
+    }
+
+    /// The node clients are told is the controller, where admin requests go: the quorum's
+    /// leader when it is a live broker, else this broker (which forwards them), as KRaft
+    /// brokers name a live broker.
     pub fn active_controller_id(&self) -> i32 {
-        self.quorum.leader().unwrap_or(self.node_id)
+        match self.seat.leader() {
+            Some(leader) if self.image().is_live(leader) => leader,
+            _ => self.node_id,
+        }
     }
 
     /// The error for a partition this broker does not host: NOT_LEADER_OR_FOLLOWER when it
@@ -342,18 +260,12 @@ impl Broker {
     ) -> Result<ControllerReply, CommitError> {
         blocking::block_in_place_or_run(|| {
             let before = self.metadata.applied_offset();
-            let outcome = if self.quorum.leader() == Some(self.node_id) {
-                execute_locally(&self.controller, op)
-            } else {
-                self.quorum
-                    .forward(op, timeout)
-                    .map_err(ControllerError::from)
-            };
+            let outcome = self.seat.execute(op, timeout);
             // Refused or not, the caller then sees what the controller saw: a topic another
             // request created a moment ago is published here before "already exists" is.
             let written = match &outcome {
                 Ok((_, written)) => *written,
-                Err(_) => self.quorum.image().offset,
+                Err(_) => self.seat.image().offset,
             };
             if written > before {
                 self.metadata.wait_applied(before, written, timeout)?;
@@ -473,7 +385,7 @@ impl Broker {
             self.clock.now_ms(),
             self.config().producer_id_expiration_ms(),
         )?;
-        self.quorum.shutdown();
+        self.seat.shutdown();
         let listener = self.listener_thread.lock().expect("listener lock").take();
         if let Some(thread) = listener {
             let _ = thread.join();
@@ -527,121 +439,5 @@ impl CoordinatorServices for Broker {
 
     fn next_producer_id(&self) -> Result<i64, String> {
         Broker::next_producer_id(self).map_err(|e| e.to_string())
-    }
-}
-
-/// Runs `op` on this node's controller; returns its reply and the offset of the last record
-/// written so far (what a caller waits to have applied).
-fn execute_locally(
-    controller: &Mutex<Controller>,
-    op: ControllerOp,
-) -> Result<(ControllerReply, i64), ControllerError> {
-    let mut controller = controller.lock().expect("controller lock poisoned");
-    let reply = controller.execute(op, Instant::now())?;
-    Ok((
-        reply,
-        controller.last_written().max(controller.image().offset),
-    ))
-}
-
-/// Imports the metadata log of the first, single-node release (`metadata.log` in the metadata
-/// directory) into the quorum once, as one batch, then renames it `metadata.log.imported`.
-/// A quorum that already holds metadata imported it before a crash left the file there.
-fn import_first_release_metadata(
-    dir: &Path,
-    controller: &mut Controller,
-) -> Result<(), BrokerError> {
-    let legacy = dir.join("metadata.log");
-    if !legacy.exists() {
-        return Ok(());
-    }
-    if controller.image().offset < 0 {
-        let image =
-            gregor_metadata::log::read_legacy_log(&legacy).map_err(ControllerError::from)?;
-        if image.offset >= 0 {
-            controller.import(&image)?;
-            tracing::info!(
-                topics = image.topics.len(),
-                records = image.offset + 1,
-                "imported the metadata log of a single-node release into the metadata quorum"
-            );
-        }
-    }
-    let imported = dir.join("metadata.log.imported");
-    std::fs::rename(&legacy, &imported).map_err(|source| BrokerError::Io {
-        context: format!("renaming {} after importing it", legacy.display()),
-        source,
-    })
-}
-
-/// The `cluster.id` of `meta.properties`, if the data directory has one. A directory
-/// formatted for another `node.id` is refused: its partitions and votes belong to that node.
-fn read_meta_properties(dir: &Path, node_id: i32) -> Result<Option<String>, BrokerError> {
-    let path = dir.join("meta.properties");
-    let text = match std::fs::read_to_string(&path) {
-        Ok(text) => text,
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
-        Err(source) => {
-            return Err(BrokerError::Io {
-                context: format!("meta.properties at {}", path.display()),
-                source,
-            })
-        }
-    };
-    let props = crate::config::parse_properties(&text);
-    let get = |key: &str| props.iter().find(|(k, _)| k == key).map(|(_, v)| v.clone());
-    if let Some(recorded) = get("node.id") {
-        if recorded.trim() != node_id.to_string() {
-            return Err(BrokerError::Start(format!(
-                "the data directory {} was formatted for node.id {}, but this node is node.id {node_id}: give each node its own log.dirs",
-                dir.display(),
-                recorded.trim()
-            )));
-        }
-    }
-    Ok(get("cluster.id"))
-}
-
-/// Writes `meta.properties` (temporary file, then rename).
-fn write_meta_properties(dir: &Path, cluster_id: &str, node_id: i32) -> Result<(), BrokerError> {
-    let path = dir.join("meta.properties");
-    let io = |source| BrokerError::Io {
-        context: format!("meta.properties at {}", path.display()),
-        source,
-    };
-    let text = format!("version=1\ncluster.id={cluster_id}\nnode.id={node_id}\n");
-    let tmp = path.with_extension("tmp");
-    std::fs::write(&tmp, text).map_err(io)?;
-    std::fs::rename(&tmp, &path).map_err(io)
-}
-
-/// Kafka prints cluster ids as URL-safe base64 without padding (22 characters).
-fn base64_url(bytes: &[u8]) -> String {
-    const ALPHABET: &[u8; 64] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_";
-    let mut out = String::new();
-    for chunk in bytes.chunks(3) {
-        let b = [
-            chunk[0],
-            *chunk.get(1).unwrap_or(&0),
-            *chunk.get(2).unwrap_or(&0),
-        ];
-        let n = (b[0] as u32) << 16 | (b[1] as u32) << 8 | b[2] as u32;
-        let chars = chunk.len() + 1;
-        for i in 0..chars {
-            out.push(ALPHABET[((n >> (18 - 6 * i)) & 63) as usize] as char);
-        }
-    }
-    out
-}
-
-#[cfg(test)]
-mod tests {
-    #[test]
-    fn cluster_ids_are_22_url_safe_chars() {
-        let id = super::base64_url(&[0xff; 16]);
-        assert_eq!(id.len(), 22);
-        assert!(id
-            .chars()
-            .all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_'));
     }
 }

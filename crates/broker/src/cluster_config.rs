@@ -6,7 +6,8 @@
 //! Without `controller.quorum.voters` the node is a quorum of one (both roles, as `gregor
 //! broker` with no arguments starts). A node with both roles is a voter; a node with only
 //! the broker role is an observer of the metadata log (it follows it without voting and
-//! has no CONTROLLER listener). Controller-only nodes are not built yet.
+//! has no CONTROLLER listener); a node with only the controller role is a voter that serves
+//! no clients (its `listeners` hold only the CONTROLLER listener).
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::net::SocketAddr;
@@ -71,9 +72,9 @@ pub fn cluster_config(config: &BrokerConfig) -> Result<ClusterConfig, ConfigErro
             "invalid value for 'process.roles': unknown role '{bad}' (broker, controller)"
         )));
     }
-    if !roles.contains("broker") {
+    if roles.is_empty() {
         return Err(err(
-            "invalid value for 'process.roles': controller-only nodes are not built yet; use 'broker,controller' or 'broker'".into(),
+            "invalid value for 'process.roles': it is empty (broker, controller, or broker,controller)".into(),
         ));
     }
     let raw_voters = config.get("controller.quorum.voters").unwrap_or_default();
@@ -84,6 +85,19 @@ pub fn cluster_config(config: &BrokerConfig) -> Result<ClusterConfig, ConfigErro
         .map_err(|e| err(format!("invalid value for 'listeners': {e}")))?;
     if !roles.contains("controller") {
         return observer_config(config, node_id, voters, controller_listener);
+    }
+    if !roles.contains("broker") {
+        if voters.is_empty() {
+            return Err(err(
+                "a controller-only node (process.roles=controller) needs controller.quorum.voters; a single node is broker,controller".into(),
+            ));
+        }
+        if config.has_client_listener() {
+            return Err(err(format!(
+                "a controller-only node serves no clients: 'listeners' may hold only the {} listener",
+                config.controller_listener_name()
+            )));
+        }
     }
     if voters.is_empty() {
         // A quorum of one: its own listener when one is configured, else none is needed.
@@ -192,6 +206,22 @@ mod tests {
     }
 
     #[test]
+    fn a_controller_only_node_votes() {
+        let c = config(&[
+            ("process.roles", "controller"),
+            ("node.id", "1"),
+            (
+                "controller.quorum.voters",
+                "1@127.0.0.1:9093,2@127.0.0.1:9094",
+            ),
+            ("listeners", "CONTROLLER://127.0.0.1:9093"),
+        ])
+        .unwrap();
+        assert_eq!(c.voters[&1].to_string(), "127.0.0.1:9093");
+        assert_eq!(c.observer_listen, None);
+    }
+
+    #[test]
     fn a_broker_only_node_observes() {
         let c = config(&[
             ("process.roles", "broker"),
@@ -262,7 +292,21 @@ mod tests {
                 ],
                 "does not match",
             ),
-            (&[("process.roles", "controller")], "controller-only"),
+            (
+                &[("process.roles", "controller")],
+                "needs controller.quorum.voters",
+            ),
+            (
+                &[
+                    ("process.roles", "controller"),
+                    ("controller.quorum.voters", voters),
+                    (
+                        "listeners",
+                        "PLAINTEXT://127.0.0.1:1,CONTROLLER://127.0.0.1:9093",
+                    ),
+                ],
+                "serves no clients",
+            ),
             (
                 &[("process.roles", "broker")],
                 "needs controller.quorum.voters",

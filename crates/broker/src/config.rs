@@ -47,7 +47,7 @@ pub const BROKER_CONFIGS: &[BrokerConfigDef] = &[
         "process.roles",
         T,
         Some("broker,controller"),
-        "broker,controller (a voter of the metadata quorum) or broker (an observer of it)",
+        "broker,controller (a voter), broker (an observer of the metadata log) or controller (a voter serving no clients)",
     ),
     def(
         "controller.quorum.voters",
@@ -518,8 +518,10 @@ impl BrokerConfig {
                 None => config.unknown_keys.push(k),
             }
         }
-        config.listener()?;
-        config.advertised_listener()?;
+        if config.is_broker() {
+            config.listener()?;
+            config.advertised_listener()?;
+        }
         let inter = config.get("inter.broker.listener.name").unwrap_or_default();
         if !inter.eq_ignore_ascii_case("PLAINTEXT") {
             return Err(ConfigError(format!(
@@ -661,6 +663,24 @@ impl BrokerConfig {
 
     /// The client listener address (`PLAINTEXT://host:port`; the host must be an IP or
     /// localhost).
+    /// Whether `process.roles` includes the broker role (a controller-only node serves no
+    /// clients).
+    pub fn is_broker(&self) -> bool {
+        self.get("process.roles")
+            .unwrap_or_default()
+            .split(',')
+            .any(|r| r.trim() == "broker")
+    }
+
+    /// Whether `listeners` has an entry besides the controller listener.
+    pub fn has_client_listener(&self) -> bool {
+        !client_entry(
+            self.get("listeners").unwrap_or_default(),
+            self.controller_listener_name(),
+        )
+        .is_empty()
+    }
+
     pub fn listener(&self) -> Result<SocketAddr, ConfigError> {
         let raw = self.get("listeners").unwrap_or_default();
         parse_listener(client_entry(raw, self.controller_listener_name()))

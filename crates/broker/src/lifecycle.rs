@@ -5,8 +5,8 @@
 //! here (BrokerHeartbeat). A new registration is fenced; the controller unfences it once a
 //! heartbeat shows this broker applied the log up to its registration, and the broker starts
 //! serving only then. A broker that misses heartbeats for `broker.session.timeout.ms` is
-//! fenced by the active controller ([`Broker::fence_expired_brokers`], run on every node,
-//! acting only on the leader) and unfenced by its next heartbeat.
+//! fenced by the active controller ([`ControllerSeat::fence_expired_brokers`], run on every
+//! node, acting only on the leader) and unfenced by its next heartbeat.
 //!
 //! Both requests travel like every controller operation: executed here when this node is
 //! the active controller, else forwarded over the quorum's connections.
@@ -21,6 +21,7 @@ use tokio::sync::watch;
 use uuid::Uuid;
 
 use crate::broker::{Broker, BrokerError, CommitError};
+use crate::controller_seat::ControllerSeat;
 
 /// How often a broker waiting to be unfenced at start-up heartbeats.
 const STARTUP_HEARTBEAT: Duration = Duration::from_millis(20);
@@ -171,17 +172,6 @@ impl Broker {
             Err(e) => Err(e),
         }
     }
-
-    /// On the active controller: fences every broker whose session ran out.
-    pub(crate) fn fence_expired_brokers(&self) {
-        if self.active_controller_id() != self.node_id {
-            return;
-        }
-        let result = self.with_controller(|c| c.fence_expired_brokers(Instant::now()));
-        if let Err(e) = result {
-            tracing::warn!(error = %e, "could not fence brokers whose session expired");
-        }
-    }
 }
 
 /// Heartbeats every `broker.heartbeat.interval.ms` until shutdown.
@@ -200,14 +190,15 @@ pub async fn run_heartbeats(broker: Arc<Broker>, mut shutdown: watch::Receiver<b
     }
 }
 
-/// Checks broker sessions every quarter second until shutdown (acting only on the leader).
-pub async fn run_session_checks(broker: Arc<Broker>, mut shutdown: watch::Receiver<bool>) {
+/// Checks broker sessions every quarter second until shutdown (acting only while this node
+/// is the active controller).
+pub async fn run_session_checks(seat: Arc<ControllerSeat>, mut shutdown: watch::Receiver<bool>) {
     loop {
         tokio::select! {
             _ = shutdown.changed() => return,
             _ = tokio::time::sleep(SESSION_CHECK) => {}
         }
-        let b = broker.clone();
-        let _ = tokio::task::spawn_blocking(move || b.fence_expired_brokers()).await;
+        let s = seat.clone();
+        let _ = tokio::task::spawn_blocking(move || s.fence_expired_brokers()).await;
     }
 }

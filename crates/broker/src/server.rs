@@ -94,7 +94,7 @@ pub async fn start(config: BrokerConfig) -> Result<BrokerHandle, BrokerError> {
         shutdown_rx.clone(),
     ));
     background.spawn(crate::lifecycle::run_session_checks(
-        broker.clone(),
+        broker.seat().clone(),
         shutdown_rx.clone(),
     ));
     background.spawn(crate::background::run_cleaner(

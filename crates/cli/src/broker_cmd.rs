@@ -1,5 +1,6 @@
 //! `gregor broker`: starts a single-node broker with embedded defaults; `--config FILE`
-//! reads a Kafka-style server.properties and `--override key=value` wins over both.
+//! reads a Kafka-style server.properties and `--override key=value` wins over both. With
+//! `process.roles=controller` the node is a controller only and serves no clients.
 
 use std::path::PathBuf;
 
@@ -47,6 +48,9 @@ pub fn run(args: BrokerArgs) -> Result<()> {
         .thread_name("gregor")
         .build()
         .context("cannot start the async runtime")?;
+    if !config.is_broker() {
+        return runtime.block_on(run_controller(config));
+    }
     runtime.block_on(async move {
         let data_dir = config.log_dir();
         let handle = gregor_broker::start(config).await?;
@@ -67,6 +71,28 @@ pub fn run(args: BrokerArgs) -> Result<()> {
         handle.wait().await?;
         Ok::<_, anyhow::Error>(())
     })
+}
+
+/// Runs a controller-only node until SIGINT or SIGTERM.
+async fn run_controller(config: BrokerConfig) -> Result<()> {
+    let data_dir = config.log_dir();
+    let handle = gregor_broker::controller_node::start_controller(config).await?;
+    let data_dir = std::fs::canonicalize(&data_dir).unwrap_or(data_dir);
+    println!(
+        "Gregor controller {} listening on {} (node.id {}, controller only), data in {}",
+        env!("CARGO_PKG_VERSION"),
+        handle.controller_addr,
+        handle.node_id,
+        data_dir.display()
+    );
+    let trigger = handle.shutdown_trigger();
+    tokio::spawn(async move {
+        wait_for_signal().await;
+        tracing::info!("shutdown signal received");
+        let _ = trigger.send(true);
+    });
+    handle.wait().await?;
+    Ok(())
 }
 
 async fn wait_for_signal() {

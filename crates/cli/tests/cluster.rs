@@ -6,7 +6,9 @@
 //! stops heartbeating (paused with SIGSTOP, or SIGKILLed) is fenced after the session timeout
 //! and unfenced when it heartbeats again; a cluster stopped as a whole restarts with all its
 //! metadata. Brokers without the controller role follow the metadata log as observers and
-//! take admin requests like any broker. Every process is killed by its guard, on every path.
+//! take admin requests like any broker; with controller-only nodes (Kafka's isolated mode)
+//! the brokers reach the controllers only through the quorum, and SIGKILL of the active
+//! controller is survived the same way. Every process is killed by its guard, on every path.
 
 mod support;
 
@@ -574,5 +576,102 @@ async fn brokers_without_the_controller_role_observe_the_metadata_log() {
     .await
     .unwrap();
     assert_eq!(back.len(), 2);
+    drop(procs);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn controller_only_nodes_serve_the_quorum_and_brokers_serve_clients() {
+    let root = tempfile::tempdir().unwrap();
+    let (all, _) = nodes(5);
+    let voters = all[..3]
+        .iter()
+        .map(|n| format!("{}@127.0.0.1:{}", n.id, n.controller_port))
+        .collect::<Vec<_>>()
+        .join(",");
+    let start = |i: usize| {
+        if i < 3 {
+            let n = &all[i];
+            let o = [
+                format!("node.id={}", n.id),
+                "process.roles=controller".to_string(),
+                format!("listeners=CONTROLLER://127.0.0.1:{}", n.controller_port),
+                format!("controller.quorum.voters={voters}"),
+            ];
+            let refs: Vec<&str> = o.iter().map(String::as_str).collect();
+            BrokerProcess::spawn(
+                &root.path().join(format!("node-{}", n.id)),
+                n.controller_port,
+                &refs,
+            )
+        } else {
+            spawn_observer(root.path(), &all[i], &voters, &[])
+        }
+    };
+    let mut procs: Vec<BrokerProcess> = (0..5).map(start).collect();
+    for p in procs.iter_mut() {
+        p.wait_listening();
+    }
+    let addr = |i: usize| format!("127.0.0.1:{}", all[i].port);
+    wait_live(addr(3), vec![4, 5]).await;
+    // Clients are pointed at a live broker for admin requests, never at a controller.
+    let b = addr(3);
+    let named = tokio::task::spawn_blocking(move || controller_id(&b))
+        .await
+        .unwrap();
+    assert!(matches!(named, Some(4 | 5)), "{named:?}");
+    create_topic(&addr(3), "isolated", 4).await.unwrap();
+    let b = addr(4);
+    let leaders_at_5 =
+        tokio::task::spawn_blocking(move || wait_for("the topic", || leaders(&b, "isolated")))
+            .await
+            .unwrap();
+    assert!(
+        leaders_at_5.iter().all(|l| [4, 5].contains(l)),
+        "{leaders_at_5:?}"
+    );
+
+    // DescribeQuorum at a broker is answered with the controllers' view.
+    let b = addr(4);
+    let leader = tokio::task::spawn_blocking(move || {
+        wait_for("the quorum", || {
+            let out = Command::new(env!("CARGO_BIN_EXE_gregor"))
+                .args(["cluster", "quorum", "--format", "json", "--brokers", &b])
+                .output()
+                .ok()?;
+            let v: serde_json::Value = serde_json::from_slice(&out.stdout).ok()?;
+            let observers: Vec<i64> = v["observers"]
+                .as_array()?
+                .iter()
+                .filter_map(|x| x["id"].as_i64())
+                .collect();
+            (v["voters"].as_array()?.len() == 3 && observers == vec![4, 5])
+                .then(|| v["leader"].as_i64())
+                .flatten()
+        })
+    })
+    .await
+    .unwrap() as usize;
+    assert!((1..=3).contains(&leader));
+
+    // SIGKILL the active controller: the brokers keep taking admin requests.
+    let killed_at = Instant::now();
+    procs[leader - 1].kill();
+    let deadline = Instant::now() + WAIT;
+    while let Err(e) = create_topic(&addr(4), "after-controller-died", 2).await {
+        assert!(
+            Instant::now() < deadline,
+            "no CreateTopics after the controller died: {e}"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    eprintln!(
+        "controller-only node {leader} SIGKILLed: CreateTopics at a broker succeeded after {:?}",
+        killed_at.elapsed()
+    );
+    assert_eq!(
+        live_brokers(&addr(3)),
+        Some(vec![4, 5]),
+        "no broker was fenced meanwhile"
+    );
     drop(procs);
 }

@@ -36,12 +36,13 @@ pub fn describe(broker: &Broker, _request: DescribeClusterRequest) -> DescribeCl
 /// The metadata log's topic name, as DescribeQuorum addresses it.
 const METADATA_TOPIC: &str = "__cluster_metadata";
 
-/// DescribeQuorum: the metadata quorum's leader, epoch, and each voter's progress, answered
-/// by the leader (others say NOT_LEADER_OR_FOLLOWER and name it). Offsets are the quorum's
+/// DescribeQuorum: the metadata quorum's leader, epoch, and each voter's progress as the
+/// leader sees it, at any broker (one that is not the leader asks it, as KRaft brokers
+/// forward the request to the controller; NOT_LEADER_OR_FOLLOWER when none answers). Offsets are the quorum's
 /// log indexes (one per batch); observers are the brokers that follow the log without
 /// voting.
 pub fn describe_quorum(broker: &Broker, request: DescribeQuorumRequest) -> DescribeQuorumResponse {
-    let status = broker.quorum_status();
+    let status = broker.leader_quorum_status();
     let topics = request
         .topics
         .into_iter()
@@ -58,21 +59,27 @@ pub fn describe_quorum(broker: &Broker, request: DescribeQuorumRequest) -> Descr
                             .with_leader_epoch(-1)
                             .with_high_watermark(-1);
                     }
-                    let Some(st) = &status else {
-                        return data
-                            .with_error_code(code(ResponseError::UnknownServerError))
-                            .with_error_message(Some(s("the metadata quorum is not running")));
+                    let st = match &status {
+                        Ok(st) => st,
+                        Err(why) => {
+                            return data
+                                .with_error_code(code(ResponseError::NotLeaderOrFollower))
+                                .with_error_message(Some(s(why.clone())))
+                                .with_leader_id(BrokerId(-1))
+                                .with_leader_epoch(-1)
+                                .with_high_watermark(-1);
+                        }
                     };
                     let leader = st.leader.unwrap_or(-1);
                     let data = data
                         .with_leader_id(BrokerId(leader))
                         .with_leader_epoch(i32::try_from(st.epoch).unwrap_or(i32::MAX))
                         .with_high_watermark(st.applied_index.map_or(-1, |i| i as i64));
-                    if leader != broker.node_id {
+                    if leader != st.node_id {
                         return data.with_error_code(code(ResponseError::NotLeaderOrFollower));
                     }
                     let replica = |id: &i32| {
-                        let end = if *id == broker.node_id {
+                        let end = if *id == st.node_id {
                             st.last_index
                         } else {
                             st.replication.get(id).copied().flatten()

@@ -36,6 +36,10 @@ enum Request {
         reply: std_mpsc::Sender<ForwardedOutcome>,
     },
     SetController(ControllerHandler),
+    LeaderStatus {
+        timeout: Duration,
+        reply: std_mpsc::Sender<Result<QuorumStatus, String>>,
+    },
 }
 
 /// A running voter on its own thread.
@@ -112,6 +116,9 @@ impl QuorumHandle {
                                     let _ = reply.send(quorum.forward(op, timeout).await);
                                 }
                                 Request::SetController(handler) => quorum.set_controller(handler),
+                                Request::LeaderStatus { timeout, reply } => {
+                                    let _ = reply.send(quorum.leader_status(timeout).await);
+                                }
                             }
                         });
                     }
@@ -193,6 +200,16 @@ impl QuorumHandle {
                 kind: RefusalKind::Timeout,
                 message: "the active controller did not answer in time".into(),
             })?
+    }
+
+    /// [`Quorum::leader_status`], waiting on this thread.
+    pub fn leader_status(&self, timeout: Duration) -> Result<QuorumStatus, String> {
+        let (reply, answer) = std_mpsc::channel();
+        self.send(Request::LeaderStatus { timeout, reply })
+            .map_err(|e| e.to_string())?;
+        answer
+            .recv_timeout(timeout + Duration::from_secs(1))
+            .map_err(|_| "the active controller did not answer in time".to_string())?
     }
 
     /// [`Quorum::set_controller`].

@@ -142,7 +142,7 @@ pub enum ProposeError {
 }
 
 /// The quorum's state as this voter sees it (DescribeQuorum, `gregor cluster quorum`).
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct QuorumStatus {
     pub node_id: i32,
     pub leader: Option<i32>,
@@ -379,6 +379,22 @@ impl Quorum {
             ));
         };
         network::forward(&addr.to_string(), op, timeout).await
+    }
+
+    /// The quorum's state as the leader sees it (with each member's replication progress):
+    /// this node's own when it leads, else asked of the leader.
+    pub async fn leader_status(&self, timeout: Duration) -> Result<QuorumStatus, String> {
+        let leader = self
+            .leader()
+            .ok_or_else(|| "no active controller is elected".to_string())?;
+        if leader == self.node_id {
+            return Ok(self.status());
+        }
+        let addr = self
+            .voters
+            .get(&leader)
+            .ok_or_else(|| format!("the active controller {leader} is not a known voter"))?;
+        network::ask_status(*addr, timeout).await
     }
 
     /// The quorum's state as this voter sees it.

@@ -89,6 +89,24 @@ pub async fn ask_to_observe(
         .map_err(|e| format!("malformed answer from {target}: {e}"))?
 }
 
+/// The quorum's state as the voter at `target` sees it.
+pub async fn ask_status(
+    target: std::net::SocketAddr,
+    timeout: Duration,
+) -> Result<super::QuorumStatus, String> {
+    let answer = tokio::time::timeout(timeout, async {
+        let mut stream = TcpStream::connect(target).await?;
+        stream.set_nodelay(true)?;
+        let body = serde_json::to_vec(&RaftRequest::Status).expect("serializes");
+        write_frame(&mut stream, &body).await?;
+        read_frame(&mut stream).await
+    })
+    .await
+    .map_err(|_| format!("{target} did not answer in time"))?
+    .map_err(|e| e.to_string())?;
+    serde_json::from_slice(&answer).map_err(|e| format!("malformed answer from {target}: {e}"))
+}
+
 /// A frame larger than this is refused (snapshots travel in chunks far below it).
 const FRAME_BYTES_MAX: usize = 64 * 1024 * 1024;
 const CONNECT_TIMEOUT: Duration = Duration::from_millis(500);
@@ -106,6 +124,8 @@ enum RaftRequest {
         node_id: i32,
         addr: String,
     },
+    /// The quorum's state as this node sees it (asked of the leader).
+    Status,
 }
 
 /// Runs a forwarded controller operation (set by the broker once its controller exists).
@@ -228,6 +248,10 @@ async fn serve_peer(
             }
             RaftRequest::Observe { node_id, addr } => {
                 serde_json::to_vec(&super::add_observer(&raft, node_id, addr).await)
+            }
+            RaftRequest::Status => {
+                let metrics = raft.metrics().borrow().clone();
+                serde_json::to_vec(&super::status_of(metrics.id as i32, &metrics))
             }
         }
         .expect("raft responses serialize");
