@@ -99,7 +99,12 @@ impl Broker {
         let dir = config.log_dir();
         let log_dir = LogDir::open(&dir, clock.clone())?;
         let local_cluster_id = crate::meta_properties::read(&dir, node_id)?;
-        let (seat, events) = ControllerSeat::start(cluster, &dir, config.session_timeout())?;
+        let (seat, events) = ControllerSeat::start(
+            cluster,
+            &dir,
+            local_cluster_id.as_deref(),
+            config.session_timeout(),
+        )?;
         let replicas = Arc::new(ReplicaManager::new(node_id, log_dir));
         let metadata = Arc::new(MetadataListener::new(node_id, config.clone()));
         let listener_thread = MetadataListener::spawn(metadata.clone(), replicas.clone(), events)
@@ -248,16 +253,7 @@ impl Broker {
     /// apply is logged and returned: the change is in the metadata log, but this broker
     /// could not act on all of it.
     pub fn commit(&self, op: ControllerOp) -> Result<ControllerReply, CommitError> {
-        self.commit_within(op, APPLY_TIMEOUT)
-    }
-
-    /// [`Self::commit`], waiting at most `timeout` for a forwarded operation's answer and
-    /// again for its application here.
-    pub(crate) fn commit_within(
-        &self,
-        op: ControllerOp,
-        timeout: Duration,
-    ) -> Result<ControllerReply, CommitError> {
+        let timeout = APPLY_TIMEOUT;
         blocking::block_in_place_or_run(|| {
             let before = self.metadata.applied_offset();
             let outcome = self.seat.execute(op, timeout);

@@ -35,15 +35,18 @@ impl ControllerSeat {
     /// Starts this node's part of the quorum with its data under `data_dir`, waits until it
     /// knows a leader and replayed its log, and serves operations other nodes forward to it.
     /// Returns the seat and the quorum's stream of committed metadata.
+    /// `cluster_id` is the data directory's (none for a new node).
     pub fn start(
         cluster: ClusterConfig,
         data_dir: &Path,
+        cluster_id: Option<&str>,
         session_timeout: Duration,
     ) -> Result<(ControllerSeat, UnboundedReceiver<QuorumEvent>), BrokerError> {
         let node_id = cluster.node_id;
         let metadata_dir = data_dir.join(METADATA_DIR);
         let mut config = QuorumConfig::new(node_id, cluster.voters, metadata_dir.clone());
         config.observer_listen = cluster.observer_listen;
+        config.cluster_id = cluster_id.map(str::to_string);
         let (quorum, events) = QuorumHandle::start(config)?;
         let quorum = Arc::new(quorum);
         if quorum.wait_until_caught_up(QUORUM_START_TIMEOUT).is_none() {
@@ -60,6 +63,13 @@ impl ControllerSeat {
             let controller = controller.clone();
             quorum.set_controller(Arc::new(move |op| {
                 execute_locally(&controller, op).map_err(|e| WireRefusal::from(&e))
+            }));
+        }
+        {
+            // BrokerRegistration and BrokerHeartbeat from brokers, while this node leads.
+            let controller = controller.clone();
+            quorum.set_kafka_handler(Arc::new(move |frame| {
+                crate::controller_apis::serve(&controller, frame)
             }));
         }
         let seat = ControllerSeat {
@@ -112,6 +122,26 @@ impl ControllerSeat {
                 self.quorum
                     .forward(op, timeout)
                     .map_err(ControllerError::from)
+            }
+        })
+    }
+
+    /// Sends a Kafka request frame (BrokerRegistration, BrokerHeartbeat) to the active
+    /// controller, here or over the quorum's connections; its response frame. An
+    /// unreachable or unknown controller is NOT_CONTROLLER.
+    pub fn call_kafka(
+        &self,
+        frame: Vec<u8>,
+        timeout: Duration,
+    ) -> Result<Vec<u8>, ControllerError> {
+        blocking::block_in_place_or_run(|| {
+            if self.quorum.leader() == Some(self.node_id) {
+                crate::controller_apis::serve(&self.controller, frame)
+                    .map_err(ControllerError::Internal)
+            } else {
+                self.quorum
+                    .forward_kafka(frame, timeout)
+                    .map_err(ControllerError::NotController)
             }
         })
     }
@@ -202,7 +232,7 @@ fn execute_locally(
     op: ControllerOp,
 ) -> Result<(ControllerReply, i64), ControllerError> {
     let mut controller = controller.lock().expect("controller lock poisoned");
-    let reply = controller.execute(op, Instant::now())?;
+    let reply = controller.execute(op)?;
     Ok((
         reply,
         controller.last_written().max(controller.image().offset),

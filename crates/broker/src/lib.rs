@@ -10,6 +10,7 @@ pub mod broker;
 pub mod clock;
 pub mod cluster_config;
 pub mod config;
+pub mod controller_apis;
 pub mod controller_node;
 pub mod controller_seat;
 pub mod coordinator_services;

@@ -8,19 +8,21 @@
 //! fenced by the active controller ([`ControllerSeat::fence_expired_brokers`], run on every
 //! node, acting only on the leader) and unfenced by its next heartbeat.
 //!
-//! Both requests travel like every controller operation: executed here when this node is
-//! the active controller, else forwarded over the quorum's connections.
+//! Both are Kafka's own requests (API keys 62 and 63, `controller_apis.rs`), answered here
+//! when this node is the active controller, else sent to it over the quorum's connections
+//! (the CONTROLLER listener).
 
 use std::sync::atomic::{AtomicBool, AtomicI64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use gregor_metadata::controller::HeartbeatReply;
-use gregor_metadata::{ControllerError, ControllerOp, ControllerReply};
+use gregor_metadata::controller::{BrokerHeartbeat, HeartbeatReply};
+use gregor_metadata::ControllerError;
 use tokio::sync::watch;
 use uuid::Uuid;
 
-use crate::broker::{Broker, BrokerError, CommitError};
+use crate::broker::{Broker, BrokerError};
+use crate::controller_apis::{self, Registration};
 use crate::controller_seat::ControllerSeat;
 
 /// How often a broker waiting to be unfenced at start-up heartbeats.
@@ -63,16 +65,6 @@ impl Lifecycle {
     pub fn is_fenced(&self) -> bool {
         self.fenced.load(Ordering::Acquire)
     }
-
-    fn registration(&self, node_id: i32) -> ControllerOp {
-        ControllerOp::RegisterBroker {
-            node_id,
-            incarnation_id: self.incarnation_id,
-            host: self.host.clone(),
-            port: self.port,
-            rack: self.rack.clone(),
-        }
-    }
 }
 
 impl Broker {
@@ -86,12 +78,12 @@ impl Broker {
             match outcome {
                 Ok(reply) if !reply.fenced => return Ok(()),
                 Ok(_) => {}
-                Err(CommitError::Refused(
+                Err(
                     e @ (ControllerError::NotController(_)
                     | ControllerError::Timeout(_)
                     | ControllerError::DuplicateBrokerRegistration(_)
                     | ControllerError::StaleBrokerEpoch(_)),
-                )) => {
+                ) => {
                     if !waiting_logged
                         || matches!(e, ControllerError::DuplicateBrokerRegistration(_))
                     {
@@ -115,45 +107,56 @@ impl Broker {
         }
     }
 
+    /// How long one registration or heartbeat waits for the controller's answer.
+    fn controller_call_timeout(&self) -> Duration {
+        self.config()
+            .heartbeat_interval()
+            .max(Duration::from_secs(1))
+    }
+
     /// Registers this process unless it already holds a broker epoch.
-    fn register(&self) -> Result<(), CommitError> {
-        if self.lifecycle.epoch() >= 0 {
+    fn register(&self) -> Result<(), ControllerError> {
+        let l = &self.lifecycle;
+        if l.epoch() >= 0 {
             return Ok(());
         }
-        let timeout = self
-            .config()
-            .heartbeat_interval()
-            .max(Duration::from_secs(1));
-        match self.commit_within(self.lifecycle.registration(self.node_id), timeout)? {
-            ControllerReply::BrokerEpoch(epoch) => {
-                self.lifecycle.epoch.store(epoch, Ordering::Release);
-                tracing::info!(
-                    broker_epoch = epoch,
-                    incarnation = %self.lifecycle.incarnation_id,
-                    "registered with the active controller"
-                );
-                Ok(())
-            }
-            other => unreachable!("a broker epoch, not {other:?}"),
-        }
+        let frame = controller_apis::registration_frame(&Registration {
+            node_id: self.node_id,
+            cluster_id: &self.cluster_id,
+            incarnation_id: l.incarnation_id,
+            host: &l.host,
+            port: l.port,
+            rack: l.rack.as_deref(),
+        });
+        let answer = self
+            .seat()
+            .call_kafka(frame, self.controller_call_timeout())?;
+        let epoch = controller_apis::registration_reply(&answer)?;
+        l.epoch.store(epoch, Ordering::Release);
+        tracing::info!(
+            broker_epoch = epoch,
+            incarnation = %l.incarnation_id,
+            "registered with the active controller"
+        );
+        Ok(())
     }
 
     /// Sends one heartbeat with the offset of the metadata applied here. A stale epoch (the
     /// controller no longer knows this registration) makes the next call register again.
-    pub(crate) fn heartbeat_once(&self) -> Result<HeartbeatReply, CommitError> {
+    pub(crate) fn heartbeat_once(&self) -> Result<HeartbeatReply, ControllerError> {
         self.register()?;
-        let op = ControllerOp::BrokerHeartbeat {
+        let frame = controller_apis::heartbeat_frame(&BrokerHeartbeat {
             node_id: self.node_id,
             broker_epoch: self.lifecycle.epoch(),
             metadata_offset: self.applied_metadata_offset(),
             want_fence: false,
-        };
-        let timeout = self
-            .config()
-            .heartbeat_interval()
-            .max(Duration::from_secs(1));
-        match self.commit_within(op, timeout) {
-            Ok(ControllerReply::Heartbeat(reply)) => {
+        });
+        let outcome = self
+            .seat()
+            .call_kafka(frame, self.controller_call_timeout())
+            .and_then(|answer| controller_apis::heartbeat_reply(&answer));
+        match outcome {
+            Ok(reply) => {
                 let was = self.lifecycle.fenced.swap(reply.fenced, Ordering::AcqRel);
                 if was && !reply.fenced {
                     tracing::info!("the active controller unfenced this broker");
@@ -162,12 +165,11 @@ impl Broker {
                 }
                 Ok(reply)
             }
-            Ok(other) => unreachable!("a heartbeat reply, not {other:?}"),
-            Err(CommitError::Refused(e @ ControllerError::StaleBrokerEpoch(_))) => {
+            Err(e @ ControllerError::StaleBrokerEpoch(_)) => {
                 tracing::warn!(error = %e, "registration no longer current: registering again");
                 self.lifecycle.epoch.store(-1, Ordering::Release);
                 self.lifecycle.fenced.store(true, Ordering::Release);
-                Err(CommitError::Refused(e))
+                Err(e)
             }
             Err(e) => Err(e),
         }

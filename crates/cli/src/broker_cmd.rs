@@ -54,43 +54,51 @@ pub fn run(args: BrokerArgs) -> Result<()> {
     runtime.block_on(async move {
         let data_dir = config.log_dir();
         let handle = gregor_broker::start(config).await?;
-        let data_dir = std::fs::canonicalize(&data_dir).unwrap_or(data_dir);
-        println!(
-            "Gregor broker {} listening on {} (node.id {}), data in {}",
-            env!("CARGO_PKG_VERSION"),
-            handle.local_addr,
+        announce(
+            "broker",
+            &handle.local_addr.to_string(),
             handle.broker.node_id,
-            data_dir.display()
+            "",
+            data_dir,
         );
-        let trigger = handle.shutdown_trigger();
-        tokio::spawn(async move {
-            wait_for_signal().await;
-            tracing::info!("shutdown signal received");
-            let _ = trigger.send(true);
-        });
+        stop_on_signal(handle.shutdown_trigger());
         handle.wait().await?;
         Ok::<_, anyhow::Error>(())
     })
+}
+
+/// The one line a started node prints (tests and `gregor local-cluster` wait for it).
+fn announce(what: &str, addr: &str, node_id: i32, role_note: &str, data_dir: PathBuf) {
+    let data_dir = std::fs::canonicalize(&data_dir).unwrap_or(data_dir);
+    println!(
+        "Gregor {what} {} listening on {addr} (node.id {node_id}{role_note}), data in {}",
+        env!("CARGO_PKG_VERSION"),
+        data_dir.display()
+    );
+}
+
+/// Flips `trigger` at SIGINT or SIGTERM.
+fn stop_on_signal(trigger: tokio::sync::watch::Sender<bool>) {
+    tokio::spawn(async move {
+        wait_for_signal().await;
+        tracing::info!("shutdown signal received");
+        let _ = trigger.send(true);
+    });
 }
 
 /// Runs a controller-only node until SIGINT or SIGTERM.
 async fn run_controller(config: BrokerConfig) -> Result<()> {
     let data_dir = config.log_dir();
     let handle = gregor_broker::controller_node::start_controller(config).await?;
-    let data_dir = std::fs::canonicalize(&data_dir).unwrap_or(data_dir);
-    println!(
-        "Gregor controller {} listening on {} (node.id {}, controller only), data in {}",
-        env!("CARGO_PKG_VERSION"),
-        handle.controller_addr,
+    let addr = handle.controller_addr.to_string();
+    announce(
+        "controller",
+        &addr,
         handle.node_id,
-        data_dir.display()
+        ", controller only",
+        data_dir,
     );
-    let trigger = handle.shutdown_trigger();
-    tokio::spawn(async move {
-        wait_for_signal().await;
-        tracing::info!("shutdown signal received");
-        let _ = trigger.send(true);
-    });
+    stop_on_signal(handle.shutdown_trigger());
     handle.wait().await?;
     Ok(())
 }

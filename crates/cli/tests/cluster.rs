@@ -61,12 +61,17 @@ fn nodes(n: i32) -> (Vec<Node>, String) {
             controller_port: free_port(),
         })
         .collect();
-    let voters = nodes
+    let voters = voters_of(&nodes);
+    (nodes, voters)
+}
+
+/// `controller.quorum.voters` naming `nodes`.
+fn voters_of(nodes: &[Node]) -> String {
+    nodes
         .iter()
         .map(|n| format!("{}@127.0.0.1:{}", n.id, n.controller_port))
         .collect::<Vec<_>>()
-        .join(",");
-    (nodes, voters)
+        .join(",")
 }
 
 fn spawn(root: &Path, node: &Node, voters: &str) -> BrokerProcess {
@@ -500,11 +505,7 @@ async fn a_broker_that_stops_heartbeating_is_fenced_and_the_cluster_restarts_who
 async fn brokers_without_the_controller_role_observe_the_metadata_log() {
     let root = tempfile::tempdir().unwrap();
     let (all, _) = nodes(5);
-    let voters = all[..3]
-        .iter()
-        .map(|n| format!("{}@127.0.0.1:{}", n.id, n.controller_port))
-        .collect::<Vec<_>>()
-        .join(",");
+    let voters = voters_of(&all[..3]);
     let extra = [
         "broker.session.timeout.ms=2000",
         "broker.heartbeat.interval.ms=200",
@@ -583,11 +584,7 @@ async fn brokers_without_the_controller_role_observe_the_metadata_log() {
 async fn controller_only_nodes_serve_the_quorum_and_brokers_serve_clients() {
     let root = tempfile::tempdir().unwrap();
     let (all, _) = nodes(5);
-    let voters = all[..3]
-        .iter()
-        .map(|n| format!("{}@127.0.0.1:{}", n.id, n.controller_port))
-        .collect::<Vec<_>>()
-        .join(",");
+    let voters = voters_of(&all[..3]);
     let start = |i: usize| {
         if i < 3 {
             let n = &all[i];

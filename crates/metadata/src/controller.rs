@@ -508,15 +508,7 @@ fn partition_records(
     assign_replicas(brokers, first, count, rf, seed)
         .into_iter()
         .zip(first..)
-        .map(|(replicas, partition)| MetadataRecord::Partition {
-            topic_id,
-            partition,
-            leader: replicas[0],
-            isr: replicas.clone(),
-            replicas,
-            leader_epoch: 0,
-            partition_epoch: 0,
-        })
+        .map(|(replicas, partition)| MetadataRecord::new_partition(topic_id, partition, replicas))
         .collect()
 }
 
@@ -605,6 +597,15 @@ mod tests {
         controller_with_brokers(1)
     }
 
+    fn new_topic_rf(name: &str, num_partitions: i32, replication_factor: i16) -> NewTopic<'_> {
+        NewTopic {
+            name,
+            num_partitions,
+            replication_factor,
+            configs: &[],
+        }
+    }
+
     fn new_topic<'a>(name: &'a str, parts: i32, configs: &'a [(String, String)]) -> NewTopic<'a> {
         NewTopic {
             name,
@@ -654,12 +655,7 @@ mod tests {
             c.create_topic(new_topic("y", 1, &bad), false),
             Err(ControllerError::InvalidConfig(_))
         ));
-        let rf3 = NewTopic {
-            name: "z",
-            num_partitions: 1,
-            replication_factor: 3,
-            configs: &[],
-        };
+        let rf3 = new_topic_rf("z", 1, 3);
         assert!(matches!(
             c.create_topic(rf3, false),
             Err(ControllerError::InvalidReplicationFactor(_))
@@ -787,12 +783,7 @@ mod tests {
     fn replicas_go_to_live_brokers_only() {
         let t0 = Instant::now();
         let mut c = controller_with_brokers(3);
-        let three = NewTopic {
-            name: "three",
-            num_partitions: 6,
-            replication_factor: 3,
-            configs: &[],
-        };
+        let three = new_topic_rf("three", 6, 3);
         c.create_topic(three, false).unwrap();
         let image = c.image();
         let leaders: BTreeMap<i32, usize> =
@@ -814,22 +805,12 @@ mod tests {
                 .unwrap();
         }
         assert_eq!(c.fence_expired_brokers(later).unwrap(), vec![1]);
-        let rf3 = NewTopic {
-            name: "again",
-            num_partitions: 1,
-            replication_factor: 3,
-            configs: &[],
-        };
+        let rf3 = new_topic_rf("again", 1, 3);
         assert!(matches!(
             c.create_topic(rf3, false),
             Err(ControllerError::InvalidReplicationFactor(_))
         ));
-        let rf2 = NewTopic {
-            name: "two",
-            num_partitions: 4,
-            replication_factor: 2,
-            configs: &[],
-        };
+        let rf2 = new_topic_rf("two", 4, 2);
         c.create_topic(rf2, false).unwrap();
         for p in c.image().topic("two").unwrap().partitions.values() {
             assert!(!p.replicas.contains(&1), "{:?}", p.replicas);

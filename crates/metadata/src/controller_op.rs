@@ -2,33 +2,14 @@
 //! forward one to the node that is (over the quorum's connections), and get its outcome
 //! back. The active controller runs each through [`Controller::execute`].
 
-use std::time::Instant;
-
 use serde::{Deserialize, Serialize};
 use uuid::Uuid;
 
-use crate::controller::{
-    BrokerHeartbeat, BrokerRegistration, Controller, ControllerError, HeartbeatReply, NewTopic,
-};
+use crate::controller::{Controller, ControllerError, NewTopic};
 
 /// One change a controller validates and writes.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub enum ControllerOp {
-    /// Kafka's BrokerRegistration: a broker process joins; the reply is its broker epoch.
-    RegisterBroker {
-        node_id: i32,
-        incarnation_id: Uuid,
-        host: String,
-        port: u16,
-        rack: Option<String>,
-    },
-    /// Kafka's BrokerHeartbeat.
-    BrokerHeartbeat {
-        node_id: i32,
-        broker_epoch: i64,
-        metadata_offset: i64,
-        want_fence: bool,
-    },
     CreateTopic {
         name: String,
         num_partitions: i32,
@@ -72,9 +53,6 @@ pub enum ControllerReply {
     ProducerIds(i64),
     /// The cluster's id.
     ClusterId(String),
-    /// A registered broker's epoch.
-    BrokerEpoch(i64),
-    Heartbeat(HeartbeatReply),
 }
 
 /// The outcome of a forwarded operation: its reply and the offset of the last record it
@@ -152,47 +130,9 @@ impl From<WireRefusal> for ControllerError {
 }
 
 impl Controller {
-    /// Validates and writes `op` (as of `now`, for broker sessions).
-    pub fn execute(
-        &mut self,
-        op: ControllerOp,
-        now: Instant,
-    ) -> Result<ControllerReply, ControllerError> {
+    /// Validates and writes `op`.
+    pub fn execute(&mut self, op: ControllerOp) -> Result<ControllerReply, ControllerError> {
         match op {
-            ControllerOp::RegisterBroker {
-                node_id,
-                incarnation_id,
-                host,
-                port,
-                rack,
-            } => self
-                .register_broker(
-                    BrokerRegistration {
-                        node_id,
-                        incarnation_id,
-                        host: &host,
-                        port,
-                        rack: rack.as_deref(),
-                    },
-                    now,
-                )
-                .map(ControllerReply::BrokerEpoch),
-            ControllerOp::BrokerHeartbeat {
-                node_id,
-                broker_epoch,
-                metadata_offset,
-                want_fence,
-            } => self
-                .broker_heartbeat(
-                    BrokerHeartbeat {
-                        node_id,
-                        broker_epoch,
-                        metadata_offset,
-                        want_fence,
-                    },
-                    now,
-                )
-                .map(ControllerReply::Heartbeat),
             ControllerOp::CreateTopic {
                 name,
                 num_partitions,

@@ -503,15 +503,7 @@ mod tests {
     }
 
     fn partition(topic_id: Uuid, partition: i32, replicas: Vec<i32>) -> MetadataRecord {
-        MetadataRecord::Partition {
-            topic_id,
-            partition,
-            leader: replicas[0],
-            isr: replicas.clone(),
-            replicas,
-            leader_epoch: 0,
-            partition_epoch: 0,
-        }
+        MetadataRecord::new_partition(topic_id, partition, replicas)
     }
 
     #[test]

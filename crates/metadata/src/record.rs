@@ -102,6 +102,20 @@ impl MetadataRecord {
         }
     }
 
+    /// A new partition with `replicas`, all in the ISR, led by the first at epoch 0.
+    pub fn new_partition(topic_id: Uuid, partition: i32, replicas: Vec<i32>) -> MetadataRecord {
+        assert!(!replicas.is_empty(), "a partition has replicas");
+        MetadataRecord::Partition {
+            topic_id,
+            partition,
+            leader: replicas[0],
+            isr: replicas.clone(),
+            replicas,
+            leader_epoch: 0,
+            partition_epoch: 0,
+        }
+    }
+
     /// The record type's name, as in logs and errors.
     pub fn type_name(&self) -> &'static str {
         match self {

@@ -279,6 +279,49 @@ async fn observers_follow_the_log_without_voting_and_rejoin_after_a_restart() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_voter_of_another_cluster_neither_votes_nor_takes_entries() {
+    let root = tempfile::tempdir().unwrap();
+    let addrs: BTreeMap<i32, SocketAddr> = (1..=3).map(|id| (id, free_addr())).collect();
+    let mut voters = BTreeMap::new();
+    for (id, cluster) in [(1, "cluster-a"), (2, "cluster-a"), (3, "cluster-b")] {
+        let mut config =
+            QuorumConfig::new(id, addrs.clone(), root.path().join(format!("node-{id}")));
+        config.cluster_id = Some(cluster.to_string());
+        let (quorum, events) = Quorum::start(config).await.expect("voter starts");
+        voters.insert(
+            id,
+            Voter {
+                quorum,
+                events,
+                image: MetadataImage::default(),
+                images: Vec::new(),
+            },
+        );
+    }
+    let stranger = voters.remove(&3).unwrap();
+    propose(&voters, vec![topic("only-in-a")]).await;
+    for v in voters.values_mut() {
+        assert!(v.wait_for_topic("only-in-a").await);
+    }
+    let mut stranger = stranger;
+    tokio::time::sleep(Duration::from_millis(800)).await;
+    stranger.drain();
+    assert!(
+        stranger.image.topic("only-in-a").is_none(),
+        "the node of another cluster got no entries"
+    );
+    assert_ne!(
+        stranger.quorum.leader(),
+        Some(3),
+        "nor did it win an election"
+    );
+    for (_, v) in voters {
+        v.quorum.shutdown().await;
+    }
+    stranger.quorum.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_voter_far_behind_catches_up_from_a_snapshot() {
     let _ = tracing_subscriber::fmt()
         .with_env_filter(tracing_subscriber::EnvFilter::from_default_env())

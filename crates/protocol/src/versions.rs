@@ -106,6 +106,8 @@ pub(crate) fn codec_range(key: ApiKey) -> kafka_protocol::protocol::VersionRange
         ApiKey::ListTransactions => ListTransactionsRequest::VERSIONS,
         ApiKey::DescribeTransactions => DescribeTransactionsRequest::VERSIONS,
         ApiKey::DescribeProducers => DescribeProducersRequest::VERSIONS,
+        ApiKey::BrokerRegistration => BrokerRegistrationRequest::VERSIONS,
+        ApiKey::BrokerHeartbeat => BrokerHeartbeatRequest::VERSIONS,
         other => panic!("no codec check for {other:?}"),
     }
 }

@@ -47,7 +47,7 @@ pub fn commit_error(e: &CommitError) -> (i16, String) {
 }
 
 /// Kafka error code and message for a refused controller operation.
-fn controller_error(e: &ControllerError) -> (i16, String) {
+pub fn controller_error(e: &ControllerError) -> (i16, String) {
     let c = match e {
         ControllerError::TopicAlreadyExists(_) => ResponseError::TopicAlreadyExists,
         ControllerError::InvalidTopic(_) => ResponseError::InvalidTopicException,

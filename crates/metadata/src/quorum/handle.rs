@@ -16,8 +16,8 @@ use openraft::{BasicNode, RaftMetrics};
 use tokio::sync::watch;
 
 use super::{
-    status_of, ControllerHandler, NodeId, ProposeError, Quorum, QuorumConfig, QuorumError,
-    QuorumEvent, QuorumStatus,
+    status_of, ControllerHandler, KafkaHandler, NodeId, ProposeError, Quorum, QuorumConfig,
+    QuorumError, QuorumEvent, QuorumStatus,
 };
 use crate::controller::{ControllerError, MetadataWriter};
 use crate::controller_op::{ControllerOp, ForwardedOutcome, RefusalKind, WireRefusal};
@@ -36,6 +36,12 @@ enum Request {
         reply: std_mpsc::Sender<ForwardedOutcome>,
     },
     SetController(ControllerHandler),
+    SetKafkaHandler(KafkaHandler),
+    ForwardKafka {
+        frame: Vec<u8>,
+        timeout: Duration,
+        reply: std_mpsc::Sender<Result<Vec<u8>, String>>,
+    },
     LeaderStatus {
         timeout: Duration,
         reply: std_mpsc::Sender<Result<QuorumStatus, String>>,
@@ -116,6 +122,16 @@ impl QuorumHandle {
                                     let _ = reply.send(quorum.forward(op, timeout).await);
                                 }
                                 Request::SetController(handler) => quorum.set_controller(handler),
+                                Request::SetKafkaHandler(handler) => {
+                                    quorum.set_kafka_handler(handler)
+                                }
+                                Request::ForwardKafka {
+                                    frame,
+                                    timeout,
+                                    reply,
+                                } => {
+                                    let _ = reply.send(quorum.forward_kafka(frame, timeout).await);
+                                }
                                 Request::LeaderStatus { timeout, reply } => {
                                     let _ = reply.send(quorum.leader_status(timeout).await);
                                 }
@@ -207,6 +223,25 @@ impl QuorumHandle {
         let (reply, answer) = std_mpsc::channel();
         self.send(Request::LeaderStatus { timeout, reply })
             .map_err(|e| e.to_string())?;
+        answer
+            .recv_timeout(timeout + Duration::from_secs(1))
+            .map_err(|_| "the active controller did not answer in time".to_string())?
+    }
+
+    /// [`Quorum::set_kafka_handler`].
+    pub fn set_kafka_handler(&self, handler: KafkaHandler) {
+        let _ = self.send(Request::SetKafkaHandler(handler));
+    }
+
+    /// [`Quorum::forward_kafka`], waiting on this thread.
+    pub fn forward_kafka(&self, frame: Vec<u8>, timeout: Duration) -> Result<Vec<u8>, String> {
+        let (reply, answer) = std_mpsc::channel();
+        self.send(Request::ForwardKafka {
+            frame,
+            timeout,
+            reply,
+        })
+        .map_err(|e| e.to_string())?;
         answer
             .recv_timeout(timeout + Duration::from_secs(1))
             .map_err(|_| "the active controller did not answer in time".to_string())?

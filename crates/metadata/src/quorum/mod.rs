@@ -24,7 +24,7 @@ mod network;
 mod state_machine;
 
 pub use handle::QuorumHandle;
-pub use network::ControllerHandler;
+pub use network::{ControllerHandler, KafkaHandler};
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::io::Cursor;
@@ -70,6 +70,9 @@ pub struct QuorumConfig {
     pub voters: BTreeMap<i32, SocketAddr>,
     /// For an observer: where it listens for the leader's replication (port 0: any).
     pub observer_listen: Option<SocketAddr>,
+    /// The cluster this node belongs to, when it knows (its `meta.properties`): quorum
+    /// messages of another cluster are refused both ways.
+    pub cluster_id: Option<String>,
     /// Where the Raft log, vote and snapshot live.
     pub dir: PathBuf,
     pub heartbeat_interval_ms: u64,
@@ -87,6 +90,7 @@ impl QuorumConfig {
             node_id,
             voters,
             observer_listen: None,
+            cluster_id: None,
             dir,
             heartbeat_interval_ms: 50,
             election_timeout_min_ms: 300,
@@ -172,6 +176,8 @@ pub struct Quorum {
     server: tokio::task::JoinHandle<()>,
     /// An observer's task asking the leader to add it (ends once it is a member).
     join: Option<tokio::task::JoinHandle<()>>,
+    /// How this node's quorum messages are framed.
+    wire: network::Wire,
 }
 
 impl Quorum {
@@ -236,10 +242,13 @@ impl Quorum {
                 addr: listen,
                 source,
             })?;
+        let wire = network::Wire {
+            cluster_id: config.cluster_id.clone(),
+        };
         let raft = Raft::new(
             config.node_id as NodeId,
             raft_config,
-            network::Network,
+            network::Network { wire: wire.clone() },
             log_store,
             state_machine,
         )
@@ -252,44 +261,24 @@ impl Quorum {
                 source,
             })?;
         let handler: network::HandlerCell = Arc::default();
-        let server = tokio::spawn(network::serve(listener, raft.clone(), handler.clone()));
-        if voter_listen.is_none() {
-            let join = tokio::spawn(join_as_observer(
+        let server = tokio::spawn(network::serve(
+            listener,
+            raft.clone(),
+            handler.clone(),
+            wire.clone(),
+        ));
+        let join = if voter_listen.is_none() {
+            Some(tokio::spawn(join_as_observer(
                 raft.clone(),
+                wire.clone(),
                 config.node_id,
                 bound,
                 config.voters.clone(),
-            ));
-            return Ok((
-                Quorum {
-                    node_id: config.node_id,
-                    raft,
-                    image,
-                    voters: config.voters.clone(),
-                    handler,
-                    server,
-                    join: Some(join),
-                },
-                events_rx,
-            ));
-        }
-        let members: BTreeMap<NodeId, BasicNode> = config
-            .voters
-            .iter()
-            .map(|(id, addr)| (*id as NodeId, BasicNode::new(addr.to_string())))
-            .collect();
-        let initialized = raft
-            .is_initialized()
-            .await
-            .map_err(|e| QuorumError::Raft(e.to_string()))?;
-        if !initialized {
-            match raft.initialize(members).await {
-                Ok(()) => {}
-                // Another voter's initialization reached this one first.
-                Err(RaftError::APIError(InitializeError::NotAllowed(_))) => {}
-                Err(e) => return Err(QuorumError::Raft(e.to_string())),
-            }
-        }
+            )))
+        } else {
+            initialize(&raft, &config.voters).await?;
+            None
+        };
         Ok((
             Quorum {
                 node_id: config.node_id,
@@ -298,7 +287,8 @@ impl Quorum {
                 voters: config.voters.clone(),
                 handler,
                 server,
-                join: None,
+                join,
+                wire,
             },
             events_rx,
         ))
@@ -356,7 +346,33 @@ impl Quorum {
 
     /// Installs what runs controller operations forwarded to this voter.
     pub fn set_controller(&self, handler: ControllerHandler) {
-        *self.handler.write().expect("handler lock poisoned") = Some(handler);
+        self.handler
+            .write()
+            .expect("handler lock poisoned")
+            .controller = Some(handler);
+    }
+
+    /// Installs what answers Kafka requests (BrokerRegistration, BrokerHeartbeat) other
+    /// nodes send to this one as active controller.
+    pub fn set_kafka_handler(&self, handler: KafkaHandler) {
+        self.handler.write().expect("handler lock poisoned").kafka = Some(handler);
+    }
+
+    /// Sends a Kafka request frame to the active controller (another node); its response
+    /// frame.
+    pub async fn forward_kafka(
+        &self,
+        frame: Vec<u8>,
+        timeout: Duration,
+    ) -> Result<Vec<u8>, String> {
+        let leader = self
+            .leader()
+            .ok_or_else(|| "no active controller is elected".to_string())?;
+        let addr = self
+            .voters
+            .get(&leader)
+            .ok_or_else(|| format!("the active controller {leader} is not a known voter"))?;
+        self.wire.ask_kafka(*addr, frame, timeout).await
     }
 
     /// Sends `op` to the active controller (another voter) and returns its outcome.
@@ -378,7 +394,7 @@ impl Quorum {
                 "the active controller {leader} is not a known voter"
             ));
         };
-        network::forward(&addr.to_string(), op, timeout).await
+        self.wire.forward(&addr.to_string(), op, timeout).await
     }
 
     /// The quorum's state as the leader sees it (with each member's replication progress):
@@ -394,7 +410,7 @@ impl Quorum {
             .voters
             .get(&leader)
             .ok_or_else(|| format!("the active controller {leader} is not a known voter"))?;
-        network::ask_status(*addr, timeout).await
+        self.wire.ask_status(*addr, timeout).await
     }
 
     /// The quorum's state as this voter sees it.
@@ -448,6 +464,28 @@ fn status_of(node_id: i32, m: &openraft::RaftMetrics<NodeId, BasicNode>) -> Quor
     }
 }
 
+/// Initializes a fresh voter's membership with the configured voters (a no-op once any
+/// voter's initialization reached it).
+async fn initialize(raft: &Raft, voters: &BTreeMap<i32, SocketAddr>) -> Result<(), QuorumError> {
+    let members: BTreeMap<NodeId, BasicNode> = voters
+        .iter()
+        .map(|(id, addr)| (*id as NodeId, BasicNode::new(addr.to_string())))
+        .collect();
+    let initialized = raft
+        .is_initialized()
+        .await
+        .map_err(|e| QuorumError::Raft(e.to_string()))?;
+    if initialized {
+        return Ok(());
+    }
+    match raft.initialize(members).await {
+        Ok(()) => Ok(()),
+        // Another voter's initialization reached this one first.
+        Err(RaftError::APIError(InitializeError::NotAllowed(_))) => Ok(()),
+        Err(e) => Err(QuorumError::Raft(e.to_string())),
+    }
+}
+
 /// How often an observer not yet in the membership (with its current address) asks again.
 const JOIN_RETRY: Duration = Duration::from_millis(200);
 
@@ -455,6 +493,7 @@ const JOIN_RETRY: Duration = Duration::from_millis(200);
 /// learner, until this node's own view of the membership has it at that address.
 async fn join_as_observer(
     raft: Raft,
+    wire: network::Wire,
     node_id: i32,
     addr: SocketAddr,
     voters: BTreeMap<i32, SocketAddr>,
@@ -481,7 +520,10 @@ async fn join_as_observer(
             None => voters.values().copied().collect(),
         };
         for target in targets {
-            match network::ask_to_observe(target, node_id, &addr_text, JOIN_RETRY * 5).await {
+            match wire
+                .ask_to_observe(target, node_id, &addr_text, JOIN_RETRY * 5)
+                .await
+            {
                 Ok(()) => break,
                 Err(e) => tracing::debug!(%target, error = %e, "not added as observer yet"),
             }

@@ -29,82 +29,141 @@ use std::sync::{Arc, RwLock};
 use super::{NodeId, Raft, TypeConfig};
 use crate::controller_op::{ControllerOp, ForwardedOutcome, RefusalKind, WireRefusal};
 
-/// Sends `op` to the controller at `addr` and returns its outcome.
-pub async fn forward(addr: &str, op: ControllerOp, timeout: Duration) -> ForwardedOutcome {
-    let unreachable = |e: std::io::Error| WireRefusal {
-        kind: RefusalKind::NotController,
-        message: format!("the active controller at {addr} is unreachable: {e}"),
-    };
-    let exchange = async {
-        let mut stream = TcpStream::connect(addr).await?;
-        stream.set_nodelay(true)?;
-        let body = serde_json::to_vec(&RaftRequest::Controller(op)).expect("serializes");
-        write_frame(&mut stream, &body).await?;
-        read_frame(&mut stream).await
-    };
-    let answer = match tokio::time::timeout(timeout, exchange).await {
-        Ok(Ok(answer)) => answer,
-        Ok(Err(e)) => return Err(unreachable(e)),
-        Err(_) => {
-            return Err(WireRefusal {
-                kind: RefusalKind::Timeout,
-                message: format!("the active controller at {addr} did not answer in time"),
-            })
-        }
-    };
-    serde_json::from_slice(&answer).unwrap_or_else(|e| {
-        Err(WireRefusal {
-            kind: RefusalKind::Internal,
-            message: format!("malformed answer from the active controller: {e}"),
-        })
-    })
+/// What every quorum message carries besides its request: the sender's cluster id, when it
+/// knows one. A node refuses a message of another cluster (INCONSISTENT_CLUSTER_ID), so a
+/// misconfigured voter can neither vote nor take entries of a cluster it does not belong to.
+#[derive(Debug, Clone, Default)]
+pub struct Wire {
+    pub cluster_id: Option<String>,
 }
 
-/// Asks the voter at `target` (it must be the leader) to add observer `node_id` at `addr`.
-pub async fn ask_to_observe(
-    target: std::net::SocketAddr,
-    node_id: i32,
-    addr: &str,
-    timeout: Duration,
-) -> Result<(), String> {
-    let exchange = async {
-        let mut stream = TcpStream::connect(target).await?;
-        stream.set_nodelay(true)?;
+/// One quorum message as framed.
+#[derive(Serialize, Deserialize)]
+struct Envelope {
+    #[serde(default)]
+    cluster_id: Option<String>,
+    request: RaftRequest,
+}
+
+/// Why a one-shot exchange failed.
+enum ExchangeError {
+    Timeout,
+    Io(std::io::Error),
+}
+
+impl Wire {
+    fn frame(&self, request: RaftRequest) -> Vec<u8> {
+        let envelope = Envelope {
+            cluster_id: self.cluster_id.clone(),
+            request,
+        };
+        serde_json::to_vec(&envelope).expect("quorum requests serialize")
+    }
+
+    /// Sends one request on a connection of its own and reads the answer.
+    async fn exchange(
+        &self,
+        target: &str,
+        request: RaftRequest,
+        timeout: Duration,
+    ) -> Result<Vec<u8>, ExchangeError> {
+        let body = self.frame(request);
+        let exchange = async {
+            let mut stream = TcpStream::connect(target).await?;
+            stream.set_nodelay(true)?;
+            write_frame(&mut stream, &body).await?;
+            read_frame(&mut stream).await
+        };
+        match tokio::time::timeout(timeout, exchange).await {
+            Ok(Ok(answer)) => Ok(answer),
+            Ok(Err(e)) => Err(ExchangeError::Io(e)),
+            Err(_) => Err(ExchangeError::Timeout),
+        }
+    }
+
+    /// Sends `op` to the controller at `addr` and returns its outcome.
+    pub async fn forward(
+        &self,
+        addr: &str,
+        op: ControllerOp,
+        timeout: Duration,
+    ) -> ForwardedOutcome {
+        let answer = match self
+            .exchange(addr, RaftRequest::Controller(op), timeout)
+            .await
+        {
+            Ok(answer) => answer,
+            Err(ExchangeError::Io(e)) => {
+                return Err(WireRefusal {
+                    kind: RefusalKind::NotController,
+                    message: format!("the active controller at {addr} is unreachable: {e}"),
+                })
+            }
+            Err(ExchangeError::Timeout) => {
+                return Err(WireRefusal {
+                    kind: RefusalKind::Timeout,
+                    message: format!("the active controller at {addr} did not answer in time"),
+                })
+            }
+        };
+        serde_json::from_slice(&answer).unwrap_or_else(|e| {
+            Err(WireRefusal {
+                kind: RefusalKind::Internal,
+                message: format!("malformed answer from the active controller: {e}"),
+            })
+        })
+    }
+
+    /// Sends `request` to `target` and decodes its answer, errors as text.
+    async fn ask<T: DeserializeOwned>(
+        &self,
+        target: std::net::SocketAddr,
+        request: RaftRequest,
+        timeout: Duration,
+    ) -> Result<T, String> {
+        let answer = match self.exchange(&target.to_string(), request, timeout).await {
+            Ok(answer) => answer,
+            Err(ExchangeError::Timeout) => return Err(format!("{target} did not answer in time")),
+            Err(ExchangeError::Io(e)) => return Err(format!("{target}: {e}")),
+        };
+        serde_json::from_slice(&answer).map_err(|e| format!("malformed answer from {target}: {e}"))
+    }
+
+    /// Asks the voter at `target` (it must be the leader) to add observer `node_id` at `addr`.
+    pub async fn ask_to_observe(
+        &self,
+        target: std::net::SocketAddr,
+        node_id: i32,
+        addr: &str,
+        timeout: Duration,
+    ) -> Result<(), String> {
         let request = RaftRequest::Observe {
             node_id,
             addr: addr.to_string(),
         };
-        write_frame(
-            &mut stream,
-            &serde_json::to_vec(&request).expect("serializes"),
-        )
-        .await?;
-        read_frame(&mut stream).await
-    };
-    let answer = tokio::time::timeout(timeout, exchange)
-        .await
-        .map_err(|_| format!("{target} did not answer in time"))?
-        .map_err(|e| e.to_string())?;
-    serde_json::from_slice::<Result<(), String>>(&answer)
-        .map_err(|e| format!("malformed answer from {target}: {e}"))?
-}
+        self.ask::<Result<(), String>>(target, request, timeout)
+            .await?
+    }
 
-/// The quorum's state as the voter at `target` sees it.
-pub async fn ask_status(
-    target: std::net::SocketAddr,
-    timeout: Duration,
-) -> Result<super::QuorumStatus, String> {
-    let answer = tokio::time::timeout(timeout, async {
-        let mut stream = TcpStream::connect(target).await?;
-        stream.set_nodelay(true)?;
-        let body = serde_json::to_vec(&RaftRequest::Status).expect("serializes");
-        write_frame(&mut stream, &body).await?;
-        read_frame(&mut stream).await
-    })
-    .await
-    .map_err(|_| format!("{target} did not answer in time"))?
-    .map_err(|e| e.to_string())?;
-    serde_json::from_slice(&answer).map_err(|e| format!("malformed answer from {target}: {e}"))
+    /// Sends a Kafka request frame to the controller at `target`; its response frame.
+    pub async fn ask_kafka(
+        &self,
+        target: std::net::SocketAddr,
+        frame: Vec<u8>,
+        timeout: Duration,
+    ) -> Result<Vec<u8>, String> {
+        self.ask::<Result<Vec<u8>, String>>(target, RaftRequest::Kafka(frame), timeout)
+            .await?
+    }
+
+    /// The quorum's state as the voter at `target` sees it.
+    pub async fn ask_status(
+        &self,
+        target: std::net::SocketAddr,
+        timeout: Duration,
+    ) -> Result<super::QuorumStatus, String> {
+        self.ask(target, RaftRequest::Status, timeout).await
+    }
 }
 
 /// A frame larger than this is refused (snapshots travel in chunks far below it).
@@ -126,13 +185,27 @@ enum RaftRequest {
     },
     /// The quorum's state as this node sees it (asked of the leader).
     Status,
+    /// A Kafka request frame (BrokerRegistration, BrokerHeartbeat) for the active
+    /// controller; the answer is the Kafka response frame.
+    Kafka(Vec<u8>),
 }
 
 /// Runs a forwarded controller operation (set by the broker once its controller exists).
 pub type ControllerHandler = Arc<dyn Fn(ControllerOp) -> ForwardedOutcome + Send + Sync>;
 
-/// Where the handler is installed; empty until then.
-pub type HandlerCell = Arc<RwLock<Option<ControllerHandler>>>;
+/// Answers a Kafka request frame sent to the controller listener with the response frame
+/// (errors travel inside it as Kafka error codes; `Err` only for a frame it refuses).
+pub type KafkaHandler = Arc<dyn Fn(Vec<u8>) -> Result<Vec<u8>, String> + Send + Sync>;
+
+/// What runs requests other nodes send to this one as active controller.
+#[derive(Default)]
+pub struct Handlers {
+    pub controller: Option<ControllerHandler>,
+    pub kafka: Option<KafkaHandler>,
+}
+
+/// Where the handlers are installed; empty until then.
+pub type HandlerCell = Arc<RwLock<Handlers>>;
 
 async fn write_frame(stream: &mut TcpStream, body: &[u8]) -> std::io::Result<()> {
     let mut frame = Vec::with_capacity(4 + body.len());
@@ -170,7 +243,7 @@ fn kafka_request_header(body: &[u8]) -> Option<(i16, i16)> {
 
 /// Accepts peer voters' connections and answers their requests until aborted; aborting it
 /// closes every connection it accepted too (a stopped voter must not keep answering).
-pub async fn serve(listener: TcpListener, raft: Raft, handler: HandlerCell) {
+pub async fn serve(listener: TcpListener, raft: Raft, handler: HandlerCell, wire: Wire) {
     let mut peers = tokio::task::JoinSet::new();
     loop {
         let (stream, peer) = match listener.accept().await {
@@ -184,11 +257,15 @@ pub async fn serve(listener: TcpListener, raft: Raft, handler: HandlerCell) {
         while peers.try_join_next().is_some() {}
         let raft = raft.clone();
         let handler = handler.clone();
+        let mine = wire.cluster_id.clone();
         peers.spawn(async move {
-            match serve_peer(stream, raft, handler).await {
+            match serve_peer(stream, raft, handler, mine).await {
                 Ok(()) => {}
                 Err(e) if e.kind() == std::io::ErrorKind::Unsupported => {
                     tracing::warn!(%peer, "{e}; connection closed");
+                }
+                Err(e) if e.kind() == std::io::ErrorKind::PermissionDenied => {
+                    tracing::error!(%peer, "{e}; connection closed");
                 }
                 Err(e) => tracing::debug!(%peer, error = %e, "quorum connection closed"),
             }
@@ -200,6 +277,7 @@ async fn serve_peer(
     mut stream: TcpStream,
     raft: Raft,
     handler: HandlerCell,
+    cluster_id: Option<String>,
 ) -> std::io::Result<()> {
     stream.set_nodelay(true)?;
     loop {
@@ -216,18 +294,33 @@ async fn serve_peer(
                 ),
             ));
         }
-        let request: RaftRequest = serde_json::from_slice(&body).map_err(|e| {
+        let envelope: Envelope = serde_json::from_slice(&body).map_err(|e| {
             std::io::Error::new(
                 std::io::ErrorKind::InvalidData,
                 format!("malformed quorum request: {e}"),
             )
         })?;
+        if let (Some(theirs), Some(mine)) = (&envelope.cluster_id, &cluster_id) {
+            if theirs != mine {
+                return Err(std::io::Error::new(
+                    std::io::ErrorKind::PermissionDenied,
+                    format!(
+                        "INCONSISTENT_CLUSTER_ID: a node of cluster {theirs} sent a quorum request to this node of cluster {mine}"
+                    ),
+                ));
+            }
+        }
+        let request = envelope.request;
         let answer = match request {
             RaftRequest::Vote(r) => serde_json::to_vec(&raft.vote(r).await),
             RaftRequest::AppendEntries(r) => serde_json::to_vec(&raft.append_entries(r).await),
             RaftRequest::InstallSnapshot(r) => serde_json::to_vec(&raft.install_snapshot(r).await),
             RaftRequest::Controller(op) => {
-                let handler = handler.read().expect("handler lock poisoned").clone();
+                let handler = handler
+                    .read()
+                    .expect("handler lock poisoned")
+                    .controller
+                    .clone();
                 let outcome: ForwardedOutcome = match handler {
                     // The controller writes through this very quorum and waits: off the
                     // quorum's own thread.
@@ -253,6 +346,16 @@ async fn serve_peer(
                 let metrics = raft.metrics().borrow().clone();
                 serde_json::to_vec(&super::status_of(metrics.id as i32, &metrics))
             }
+            RaftRequest::Kafka(frame) => {
+                let handler = handler.read().expect("handler lock poisoned").kafka.clone();
+                let answer: Result<Vec<u8>, String> = match handler {
+                    Some(h) => tokio::task::spawn_blocking(move || h(frame))
+                        .await
+                        .unwrap_or_else(|e| Err(format!("the controller failed: {e}"))),
+                    None => Err("this node's controller is not running yet".into()),
+                };
+                serde_json::to_vec(&answer)
+            }
         }
         .expect("raft responses serialize");
         write_frame(&mut stream, &answer).await?;
@@ -260,7 +363,9 @@ async fn serve_peer(
 }
 
 /// Makes one connection per peer voter.
-pub struct Network;
+pub struct Network {
+    pub wire: Wire,
+}
 
 impl RaftNetworkFactory<TypeConfig> for Network {
     type Network = PeerConnection;
@@ -270,6 +375,7 @@ impl RaftNetworkFactory<TypeConfig> for Network {
             target,
             addr: node.addr.clone(),
             stream: None,
+            wire: self.wire.clone(),
         }
     }
 }
@@ -279,6 +385,7 @@ pub struct PeerConnection {
     target: NodeId,
     addr: String,
     stream: Option<TcpStream>,
+    wire: Wire,
 }
 
 impl PeerConnection {
@@ -291,7 +398,7 @@ impl PeerConnection {
         Resp: DeserializeOwned,
         E: std::error::Error + DeserializeOwned,
     {
-        let body = serde_json::to_vec(&request).expect("raft requests serialize");
+        let body = self.wire.frame(request);
         if self.stream.is_none() {
             let connected =
                 tokio::time::timeout(CONNECT_TIMEOUT, TcpStream::connect(&self.addr)).await;

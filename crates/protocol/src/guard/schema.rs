@@ -167,9 +167,45 @@ pub static SERVED: &[ApiSchema] = &[
     api(ApiKey::DescribeProducers, 0, 0, 0, DESCRIBE_PRODUCERS),
 ];
 
-/// Layouts written ahead of their handlers; not served until a row in
-/// [`crate::versions::SUPPORTED`] is added.
-pub static EXTRA: &[ApiSchema] = &[];
+/// Layouts not served to clients: the inter-node requests a broker sends to the active
+/// controller (checked by [`crate::guard::check_controller_request`]).
+pub static EXTRA: &[ApiSchema] = &[
+    api(ApiKey::BrokerRegistration, 0, 4, 0, BROKER_REGISTRATION),
+    api(ApiKey::BrokerHeartbeat, 0, 1, 0, BROKER_HEARTBEAT),
+];
+
+// ---- BrokerRegistration / BrokerHeartbeat (controller listener) ----------------------------
+
+const BROKER_REGISTRATION_LISTENER: &[Field] = &[
+    f("name", STRING),
+    f("host", STRING),
+    f("port", INT16),
+    f("security_protocol", INT16),
+];
+const BROKER_REGISTRATION_FEATURE: &[Field] = &[
+    f("name", STRING),
+    f("min_supported_version", INT16),
+    f("max_supported_version", INT16),
+];
+const BROKER_REGISTRATION: &[Field] = &[
+    f("broker_id", INT32),
+    f("cluster_id", STRING),
+    f("incarnation_id", UUID),
+    f("listeners", Ty::Structs(BROKER_REGISTRATION_LISTENER)),
+    f("features", Ty::Structs(BROKER_REGISTRATION_FEATURE)),
+    f("rack", STRING),
+    f("is_migrating_zk_broker", BOOL).since(1),
+    f("log_dirs", Ty::Array(&UUID)).since(2),
+    f("previous_broker_epoch", INT64).since(3),
+];
+const BROKER_HEARTBEAT: &[Field] = &[
+    f("broker_id", INT32),
+    f("broker_epoch", INT64),
+    f("current_metadata_offset", INT64),
+    f("want_fence", BOOL),
+    f("want_shut_down", BOOL),
+    f("offline_log_dirs", Ty::Array(&UUID)).since(1).tag(0),
+];
 
 // ---- Produce -------------------------------------------------------------------------------
 

@@ -117,6 +117,8 @@ fn decode_body(key: ApiKey, buf: &mut Bytes, v: i16) -> Result<(), String> {
         ApiKey::ListTransactions => d::<ListTransactionsRequest>(buf, v),
         ApiKey::DescribeTransactions => d::<DescribeTransactionsRequest>(buf, v),
         ApiKey::DescribeProducers => d::<DescribeProducersRequest>(buf, v),
+        ApiKey::BrokerRegistration => d::<BrokerRegistrationRequest>(buf, v),
+        ApiKey::BrokerHeartbeat => d::<BrokerHeartbeatRequest>(buf, v),
         other => Err(format!("no codec wired for {other:?}")),
     }
 }
@@ -774,6 +776,45 @@ fn body(key: ApiKey, v: i16) -> Vec<u8> {
                     .with_unknown_tagged_fields(unknown),
                 v,
             )
+        }
+        ApiKey::BrokerRegistration => {
+            use kafka_protocol::messages::broker_registration_request::*;
+            let mut req = BrokerRegistrationRequest::default()
+                .with_broker_id(BrokerId(4))
+                .with_cluster_id(s("cluster"))
+                .with_incarnation_id(Default::default())
+                .with_listeners(vec![Listener::default()
+                    .with_name(s("PLAINTEXT"))
+                    .with_host(s("127.0.0.1"))
+                    .with_port(9092)])
+                .with_features(vec![Feature::default()
+                    .with_name(s("metadata.version"))
+                    .with_min_supported_version(1)
+                    .with_max_supported_version(20)])
+                .with_rack(Some(s("r1")))
+                .with_unknown_tagged_fields(unknown);
+            if v >= 1 {
+                req = req.with_is_migrating_zk_broker(false);
+            }
+            if v >= 2 {
+                req = req.with_log_dirs(vec![Default::default(), Default::default()]);
+            }
+            if v >= 3 {
+                req = req.with_previous_broker_epoch(17);
+            }
+            enc(req, v)
+        }
+        ApiKey::BrokerHeartbeat => {
+            let mut req = BrokerHeartbeatRequest::default()
+                .with_broker_id(BrokerId(4))
+                .with_broker_epoch(12)
+                .with_current_metadata_offset(99)
+                .with_want_fence(true)
+                .with_unknown_tagged_fields(unknown);
+            if v >= 1 {
+                req = req.with_offline_log_dirs(vec![Default::default()]);
+            }
+            enc(req, v)
         }
         other => panic!("no test request for {other:?}"),
     }

@@ -1,0 +1,356 @@
+//! The Kafka requests a broker sends to the active controller, as in KRaft:
+//! BrokerRegistration (API key 62, v0-4) and BrokerHeartbeat (63, v0-1). A broker builds them
+//! with Kafka's own encoding ([`registration_frame`], [`heartbeat_frame`]) and sends them to
+//! the controller over the quorum's connections (the CONTROLLER listener); the controller
+//! checks the frame with the protocol guard, decodes it, runs it through its `Controller`
+//! ([`serve`]) and answers with Kafka's response and error codes. Clients are never served
+//! these APIs (they are not in ApiVersions).
+
+use std::sync::Mutex;
+use std::time::Instant;
+
+use bytes::{Bytes, BytesMut};
+use gregor_metadata::controller::{BrokerHeartbeat, BrokerRegistration, HeartbeatReply};
+use gregor_metadata::{Controller, ControllerError};
+use kafka_protocol::error::ResponseError;
+use kafka_protocol::messages::broker_registration_request::Listener;
+use kafka_protocol::messages::{
+    ApiKey, BrokerHeartbeatRequest, BrokerHeartbeatResponse, BrokerId, BrokerRegistrationRequest,
+    BrokerRegistrationResponse, RequestHeader, RequestKind, ResponseHeader, ResponseKind,
+};
+use kafka_protocol::protocol::{Decodable, Encodable, StrBytes};
+
+use crate::dispatch::encode_response;
+use crate::handlers::wire::{code, controller_error, NONE};
+
+/// The versions this broker sends.
+const REGISTRATION_VERSION: i16 = 4;
+const HEARTBEAT_VERSION: i16 = 1;
+/// A decoded request may take at most this much memory (they are a few hundred bytes).
+const MAX_DECODED_BYTES: usize = 1 << 20;
+
+/// What a broker registers.
+pub struct Registration<'a> {
+    pub node_id: i32,
+    pub cluster_id: &'a str,
+    pub incarnation_id: uuid::Uuid,
+    pub host: &'a str,
+    pub port: u16,
+    pub rack: Option<&'a str>,
+}
+
+/// A BrokerRegistration request frame (no length prefix).
+pub fn registration_frame(r: &Registration<'_>) -> Vec<u8> {
+    let listener = Listener::default()
+        .with_name(StrBytes::from_static_str("PLAINTEXT"))
+        .with_host(StrBytes::from_string(r.host.to_string()))
+        .with_port(r.port)
+        .with_security_protocol(0);
+    let request = BrokerRegistrationRequest::default()
+        .with_broker_id(BrokerId(r.node_id))
+        .with_cluster_id(StrBytes::from_string(r.cluster_id.to_string()))
+        .with_incarnation_id(r.incarnation_id)
+        .with_listeners(vec![listener])
+        .with_rack(r.rack.map(|s| StrBytes::from_string(s.to_string())))
+        .with_previous_broker_epoch(-1);
+    request_frame(ApiKey::BrokerRegistration, REGISTRATION_VERSION, |buf| {
+        request
+            .encode(buf, REGISTRATION_VERSION)
+            .expect("a registration encodes")
+    })
+}
+
+/// A BrokerHeartbeat request frame (no length prefix).
+pub fn heartbeat_frame(hb: &BrokerHeartbeat) -> Vec<u8> {
+    let request = BrokerHeartbeatRequest::default()
+        .with_broker_id(BrokerId(hb.node_id))
+        .with_broker_epoch(hb.broker_epoch)
+        .with_current_metadata_offset(hb.metadata_offset)
+        .with_want_fence(hb.want_fence);
+    request_frame(ApiKey::BrokerHeartbeat, HEARTBEAT_VERSION, |buf| {
+        request
+            .encode(buf, HEARTBEAT_VERSION)
+            .expect("a heartbeat encodes")
+    })
+}
+
+fn request_frame(key: ApiKey, version: i16, body: impl FnOnce(&mut BytesMut)) -> Vec<u8> {
+    let header = RequestHeader::default()
+        .with_request_api_key(key as i16)
+        .with_request_api_version(version)
+        .with_client_id(Some(StrBytes::from_static_str("gregor-broker")));
+    let mut buf = BytesMut::with_capacity(256);
+    header
+        .encode(&mut buf, key.request_header_version(version))
+        .expect("a request header encodes");
+    body(&mut buf);
+    buf.to_vec()
+}
+
+/// The broker epoch of a BrokerRegistration response frame, or the controller's refusal.
+pub fn registration_reply(frame: &[u8]) -> Result<i64, ControllerError> {
+    let response: BrokerRegistrationResponse =
+        decode_response(frame, ApiKey::BrokerRegistration, REGISTRATION_VERSION)?;
+    refusal(response.error_code, "BrokerRegistration")?;
+    Ok(response.broker_epoch)
+}
+
+/// The controller's answer in a BrokerHeartbeat response frame.
+pub fn heartbeat_reply(frame: &[u8]) -> Result<HeartbeatReply, ControllerError> {
+    let response: BrokerHeartbeatResponse =
+        decode_response(frame, ApiKey::BrokerHeartbeat, HEARTBEAT_VERSION)?;
+    refusal(response.error_code, "BrokerHeartbeat")?;
+    Ok(HeartbeatReply {
+        caught_up: response.is_caught_up,
+        fenced: response.is_fenced,
+    })
+}
+
+fn decode_response<T: Decodable>(
+    frame: &[u8],
+    key: ApiKey,
+    version: i16,
+) -> Result<T, ControllerError> {
+    let malformed =
+        |e: String| ControllerError::Internal(format!("malformed {key:?} response: {e}"));
+    // Length prefix, then the header and body.
+    let mut buf = Bytes::copy_from_slice(frame.get(4..).ok_or_else(|| malformed("short".into()))?);
+    ResponseHeader::decode(&mut buf, key.response_header_version(version))
+        .map_err(|e| malformed(e.to_string()))?;
+    T::decode(&mut buf, version).map_err(|e| malformed(e.to_string()))
+}
+
+/// A non-zero error code as the controller error it stands for.
+fn refusal(error_code: i16, what: &str) -> Result<(), ControllerError> {
+    if error_code == NONE {
+        return Ok(());
+    }
+    let message = format!("{what} refused by the active controller");
+    Err(match ResponseError::try_from_code(error_code) {
+        Some(ResponseError::NotController) => ControllerError::NotController(message),
+        Some(ResponseError::RequestTimedOut) => ControllerError::Timeout(message),
+        Some(ResponseError::DuplicateBrokerRegistration) => {
+            ControllerError::DuplicateBrokerRegistration(message)
+        }
+        Some(ResponseError::StaleBrokerEpoch) => ControllerError::StaleBrokerEpoch(message),
+        Some(ResponseError::InconsistentClusterId) => ControllerError::Internal(
+            "INCONSISTENT_CLUSTER_ID: the active controller belongs to another cluster".into(),
+        ),
+        other => ControllerError::Internal(format!("{message}: {other:?} ({error_code})")),
+    })
+}
+
+/// On the active controller: answers one BrokerRegistration or BrokerHeartbeat request
+/// frame with its response frame. A frame the guard or the codec refuses is an `Err`
+/// (the connection it came on is closed).
+pub fn serve(controller: &Mutex<Controller>, frame: Vec<u8>) -> Result<Vec<u8>, String> {
+    if frame.len() < 8 {
+        return Err("a controller request shorter than its header".into());
+    }
+    gregor_protocol::guard::check_controller_request(&frame, MAX_DECODED_BYTES)
+        .map_err(|e| format!("controller request refused: {e}"))?;
+    let key = i16::from_be_bytes([frame[0], frame[1]]);
+    let version = i16::from_be_bytes([frame[2], frame[3]]);
+    let key = ApiKey::try_from(key).map_err(|_| format!("unknown api key {key}"))?;
+    let mut body = Bytes::from(frame);
+    let header = RequestHeader::decode(&mut body, key.request_header_version(version))
+        .map_err(|e| format!("undecodable request header: {e}"))?;
+    let request = RequestKind::decode(key, &mut body, version)
+        .map_err(|e| format!("undecodable {key:?} v{version}: {e}"))?;
+    let mut controller = controller.lock().expect("controller lock poisoned");
+    let response = match request {
+        RequestKind::BrokerRegistration(r) => {
+            ResponseKind::BrokerRegistration(register(&mut controller, r))
+        }
+        RequestKind::BrokerHeartbeat(r) => {
+            ResponseKind::BrokerHeartbeat(heartbeat(&mut controller, r))
+        }
+        _ => unreachable!("the guard admits only the two controller requests"),
+    };
+    encode_response(key, version, header.correlation_id, &response).map(|b| b.to_vec())
+}
+
+fn register(
+    controller: &mut Controller,
+    r: BrokerRegistrationRequest,
+) -> BrokerRegistrationResponse {
+    let response = BrokerRegistrationResponse::default().with_broker_epoch(-1);
+    let cluster_id = controller.image().cluster_id.clone();
+    if cluster_id.as_deref() != Some(r.cluster_id.as_str()) {
+        tracing::error!(
+            broker = r.broker_id.0,
+            theirs = %r.cluster_id.as_str(),
+            ours = ?cluster_id,
+            "INCONSISTENT_CLUSTER_ID: a broker of another cluster asked to register"
+        );
+        return response.with_error_code(code(ResponseError::InconsistentClusterId));
+    }
+    let Some(listener) = r.listeners.first() else {
+        return response.with_error_code(code(ResponseError::InvalidRequest));
+    };
+    let registration = BrokerRegistration {
+        node_id: r.broker_id.0,
+        incarnation_id: r.incarnation_id,
+        host: listener.host.as_str(),
+        port: listener.port,
+        rack: r.rack.as_ref().map(|s| s.as_str()),
+    };
+    match controller.register_broker(registration, Instant::now()) {
+        Ok(epoch) => response.with_error_code(NONE).with_broker_epoch(epoch),
+        Err(e) => {
+            let (c, message) = controller_error(&e);
+            tracing::info!(broker = r.broker_id.0, error = %message, "registration refused");
+            response.with_error_code(c)
+        }
+    }
+}
+
+fn heartbeat(controller: &mut Controller, r: BrokerHeartbeatRequest) -> BrokerHeartbeatResponse {
+    let hb = BrokerHeartbeat {
+        node_id: r.broker_id.0,
+        broker_epoch: r.broker_epoch,
+        metadata_offset: r.current_metadata_offset,
+        want_fence: r.want_fence,
+    };
+    match controller.broker_heartbeat(hb, Instant::now()) {
+        Ok(reply) => BrokerHeartbeatResponse::default()
+            .with_error_code(NONE)
+            .with_is_caught_up(reply.caught_up)
+            .with_is_fenced(reply.fenced),
+        Err(e) => BrokerHeartbeatResponse::default()
+            .with_error_code(controller_error(&e).0)
+            .with_is_fenced(true),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::Arc;
+    use std::time::Duration;
+
+    use gregor_metadata::controller::MetadataWriter;
+    use gregor_metadata::{MetadataBatch, MetadataImage, MetadataRecord};
+
+    use super::*;
+
+    /// Commits at once, in memory.
+    struct Memory(Arc<MetadataImage>);
+
+    impl MetadataWriter for Memory {
+        fn image(&self) -> Arc<MetadataImage> {
+            self.0.clone()
+        }
+        fn write(&mut self, records: Vec<MetadataRecord>) -> Result<i64, ControllerError> {
+            let batch = MetadataBatch {
+                base_offset: self.0.next_offset(),
+                epoch: 1,
+                records,
+            };
+            let (next, _) = self
+                .0
+                .apply_batch(&batch)
+                .map_err(|e| ControllerError::Internal(e.to_string()))?;
+            self.0 = Arc::new(next);
+            Ok(batch.last_offset())
+        }
+        fn term(&self) -> u64 {
+            1
+        }
+    }
+
+    fn controller() -> Mutex<Controller> {
+        let mut c = Controller::new(
+            Box::new(Memory(Arc::new(MetadataImage::default()))),
+            Duration::from_secs(9),
+        );
+        c.claim_cluster_id("the-cluster".into()).unwrap();
+        Mutex::new(c)
+    }
+
+    fn registration(cluster_id: &str) -> Vec<u8> {
+        registration_frame(&Registration {
+            node_id: 3,
+            cluster_id,
+            incarnation_id: uuid::Uuid::new_v4(),
+            host: "127.0.0.1",
+            port: 9092,
+            rack: Some("r1"),
+        })
+    }
+
+    #[test]
+    fn a_broker_registers_and_heartbeats_itself_unfenced_in_kafka_frames() {
+        let c = controller();
+        let epoch = registration_reply(&serve(&c, registration("the-cluster")).unwrap()).unwrap();
+        let broker = c.lock().unwrap().image().brokers[&3].clone();
+        assert_eq!((broker.epoch, broker.fenced), (epoch, true));
+        assert_eq!(broker.rack.as_deref(), Some("r1"));
+        let hb = |offset| {
+            heartbeat_frame(&BrokerHeartbeat {
+                node_id: 3,
+                broker_epoch: epoch,
+                metadata_offset: offset,
+                want_fence: false,
+            })
+        };
+        let reply = heartbeat_reply(&serve(&c, hb(epoch)).unwrap()).unwrap();
+        assert_eq!(
+            reply,
+            HeartbeatReply {
+                caught_up: true,
+                fenced: false
+            }
+        );
+        let stale = heartbeat_frame(&BrokerHeartbeat {
+            node_id: 3,
+            broker_epoch: epoch + 7,
+            metadata_offset: epoch,
+            want_fence: false,
+        });
+        assert!(matches!(
+            heartbeat_reply(&serve(&c, stale).unwrap()),
+            Err(ControllerError::StaleBrokerEpoch(_))
+        ));
+    }
+
+    #[test]
+    fn another_cluster_and_hostile_frames_are_refused() {
+        let c = controller();
+        let refused = registration_reply(&serve(&c, registration("other")).unwrap());
+        assert!(
+            matches!(&refused, Err(ControllerError::Internal(m)) if m.contains("INCONSISTENT_CLUSTER_ID")),
+            "{refused:?}"
+        );
+        assert!(c.lock().unwrap().image().brokers.is_empty());
+        // Truncated, and a listener count far beyond the bytes: refused, nothing allocated.
+        let frame = registration("the-cluster");
+        assert!(serve(&c, frame[..frame.len() - 3].to_vec()).is_err());
+        let header_len = frame.len() - {
+            let mut body = BytesMut::new();
+            BrokerRegistrationRequest::default()
+                .with_cluster_id(StrBytes::from_static_str("the-cluster"))
+                .with_listeners(vec![Listener::default()
+                    .with_name(StrBytes::from_static_str("PLAINTEXT"))
+                    .with_host(StrBytes::from_static_str("127.0.0.1"))
+                    .with_port(9092)])
+                .with_rack(Some(StrBytes::from_static_str("r1")))
+                .encode(&mut body, REGISTRATION_VERSION)
+                .unwrap();
+            body.len()
+        };
+        let mut hostile = frame.clone();
+        // broker id (4), cluster id (1 + 11), incarnation id (16): then the listener count.
+        let count_at = header_len + 4 + 12 + 16;
+        hostile[count_at] = 0xff;
+        hostile.splice(count_at + 1..count_at + 1, [0xff, 0xff, 0xff, 0x07]);
+        assert!(serve(&c, hostile).is_err());
+        assert!(
+            serve(&c, vec![0, 62, 0, 4]).is_err(),
+            "shorter than a header"
+        );
+        // A client API is not served here.
+        let mut metadata = frame;
+        metadata[1] = 3;
+        assert!(serve(&c, metadata).is_err());
+    }
+}
