@@ -125,8 +125,12 @@ fn refusal(error_code: i16, what: &str) -> Result<(), ControllerError> {
     if error_code == NONE {
         return Ok(());
     }
-    let message = format!("{what} refused by the active controller");
-    Err(match ResponseError::try_from_code(error_code) {
+    let error = ResponseError::try_from_code(error_code);
+    let message = match error {
+        Some(e) => format!("{what} refused by the active controller: {e:?} ({e})"),
+        None => format!("{what} refused by the active controller: error code {error_code}"),
+    };
+    Err(match error {
         Some(ResponseError::NotController) => ControllerError::NotController(message),
         Some(ResponseError::RequestTimedOut) => ControllerError::Timeout(message),
         Some(ResponseError::DuplicateBrokerRegistration) => {
@@ -136,7 +140,7 @@ fn refusal(error_code: i16, what: &str) -> Result<(), ControllerError> {
         Some(ResponseError::InconsistentClusterId) => ControllerError::Internal(
             "INCONSISTENT_CLUSTER_ID: the active controller belongs to another cluster".into(),
         ),
-        other => ControllerError::Internal(format!("{message}: {other:?} ({error_code})")),
+        _ => ControllerError::Internal(message),
     })
 }
 

@@ -72,10 +72,9 @@ impl Broker {
     /// while no controller is elected or another process's session under this node id has
     /// not expired yet. The broker serves only after this returns.
     pub(crate) fn join_cluster(&self, deadline: Instant) -> Result<(), BrokerError> {
-        let mut waiting_logged = false;
+        let mut last_logged: Option<Instant> = None;
         loop {
-            let outcome = self.register().and_then(|()| self.heartbeat_once());
-            match outcome {
+            match self.heartbeat_once() {
                 Ok(reply) if !reply.fenced => return Ok(()),
                 Ok(_) => {}
                 Err(
@@ -84,11 +83,9 @@ impl Broker {
                     | ControllerError::DuplicateBrokerRegistration(_)
                     | ControllerError::StaleBrokerEpoch(_)),
                 ) => {
-                    if !waiting_logged
-                        || matches!(e, ControllerError::DuplicateBrokerRegistration(_))
-                    {
+                    if last_logged.is_none_or(|t| t.elapsed() >= Duration::from_secs(1)) {
                         tracing::info!(error = %e, "waiting to join the cluster");
-                        waiting_logged = true;
+                        last_logged = Some(Instant::now());
                     }
                 }
                 Err(e) => {
@@ -144,12 +141,32 @@ impl Broker {
     /// Sends one heartbeat with the offset of the metadata applied here. A stale epoch (the
     /// controller no longer knows this registration) makes the next call register again.
     pub(crate) fn heartbeat_once(&self) -> Result<HeartbeatReply, ControllerError> {
+        self.heartbeat(false)
+    }
+
+    /// At a clean shutdown: asks the controller to fence this broker now (so clients stop
+    /// being sent here, and the next process of this node registers at once instead of
+    /// waiting for this session to expire). Best effort: a controller that does not answer
+    /// fences it after the session timeout anyway. Part of Kafka's controlled shutdown,
+    /// which also moves leadership away first (not built yet).
+    pub(crate) fn leave_cluster(&self) {
+        if self.lifecycle.epoch() < 0 {
+            return;
+        }
+        match self.heartbeat(true) {
+            Ok(reply) if reply.fenced => tracing::info!("fenced at shutdown"),
+            Ok(_) => tracing::warn!("the active controller did not fence this broker at shutdown"),
+            Err(e) => tracing::warn!(error = %e, "could not ask to be fenced at shutdown"),
+        }
+    }
+
+    fn heartbeat(&self, want_fence: bool) -> Result<HeartbeatReply, ControllerError> {
         self.register()?;
         let frame = controller_apis::heartbeat_frame(&BrokerHeartbeat {
             node_id: self.node_id,
             broker_epoch: self.lifecycle.epoch(),
             metadata_offset: self.applied_metadata_offset(),
-            want_fence: false,
+            want_fence,
         });
         let outcome = self
             .seat()

@@ -171,6 +171,16 @@ fn up_status_kill_start_stop_down() {
     assert_eq!(alive(&dir), vec![true, true, false]);
     let twice = gregor(&dir, &["local-cluster", "stop", "3"]);
     assert!(String::from_utf8_lossy(&twice.stderr).contains("not running"));
+    // A node stopped cleanly asked to be fenced on its way out: started again, it registers
+    // at once instead of waiting out its old session (broker.session.timeout.ms, 9 s).
+    let started = std::time::Instant::now();
+    ok(&gregor(&dir, &["local-cluster", "start", "3"]));
+    assert!(
+        started.elapsed() < std::time::Duration::from_secs(6),
+        "restart after a clean stop took {:?}",
+        started.elapsed()
+    );
+    assert_eq!(alive(&dir), vec![true, true, true]);
 
     ok(&gregor(&dir, &["local-cluster", "down"]));
     assert_eq!(alive(&dir), vec![false, false, false]);
