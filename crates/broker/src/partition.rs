@@ -564,6 +564,13 @@ impl Partition {
         })
     }
 
+    /// OffsetForLeaderEpoch (KIP-101/KIP-279): `(largest epoch ≤ epoch, the end offset of
+    /// that epoch here)`, the LEO for this broker's latest epoch; `None` (UNDEFINED) when
+    /// `epoch` is newer than any this log knows or the log has no epochs yet.
+    pub fn end_offset_for_epoch(&self, epoch: i32) -> Option<(i32, i64)> {
+        self.lock().end_offset_for_epoch(epoch)
+    }
+
     /// Runs `f` with the log locked (for lookups that need more than one call).
     pub fn with_log<T>(&self, f: impl FnOnce(&mut Log) -> T) -> T {
         f(&mut self.lock())
