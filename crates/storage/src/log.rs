@@ -440,6 +440,87 @@ impl Log {
         })
     }
 
+    /// Appends batches copied from the partition's leader as they are: offsets, leader
+    /// epochs, timestamps and CRCs unchanged, so the replica's log is byte-identical to the
+    /// leader's. The record set is validated first (all-or-nothing); offsets must increase
+    /// from the log end offset (gaps are allowed: the leader's log may be compacted), and
+    /// each new leader epoch in it is recorded in the epoch cache at its first batch.
+    pub fn append_as_follower(
+        &mut self,
+        records: &[u8],
+        now_ms: i64,
+    ) -> Result<AppendInfo, StorageError> {
+        if let Err(e) = self.validate(records) {
+            self.scratch.clear();
+            return Err(e);
+        }
+        let headers = std::mem::take(&mut self.scratch);
+        let result = self.append_validated_as_follower(records, &headers, now_ms);
+        let mut headers = headers;
+        headers.clear();
+        self.scratch = headers;
+        result
+    }
+
+    fn append_validated_as_follower(
+        &mut self,
+        records: &[u8],
+        headers: &[(usize, BatchHeader)],
+        now_ms: i64,
+    ) -> Result<AppendInfo, StorageError> {
+        let leo = self.log_end_offset();
+        let mut next = leo;
+        let mut gaps = false;
+        let mut max_timestamp = i64::MIN;
+        let mut records_count = 0i64;
+        for (pos, h) in headers {
+            if h.base_offset < next {
+                return Err(StorageError::InvalidRecord(format!(
+                    "replicated batch at position {pos} starts at offset {} below the next offset {next}",
+                    h.base_offset
+                )));
+            }
+            gaps |= h.base_offset != next;
+            next = h.last_offset() + 1;
+            max_timestamp = max_timestamp.max(h.max_timestamp);
+            records_count += h.records_count as i64;
+        }
+        let (first_offset, last_offset) = (headers[0].1.base_offset, next - 1);
+        self.maybe_roll(records.len() as u64, last_offset, now_ms)?;
+        for (_, h) in headers {
+            let epoch = h.partition_leader_epoch;
+            if epoch >= 0 && self.epochs.latest_epoch().is_none_or(|e| epoch > e) {
+                self.epochs.assign(epoch, h.base_offset)?;
+            }
+        }
+        if gaps {
+            // Recovery must accept the gaps in this segment (as in a cleaned one).
+            self.active_mut().set_allow_gaps(true);
+            if self.gaps_below <= last_offset {
+                self.gaps_below = last_offset + 1;
+                self.write_cleaner_checkpoint()?;
+            }
+        }
+        let interval = self.config.index_interval_bytes;
+        self.active_mut().append(records, headers, interval)?;
+        debug_assert_eq!(self.log_end_offset(), last_offset + 1);
+        if clamp_u64(self.config.flush_interval_messages)
+            <= self.log_end_offset() - self.recovery_point
+        {
+            self.flush()?;
+        }
+        self.check_invariants();
+        Ok(AppendInfo {
+            first_offset,
+            last_offset,
+            max_timestamp,
+            log_append_time: -1,
+            log_start_offset: self.log_start_offset,
+            records_count,
+            size_bytes: records.len(),
+        })
+    }
+
     fn write_batches(
         &mut self,
         buf: &[u8],
@@ -641,6 +722,28 @@ impl Log {
         if self.cleaned_through > log_end {
             // Data above the new end will be new, uncleaned data.
             self.cleaned_through = log_end;
+            self.write_cleaner_checkpoint()?;
+        }
+        self.check_invariants();
+        Ok(())
+    }
+
+    /// Empties the log and restarts it at `offset` (a follower whose fetch offset the leader
+    /// no longer has, below the leader's log start offset: KIP-107's truncate-fully).
+    pub fn truncate_fully_and_start_at(&mut self, offset: i64) -> Result<(), StorageError> {
+        assert!(offset >= 0, "a log cannot start at {offset}");
+        self.version += 1;
+        for seg in self.segments.drain(..) {
+            seg.delete()?;
+        }
+        self.segments
+            .push(LogSegment::create(&self.dir, offset, self.clock.now_ms())?);
+        self.log_start_offset = offset;
+        self.recovery_point = offset;
+        self.dir_dirty = true;
+        self.epochs.clear()?;
+        if self.cleaned_through != offset {
+            self.cleaned_through = offset;
             self.write_cleaner_checkpoint()?;
         }
         self.check_invariants();

@@ -694,3 +694,94 @@ proptest! {
         prop_assert_eq!(log.log_end_offset(), expected_leo + 2);
     }
 }
+
+#[test]
+fn a_follower_copies_the_leaders_batches_byte_for_byte() {
+    let d = tempfile::tempdir().unwrap();
+    let mut leader = open(&d.path().join("leader"), small_config(), false, 0);
+    for i in 0..40 {
+        let epoch = 1 + i / 15;
+        leader
+            .append_as_leader(&simple(1 + (i % 3), 10 + i as i64, 90), epoch, 0)
+            .unwrap();
+    }
+    let mut follower = open(&d.path().join("follower"), small_config(), false, 0);
+    let mut off = 0;
+    while off < leader.log_end_offset() {
+        let r = leader.read(off, 250, i64::MAX, true).unwrap();
+        let info = follower.append_as_follower(&r.records, 0).unwrap();
+        assert_eq!(info.first_offset, off);
+        off = info.last_offset + 1;
+    }
+    assert_eq!(read_all(&follower), read_all(&leader));
+    assert_eq!(follower.log_end_offset(), leader.log_end_offset());
+    assert!(
+        follower.segment_count() > 1,
+        "the follower rolls its own segments"
+    );
+    assert_eq!(
+        follower.leader_epoch_cache().entries(),
+        leader.leader_epoch_cache().entries(),
+        "epochs are learned from the batches"
+    );
+    // A batch at an offset the follower already has is refused and changes nothing.
+    let again = leader.read(0, 250, i64::MAX, true).unwrap();
+    let before = follower.log_end_offset();
+    assert!(matches!(
+        follower.append_as_follower(&again.records, 0),
+        Err(StorageError::InvalidRecord(_))
+    ));
+    assert_eq!(follower.log_end_offset(), before);
+    // A damaged batch is refused.
+    let mut bad = leader
+        .read(0, 250, i64::MAX, true)
+        .unwrap()
+        .records
+        .to_vec();
+    batch::set_base_offset(&mut bad, before);
+    let last = bad.len() - 1;
+    bad[last] ^= 0xff;
+    assert!(follower.append_as_follower(&bad, 0).is_err());
+    assert_eq!(follower.log_end_offset(), before);
+}
+
+#[test]
+fn a_follower_keeps_the_gaps_of_a_compacted_leader_across_a_crash() {
+    let d = tempfile::tempdir().unwrap();
+    let mut follower = open(d.path(), small_config(), false, 0);
+    let mut first = simple(2, 5, 80);
+    batch::set_base_offset(&mut first, 0);
+    let mut after_gap = simple(1, 6, 80);
+    batch::set_base_offset(&mut after_gap, 10);
+    follower.append_as_follower(&first, 0).unwrap();
+    follower.append_as_follower(&after_gap, 0).unwrap();
+    assert_eq!(follower.log_end_offset(), 11);
+    drop(follower);
+    // Unclean reopen: recovery scans the segment and must accept the gap.
+    let reopened = open(d.path(), small_config(), false, 0);
+    assert_eq!(reopened.log_end_offset(), 11);
+}
+
+#[test]
+fn truncate_fully_restarts_the_log_at_an_offset() {
+    let d = tempfile::tempdir().unwrap();
+    let mut log = open(d.path(), small_config(), false, 0);
+    for _ in 0..20 {
+        log.append_as_leader(&simple(2, 1, 90), 2, 0).unwrap();
+    }
+    log.truncate_fully_and_start_at(500).unwrap();
+    assert_eq!((log.log_start_offset(), log.log_end_offset()), (500, 500));
+    assert_eq!(log.segment_count(), 1);
+    assert!(log.leader_epoch_cache().entries().is_empty());
+    let mut next = simple(1, 1, 90);
+    batch::set_base_offset(&mut next, 500);
+    batch::set_partition_leader_epoch(&mut next, 3);
+    log.append_as_follower(&next, 0).unwrap();
+    assert_eq!(log.log_end_offset(), 501);
+    drop(log);
+    let reopened = open(d.path(), small_config(), false, 0);
+    assert_eq!(
+        (reopened.log_start_offset(), reopened.log_end_offset()),
+        (500, 501)
+    );
+}
