@@ -108,6 +108,7 @@ pub(crate) fn codec_range(key: ApiKey) -> kafka_protocol::protocol::VersionRange
         ApiKey::DescribeProducers => DescribeProducersRequest::VERSIONS,
         ApiKey::BrokerRegistration => BrokerRegistrationRequest::VERSIONS,
         ApiKey::BrokerHeartbeat => BrokerHeartbeatRequest::VERSIONS,
+        ApiKey::AlterPartition => AlterPartitionRequest::VERSIONS,
         other => panic!("no codec check for {other:?}"),
     }
 }
