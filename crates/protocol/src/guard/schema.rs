@@ -129,6 +129,13 @@ pub static SERVED: &[ApiSchema] = &[
     api(ApiKey::Produce, 3, 12, 9, PRODUCE),
     api(ApiKey::Fetch, 4, 12, 12, FETCH),
     api(ApiKey::ListOffsets, 1, 7, 6, LIST_OFFSETS),
+    api(
+        ApiKey::OffsetForLeaderEpoch,
+        2,
+        4,
+        4,
+        OFFSET_FOR_LEADER_EPOCH,
+    ),
     api(ApiKey::Metadata, 0, 12, 9, METADATA),
     api(ApiKey::ApiVersions, 0, 4, 3, API_VERSIONS),
     api(ApiKey::CreateTopics, 2, 7, 5, CREATE_TOPICS),
@@ -310,6 +317,22 @@ const LIST_OFFSETS: &[Field] = &[
     f("isolation_level", INT8).since(2),
     f("topics", Ty::Structs(LIST_OFFSETS_TOPIC)),
     f("timeout_ms", INT32).since(10),
+];
+
+// ---- OffsetForLeaderEpoch -----------------------------------------------------------------
+
+const OFFSET_FOR_LEADER_PARTITION: &[Field] = &[
+    f("partition", INT32),
+    f("current_leader_epoch", INT32),
+    f("leader_epoch", INT32),
+];
+const OFFSET_FOR_LEADER_TOPIC: &[Field] = &[
+    f("topic", STRING),
+    f("partitions", Ty::Structs(OFFSET_FOR_LEADER_PARTITION)),
+];
+const OFFSET_FOR_LEADER_EPOCH: &[Field] = &[
+    f("replica_id", INT32).since(3),
+    f("topics", Ty::Structs(OFFSET_FOR_LEADER_TOPIC)),
 ];
 
 // ---- Metadata ------------------------------------------------------------------------------

@@ -87,6 +87,7 @@ fn decode_body(key: ApiKey, buf: &mut Bytes, v: i16) -> Result<(), String> {
         ApiKey::Produce => d::<ProduceRequest>(buf, v),
         ApiKey::Fetch => d::<FetchRequest>(buf, v),
         ApiKey::ListOffsets => d::<ListOffsetsRequest>(buf, v),
+        ApiKey::OffsetForLeaderEpoch => d::<OffsetForLeaderEpochRequest>(buf, v),
         ApiKey::Metadata => d::<MetadataRequest>(buf, v),
         ApiKey::ApiVersions => d::<ApiVersionsRequest>(buf, v),
         ApiKey::CreateTopics => d::<CreateTopicsRequest>(buf, v),
@@ -814,6 +815,28 @@ fn body(key: ApiKey, v: i16) -> Vec<u8> {
                 .with_unknown_tagged_fields(unknown);
             if v >= 1 {
                 req = req.with_offline_log_dirs(vec![Default::default()]);
+            }
+            enc(req, v)
+        }
+        ApiKey::OffsetForLeaderEpoch => {
+            use kafka_protocol::messages::offset_for_leader_epoch_request::*;
+            let part = |i: i32| {
+                OffsetForLeaderPartition::default()
+                    .with_partition(i)
+                    .with_current_leader_epoch(4)
+                    .with_leader_epoch(3)
+                    .with_unknown_tagged_fields(unknown.clone())
+            };
+            let mut req = OffsetForLeaderEpochRequest::default()
+                .with_topics(vec![
+                    OffsetForLeaderTopic::default()
+                        .with_topic(topic("t"))
+                        .with_partitions(vec![part(0), part(2)]),
+                    OffsetForLeaderTopic::default().with_topic(topic("u")),
+                ])
+                .with_unknown_tagged_fields(unknown.clone());
+            if v >= 3 {
+                req = req.with_replica_id(BrokerId(2));
             }
             enc(req, v)
         }
