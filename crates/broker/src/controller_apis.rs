@@ -1,6 +1,7 @@
 //! The Kafka requests a broker sends to the active controller, as in KRaft:
-//! BrokerRegistration (API key 62, v0-4) and BrokerHeartbeat (63, v0-1). A broker builds them
-//! with Kafka's own encoding ([`registration_frame`], [`heartbeat_frame`]) and sends them to
+//! BrokerRegistration (API key 62, v0-4), BrokerHeartbeat (63, v0-1) and AlterPartition (56,
+//! v2-3: a partition leader's ISR change). A broker builds them with Kafka's own encoding
+//! ([`registration_frame`], [`heartbeat_frame`], [`alter_partition_frame`]) and sends them to
 //! the controller over the quorum's connections (the CONTROLLER listener); the controller
 //! checks the frame with the protocol guard, decodes it, runs it through its `Controller`
 //! ([`serve`]) and answers with Kafka's response and error codes. Clients are never served
@@ -10,13 +11,18 @@ use std::sync::Mutex;
 use std::time::Instant;
 
 use bytes::{Bytes, BytesMut};
-use gregor_metadata::controller::{BrokerHeartbeat, BrokerRegistration, HeartbeatReply};
+use gregor_metadata::controller::{
+    AlterPartition, AlterPartitionItem, AlterPartitionResult, BrokerHeartbeat, BrokerRegistration,
+    HeartbeatReply, LeaderAndIsr,
+};
 use gregor_metadata::{Controller, ControllerError};
 use kafka_protocol::error::ResponseError;
 use kafka_protocol::messages::broker_registration_request::Listener;
 use kafka_protocol::messages::{
-    ApiKey, BrokerHeartbeatRequest, BrokerHeartbeatResponse, BrokerId, BrokerRegistrationRequest,
-    BrokerRegistrationResponse, RequestHeader, RequestKind, ResponseHeader, ResponseKind,
+    alter_partition_request, alter_partition_response, AlterPartitionRequest,
+    AlterPartitionResponse, ApiKey, BrokerHeartbeatRequest, BrokerHeartbeatResponse, BrokerId,
+    BrokerRegistrationRequest, BrokerRegistrationResponse, RequestHeader, RequestKind,
+    ResponseHeader, ResponseKind,
 };
 use kafka_protocol::protocol::{Decodable, Encodable, StrBytes};
 
@@ -26,6 +32,8 @@ use crate::handlers::wire::{code, controller_error, NONE};
 /// The versions this broker sends.
 const REGISTRATION_VERSION: i16 = 4;
 const HEARTBEAT_VERSION: i16 = 1;
+/// AlterPartition v3: the new ISR carries each member's broker epoch (KIP-903).
+const ALTER_PARTITION_VERSION: i16 = 3;
 /// A decoded request may take at most this much memory (they are a few hundred bytes).
 const MAX_DECODED_BYTES: usize = 1 << 20;
 
@@ -74,6 +82,45 @@ pub fn heartbeat_frame(hb: &BrokerHeartbeat) -> Vec<u8> {
     })
 }
 
+/// An AlterPartition request frame (no length prefix), v3: each ISR member with its broker
+/// epoch. Consecutive items of one topic share its topic entry.
+pub fn alter_partition_frame(request: &AlterPartition) -> Vec<u8> {
+    let mut topics: Vec<alter_partition_request::TopicData> = Vec::new();
+    for item in &request.partitions {
+        let partition = alter_partition_request::PartitionData::default()
+            .with_partition_index(item.partition)
+            .with_leader_epoch(item.leader_epoch)
+            .with_partition_epoch(item.partition_epoch)
+            .with_leader_recovery_state(0)
+            .with_new_isr_with_epochs(
+                item.new_isr
+                    .iter()
+                    .map(|(id, epoch)| {
+                        alter_partition_request::BrokerState::default()
+                            .with_broker_id(BrokerId(*id))
+                            .with_broker_epoch(*epoch)
+                    })
+                    .collect(),
+            );
+        match topics.last_mut() {
+            Some(t) if t.topic_id == item.topic_id => t.partitions.push(partition),
+            _ => topics.push(
+                alter_partition_request::TopicData::default()
+                    .with_topic_id(item.topic_id)
+                    .with_partitions(vec![partition]),
+            ),
+        }
+    }
+    let body = AlterPartitionRequest::default()
+        .with_broker_id(BrokerId(request.broker_id))
+        .with_broker_epoch(request.broker_epoch)
+        .with_topics(topics);
+    request_frame(ApiKey::AlterPartition, ALTER_PARTITION_VERSION, |buf| {
+        body.encode(buf, ALTER_PARTITION_VERSION)
+            .expect("an AlterPartition request encodes")
+    })
+}
+
 fn request_frame(key: ApiKey, version: i16, body: impl FnOnce(&mut BytesMut)) -> Vec<u8> {
     let header = RequestHeader::default()
         .with_request_api_key(key as i16)
@@ -104,6 +151,32 @@ pub fn heartbeat_reply(frame: &[u8]) -> Result<HeartbeatReply, ControllerError> 
         caught_up: response.is_caught_up,
         fenced: response.is_fenced,
     })
+}
+
+/// The controller's answer per partition in an AlterPartition response frame (in the order
+/// of the response), or its refusal of the whole request (STALE_BROKER_EPOCH,
+/// NOT_CONTROLLER, ...).
+pub fn alter_partition_reply(frame: &[u8]) -> Result<Vec<AlterPartitionResult>, ControllerError> {
+    let response: AlterPartitionResponse =
+        decode_response(frame, ApiKey::AlterPartition, ALTER_PARTITION_VERSION)?;
+    refusal(response.error_code, "AlterPartition")?;
+    Ok(response
+        .topics
+        .into_iter()
+        .flat_map(|t| {
+            let topic_id = t.topic_id;
+            t.partitions.into_iter().map(move |p| AlterPartitionResult {
+                topic_id,
+                partition: p.partition_index,
+                outcome: refusal(p.error_code, "AlterPartition").map(|()| LeaderAndIsr {
+                    leader: p.leader_id.0,
+                    leader_epoch: p.leader_epoch,
+                    partition_epoch: p.partition_epoch,
+                    isr: p.isr.iter().map(|b| b.0).collect(),
+                }),
+            })
+        })
+        .collect())
 }
 
 fn decode_response<T: Decodable>(
@@ -137,6 +210,12 @@ fn refusal(error_code: i16, what: &str) -> Result<(), ControllerError> {
             ControllerError::DuplicateBrokerRegistration(message)
         }
         Some(ResponseError::StaleBrokerEpoch) => ControllerError::StaleBrokerEpoch(message),
+        Some(ResponseError::UnknownTopicId) => ControllerError::UnknownTopicId(message),
+        Some(ResponseError::UnknownTopicOrPartition) => ControllerError::UnknownTopic(message),
+        Some(ResponseError::FencedLeaderEpoch) => ControllerError::FencedLeaderEpoch(message),
+        Some(ResponseError::InvalidRequest) => ControllerError::InvalidRequest(message),
+        Some(ResponseError::InvalidUpdateVersion) => ControllerError::InvalidUpdateVersion(message),
+        Some(ResponseError::IneligibleReplica) => ControllerError::IneligibleReplica(message),
         Some(ResponseError::InconsistentClusterId) => ControllerError::Internal(
             "INCONSISTENT_CLUSTER_ID: the active controller belongs to another cluster".into(),
         ),
@@ -144,8 +223,8 @@ fn refusal(error_code: i16, what: &str) -> Result<(), ControllerError> {
     })
 }
 
-/// On the active controller: answers one BrokerRegistration or BrokerHeartbeat request
-/// frame with its response frame. A frame the guard or the codec refuses is an `Err`
+/// On the active controller: answers one BrokerRegistration, BrokerHeartbeat or
+/// AlterPartition request frame with its response frame. A frame the guard or the codec refuses is an `Err`
 /// (the connection it came on is closed).
 pub fn serve(controller: &Mutex<Controller>, frame: Vec<u8>) -> Result<Vec<u8>, String> {
     if frame.len() < 8 {
@@ -169,7 +248,10 @@ pub fn serve(controller: &Mutex<Controller>, frame: Vec<u8>) -> Result<Vec<u8>, 
         RequestKind::BrokerHeartbeat(r) => {
             ResponseKind::BrokerHeartbeat(heartbeat(&mut controller, r))
         }
-        _ => unreachable!("the guard admits only the two controller requests"),
+        RequestKind::AlterPartition(r) => {
+            ResponseKind::AlterPartition(alter_partition(&mut controller, r, version))
+        }
+        _ => unreachable!("the guard admits only the controller requests"),
     };
     encode_response(key, version, header.correlation_id, &response).map(|b| b.to_vec())
 }
@@ -225,6 +307,86 @@ fn heartbeat(controller: &mut Controller, r: BrokerHeartbeatRequest) -> BrokerHe
             .with_error_code(controller_error(&e).0)
             .with_is_fenced(true),
     }
+}
+
+fn alter_partition(
+    controller: &mut Controller,
+    r: AlterPartitionRequest,
+    version: i16,
+) -> AlterPartitionResponse {
+    let items = r
+        .topics
+        .iter()
+        .flat_map(|t| {
+            t.partitions.iter().map(|p| AlterPartitionItem {
+                topic_id: t.topic_id,
+                partition: p.partition_index,
+                leader_epoch: p.leader_epoch,
+                partition_epoch: p.partition_epoch,
+                // v2 names the members only: their broker epochs are not checked.
+                new_isr: if version >= 3 {
+                    p.new_isr_with_epochs
+                        .iter()
+                        .map(|b| (b.broker_id.0, b.broker_epoch))
+                        .collect()
+                } else {
+                    p.new_isr.iter().map(|b| (b.0, -1)).collect()
+                },
+            })
+        })
+        .collect();
+    let request = AlterPartition {
+        broker_id: r.broker_id.0,
+        broker_epoch: r.broker_epoch,
+        partitions: items,
+    };
+    let results = match controller.alter_partition(request) {
+        Ok(results) => results,
+        Err(e) => {
+            let (c, message) = controller_error(&e);
+            tracing::info!(broker = r.broker_id.0, error = %message, "AlterPartition refused");
+            return AlterPartitionResponse::default().with_error_code(c);
+        }
+    };
+    // The results come in the order of the request's partitions.
+    let mut results = results.into_iter();
+    let topics = r
+        .topics
+        .iter()
+        .map(|t| {
+            let partitions = t
+                .partitions
+                .iter()
+                .zip(results.by_ref())
+                .map(|(_, result)| {
+                    let p = alter_partition_response::PartitionData::default()
+                        .with_partition_index(result.partition);
+                    match result.outcome {
+                        Ok(state) => p
+                            .with_error_code(NONE)
+                            .with_leader_id(BrokerId(state.leader))
+                            .with_leader_epoch(state.leader_epoch)
+                            .with_partition_epoch(state.partition_epoch)
+                            .with_isr(state.isr.into_iter().map(BrokerId).collect()),
+                        Err(e) => {
+                            let (c, message) = controller_error(&e);
+                            tracing::debug!(broker = r.broker_id.0, error = %message, "AlterPartition of a partition refused");
+                            p.with_error_code(c)
+                                .with_leader_id(BrokerId(-1))
+                                .with_leader_epoch(-1)
+                                .with_partition_epoch(-1)
+                        }
+                    }
+                })
+                .collect();
+            alter_partition_response::TopicData::default()
+                .with_topic_id(t.topic_id)
+                .with_partitions(partitions)
+        })
+        .collect();
+    AlterPartitionResponse::default()
+        .with_error_code(NONE)
+        .with_topics(topics)
 }
 
 #[cfg(test)]
@@ -356,5 +518,140 @@ mod tests {
         let mut metadata = frame;
         metadata[1] = 3;
         assert!(serve(&c, metadata).is_err());
+    }
+
+    /// Three live brokers and a topic of one partition replicated on all three; the
+    /// partition's state.
+    fn controller_with_partition() -> (Mutex<Controller>, gregor_metadata::PartitionImage) {
+        let c = controller();
+        {
+            let mut c = c.lock().unwrap();
+            for id in 1..=3 {
+                let reg = gregor_metadata::controller::BrokerRegistration {
+                    node_id: id,
+                    incarnation_id: uuid::Uuid::new_v4(),
+                    host: "127.0.0.1",
+                    port: 9092,
+                    rack: None,
+                };
+                let epoch = c.register_broker(reg, Instant::now()).unwrap();
+                let offset = c.image().offset;
+                c.broker_heartbeat(
+                    BrokerHeartbeat {
+                        node_id: id,
+                        broker_epoch: epoch,
+                        metadata_offset: offset,
+                        want_fence: false,
+                    },
+                    Instant::now(),
+                )
+                .unwrap();
+            }
+            c.create_topic(
+                gregor_metadata::controller::NewTopic {
+                    name: "t",
+                    num_partitions: 2,
+                    replication_factor: 3,
+                    configs: &[],
+                },
+                false,
+            )
+            .unwrap();
+        }
+        let p = c.lock().unwrap().image().topic("t").unwrap().partitions[&0].clone();
+        (c, p)
+    }
+
+    fn shrink(c: &Mutex<Controller>, p: &gregor_metadata::PartitionImage) -> AlterPartition {
+        let image = c.lock().unwrap().image();
+        let topic_id = image.topic("t").unwrap().topic_id;
+        let epoch = |id: i32| image.brokers[&id].epoch;
+        let item = AlterPartitionItem {
+            topic_id,
+            partition: 0,
+            leader_epoch: p.leader_epoch,
+            partition_epoch: p.partition_epoch,
+            new_isr: vec![
+                (p.leader, epoch(p.leader)),
+                (p.replicas[1], epoch(p.replicas[1])),
+            ],
+        };
+        AlterPartition {
+            broker_id: p.leader,
+            broker_epoch: epoch(p.leader),
+            // The same partition again at the old partition epoch: refused on its own.
+            partitions: vec![item.clone(), item],
+        }
+    }
+
+    #[test]
+    fn a_leader_shrinks_the_isr_in_kafka_frames() {
+        let (c, p) = controller_with_partition();
+        let request = shrink(&c, &p);
+        let results =
+            alter_partition_reply(&serve(&c, alter_partition_frame(&request)).unwrap()).unwrap();
+        assert_eq!(results.len(), 2);
+        assert_eq!(results[0].partition, 0);
+        assert_eq!(
+            results[0].outcome.as_ref().unwrap(),
+            &LeaderAndIsr {
+                leader: p.leader,
+                leader_epoch: 0,
+                partition_epoch: 1,
+                isr: vec![p.leader, p.replicas[1]],
+            }
+        );
+        assert!(
+            matches!(
+                &results[1].outcome,
+                Err(ControllerError::InvalidUpdateVersion(_))
+            ),
+            "{:?}",
+            results[1].outcome
+        );
+        let now = c.lock().unwrap().image().topic("t").unwrap().partitions[&0].clone();
+        assert_eq!(
+            (now.isr, now.partition_epoch),
+            (vec![p.leader, p.replicas[1]], 1)
+        );
+        // A leader naming another broker epoch is refused as a whole.
+        let mut stale = request;
+        stale.broker_epoch += 50;
+        assert!(matches!(
+            alter_partition_reply(&serve(&c, alter_partition_frame(&stale)).unwrap()),
+            Err(ControllerError::StaleBrokerEpoch(_))
+        ));
+    }
+
+    #[test]
+    fn a_hostile_alter_partition_frame_is_refused() {
+        let (c, p) = controller_with_partition();
+        let frame = alter_partition_frame(&shrink(&c, &p));
+        assert!(serve(&c, frame[..frame.len() - 1].to_vec()).is_err());
+        // The topics count (a compact varint right after broker id and epoch) made huge.
+        let body_len = {
+            let mut body = BytesMut::new();
+            AlterPartitionRequest::default()
+                .encode(&mut body, ALTER_PARTITION_VERSION)
+                .unwrap();
+            body.len()
+        };
+        let header_len =
+            request_frame(ApiKey::AlterPartition, ALTER_PARTITION_VERSION, |_| {}).len();
+        assert_eq!(body_len, 4 + 8 + 1 + 1, "broker id, epoch, topics, tags");
+        let count_at = header_len + 12;
+        let mut hostile = frame.clone();
+        hostile.splice(count_at..count_at + 1, [0xff, 0xff, 0xff, 0xff, 0x07]);
+        let refused = serve(&c, hostile).unwrap_err();
+        assert!(refused.contains("topics"), "{refused}");
+        assert_eq!(
+            c.lock().unwrap().image().topic("t").unwrap().partitions[&0].partition_epoch,
+            0,
+            "nothing was changed"
+        );
+        // v1 is not decoded.
+        let mut v1 = frame;
+        v1[3] = 1;
+        assert!(serve(&c, v1).is_err());
     }
 }

@@ -684,8 +684,156 @@ fn sample_request(key: ApiKey, version: i16, topic: &str) -> RequestKind {
                     .with_partition_indexes(vec![0]),
             ]))
         }
+        ApiKey::OffsetForLeaderEpoch => RequestKind::OffsetForLeaderEpoch(
+            offset_for_leader_epoch_request(-1, &[(topic, 0, -1, 0)]),
+        ),
         other => panic!("no sample request for {other:?}"),
     }
+}
+
+/// An OffsetForLeaderEpoch request from `replica_id` for (topic, partition,
+/// current_leader_epoch, leader_epoch) each.
+fn offset_for_leader_epoch_request(
+    replica_id: i32,
+    partitions: &[(&str, i32, i32, i32)],
+) -> OffsetForLeaderEpochRequest {
+    use offset_for_leader_epoch_request::{OffsetForLeaderPartition, OffsetForLeaderTopic};
+    let topics = partitions
+        .iter()
+        .map(|(topic, partition, current, epoch)| {
+            OffsetForLeaderTopic::default()
+                .with_topic(TopicName(s(topic)))
+                .with_partitions(vec![OffsetForLeaderPartition::default()
+                    .with_partition(*partition)
+                    .with_current_leader_epoch(*current)
+                    .with_leader_epoch(*epoch)])
+        })
+        .collect();
+    OffsetForLeaderEpochRequest::default()
+        .with_replica_id(BrokerId(replica_id))
+        .with_topics(topics)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn offset_for_leader_epoch_answers_the_end_of_each_epoch() {
+    let dir = tempfile::tempdir().unwrap();
+    let broker = start_broker(dir.path(), &[("auto.create.topics.enable", "false")]).await;
+    let addr = broker.local_addr;
+    tokio::task::spawn_blocking(move || {
+        let mut c = RawConnection::connect(addr);
+        create_topic(&mut c, "epochs");
+        for values in [&[b"a" as &[u8], b"b", b"c"][..], &[b"d", b"e"]] {
+            let p = produce_request::PartitionProduceData::default()
+                .with_index(0)
+                .with_records(Some(common::producer_batch(-1, -1, -1, values, false)));
+            let t = produce_request::TopicProduceData::default()
+                .with_name(TopicName(s("epochs")))
+                .with_partition_data(vec![p]);
+            let req = ProduceRequest::default()
+                .with_acks(-1)
+                .with_timeout_ms(5000)
+                .with_topic_data(vec![t]);
+            let ResponseKind::Produce(r) =
+                c.request(ApiKey::Produce, 9, &RequestKind::Produce(req))
+            else {
+                panic!()
+            };
+            assert_eq!(r.responses[0].partition_responses[0].error_code, 0);
+        }
+        // (error code, leader epoch, end offset) of each partition asked, at `version`.
+        let ask = |c: &mut RawConnection,
+                   version: i16,
+                   replica_id: i32,
+                   partitions: &[(&str, i32, i32, i32)]| {
+            let req = offset_for_leader_epoch_request(replica_id, partitions);
+            let ResponseKind::OffsetForLeaderEpoch(r) = c.request(
+                ApiKey::OffsetForLeaderEpoch,
+                version,
+                &RequestKind::OffsetForLeaderEpoch(req),
+            ) else {
+                panic!()
+            };
+            assert_eq!(r.throttle_time_ms, 0);
+            r.topics
+                .iter()
+                .flat_map(|t| {
+                    t.partitions.iter().map(|p| {
+                        (
+                            t.topic.0.to_string(),
+                            p.partition,
+                            p.error_code,
+                            p.leader_epoch,
+                            p.end_offset,
+                        )
+                    })
+                })
+                .collect::<Vec<_>>()
+        };
+        for version in 2..=4 {
+            // Epoch 0 is the leader's latest: its end is the LEO. A consumer, a follower
+            // and the debug id are answered alike.
+            for replica_id in [-1, -2, 7] {
+                assert_eq!(
+                    ask(&mut c, version, replica_id, &[("epochs", 0, 0, 0)]),
+                    vec![("epochs".to_string(), 0, 0, 0, 5)],
+                    "v{version} from {replica_id}"
+                );
+            }
+            // Without a current leader epoch (-1) the check is skipped.
+            assert_eq!(
+                ask(&mut c, version, -1, &[("epochs", 0, -1, 0)]),
+                vec![("epochs".to_string(), 0, 0, 0, 5)]
+            );
+            let answers = ask(
+                &mut c,
+                version,
+                -1,
+                &[
+                    // A current leader epoch newer than the leader's: UNKNOWN_LEADER_EPOCH.
+                    ("epochs", 0, 3, 0),
+                    // An epoch newer than any the log has: UNDEFINED, without an error.
+                    ("epochs", 0, 0, 3),
+                    // An unknown topic and an unknown partition.
+                    ("missing", 0, -1, 0),
+                    ("epochs", 4, -1, 0),
+                ],
+            );
+            assert_eq!(
+                answers,
+                vec![
+                    ("epochs".to_string(), 0, 75, -1, -1),
+                    ("epochs".to_string(), 0, 0, -1, -1),
+                    ("missing".to_string(), 0, 3, -1, -1),
+                    ("epochs".to_string(), 4, 3, -1, -1),
+                ],
+                "v{version}"
+            );
+        }
+        // A v4 request claiming about 2^28 topics in a few bytes: the guard closes the
+        // connection before anything is decoded, and the broker serves on.
+        let mut hostile = RawConnection::connect(addr);
+        let mut body = Vec::new();
+        body.extend_from_slice(&23i16.to_be_bytes()); // OffsetForLeaderEpoch
+        body.extend_from_slice(&4i16.to_be_bytes()); // v4 (flexible)
+        body.extend_from_slice(&11i32.to_be_bytes());
+        body.extend_from_slice(&(-1i16).to_be_bytes()); // null client id
+        body.push(0); // no header tags
+        body.extend_from_slice(&(-1i32).to_be_bytes()); // replica id
+        body.extend_from_slice(&[0xff, 0xff, 0xff, 0x7f]); // topics count
+        body.extend_from_slice(&[0; 8]);
+        let mut frame = (body.len() as i32).to_be_bytes().to_vec();
+        frame.extend_from_slice(&body);
+        hostile.send_raw(&frame).unwrap();
+        assert!(hostile.is_closed_by_peer());
+        assert_eq!(
+            ask(&mut c, 4, -1, &[("epochs", 0, 0, 0)]),
+            vec![("epochs".to_string(), 0, 0, 0, 5)]
+        );
+        metadata_ok(&mut c);
+    })
+    .await
+    .unwrap();
+    broker.shutdown().await.unwrap();
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -54,6 +54,22 @@ pub enum ControllerError {
     /// A heartbeat names a registration that is not the current one (STALE_BROKER_EPOCH).
     #[error("{0}")]
     StaleBrokerEpoch(String),
+    /// No topic has this id (UNKNOWN_TOPIC_ID).
+    #[error("{0}")]
+    UnknownTopicId(String),
+    /// The request names a leader epoch older than the partition's (FENCED_LEADER_EPOCH).
+    #[error("{0}")]
+    FencedLeaderEpoch(String),
+    /// The request contradicts itself or the partition's assignment (INVALID_REQUEST).
+    #[error("{0}")]
+    InvalidRequest(String),
+    /// The request names a partition epoch older than the partition's
+    /// (INVALID_UPDATE_VERSION).
+    #[error("{0}")]
+    InvalidUpdateVersion(String),
+    /// A new ISR member is not a live broker of the epoch given (INELIGIBLE_REPLICA).
+    #[error("{0}")]
+    IneligibleReplica(String),
     #[error(transparent)]
     Log(#[from] MetadataLogError),
 }
@@ -130,6 +146,49 @@ pub struct HeartbeatReply {
     /// The broker has applied the metadata log up to its own registration.
     pub caught_up: bool,
     pub fenced: bool,
+}
+
+/// A partition leader's request to change the ISR of some of its partitions (Kafka's
+/// AlterPartition, KIP-497), as the active controller receives it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct AlterPartition {
+    /// The leader asking.
+    pub broker_id: i32,
+    /// Its broker epoch: it must be the current registration.
+    pub broker_epoch: i64,
+    pub partitions: Vec<AlterPartitionItem>,
+}
+
+/// One partition's requested ISR, with the state the leader based it on.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct AlterPartitionItem {
+    pub topic_id: Uuid,
+    pub partition: i32,
+    /// The leader epoch the leader knows.
+    pub leader_epoch: i32,
+    /// The partition epoch the leader knows.
+    pub partition_epoch: i32,
+    /// The ISR asked for: each broker with the broker epoch the leader saw it fetch with
+    /// (-1 when unknown: not checked).
+    pub new_isr: Vec<(i32, i64)>,
+}
+
+/// A partition's leadership and ISR, as the controller answers an AlterPartition.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct LeaderAndIsr {
+    pub leader: i32,
+    pub leader_epoch: i32,
+    pub partition_epoch: i32,
+    pub isr: Vec<i32>,
+}
+
+/// The controller's answer for one partition of an AlterPartition: the partition's state
+/// after the request (the new one when the ISR changed), or why it was refused.
+#[derive(Debug)]
+pub struct AlterPartitionResult {
+    pub topic_id: Uuid,
+    pub partition: i32,
+    pub outcome: Result<LeaderAndIsr, ControllerError>,
 }
 
 /// A new topic as requested.
@@ -260,6 +319,85 @@ impl Controller {
             (fenced, _) => fenced,
         };
         Ok(HeartbeatReply { caught_up, fenced })
+    }
+
+    /// AlterPartition (KIP-497): a partition leader shrinks or expands the ISR of its
+    /// partitions. Each partition is validated on its own (one refusal does not fail the
+    /// others), against the image and the changes accepted before it in the same request;
+    /// the accepted changes are written as `PartitionChange` records in one batch. The whole
+    /// request is refused (STALE_BROKER_EPOCH) when the leader is not registered with
+    /// `broker_epoch`, and when the batch cannot be written (NOT_CONTROLLER, ...).
+    ///
+    /// Per partition, as Kafka's KRaft controller: UNKNOWN_TOPIC_ID,
+    /// UNKNOWN_TOPIC_OR_PARTITION; a leader or partition epoch newer than the controller's
+    /// is NOT_CONTROLLER (this controller is behind: the leader should find the active
+    /// one); an older leader epoch is FENCED_LEADER_EPOCH; a requester that is not the
+    /// leader is INVALID_REQUEST; an older partition epoch is INVALID_UPDATE_VERSION; an
+    /// ISR without the leader, with duplicates or with a non-replica is INVALID_REQUEST; a
+    /// member that is not a live broker (of the epoch given, when given) is
+    /// INELIGIBLE_REPLICA. An ISR equal to the current one is answered with the current
+    /// state and writes nothing.
+    pub fn alter_partition(
+        &mut self,
+        request: AlterPartition,
+    ) -> Result<Vec<AlterPartitionResult>, ControllerError> {
+        let image = self.image();
+        if image
+            .brokers
+            .get(&request.broker_id)
+            .is_none_or(|b| b.epoch != request.broker_epoch)
+        {
+            return Err(ControllerError::StaleBrokerEpoch(format!(
+                "broker {} is not registered with epoch {}",
+                request.broker_id, request.broker_epoch
+            )));
+        }
+        // The state of each partition changed by an earlier item of this request.
+        let mut changed: BTreeMap<(Uuid, i32), LeaderAndIsr> = BTreeMap::new();
+        let mut records = Vec::new();
+        let mut outcomes = Vec::with_capacity(request.partitions.len());
+        for item in &request.partitions {
+            let key = (item.topic_id, item.partition);
+            let current = match changed.get(&key) {
+                Some(state) => Ok(state.clone()),
+                None => current_leader_and_isr(&image, item),
+            };
+            let outcome = current.and_then(|current| {
+                let isr = validate_isr_change(&image, request.broker_id, item, &current)?;
+                if isr == current.isr {
+                    return Ok(current);
+                }
+                records.push(MetadataRecord::PartitionChange {
+                    topic_id: item.topic_id,
+                    partition: item.partition,
+                    leader: None,
+                    isr: Some(isr.clone()),
+                    replicas: None,
+                });
+                let next = LeaderAndIsr {
+                    isr,
+                    partition_epoch: current.partition_epoch + 1,
+                    ..current
+                };
+                changed.insert(key, next.clone());
+                Ok(next)
+            });
+            outcomes.push(outcome);
+        }
+        self.commit(records)?;
+        for (key, state) in &changed {
+            tracing::info!(topic_id = %key.0, partition = key.1, isr = ?state.isr, partition_epoch = state.partition_epoch, "ISR changed");
+        }
+        Ok(request
+            .partitions
+            .iter()
+            .zip(outcomes)
+            .map(|(item, outcome)| AlterPartitionResult {
+                topic_id: item.topic_id,
+                partition: item.partition,
+                outcome,
+            })
+            .collect())
     }
 
     /// Fences every live broker whose session ran out; returns their ids.
@@ -480,6 +618,103 @@ impl Controller {
     }
 }
 
+/// The partition `item` names, as the image has it.
+fn current_leader_and_isr(
+    image: &MetadataImage,
+    item: &AlterPartitionItem,
+) -> Result<LeaderAndIsr, ControllerError> {
+    let topic = image.topic_by_id(&item.topic_id).ok_or_else(|| {
+        ControllerError::UnknownTopicId(format!("no topic has id {}", item.topic_id))
+    })?;
+    let p = topic.partitions.get(&item.partition).ok_or_else(|| {
+        ControllerError::UnknownTopic(format!(
+            "topic '{}' has no partition {}",
+            topic.name, item.partition
+        ))
+    })?;
+    Ok(LeaderAndIsr {
+        leader: p.leader,
+        leader_epoch: p.leader_epoch,
+        partition_epoch: p.partition_epoch,
+        isr: p.isr.clone(),
+    })
+}
+
+/// Checks one AlterPartition item from `broker_id` against the partition's `current`
+/// state and its replicas; returns the ISR asked for.
+fn validate_isr_change(
+    image: &MetadataImage,
+    broker_id: i32,
+    item: &AlterPartitionItem,
+    current: &LeaderAndIsr,
+) -> Result<Vec<i32>, ControllerError> {
+    let what = format!("partition {}-{}", item.topic_id, item.partition);
+    if item.leader_epoch > current.leader_epoch || item.partition_epoch > current.partition_epoch {
+        return Err(ControllerError::NotController(format!(
+            "{what}: the request's leader epoch {} / partition epoch {} are newer than this controller's {} / {}",
+            item.leader_epoch, item.partition_epoch, current.leader_epoch, current.partition_epoch
+        )));
+    }
+    if item.leader_epoch < current.leader_epoch {
+        return Err(ControllerError::FencedLeaderEpoch(format!(
+            "{what}: leader epoch {} is older than the current {}",
+            item.leader_epoch, current.leader_epoch
+        )));
+    }
+    if broker_id != current.leader {
+        return Err(ControllerError::InvalidRequest(format!(
+            "{what}: broker {broker_id} is not its leader ({})",
+            current.leader
+        )));
+    }
+    if item.partition_epoch < current.partition_epoch {
+        return Err(ControllerError::InvalidUpdateVersion(format!(
+            "{what}: partition epoch {} is older than the current {}",
+            item.partition_epoch, current.partition_epoch
+        )));
+    }
+    let replicas = image
+        .topic_by_id(&item.topic_id)
+        .and_then(|t| t.partitions.get(&item.partition))
+        .map(|p| p.replicas.clone())
+        .unwrap_or_default();
+    let isr: Vec<i32> = item.new_isr.iter().map(|(id, _)| *id).collect();
+    let mut seen = std::collections::BTreeSet::new();
+    for id in &isr {
+        if !seen.insert(*id) {
+            return Err(ControllerError::InvalidRequest(format!(
+                "{what}: broker {id} is twice in the new ISR {isr:?}"
+            )));
+        }
+        if !replicas.contains(id) {
+            return Err(ControllerError::InvalidRequest(format!(
+                "{what}: broker {id} of the new ISR {isr:?} is not a replica ({replicas:?})"
+            )));
+        }
+    }
+    if !seen.contains(&current.leader) {
+        return Err(ControllerError::InvalidRequest(format!(
+            "{what}: the new ISR {isr:?} leaves out the leader {}",
+            current.leader
+        )));
+    }
+    for (id, epoch) in &item.new_isr {
+        if *id == current.leader {
+            continue;
+        }
+        let eligible = image
+            .brokers
+            .get(id)
+            .is_some_and(|b| !b.fenced && (*epoch < 0 || b.epoch == *epoch));
+        if !eligible {
+            return Err(ControllerError::IneligibleReplica(format!(
+                "{what}: broker {id} (epoch {epoch}) is not a live broker of that epoch"
+            )));
+        }
+    }
+    Ok(isr)
+}
+
 fn config_records(
     resource: ConfigResource,
     changes: &[(String, Option<String>)],
@@ -516,6 +751,7 @@ fn partition_records(
 mod tests {
     use super::*;
 
+    use crate::image::PartitionImage;
     use crate::record::MetadataBatch;
 
     /// A writer that commits at once, in memory.
@@ -815,5 +1051,234 @@ mod tests {
         for p in c.image().topic("two").unwrap().partitions.values() {
             assert!(!p.replicas.contains(&1), "{:?}", p.replicas);
         }
+    }
+
+    /// A topic of one partition over brokers 1..=n (n live brokers, replication factor
+    /// `rf`), and its leader, replicas and id.
+    fn one_partition(n: i32, rf: i16) -> (Controller, Uuid, PartitionImage) {
+        let mut c = controller_with_brokers(n);
+        let id = c.create_topic(new_topic_rf("t", 1, rf), false).unwrap();
+        let p = c.image().topic("t").unwrap().partitions[&0].clone();
+        (c, id, p)
+    }
+
+    fn epoch_of(c: &Controller, broker: i32) -> i64 {
+        c.image().brokers[&broker].epoch
+    }
+
+    /// An AlterPartition from `from` for partition 0 of `topic_id` at the given epochs.
+    fn alter(
+        c: &Controller,
+        from: i32,
+        topic_id: Uuid,
+        epochs: (i32, i32),
+        isr: &[i32],
+    ) -> AlterPartition {
+        AlterPartition {
+            broker_id: from,
+            broker_epoch: epoch_of(c, from),
+            partitions: vec![AlterPartitionItem {
+                topic_id,
+                partition: 0,
+                leader_epoch: epochs.0,
+                partition_epoch: epochs.1,
+                new_isr: isr.iter().map(|id| (*id, epoch_of(c, *id))).collect(),
+            }],
+        }
+    }
+
+    fn only(mut results: Vec<AlterPartitionResult>) -> Result<LeaderAndIsr, ControllerError> {
+        assert_eq!(results.len(), 1);
+        results.remove(0).outcome
+    }
+
+    #[test]
+    fn a_leader_shrinks_the_isr_and_the_partition_epoch_is_bumped() {
+        let (mut c, id, p) = one_partition(3, 3);
+        let follower = p.replicas[1];
+        let before = c.last_written();
+        let reply = only(
+            c.alter_partition(alter(&c, p.leader, id, (0, 0), &[p.leader, follower]))
+                .unwrap(),
+        )
+        .unwrap();
+        assert_eq!(
+            reply,
+            LeaderAndIsr {
+                leader: p.leader,
+                leader_epoch: 0,
+                partition_epoch: 1,
+                isr: vec![p.leader, follower],
+            }
+        );
+        assert_eq!(c.last_written(), before + 1, "one PartitionChange record");
+        let now = c.image().topic("t").unwrap().partitions[&0].clone();
+        assert_eq!(
+            (now.isr, now.partition_epoch),
+            (vec![p.leader, follower], 1)
+        );
+        assert_eq!(now.replicas, p.replicas, "replicas unchanged");
+        // And expands it back, from the new partition epoch.
+        let reply = only(
+            c.alter_partition(alter(&c, p.leader, id, (0, 1), &p.replicas))
+                .unwrap(),
+        )
+        .unwrap();
+        assert_eq!((reply.isr, reply.partition_epoch), (p.replicas.clone(), 2));
+    }
+
+    #[test]
+    fn stale_or_newer_epochs_are_refused() {
+        let (mut c, id, p) = one_partition(3, 3);
+        let shrunk = [p.leader, p.replicas[1]];
+        only(
+            c.alter_partition(alter(&c, p.leader, id, (0, 0), &shrunk))
+                .unwrap(),
+        )
+        .unwrap();
+        let written = c.last_written();
+        let refused = |c: &mut Controller, epochs| {
+            only(
+                c.alter_partition(alter(c, p.leader, id, epochs, &[p.leader]))
+                    .unwrap(),
+            )
+            .unwrap_err()
+        };
+        assert!(matches!(
+            refused(&mut c, (0, 0)),
+            ControllerError::InvalidUpdateVersion(_)
+        ));
+        assert!(matches!(
+            refused(&mut c, (-1, 1)),
+            ControllerError::FencedLeaderEpoch(_)
+        ));
+        assert!(matches!(
+            refused(&mut c, (1, 1)),
+            ControllerError::NotController(_)
+        ));
+        assert!(matches!(
+            refused(&mut c, (0, 2)),
+            ControllerError::NotController(_)
+        ));
+        assert_eq!(c.last_written(), written, "refusals write nothing");
+        // A leader registered with another epoch is refused as a whole.
+        let mut stale = alter(&c, p.leader, id, (0, 1), &[p.leader]);
+        stale.broker_epoch += 100;
+        assert!(matches!(
+            c.alter_partition(stale),
+            Err(ControllerError::StaleBrokerEpoch(_))
+        ));
+    }
+
+    #[test]
+    fn only_the_leader_may_change_the_isr_and_only_to_its_replicas() {
+        let (mut c, id, p) = one_partition(4, 2);
+        let follower = p.replicas[1];
+        let outsider = (1..=4).find(|b| !p.replicas.contains(b)).unwrap();
+        let err = only(
+            c.alter_partition(alter(&c, follower, id, (0, 0), &[follower]))
+                .unwrap(),
+        )
+        .unwrap_err();
+        assert!(matches!(err, ControllerError::InvalidRequest(_)), "{err}");
+        for isr in [
+            vec![p.leader, follower, outsider],
+            vec![p.leader, p.leader],
+            vec![follower],
+            vec![],
+        ] {
+            let err = only(
+                c.alter_partition(alter(&c, p.leader, id, (0, 0), &isr))
+                    .unwrap(),
+            )
+            .unwrap_err();
+            assert!(
+                matches!(err, ControllerError::InvalidRequest(_)),
+                "{isr:?}: {err}"
+            );
+        }
+        assert_eq!(
+            c.image().topic("t").unwrap().partitions[&0].partition_epoch,
+            0
+        );
+    }
+
+    #[test]
+    fn a_fenced_or_restarted_broker_cannot_join_the_isr() {
+        let (mut c, id, p) = one_partition(3, 3);
+        let (a, b) = (p.replicas[1], p.replicas[2]);
+        only(
+            c.alter_partition(alter(&c, p.leader, id, (0, 0), &[p.leader]))
+                .unwrap(),
+        )
+        .unwrap();
+        // Broker a asks to be fenced; broker b is named with an epoch it no longer has.
+        c.broker_heartbeat(
+            BrokerHeartbeat {
+                want_fence: true,
+                ..heartbeat(a, epoch_of(&c, a), c.image().offset)
+            },
+            Instant::now(),
+        )
+        .unwrap();
+        let err = only(
+            c.alter_partition(alter(&c, p.leader, id, (0, 1), &[p.leader, a]))
+                .unwrap(),
+        )
+        .unwrap_err();
+        assert!(
+            matches!(err, ControllerError::IneligibleReplica(_)),
+            "{err}"
+        );
+        let mut stale_b = alter(&c, p.leader, id, (0, 1), &[p.leader, b]);
+        stale_b.partitions[0].new_isr[1].1 += 1000;
+        let err = only(c.alter_partition(stale_b).unwrap()).unwrap_err();
+        assert!(
+            matches!(err, ControllerError::IneligibleReplica(_)),
+            "{err}"
+        );
+        // Without an epoch (-1), a live broker is accepted.
+        let mut any_b = alter(&c, p.leader, id, (0, 1), &[p.leader, b]);
+        any_b.partitions[0].new_isr[1].1 = -1;
+        let reply = only(c.alter_partition(any_b).unwrap()).unwrap();
+        assert_eq!((reply.isr, reply.partition_epoch), (vec![p.leader, b], 2));
+    }
+
+    #[test]
+    fn an_unchanged_isr_writes_nothing_and_each_partition_is_answered_on_its_own() {
+        let (mut c, id, p) = one_partition(3, 3);
+        let written = c.last_written();
+        let reply = only(
+            c.alter_partition(alter(&c, p.leader, id, (0, 0), &p.replicas))
+                .unwrap(),
+        )
+        .unwrap();
+        assert_eq!((reply.isr, reply.partition_epoch), (p.replicas.clone(), 0));
+        assert_eq!(c.last_written(), written, "nothing written");
+        // One request: an unknown topic id, an unknown partition, a good shrink.
+        let mut request = alter(&c, p.leader, id, (0, 0), &[p.leader]);
+        let good = request.partitions[0].clone();
+        request.partitions = vec![
+            AlterPartitionItem {
+                topic_id: Uuid::new_v4(),
+                ..good.clone()
+            },
+            AlterPartitionItem {
+                partition: 7,
+                ..good.clone()
+            },
+            good,
+        ];
+        let results = c.alter_partition(request).unwrap();
+        assert!(matches!(
+            results[0].outcome,
+            Err(ControllerError::UnknownTopicId(_))
+        ));
+        assert!(matches!(
+            (&results[1].partition, &results[1].outcome),
+            (7, Err(ControllerError::UnknownTopic(_)))
+        ));
+        assert_eq!(results[2].outcome.as_ref().unwrap().isr, vec![p.leader]);
+        assert_eq!(c.last_written(), written + 1);
     }
 }

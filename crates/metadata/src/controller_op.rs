@@ -81,6 +81,11 @@ pub enum RefusalKind {
     Storage,
     DuplicateBrokerRegistration,
     StaleBrokerEpoch,
+    UnknownTopicId,
+    FencedLeaderEpoch,
+    InvalidRequest,
+    InvalidUpdateVersion,
+    IneligibleReplica,
 }
 
 impl From<&ControllerError> for WireRefusal {
@@ -100,6 +105,11 @@ impl From<&ControllerError> for WireRefusal {
                 RefusalKind::DuplicateBrokerRegistration
             }
             ControllerError::StaleBrokerEpoch(_) => RefusalKind::StaleBrokerEpoch,
+            ControllerError::UnknownTopicId(_) => RefusalKind::UnknownTopicId,
+            ControllerError::FencedLeaderEpoch(_) => RefusalKind::FencedLeaderEpoch,
+            ControllerError::InvalidRequest(_) => RefusalKind::InvalidRequest,
+            ControllerError::InvalidUpdateVersion(_) => RefusalKind::InvalidUpdateVersion,
+            ControllerError::IneligibleReplica(_) => RefusalKind::IneligibleReplica,
         };
         WireRefusal {
             kind,
@@ -124,6 +134,11 @@ impl From<WireRefusal> for ControllerError {
                 ControllerError::DuplicateBrokerRegistration(m)
             }
             RefusalKind::StaleBrokerEpoch => ControllerError::StaleBrokerEpoch(m),
+            RefusalKind::UnknownTopicId => ControllerError::UnknownTopicId(m),
+            RefusalKind::FencedLeaderEpoch => ControllerError::FencedLeaderEpoch(m),
+            RefusalKind::InvalidRequest => ControllerError::InvalidRequest(m),
+            RefusalKind::InvalidUpdateVersion => ControllerError::InvalidUpdateVersion(m),
+            RefusalKind::IneligibleReplica => ControllerError::IneligibleReplica(m),
             RefusalKind::Internal | RefusalKind::Storage => ControllerError::Internal(m),
         }
     }

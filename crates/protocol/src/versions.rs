@@ -24,6 +24,7 @@ pub const SUPPORTED: &[ApiRange] = &[
     range(ApiKey::Produce, 3, 12),
     range(ApiKey::Fetch, 4, 12),
     range(ApiKey::ListOffsets, 1, 7),
+    range(ApiKey::OffsetForLeaderEpoch, 2, 4),
     range(ApiKey::Metadata, 0, 12),
     range(ApiKey::ApiVersions, 0, 4),
     range(ApiKey::CreateTopics, 2, 7),
@@ -76,6 +77,7 @@ pub(crate) fn codec_range(key: ApiKey) -> kafka_protocol::protocol::VersionRange
         ApiKey::Produce => ProduceRequest::VERSIONS,
         ApiKey::Fetch => FetchRequest::VERSIONS,
         ApiKey::ListOffsets => ListOffsetsRequest::VERSIONS,
+        ApiKey::OffsetForLeaderEpoch => OffsetForLeaderEpochRequest::VERSIONS,
         ApiKey::Metadata => MetadataRequest::VERSIONS,
         ApiKey::ApiVersions => ApiVersionsRequest::VERSIONS,
         ApiKey::CreateTopics => CreateTopicsRequest::VERSIONS,
@@ -108,6 +110,7 @@ pub(crate) fn codec_range(key: ApiKey) -> kafka_protocol::protocol::VersionRange
         ApiKey::DescribeProducers => DescribeProducersRequest::VERSIONS,
         ApiKey::BrokerRegistration => BrokerRegistrationRequest::VERSIONS,
         ApiKey::BrokerHeartbeat => BrokerHeartbeatRequest::VERSIONS,
+        ApiKey::AlterPartition => AlterPartitionRequest::VERSIONS,
         other => panic!("no codec check for {other:?}"),
     }
 }

@@ -63,6 +63,11 @@ pub fn controller_error(e: &ControllerError) -> (i16, String) {
             ResponseError::DuplicateBrokerRegistration
         }
         ControllerError::StaleBrokerEpoch(_) => ResponseError::StaleBrokerEpoch,
+        ControllerError::UnknownTopicId(_) => ResponseError::UnknownTopicId,
+        ControllerError::FencedLeaderEpoch(_) => ResponseError::FencedLeaderEpoch,
+        ControllerError::InvalidRequest(_) => ResponseError::InvalidRequest,
+        ControllerError::InvalidUpdateVersion(_) => ResponseError::InvalidUpdateVersion,
+        ControllerError::IneligibleReplica(_) => ResponseError::IneligibleReplica,
     };
     (code(c), e.to_string())
 }

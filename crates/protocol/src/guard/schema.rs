@@ -129,6 +129,13 @@ pub static SERVED: &[ApiSchema] = &[
     api(ApiKey::Produce, 3, 12, 9, PRODUCE),
     api(ApiKey::Fetch, 4, 12, 12, FETCH),
     api(ApiKey::ListOffsets, 1, 7, 6, LIST_OFFSETS),
+    api(
+        ApiKey::OffsetForLeaderEpoch,
+        2,
+        4,
+        4,
+        OFFSET_FOR_LEADER_EPOCH,
+    ),
     api(ApiKey::Metadata, 0, 12, 9, METADATA),
     api(ApiKey::ApiVersions, 0, 4, 3, API_VERSIONS),
     api(ApiKey::CreateTopics, 2, 7, 5, CREATE_TOPICS),
@@ -172,6 +179,7 @@ pub static SERVED: &[ApiSchema] = &[
 pub static EXTRA: &[ApiSchema] = &[
     api(ApiKey::BrokerRegistration, 0, 4, 0, BROKER_REGISTRATION),
     api(ApiKey::BrokerHeartbeat, 0, 1, 0, BROKER_HEARTBEAT),
+    api(ApiKey::AlterPartition, 2, 3, 0, ALTER_PARTITION),
 ];
 
 // ---- BrokerRegistration / BrokerHeartbeat (controller listener) ----------------------------
@@ -205,6 +213,34 @@ const BROKER_HEARTBEAT: &[Field] = &[
     f("want_fence", BOOL),
     f("want_shut_down", BOOL),
     f("offline_log_dirs", Ty::Array(&UUID)).since(1).tag(0),
+];
+
+// ---- AlterPartition (controller listener) --------------------------------------------------
+
+const ALTER_PARTITION_BROKER_STATE: &[Field] = &[
+    f("broker_id", INT32).since(3),
+    f("broker_epoch", INT64).since(3),
+];
+const ALTER_PARTITION_PARTITION: &[Field] = &[
+    f("partition_index", INT32),
+    f("leader_epoch", INT32),
+    f("new_isr", Ty::Array(&INT32)).until(2),
+    f(
+        "new_isr_with_epochs",
+        Ty::Structs(ALTER_PARTITION_BROKER_STATE),
+    )
+    .since(3),
+    f("leader_recovery_state", INT8),
+    f("partition_epoch", INT32),
+];
+const ALTER_PARTITION_TOPIC: &[Field] = &[
+    f("topic_id", UUID),
+    f("partitions", Ty::Structs(ALTER_PARTITION_PARTITION)),
+];
+const ALTER_PARTITION: &[Field] = &[
+    f("broker_id", INT32),
+    f("broker_epoch", INT64),
+    f("topics", Ty::Structs(ALTER_PARTITION_TOPIC)),
 ];
 
 // ---- Produce -------------------------------------------------------------------------------
@@ -281,6 +317,22 @@ const LIST_OFFSETS: &[Field] = &[
     f("isolation_level", INT8).since(2),
     f("topics", Ty::Structs(LIST_OFFSETS_TOPIC)),
     f("timeout_ms", INT32).since(10),
+];
+
+// ---- OffsetForLeaderEpoch -----------------------------------------------------------------
+
+const OFFSET_FOR_LEADER_PARTITION: &[Field] = &[
+    f("partition", INT32),
+    f("current_leader_epoch", INT32),
+    f("leader_epoch", INT32),
+];
+const OFFSET_FOR_LEADER_TOPIC: &[Field] = &[
+    f("topic", STRING),
+    f("partitions", Ty::Structs(OFFSET_FOR_LEADER_PARTITION)),
+];
+const OFFSET_FOR_LEADER_EPOCH: &[Field] = &[
+    f("replica_id", INT32).since(3),
+    f("topics", Ty::Structs(OFFSET_FOR_LEADER_TOPIC)),
 ];
 
 // ---- Metadata ------------------------------------------------------------------------------

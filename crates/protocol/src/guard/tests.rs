@@ -87,6 +87,7 @@ fn decode_body(key: ApiKey, buf: &mut Bytes, v: i16) -> Result<(), String> {
         ApiKey::Produce => d::<ProduceRequest>(buf, v),
         ApiKey::Fetch => d::<FetchRequest>(buf, v),
         ApiKey::ListOffsets => d::<ListOffsetsRequest>(buf, v),
+        ApiKey::OffsetForLeaderEpoch => d::<OffsetForLeaderEpochRequest>(buf, v),
         ApiKey::Metadata => d::<MetadataRequest>(buf, v),
         ApiKey::ApiVersions => d::<ApiVersionsRequest>(buf, v),
         ApiKey::CreateTopics => d::<CreateTopicsRequest>(buf, v),
@@ -119,6 +120,7 @@ fn decode_body(key: ApiKey, buf: &mut Bytes, v: i16) -> Result<(), String> {
         ApiKey::DescribeProducers => d::<DescribeProducersRequest>(buf, v),
         ApiKey::BrokerRegistration => d::<BrokerRegistrationRequest>(buf, v),
         ApiKey::BrokerHeartbeat => d::<BrokerHeartbeatRequest>(buf, v),
+        ApiKey::AlterPartition => d::<AlterPartitionRequest>(buf, v),
         other => Err(format!("no codec wired for {other:?}")),
     }
 }
@@ -816,6 +818,66 @@ fn body(key: ApiKey, v: i16) -> Vec<u8> {
             }
             enc(req, v)
         }
+        ApiKey::OffsetForLeaderEpoch => {
+            use kafka_protocol::messages::offset_for_leader_epoch_request::*;
+            let part = |i: i32| {
+                OffsetForLeaderPartition::default()
+                    .with_partition(i)
+                    .with_current_leader_epoch(4)
+                    .with_leader_epoch(3)
+                    .with_unknown_tagged_fields(unknown.clone())
+            };
+            let mut req = OffsetForLeaderEpochRequest::default()
+                .with_topics(vec![
+                    OffsetForLeaderTopic::default()
+                        .with_topic(topic("t"))
+                        .with_partitions(vec![part(0), part(2)]),
+                    OffsetForLeaderTopic::default().with_topic(topic("u")),
+                ])
+                .with_unknown_tagged_fields(unknown.clone());
+            if v >= 3 {
+                req = req.with_replica_id(BrokerId(2));
+            }
+            enc(req, v)
+        }
+        ApiKey::AlterPartition => {
+            use kafka_protocol::messages::alter_partition_request::*;
+            let unknown_inner = unknown.clone();
+            let part = |i: i32| {
+                let p = PartitionData::default()
+                    .with_partition_index(i)
+                    .with_leader_epoch(5)
+                    .with_leader_recovery_state(0)
+                    .with_partition_epoch(9)
+                    .with_unknown_tagged_fields(unknown_inner.clone());
+                if v >= 3 {
+                    p.with_new_isr_with_epochs(vec![
+                        BrokerState::default()
+                            .with_broker_id(BrokerId(1))
+                            .with_broker_epoch(40),
+                        BrokerState::default()
+                            .with_broker_id(BrokerId(2))
+                            .with_broker_epoch(-1)
+                            .with_unknown_tagged_fields(unknown_inner.clone()),
+                    ])
+                } else {
+                    p.with_new_isr(vec![BrokerId(1), BrokerId(2)])
+                }
+            };
+            enc(
+                AlterPartitionRequest::default()
+                    .with_broker_id(BrokerId(1))
+                    .with_broker_epoch(40)
+                    .with_topics(vec![
+                        TopicData::default()
+                            .with_topic_id(uuid!(7))
+                            .with_partitions(vec![part(0), part(3)]),
+                        TopicData::default().with_topic_id(uuid!(8)),
+                    ])
+                    .with_unknown_tagged_fields(unknown),
+                v,
+            )
+        }
         other => panic!("no test request for {other:?}"),
     }
 }
@@ -1233,5 +1295,48 @@ proptest! {
                 }
             }
         }
+    }
+}
+
+#[test]
+fn controller_requests_pass_only_the_controller_guard() {
+    for (key, v) in [
+        (ApiKey::BrokerRegistration, 4),
+        (ApiKey::BrokerHeartbeat, 1),
+        (ApiKey::AlterPartition, 2),
+        (ApiKey::AlterPartition, 3),
+    ] {
+        let f = frame(key, v);
+        check_controller_request(&f, CAP).unwrap_or_else(|e| panic!("{key:?} v{v}: {e}"));
+        assert!(
+            matches!(
+                check_request(&f, CAP),
+                Err(GuardError::UnsupportedVersion { .. })
+            ),
+            "{key:?} v{v} is not served to clients"
+        );
+    }
+    // Outside the versions the codec decodes, and a client API on the controller path.
+    for (key, v) in [(56, 1), (56, 4), (3, 1)] {
+        assert!(matches!(
+            check_controller_request(&raw_header(key, v), CAP),
+            Err(GuardError::UnsupportedVersion { .. })
+        ));
+    }
+    // AlterPartition v3: broker id, broker epoch, one topic (id, one partition: index,
+    // leader epoch), then a new_isr_with_epochs count of about 2^28.
+    let mut f = raw_header(56, 3);
+    f.extend(1i32.to_be_bytes());
+    f.extend(40i64.to_be_bytes());
+    f.push(2);
+    f.extend([7u8; 16]);
+    f.push(2);
+    f.extend(0i32.to_be_bytes());
+    f.extend(5i32.to_be_bytes());
+    f.extend([0xff, 0xff, 0xff, 0x7f]);
+    f.extend([0u8; 32]);
+    match check_controller_request(&f, CAP) {
+        Err(GuardError::Malformed(m)) => assert!(m.contains("new_isr_with_epochs"), "{m}"),
+        other => panic!("expected Malformed, got {other:?}"),
     }
 }
