@@ -17,6 +17,7 @@ use gregor_metadata::{
 
 use crate::blocking;
 use crate::controller_seat::{ControllerSeat, QUORUM_START_TIMEOUT};
+use crate::isr_manager::IsrManager;
 use crate::lifecycle::Lifecycle;
 use crate::metadata_listener::{ApplyFailure, MetadataListener};
 
@@ -82,6 +83,8 @@ pub struct Broker {
     producer_ids: Mutex<(i64, i64)>,
     /// This process's registration with the active controller.
     pub(crate) lifecycle: Lifecycle,
+    /// The ISR changes this broker's led partitions ask the controller for.
+    pub isr_manager: IsrManager,
 }
 
 impl Broker {
@@ -127,6 +130,7 @@ impl Broker {
             txns,
             producer_ids: Mutex::new((0, 0)),
             lifecycle: Lifecycle::new(host, port, config.rack()),
+            isr_manager: IsrManager::default(),
         };
         broker.cluster_id = broker.seat.claim_cluster_id(&dir, local_cluster_id)?;
         // Long enough for another process's session under this node id to expire.
@@ -200,6 +204,11 @@ impl Broker {
         } else {
             kafka_protocol::error::ResponseError::UnknownTopicOrPartition
         }
+    }
+
+    /// A receiver that sees every later publication of the metadata image.
+    pub fn subscribe_metadata(&self) -> tokio::sync::watch::Receiver<i64> {
+        self.metadata.subscribe()
     }
 
     /// The published metadata image.

@@ -14,6 +14,22 @@ use gregor_storage::config::{LogConfig, TimestampType};
 
 const MAX_LONG: &str = "9223372036854775807";
 
+/// How followers fetch from their leaders.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ReplicaFetchConfig {
+    pub fetchers: usize,
+    pub partition_max_bytes: i32,
+    pub response_max_bytes: i32,
+    pub min_bytes: i32,
+    pub max_wait_ms: i32,
+    pub backoff: std::time::Duration,
+    pub socket_timeout: std::time::Duration,
+}
+
+/// The rack-aware replica selector's class name, the one `replica.selector.class` value
+/// besides empty that Gregor accepts.
+pub const RACK_AWARE_SELECTOR: &str = "org.apache.kafka.common.replica.RackAwareReplicaSelector";
+
 /// One broker-level key.
 #[derive(Debug, Clone, Copy)]
 pub struct BrokerConfigDef {
@@ -78,6 +94,60 @@ pub const BROKER_CONFIGS: &[BrokerConfigDef] = &[
         T,
         None,
         "this broker's rack: replicas of a partition are spread over racks",
+    ),
+    def(
+        "num.replica.fetchers",
+        I { min: 1 },
+        Some("1"),
+        "fetcher tasks (connections) per source broker that followers copy partitions with",
+    ),
+    def(
+        "replica.fetch.max.bytes",
+        I { min: 1 },
+        Some("1048576"),
+        "bytes a follower asks for per partition in one fetch (at least one batch is returned)",
+    ),
+    def(
+        "replica.fetch.response.max.bytes",
+        I { min: 1 },
+        Some("10485760"),
+        "bytes a follower asks for in one whole fetch response",
+    ),
+    def(
+        "replica.fetch.min.bytes",
+        I { min: 1 },
+        Some("1"),
+        "bytes a follower's fetch waits for before the leader answers",
+    ),
+    def(
+        "replica.fetch.wait.max.ms",
+        I { min: 0 },
+        Some("500"),
+        "longest a follower's fetch waits at the leader for min bytes",
+    ),
+    def(
+        "replica.fetch.backoff.ms",
+        I { min: 0 },
+        Some("1000"),
+        "pause before a follower fetches a partition again after an error",
+    ),
+    def(
+        "replica.lag.time.max.ms",
+        L { min: 1 },
+        Some("30000"),
+        "a follower that has not caught up to the leader's log end for this long leaves the ISR",
+    ),
+    def(
+        "replica.socket.timeout.ms",
+        I { min: 1 },
+        Some("30000"),
+        "how long a follower waits for a fetch response beyond replica.fetch.wait.max.ms",
+    ),
+    def(
+        "replica.selector.class",
+        T,
+        Some(""),
+        "empty: consumers read from leaders; org.apache.kafka.common.replica.RackAwareReplicaSelector: the leader sends a consumer with client.rack to an in-sync replica in its rack (KIP-392)",
     ),
     def(
         "inter.broker.listener.name",
@@ -528,6 +598,12 @@ impl BrokerConfig {
                 "invalid value for 'inter.broker.listener.name': '{inter}' (only PLAINTEXT is served)"
             )));
         }
+        let selector = config.get("replica.selector.class").unwrap_or_default();
+        if !selector.is_empty() && selector != RACK_AWARE_SELECTOR {
+            return Err(ConfigError(format!(
+                "invalid value for 'replica.selector.class': '{selector}' (empty or {RACK_AWARE_SELECTOR})"
+            )));
+        }
         Ok(config)
     }
 
@@ -568,6 +644,35 @@ impl BrokerConfig {
     /// `broker.session.timeout.ms`.
     pub fn session_timeout(&self) -> std::time::Duration {
         std::time::Duration::from_millis(self.num::<u64>("broker.session.timeout.ms"))
+    }
+
+    /// The followers' fetch settings (`num.replica.fetchers`, `replica.fetch.*`,
+    /// `replica.socket.timeout.ms`).
+    pub fn replica_fetch(&self) -> ReplicaFetchConfig {
+        let ms = |k: &str| std::time::Duration::from_millis(self.num::<u64>(k));
+        ReplicaFetchConfig {
+            fetchers: self.num::<usize>("num.replica.fetchers").max(1),
+            partition_max_bytes: self.num("replica.fetch.max.bytes"),
+            response_max_bytes: self.num("replica.fetch.response.max.bytes"),
+            min_bytes: self.num("replica.fetch.min.bytes"),
+            max_wait_ms: self.num("replica.fetch.wait.max.ms"),
+            backoff: ms("replica.fetch.backoff.ms"),
+            socket_timeout: ms("replica.socket.timeout.ms"),
+        }
+    }
+
+    /// `replica.lag.time.max.ms`.
+    pub fn replica_lag_time_max_ms(&self) -> i64 {
+        self.num("replica.lag.time.max.ms")
+    }
+
+    /// Whether `replica.selector.class` is the rack-aware selector (KIP-392); any other
+    /// non-empty value is refused at start-up.
+    pub fn rack_aware_replica_selector(&self) -> bool {
+        !self
+            .get("replica.selector.class")
+            .unwrap_or_default()
+            .is_empty()
     }
 
     /// `broker.rack`, if set (and not empty).

@@ -18,13 +18,16 @@ pub mod dispatch;
 pub mod group;
 pub mod handlers;
 pub mod internal_topic;
+pub mod isr_manager;
 pub mod lifecycle;
 pub mod meta_properties;
 pub mod metadata_listener;
 pub mod partition;
 pub mod producer_state;
 pub mod record_scan;
+pub mod replica_fetcher;
 pub mod replica_manager;
+pub mod replica_tracker;
 pub mod server;
 pub mod txn;
 

@@ -56,6 +56,8 @@ pub struct MetadataListener {
     applied: Mutex<Applied>,
     /// Notified whenever `applied` moves.
     applied_moved: Condvar,
+    /// The offset of the published image, for tasks that follow metadata changes.
+    published: tokio::sync::watch::Sender<i64>,
 }
 
 impl MetadataListener {
@@ -70,6 +72,7 @@ impl MetadataListener {
                 failure: None,
             }),
             applied_moved: Condvar::new(),
+            published: tokio::sync::watch::Sender::new(-1),
         }
     }
 
@@ -200,7 +203,15 @@ impl MetadataListener {
             published.offset,
             image.offset
         );
+        let offset = image.offset;
         *published = image;
+        drop(published);
+        self.published.send_replace(offset);
+    }
+
+    /// A receiver that sees every later publication (its value: the image's offset).
+    pub fn subscribe(&self) -> tokio::sync::watch::Receiver<i64> {
+        self.published.subscribe()
     }
 
     /// Offset of the last record applied here (-1 before the first).

@@ -27,11 +27,17 @@ use gregor_storage::batch::{BatchHeader, BatchIter};
 use gregor_storage::config::LogConfig;
 use gregor_storage::error::StorageError;
 use gregor_storage::log::{AppendInfo, Log, ReadResult};
+use gregor_storage::log_dir::CheckpointEntry;
 use gregor_storage::AbortedTxn;
 use tokio::sync::watch;
 use uuid::Uuid;
 
 use crate::producer_state::{code, BatchMeta, Check, ProducerStates, ProducerSummary};
+use crate::replica_tracker::ReplicaTracker;
+
+#[path = "partition_replication.rs"]
+mod replication;
+pub use replication::{FollowerFetchError, IsrChange};
 
 #[path = "partition_txn.rs"]
 mod txn_marker;
@@ -43,6 +49,10 @@ mod txn_tests;
 #[cfg(test)]
 #[path = "partition_tests.rs"]
 mod tests;
+
+#[cfg(test)]
+#[path = "partition_replication_tests.rs"]
+mod replication_tests;
 
 /// Where an append comes from; each origin is checked differently.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -114,15 +124,30 @@ pub struct Partition {
     log: Mutex<Log>,
     /// Producers' recent batches and ongoing transactions; locked only while `log` is held.
     producers: Mutex<ProducerStates>,
+    /// The leader's view of its followers and the ISR change it asked for; locked only
+    /// while `log` is held (lock order: log, producers, replication).
+    replication: Mutex<Replication>,
     /// The role from the metadata; written only with `log` held, so an append sees one role
     /// from its check to its write.
     state: RwLock<PartitionState>,
     /// `state.leader_epoch`, readable without a lock.
     leader_epoch: AtomicI32,
     log_start_offset: AtomicI64,
-    log_end_offset: AtomicI64,
-    /// The high watermark; every change is published to subscribers.
+    /// The log end offset; every change is published (followers' fetches wait on it).
+    leo_watch: watch::Sender<i64>,
+    /// The high watermark; every change is published to subscribers, and every change of
+    /// role wakes them too (a produce waiting for replication must learn it lost the lead).
     hw_watch: watch::Sender<i64>,
+}
+
+/// Leader-side replication state, reset whenever this broker becomes leader.
+#[derive(Default)]
+struct Replication {
+    tracker: ReplicaTracker,
+    /// The ISR asked of the controller and not yet in the metadata, with the partition
+    /// epoch it was based on. The HW counts its members too until it is settled, so an
+    /// expansion is safe before it commits and a shrink takes effect only once it has.
+    pending_isr: Option<(BTreeSet<i32>, i32)>,
 }
 
 /// What a read returned, with the offsets a fetch response reports.
@@ -137,7 +162,8 @@ pub struct PartitionRead {
 }
 
 impl Partition {
-    /// Opens the partition on recovered `log` in the role `state` gives broker `node_id`.
+    /// [`Self::open`] with no checkpointed high watermark, at time 0.
+    #[cfg(test)]
     pub fn new(
         topic: String,
         index: i32,
@@ -146,33 +172,55 @@ impl Partition {
         log: Log,
         state: PartitionState,
     ) -> Partition {
+        Partition::open(topic, index, topic_id, node_id, log, state, None, 0)
+    }
+
+    /// Opens the partition on recovered `log` in the role `state` gives broker `node_id`.
+    /// The high watermark starts at the checkpointed one (`high_watermark`, capped by the
+    /// log), or at the LEO for a partition with one replica or no checkpoint (a log of the
+    /// release before replication, where every replica was the whole ISR).
+    #[allow(clippy::too_many_arguments)]
+    pub fn open(
+        topic: String,
+        index: i32,
+        topic_id: Uuid,
+        node_id: i32,
+        log: Log,
+        state: PartitionState,
+        high_watermark: Option<i64>,
+        now_ms: i64,
+    ) -> Partition {
         let mut log = log;
         let producers = rebuild_producer_states(&mut log);
         let leo = log.log_end_offset();
         let start = log.log_start_offset();
+        let hw = if state.replicas.len() <= 1 {
+            leo
+        } else {
+            high_watermark.unwrap_or(leo).clamp(start, leo)
+        };
         let partition = Partition {
             topic,
             index,
             topic_id,
             node_id,
             log_start_offset: AtomicI64::new(start),
-            log_end_offset: AtomicI64::new(leo),
+            leo_watch: watch::Sender::new(leo),
             leader_epoch: AtomicI32::new(state.leader_epoch),
-            // Every replica is the whole ISR while there is no replication, so everything in
-            // the recovered log is committed.
-            hw_watch: watch::Sender::new(leo),
+            hw_watch: watch::Sender::new(hw),
             producers: Mutex::new(producers),
+            replication: Mutex::new(Replication::default()),
             log: Mutex::new(log),
             state: RwLock::new(state.clone()),
         };
-        partition.with_role(&state, &mut partition.lock());
+        partition.with_role(&state, None, &mut partition.lock(), now_ms);
         partition
     }
 
     /// Takes a newer state from the metadata (a stale one, of an older partition epoch, is
     /// ignored); returns whether it was taken. Becoming leader records the new epoch in the
     /// leader-epoch cache at the LEO.
-    pub fn apply_state(&self, next: PartitionState) -> bool {
+    pub fn apply_state(&self, next: PartitionState, now_ms: i64) -> bool {
         let mut log = self.lock();
         let current = self.state();
         if next.partition_epoch < current.partition_epoch
@@ -188,21 +236,85 @@ impl Partition {
             current.leader_epoch,
             next.leader_epoch
         );
-        self.with_role(&next, &mut log);
-        *self.state.write().expect("partition state poisoned") = next;
+        *self.state.write().expect("partition state poisoned") = next.clone();
+        self.with_role(&next, Some(&current), &mut log, now_ms);
         true
     }
 
-    /// Acts on the role in `state`, with the log locked.
-    fn with_role(&self, state: &PartitionState, log: &mut Log) {
+    /// Acts on the role in `state` (already stored), coming from `previous`, with the log
+    /// locked: a new leadership records its epoch at the LEO and starts tracking its
+    /// followers afresh; a settled ISR change may move the HW; waiters wake on a change of
+    /// leader so they can tell their clients.
+    fn with_role(
+        &self,
+        state: &PartitionState,
+        previous: Option<&PartitionState>,
+        log: &mut Log,
+        now_ms: i64,
+    ) {
         self.leader_epoch
             .store(state.leader_epoch, Ordering::Release);
-        if state.leader == self.node_id && log.latest_epoch().is_none_or(|e| e < state.leader_epoch)
+        let leads = state.leader == self.node_id;
+        let new_leadership = previous
+            .is_none_or(|p| p.leader != state.leader || p.leader_epoch != state.leader_epoch);
         {
+            let mut replication = self.replication();
+            if new_leadership || !leads {
+                *replication = Replication::default();
+                if leads {
+                    replication.tracker =
+                        ReplicaTracker::new(self.node_id, &state.replicas, now_ms);
+                }
+            }
+            if replication
+                .pending_isr
+                .as_ref()
+                .is_some_and(|(_, based_on)| *based_on != state.partition_epoch)
+            {
+                replication.pending_isr = None;
+            }
+        }
+        if leads && log.latest_epoch().is_none_or(|e| e < state.leader_epoch) {
             let leo = log.log_end_offset();
             if let Err(e) = log.assign_epoch(state.leader_epoch, leo) {
                 tracing::error!(topic = %self.topic, partition = self.index, error = %e, "cannot record leader epoch");
             }
+        }
+        if leads {
+            self.maybe_advance_hw(log);
+        }
+        if new_leadership {
+            self.hw_watch.send_modify(|_| {});
+            self.leo_watch.send_modify(|_| {});
+        }
+    }
+
+    /// The leader's replication state; call only with the log locked.
+    fn replication(&self) -> MutexGuard<'_, Replication> {
+        self.replication
+            .lock()
+            .expect("replication state mutex poisoned")
+    }
+
+    /// On the leader, with the log locked: moves the HW to the smallest LEO in the ISR
+    /// (counting the members of a pending change) if that is further on.
+    fn maybe_advance_hw(&self, log: &Log) {
+        let state = self.state.read().expect("partition state poisoned");
+        if state.leader != self.node_id {
+            return;
+        }
+        let replication = self.replication();
+        let mut isr = state.isr.clone();
+        if let Some((pending, _)) = &replication.pending_isr {
+            isr.extend(pending.iter().copied());
+        }
+        let hw = replication
+            .tracker
+            .high_watermark(log.log_end_offset(), &isr);
+        drop(replication);
+        drop(state);
+        if hw > self.high_watermark() {
+            self.advance_hw(hw);
         }
     }
 
@@ -229,8 +341,8 @@ impl Partition {
             .expect("producer state mutex poisoned")
     }
 
-    /// The publishing step of every append: LEO, then HW (= LEO while every replica is the
-    /// whole ISR: there is no replication yet).
+    /// The publishing step of every leader append: LEO, then HW (the smallest LEO in the
+    /// ISR; the LEO itself while the ISR is this broker alone).
     fn publish_end(&self, log: &mut Log, producers: &ProducerStates, segments_before: usize) {
         if log.segment_count() != segments_before {
             // The append rolled a segment: snapshot the producer state there (as Kafka does),
@@ -239,9 +351,8 @@ impl Partition {
                 tracing::warn!(topic = %self.topic, partition = self.index, error = %e, "cannot snapshot producer state at a segment roll");
             }
         }
-        let leo = log.log_end_offset();
-        self.log_end_offset.store(leo, Ordering::Release);
-        self.advance_hw(leo);
+        self.leo_watch.send_replace(log.log_end_offset());
+        self.maybe_advance_hw(log);
         self.check_offsets(log);
     }
 
@@ -278,7 +389,7 @@ impl Partition {
         *self.hw_watch.borrow()
     }
     pub fn log_end_offset(&self) -> i64 {
-        self.log_end_offset.load(Ordering::Acquire)
+        *self.leo_watch.borrow()
     }
     pub fn log_start_offset(&self) -> i64 {
         self.log_start_offset.load(Ordering::Acquire)
@@ -292,13 +403,18 @@ impl Partition {
             .len()
     }
 
-    /// A receiver that sees every later change of the high watermark.
+    /// A receiver that sees every later change of the high watermark (and of leader).
     pub fn subscribe_hw(&self) -> watch::Receiver<i64> {
         self.hw_watch.subscribe()
     }
 
-    /// Appends a record set as leader and advances LEO (and HW: the ISR is this broker
-    /// alone, so a write is committed as soon as it is in the log). Control batches are
+    /// A receiver that sees every later change of the log end offset (and of leader).
+    pub fn subscribe_leo(&self) -> watch::Receiver<i64> {
+        self.leo_watch.subscribe()
+    }
+
+    /// Appends a record set as leader and advances LEO (and the HW when the ISR is this
+    /// broker alone: then a write is committed as soon as it is in the log). Control batches are
     /// refused (only `write_txn_marker` writes them); a transactional batch starts its
     /// producer's transaction here unless one is ongoing. Refused with
     /// [`AppendError::NotLeader`] unless this broker leads the partition.
@@ -585,19 +701,27 @@ impl Partition {
             return Err(AppendError::NotFollower);
         }
         log.truncate_to(offset)?;
-        let rebuilt = rebuild_producer_states(&mut log);
+        self.after_truncation(&mut log);
+        Ok(())
+    }
+
+    /// After a follower's log was cut: producer state rebuilt from what is left, offsets
+    /// published.
+    fn after_truncation(&self, log: &mut Log) {
+        let rebuilt = rebuild_producer_states(log);
         *self.producers() = rebuilt;
         let leo = log.log_end_offset();
-        self.log_end_offset.store(leo, Ordering::Release);
+        self.leo_watch.send_replace(leo);
         self.log_start_offset
             .store(log.log_start_offset(), Ordering::Release);
-        if self.high_watermark() > leo {
+        let hw = self.high_watermark();
+        if hw > leo || hw < log.log_start_offset() {
             // The one place the HW goes back: a follower's HW was only ever a copy of the
             // leader's, and the log below it is being replaced.
-            self.hw_watch.send_replace(leo);
+            self.hw_watch
+                .send_replace(leo.min(hw).max(log.log_start_offset()));
         }
-        self.check_offsets(&log);
-        Ok(())
+        self.check_offsets(log);
     }
 
     /// DeleteRecords: moves the log start offset to `offset` (-1: the high watermark).
@@ -643,10 +767,10 @@ impl Partition {
         self.lock().flush_if_due(now_ms)
     }
 
-    /// (recovery point, log start offset) for the checkpoint files.
-    pub fn checkpoint_offsets(&self) -> (i64, i64) {
+    /// This partition's line in the checkpoint files.
+    pub fn checkpoint_entry(&self) -> CheckpointEntry {
         let log = self.lock();
-        (log.recovery_point(), log.log_start_offset())
+        CheckpointEntry::of(&self.topic, self.index, &log, self.high_watermark())
     }
 
     /// Flushes everything (clean shutdown).
@@ -725,36 +849,48 @@ fn rebuild_producer_states(log: &mut Log) -> ProducerStates {
         };
         for (header, bytes) in BatchIter::new(&read.records) {
             let last = header.last_offset();
-            if last >= offset && header.producer_id >= 0 {
-                if header.is_control() {
-                    replay_marker(log, &mut states, &header, bytes);
-                } else if header.base_sequence == NO_SEQUENCE {
-                    states.note_epoch(
-                        header.producer_id,
-                        header.producer_epoch,
-                        header.max_timestamp,
-                    );
-                    if header.is_transactional() {
-                        states.begin_txn(header.producer_id, header.base_offset);
-                    }
-                } else {
-                    let meta = batch_meta(&header, header.base_offset, last);
-                    states.record(
-                        header.producer_id,
-                        header.producer_epoch,
-                        meta,
-                        header.max_timestamp,
-                        header.max_timestamp,
-                    );
-                    if header.is_transactional() {
-                        states.begin_txn(header.producer_id, header.base_offset);
-                    }
-                }
+            if last >= offset {
+                replay_batch(log, &mut states, &header, bytes, header.max_timestamp);
             }
             offset = offset.max(last + 1);
         }
     }
     states
+}
+
+/// Applies one batch already in the log to the producer state, as its leader's append did:
+/// data batches record their sequences (coordinator writes only their epoch) and start a
+/// transaction when transactional, markers end one. Used to rebuild the state and by
+/// followers, whose producer state must be the leader's should they lead.
+fn replay_batch(
+    log: &mut Log,
+    states: &mut ProducerStates,
+    header: &BatchHeader,
+    bytes: &[u8],
+    seen_ms: i64,
+) {
+    if header.producer_id < 0 {
+        return;
+    }
+    if header.is_control() {
+        replay_marker(log, states, header, bytes);
+        return;
+    }
+    if header.base_sequence == NO_SEQUENCE {
+        states.note_epoch(header.producer_id, header.producer_epoch, seen_ms);
+    } else {
+        let meta = batch_meta(header, header.base_offset, header.last_offset());
+        states.record(
+            header.producer_id,
+            header.producer_epoch,
+            meta,
+            header.max_timestamp,
+            seen_ms,
+        );
+    }
+    if header.is_transactional() {
+        states.begin_txn(header.producer_id, header.base_offset);
+    }
 }
 
 /// Replays one control batch as `write_txn_marker` applied it.
@@ -790,10 +926,10 @@ fn replay_marker(log: &mut Log, states: &mut ProducerStates, header: &BatchHeade
                 .unwrap_or(header.base_offset + 1),
         };
         match log.append_aborted_txn(txn) {
-            Ok(true) => tracing::info!(
+            Ok(true) => tracing::debug!(
                 dir,
                 offset = header.base_offset,
-                "re-indexed an aborted transaction"
+                "indexed a replayed aborted transaction"
             ),
             Ok(false) => {}
             Err(e) => tracing::error!(dir, error = %e, "cannot index an aborted transaction"),

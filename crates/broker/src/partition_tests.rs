@@ -43,7 +43,7 @@ fn a_follower_refuses_every_write_with_not_leader() {
     assert_eq!(p.log_end_offset(), 0, "nothing was written");
 
     // Leadership arrives: the new epoch is recorded where this leader's writes start.
-    assert!(p.apply_state(led_by(1, 1, 1)));
+    assert!(p.apply_state(led_by(1, 1, 1), 0));
     assert!(p.is_leader());
     assert_eq!(p.leader_epoch(), 1);
     let info = p
@@ -57,12 +57,12 @@ fn a_follower_refuses_every_write_with_not_leader() {
 fn stale_states_are_ignored() {
     let dir = tempfile::tempdir().unwrap();
     let p = open(dir.path(), led_by(1, 3, 5));
-    assert!(!p.apply_state(led_by(2, 2, 4)), "older partition epoch");
+    assert!(!p.apply_state(led_by(2, 2, 4), 0), "older partition epoch");
     assert!(p.is_leader());
-    assert!(!p.apply_state(led_by(1, 3, 5)), "the same state again");
+    assert!(!p.apply_state(led_by(1, 3, 5), 0), "the same state again");
     let mut shrunk = led_by(1, 3, 6);
     shrunk.isr = [1].into();
-    assert!(p.apply_state(shrunk));
+    assert!(p.apply_state(shrunk, 0));
     assert_eq!(p.isr_size(), 1);
     assert_eq!(p.leader_epoch(), 3);
 }
@@ -77,7 +77,10 @@ fn truncation_redoes_the_producer_state_and_lowers_the_hw() {
     p.append(&batch(7, 0, 2, 2, 0), AppendOrigin::Client, NOW)
         .unwrap();
     assert!(matches!(p.truncate_to(2), Err(AppendError::NotFollower)));
-    assert!(p.apply_state(led_by(2, 1, 1)));
+    // Follower 2 has everything: the HW is the LEO.
+    p.record_follower_fetch(2, 4, NOW).unwrap();
+    assert_eq!(p.high_watermark(), 4);
+    assert!(p.apply_state(led_by(2, 1, 1), 0));
     p.truncate_to(2).unwrap();
     assert_eq!(p.log_end_offset(), 2);
     assert_eq!(p.high_watermark(), 2);
@@ -86,7 +89,7 @@ fn truncation_redoes_the_producer_state_and_lowers_the_hw() {
 
     // Leading again, the producer's next expected sequence is 2 (what is left), so the
     // batch that was cut is written anew instead of being taken for a duplicate.
-    assert!(p.apply_state(led_by(1, 2, 2)));
+    assert!(p.apply_state(led_by(1, 2, 2), 0));
     let info = p
         .append(&batch(7, 0, 2, 2, 0), AppendOrigin::Client, NOW)
         .unwrap();

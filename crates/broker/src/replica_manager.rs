@@ -11,7 +11,7 @@ use std::sync::{Arc, RwLock};
 
 use gregor_metadata::{ConfigResource, MetadataDelta, MetadataImage, TopicImage};
 use gregor_storage::error::StorageError;
-use gregor_storage::log_dir::LogDir;
+use gregor_storage::log_dir::{CheckpointEntry, LogDir};
 use uuid::Uuid;
 
 use crate::config::BrokerConfig;
@@ -180,7 +180,7 @@ impl ReplicaManager {
             let replica_here = state.replicas.contains(&self.node_id);
             match (hosted.by_id.get(&key), replica_here) {
                 (Some(p), true) => {
-                    p.apply_state(state);
+                    p.apply_state(state, self.log_dir.clock().now_ms());
                 }
                 (Some(_), false) => {
                     // This broker is no longer a replica: its copy goes.
@@ -194,13 +194,15 @@ impl ReplicaManager {
                     .open_log(&topic.name, *index, log_config.clone())
                 {
                     Ok(log) => {
-                        let p = Partition::new(
+                        let p = Partition::open(
                             topic.name.clone(),
                             *index,
                             topic.topic_id,
                             self.node_id,
                             log,
                             state,
+                            self.log_dir.high_watermark(&topic.name, *index),
+                            self.log_dir.clock().now_ms(),
                         );
                         hosted.by_id.insert(key, Arc::new(p));
                         hosted.topic_ids.insert(topic.name.clone(), topic.topic_id);
@@ -239,7 +241,7 @@ impl ReplicaManager {
         result
     }
 
-    /// Writes recovery-point and log-start-offset checkpoints and the producer-state
+    /// Writes the recovery-point, log-start-offset and high-watermark checkpoints and the producer-state
     /// snapshots of every partition (forgetting producers idle for `producer_expiration_ms`).
     pub fn write_checkpoints(
         &self,
@@ -249,14 +251,8 @@ impl ReplicaManager {
         for p in self.all() {
             p.snapshot_producers(now_ms, producer_expiration_ms)?;
         }
-        let entries: Vec<(String, i32, i64, i64)> = self
-            .all()
-            .iter()
-            .map(|p| {
-                let (recovery_point, start) = p.checkpoint_offsets();
-                (p.topic.clone(), p.index, recovery_point, start)
-            })
-            .collect();
+        let entries: Vec<CheckpointEntry> =
+            self.all().iter().map(|p| p.checkpoint_entry()).collect();
         self.log_dir.write_checkpoints(&entries)
     }
 

@@ -109,6 +109,11 @@ pub async fn start(config: BrokerConfig) -> Result<BrokerHandle, BrokerError> {
         broker.clone(),
         shutdown_rx.clone(),
     ));
+    background.spawn(crate::replica_fetcher::run(
+        broker.clone(),
+        shutdown_rx.clone(),
+    ));
+    background.spawn(crate::isr_manager::run(broker.clone(), shutdown_rx.clone()));
     let server = tokio::spawn(serve(
         listener,
         broker.clone(),

@@ -227,7 +227,8 @@ fn log_start_offset_survives_reopen_through_checkpoint() {
     let r = log.read(5, 1000, i64::MAX, false).unwrap();
     assert_eq!(r.first_offset, 4);
     log.flush().unwrap();
-    ld.write_checkpoints(&[("t".into(), 0, log.recovery_point(), log.log_start_offset())])
+    let hw = log.log_end_offset();
+    ld.write_checkpoints(&[crate::log_dir::CheckpointEntry::of("t", 0, &log, hw)])
         .unwrap();
     log.close().unwrap();
     ld.mark_clean_shutdown().unwrap();

@@ -5,8 +5,9 @@
 //! previous run shut down cleanly and how far each partition was known to
 //! be fsynced (recovery point) and where each log starts (log start offset).
 //!
-//! File formats (Kafka's text checkpoints): `recovery-point-offset-checkpoint`
-//! and `log-start-offset-checkpoint` contain a line `0`, a line with the
+//! File formats (Kafka's text checkpoints): `recovery-point-offset-checkpoint`,
+//! `log-start-offset-checkpoint` and `replication-offset-checkpoint` (the high
+//! watermarks, so a restarted replica does not expose what was never committed) contain a line `0`, a line with the
 //! entry count, then `<topic> <partition> <offset>` per line. The marker
 //! `.kafka_cleanshutdown` is an empty file whose presence means the previous
 //! run closed every log cleanly.
@@ -31,6 +32,30 @@ use crate::log::{Log, Recovery};
 pub const CLEAN_SHUTDOWN_MARKER: &str = ".kafka_cleanshutdown";
 pub const RECOVERY_POINT_CHECKPOINT: &str = "recovery-point-offset-checkpoint";
 pub const LOG_START_OFFSET_CHECKPOINT: &str = "log-start-offset-checkpoint";
+pub const HIGH_WATERMARK_CHECKPOINT: &str = "replication-offset-checkpoint";
+
+/// One partition's line in each checkpoint file.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CheckpointEntry {
+    pub topic: String,
+    pub partition: i32,
+    pub recovery_point: i64,
+    pub log_start_offset: i64,
+    pub high_watermark: i64,
+}
+
+impl CheckpointEntry {
+    /// The entry of `log` (partition `partition` of `topic`) with its high watermark.
+    pub fn of(topic: &str, partition: i32, log: &Log, high_watermark: i64) -> CheckpointEntry {
+        CheckpointEntry {
+            topic: topic.to_string(),
+            partition,
+            recovery_point: log.recovery_point(),
+            log_start_offset: log.log_start_offset(),
+            high_watermark,
+        }
+    }
+}
 
 type Offsets = HashMap<(String, i32), i64>;
 
@@ -41,6 +66,7 @@ pub struct LogDir {
     clean_shutdown: bool,
     recovery_points: Offsets,
     log_start_offsets: Offsets,
+    high_watermarks: Offsets,
     /// Handed to every log opened here.
     clock: SharedClock,
 }
@@ -95,6 +121,7 @@ impl LogDir {
             clean_shutdown,
             recovery_points: read_offsets(&path.join(RECOVERY_POINT_CHECKPOINT))?,
             log_start_offsets: read_offsets(&path.join(LOG_START_OFFSET_CHECKPOINT))?,
+            high_watermarks: read_offsets(&path.join(HIGH_WATERMARK_CHECKPOINT))?,
             clock,
         })
     }
@@ -120,6 +147,18 @@ impl LogDir {
         self.log_start_offsets
             .get(&(topic.to_owned(), partition))
             .copied()
+    }
+
+    /// Checkpointed high watermark of a partition, if any.
+    pub fn high_watermark(&self, topic: &str, partition: i32) -> Option<i64> {
+        self.high_watermarks
+            .get(&(topic.to_owned(), partition))
+            .copied()
+    }
+
+    /// The clock handed to every log opened here.
+    pub fn clock(&self) -> SharedClock {
+        self.clock.clone()
     }
 
     /// Directory of a partition inside this log dir.
@@ -157,28 +196,32 @@ impl LogDir {
         out
     }
 
-    /// Atomically rewrites both checkpoints from
-    /// `(topic, partition, recovery point, log start offset)` entries.
-    pub fn write_checkpoints(
-        &self,
-        entries: &[(String, i32, i64, i64)],
-    ) -> Result<(), StorageError> {
-        for (t, _, _, _) in entries {
+    /// Atomically rewrites the three checkpoints from one entry per partition.
+    pub fn write_checkpoints(&self, entries: &[CheckpointEntry]) -> Result<(), StorageError> {
+        for e in entries {
             assert!(
-                !t.contains(char::is_whitespace),
+                !e.topic.contains(char::is_whitespace),
                 "topic names contain no whitespace"
             );
         }
-        let rp: Vec<String> = entries
-            .iter()
-            .map(|(t, p, r, _)| format!("{t} {p} {r}"))
-            .collect();
-        let ls: Vec<String> = entries
-            .iter()
-            .map(|(t, p, _, s)| format!("{t} {p} {s}"))
-            .collect();
-        checkpoint::write(&self.path.join(RECOVERY_POINT_CHECKPOINT), &rp)?;
-        checkpoint::write(&self.path.join(LOG_START_OFFSET_CHECKPOINT), &ls)?;
+        let lines = |offset: fn(&CheckpointEntry) -> i64| -> Vec<String> {
+            entries
+                .iter()
+                .map(|e| format!("{} {} {}", e.topic, e.partition, offset(e)))
+                .collect()
+        };
+        checkpoint::write(
+            &self.path.join(RECOVERY_POINT_CHECKPOINT),
+            &lines(|e| e.recovery_point),
+        )?;
+        checkpoint::write(
+            &self.path.join(LOG_START_OFFSET_CHECKPOINT),
+            &lines(|e| e.log_start_offset),
+        )?;
+        checkpoint::write(
+            &self.path.join(HIGH_WATERMARK_CHECKPOINT),
+            &lines(|e| e.high_watermark),
+        )?;
         Ok(())
     }
 
@@ -220,7 +263,16 @@ mod tests {
         let root = d.path().join("logs");
         let ld = LogDir::open(&root, crate::clock::system()).unwrap();
         assert!(!ld.was_clean_shutdown());
-        ld.write_checkpoints(&[("a-b".into(), 3, 100, 7), ("c".into(), 0, 5, 0)])
+        let entry = |topic: &str, partition, recovery_point, log_start_offset, high_watermark| {
+            CheckpointEntry {
+                topic: topic.into(),
+                partition,
+                recovery_point,
+                log_start_offset,
+                high_watermark,
+            }
+        };
+        ld.write_checkpoints(&[entry("a-b", 3, 100, 7, 90), entry("c", 0, 5, 0, 5)])
             .unwrap();
         assert_eq!(
             fs::read_to_string(root.join(RECOVERY_POINT_CHECKPOINT)).unwrap(),
@@ -237,6 +289,7 @@ mod tests {
         assert!(!root.join(CLEAN_SHUTDOWN_MARKER).exists());
         assert_eq!(ld.recovery_point("a-b", 3), Some(100));
         assert_eq!(ld.log_start_offset("a-b", 3), Some(7));
+        assert_eq!(ld.high_watermark("a-b", 3), Some(90));
         assert_eq!(ld.recovery_point("c", 0), Some(5));
         assert_eq!(ld.recovery_point("c", 1), None);
         assert_eq!(

@@ -546,13 +546,9 @@ fn log_dir_round_trip() {
     }
     log.flush().unwrap();
     log.advance_log_start_offset(4);
-    ld.write_checkpoints(&[(
-        "my-topic".into(),
-        2,
-        log.recovery_point(),
-        log.log_start_offset(),
-    )])
-    .unwrap();
+    let hw = log.log_end_offset();
+    ld.write_checkpoints(&[crate::log_dir::CheckpointEntry::of("my-topic", 2, &log, hw)])
+        .unwrap();
     log.close().unwrap();
     ld.mark_clean_shutdown().unwrap();
     drop(ld);

@@ -6,6 +6,17 @@
 //! partitions it reads and re-reads only when one of them moves, never on a timer loop. The
 //! LSO moves only together with the HW (a transaction marker is an append), so the same
 //! notifications serve read_committed.
+//!
+//! A follower's fetch (replica id ≥ 0) reads up to the log end, is refused unless this broker
+//! leads the partition and the follower is a replica of it, reports where the follower's log
+//! diverges from this one (KIP-595's diverging epoch: the follower truncates and fetches
+//! again), and records the follower's fetch offset as its LEO, which moves the HW and may
+//! ask the controller to add the follower to the ISR. It wakes on log end changes too, and on
+//! HW changes, so the follower learns a new HW without waiting for new records.
+//!
+//! Consumers of Fetch v11+ may read from a follower, below its HW (KIP-392); with
+//! `replica.selector.class` set the leader answers a consumer whose `client.rack` it knows
+//! with an in-sync replica of that rack as its preferred read replica.
 
 use std::future::Future;
 use std::pin::Pin;
@@ -24,12 +35,14 @@ use tokio::sync::watch;
 use super::wire::storage_error;
 use super::wire::{code, NONE};
 use crate::broker::Broker;
-use crate::partition::{FetchIsolation, Partition};
+use crate::partition::{FetchIsolation, FollowerFetchError, Partition};
 
 /// The largest max_wait_ms honoured, so a client cannot park a connection for hours.
 const MAX_WAIT_MS_CAP: i32 = 30_000;
 /// FetchRequest.isolation_level of a read_committed consumer.
 const READ_COMMITTED: i8 = 1;
+/// The first Fetch version whose consumers may read from followers (KIP-392).
+const FOLLOWER_READS_VERSION: i16 = 11;
 
 pub async fn handle(broker: &Broker, request: FetchRequest, version: i16) -> FetchResponse {
     let deadline = tokio::time::Instant::now()
@@ -55,9 +68,14 @@ pub async fn handle(broker: &Broker, request: FetchRequest, version: i16) -> Fet
         .collect();
     loop {
         // Subscribed before reading, so a change right after the read still wakes the wait.
+        let from_follower = request.replica_id.0 >= 0;
         let mut watches: Vec<watch::Receiver<i64>> = targets
             .iter()
-            .filter_map(|(_, _, p)| p.as_ref().map(|p| p.subscribe_hw()))
+            .filter_map(|(_, _, p)| p.as_ref())
+            .flat_map(|p| {
+                let leo = from_follower.then(|| p.subscribe_leo());
+                std::iter::once(p.subscribe_hw()).chain(leo)
+            })
             .collect();
         let (response, bytes, had_error) = read_all(broker, &request, &targets, max_bytes, version);
         let now = tokio::time::Instant::now();
@@ -99,7 +117,7 @@ fn read_all(
     request: &FetchRequest,
     targets: &[(usize, usize, Option<Arc<Partition>>)],
     max_bytes: usize,
-    _version: i16,
+    version: i16,
 ) -> (FetchResponse, usize, bool) {
     let mut topics: Vec<FetchableTopicResponse> = request
         .topics
@@ -113,6 +131,8 @@ fn read_all(
     let mut total = 0usize;
     let mut had_error = false;
     let read_committed = request.isolation_level == READ_COMMITTED;
+    let follower = (request.replica_id.0 >= 0).then_some(request.replica_id.0);
+    let client_rack = request.rack_id.as_str();
     for (ti, pi, partition) in targets {
         let req = &request.topics[*ti].partitions[*pi];
         let mut data = PartitionData::default()
@@ -138,14 +158,61 @@ fn read_all(
                 } else if req.current_leader_epoch > epoch {
                     data.error_code = code(ResponseError::UnknownLeaderEpoch);
                     had_error = true;
+                } else if let Some(refused) = refuse_reader(p, follower, version) {
+                    data.error_code = code(refused);
+                    had_error = true;
+                } else if let Some(replica) = follower.filter(|_| {
+                    req.fetch_offset < p.log_start_offset() || req.fetch_offset > p.log_end_offset()
+                }) {
+                    tracing::debug!(topic = %p.topic, partition = p.index, replica, offset = req.fetch_offset, "follower fetch out of range");
+                    data = data
+                        .with_error_code(code(ResponseError::OffsetOutOfRange))
+                        .with_high_watermark(p.high_watermark())
+                        .with_log_start_offset(p.log_start_offset());
+                    had_error = true;
+                } else if let Some((epoch, end_offset)) =
+                    follower.and_then(|_| p.divergence(req.last_fetched_epoch, req.fetch_offset))
+                {
+                    // Nothing to read until the follower has cut its log where it diverges.
+                    data = data
+                        .with_error_code(NONE)
+                        .with_high_watermark(p.high_watermark())
+                        .with_last_stable_offset(p.last_stable_offset())
+                        .with_log_start_offset(p.log_start_offset());
+                    data.diverging_epoch.epoch = epoch;
+                    data.diverging_epoch.end_offset = end_offset;
+                    had_error = true;
+                } else if let Some(preferred) = (follower.is_none()
+                    && version >= FOLLOWER_READS_VERSION)
+                    .then(|| preferred_read_replica(broker, p, client_rack, req.fetch_offset))
+                    .flatten()
+                {
+                    data = data
+                        .with_error_code(NONE)
+                        .with_high_watermark(p.high_watermark())
+                        .with_last_stable_offset(p.last_stable_offset())
+                        .with_log_start_offset(p.log_start_offset())
+                        .with_preferred_read_replica(BrokerId(preferred));
+                    had_error = true;
+                } else if let Err(e) = follower.map_or(Ok(()), |replica| {
+                    record_follower_fetch(broker, p, replica, req.fetch_offset)
+                }) {
+                    data.error_code = code(e);
+                    had_error = true;
                 } else {
                     let remaining = max_bytes.saturating_sub(total);
                     let limit = (req.partition_max_bytes.max(0) as usize).min(remaining);
                     // The first non-empty partition may exceed the limits by one batch so a
                     // consumer can always make progress, as Kafka does.
                     let min_one_batch = total == 0;
-                    let read =
-                        read_partition(p, req.fetch_offset, limit, min_one_batch, read_committed);
+                    let isolation = if follower.is_some() {
+                        FetchIsolation::LogEnd
+                    } else if read_committed {
+                        FetchIsolation::TxnCommitted
+                    } else {
+                        FetchIsolation::HighWatermark
+                    };
+                    let read = read_partition(p, req.fetch_offset, limit, min_one_batch, isolation);
                     match read {
                         Ok(read) => {
                             total += read.records.len();
@@ -189,12 +256,71 @@ fn read_all(
     (response, total, had_error)
 }
 
+/// Why this broker does not serve `p` to this reader: followers fetch only from the leader,
+/// consumers read from a follower only from Fetch v11 (KIP-392).
+fn refuse_reader(p: &Partition, follower: Option<i32>, version: i16) -> Option<ResponseError> {
+    let leads = p.is_leader();
+    let follower_read_allowed = version >= FOLLOWER_READS_VERSION && follower.is_none();
+    (!leads && !follower_read_allowed).then_some(ResponseError::NotLeaderOrFollower)
+}
+
+/// On the leader: takes a follower's fetch offset as its LEO; an ISR change it allows is
+/// handed to the ISR manager.
+fn record_follower_fetch(
+    broker: &Broker,
+    p: &Partition,
+    replica: i32,
+    fetch_offset: i64,
+) -> Result<(), ResponseError> {
+    match p.record_follower_fetch(replica, fetch_offset, broker.clock.now_ms()) {
+        Ok(Some(change)) => {
+            broker.isr_manager.request(change);
+            Ok(())
+        }
+        Ok(None) => Ok(()),
+        Err(e @ (FollowerFetchError::NotLeader | FollowerFetchError::NotReplica)) => {
+            tracing::debug!(topic = %p.topic, partition = p.index, replica, error = %e, "follower fetch refused");
+            Err(ResponseError::NotLeaderOrFollower)
+        }
+    }
+}
+
+/// KIP-392's rack-aware selector, on the leader: for a consumer in `client_rack`, an
+/// in-sync live replica in that rack that has `fetch_offset` (the one furthest ahead), unless
+/// the leader is in that rack itself. None: read here.
+fn preferred_read_replica(
+    broker: &Broker,
+    p: &Partition,
+    client_rack: &str,
+    fetch_offset: i64,
+) -> Option<i32> {
+    if client_rack.is_empty() || !p.is_leader() || !broker.config().rack_aware_replica_selector() {
+        return None;
+    }
+    let image = broker.image();
+    let in_rack = |id: &i32| {
+        image
+            .brokers
+            .get(id)
+            .is_some_and(|b| !b.fenced && b.rack.as_deref() == Some(client_rack))
+    };
+    if in_rack(&broker.node_id) {
+        return None;
+    }
+    let isr = p.state().isr;
+    p.follower_leos()
+        .into_iter()
+        .filter(|(id, leo)| isr.contains(id) && in_rack(id) && *leo >= fetch_offset)
+        .max_by_key(|&(id, leo)| (leo, -id))
+        .map(|(id, _)| id)
+}
+
 fn read_partition(
     p: &Partition,
     offset: i64,
     limit: usize,
     min_one_batch: bool,
-    read_committed: bool,
+    isolation: FetchIsolation,
 ) -> Result<crate::partition::PartitionRead, gregor_storage::error::StorageError> {
     if limit == 0 && !min_one_batch {
         // No room left in this response; report offsets only.
@@ -206,10 +332,5 @@ fn read_partition(
             aborted: Vec::new(),
         });
     }
-    let isolation = if read_committed {
-        FetchIsolation::TxnCommitted
-    } else {
-        FetchIsolation::HighWatermark
-    };
     p.read(offset, limit, min_one_batch, isolation)
 }

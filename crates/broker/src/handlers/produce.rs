@@ -2,7 +2,10 @@
 //!
 //! acks=0 gets no response; acks=1 is answered once the leader wrote the batch; acks=-1
 //! waits (as a delayed operation woken by the partition's high-watermark notifications)
-//! until every in-sync replica has it, or the request timeout passes.
+//! until every in-sync replica has it (the HW passed it), or the request timeout passes.
+//! acks=-1 is refused with NOT_ENOUGH_REPLICAS while the ISR is smaller than
+//! `min.insync.replicas`, and answered NOT_ENOUGH_REPLICAS_AFTER_APPEND when the ISR shrank
+//! below it while the write waited; NOT_LEADER_OR_FOLLOWER when the lead moved meanwhile.
 
 use std::time::Duration;
 
@@ -140,7 +143,7 @@ pub async fn handle(
             ) {
                 Ok(info) => {
                     if acks == -1 {
-                        waits.push((partition.clone(), info.last_offset + 1));
+                        waits.push((partition.clone(), info.last_offset + 1, min_isr));
                     }
                     partitions.push(
                         PartitionProduceResponse::default()
@@ -199,28 +202,62 @@ pub async fn handle(
     }
     let deadline =
         tokio::time::Instant::now() + Duration::from_millis(request.timeout_ms.max(0) as u64);
-    for (partition, required_hw) in waits {
+    for (partition, required_hw, min_isr) in waits {
         let mut hw = partition.subscribe_hw();
-        let committed =
-            tokio::time::timeout_at(deadline, hw.wait_for(|hw| *hw >= required_hw)).await;
-        if !matches!(committed, Ok(Ok(_))) {
-            mark_timed_out(&mut responses, &partition.topic, partition.index);
+        let committed = tokio::time::timeout_at(
+            deadline,
+            hw.wait_for(|hw| *hw >= required_hw || !partition.is_leader()),
+        )
+        .await;
+        let failure = if !matches!(committed, Ok(Ok(_))) {
+            Some((
+                ResponseError::RequestTimedOut,
+                "the write was not replicated to all in-sync replicas in time".to_string(),
+            ))
+        } else if !partition.is_leader() {
+            Some((
+                ResponseError::NotLeaderOrFollower,
+                "leadership moved before the write was replicated".to_string(),
+            ))
+        } else if partition.isr_size() < min_isr {
+            Some((
+                ResponseError::NotEnoughReplicasAfterAppend,
+                format!(
+                    "written, but the ISR shrank to {} replicas, below min.insync.replicas {min_isr}",
+                    partition.isr_size()
+                ),
+            ))
+        } else {
+            None
+        };
+        if let Some((error, message)) = failure {
+            mark_failed(
+                &mut responses,
+                &partition.topic,
+                partition.index,
+                error,
+                message,
+            );
         }
     }
     Some(ProduceResponse::default().with_responses(responses))
 }
 
-fn mark_timed_out(responses: &mut [TopicProduceResponse], topic: &str, index: i32) {
+fn mark_failed(
+    responses: &mut [TopicProduceResponse],
+    topic: &str,
+    index: i32,
+    error: ResponseError,
+    message: String,
+) {
     for t in responses.iter_mut().filter(|t| t.name.0.as_str() == topic) {
         for p in t
             .partition_responses
             .iter_mut()
             .filter(|p| p.index == index)
         {
-            p.error_code = code(ResponseError::RequestTimedOut);
-            p.error_message = Some(s(
-                "the write was not replicated to all in-sync replicas in time",
-            ));
+            p.error_code = code(error);
+            p.error_message = Some(s(message.clone()));
         }
     }
 }

@@ -1,0 +1,332 @@
+//! Partition replication across three `gregor broker` processes on 127.0.0.1, driven by
+//! librdkafka: followers copy the leader's batches byte for byte; acks=all waits for the ISR;
+//! a follower paused with SIGSTOP leaves the ISR after `replica.lag.time.max.ms`, acks=all
+//! goes on while the ISR holds `min.insync.replicas` and is refused with
+//! NOT_ENOUGH_REPLICAS when it does not (acks=1 still succeeds); resumed, the follower
+//! catches up and rejoins the ISR. With the rack-aware replica selector a consumer with
+//! `client.rack` is sent to the in-sync follower of its rack and reads there (KIP-392), as
+//! librdkafka's own statistics show. Every process is killed by its guard, on every path.
+
+mod support;
+
+use std::path::Path;
+use std::time::{Duration, Instant};
+
+use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, TopicReplication};
+use rdkafka::client::DefaultClientContext;
+use std::sync::{Arc, Mutex};
+
+use rdkafka::client::ClientContext;
+use rdkafka::consumer::{BaseConsumer, Consumer, ConsumerContext};
+use rdkafka::error::{KafkaError, RDKafkaErrorCode};
+use rdkafka::message::Message;
+use rdkafka::producer::{FutureProducer, FutureRecord};
+use rdkafka::statistics::Statistics;
+use rdkafka::{Offset, TopicPartitionList};
+use support::cluster::*;
+use support::BrokerProcess;
+
+/// `replica.lag.time.max.ms` in these tests: short, so ISR changes are quick to see.
+const LAG_MS: u64 = 1500;
+
+/// (leader, replicas, ISR) of partition 0 of `topic` as broker `bootstrap` reports it.
+fn partition_state(bootstrap: &str, topic: &str) -> Option<(i32, Vec<i32>, Vec<i32>)> {
+    let c: BaseConsumer = client(bootstrap).create().ok()?;
+    let meta = c.fetch_metadata(Some(topic), Duration::from_secs(5)).ok()?;
+    let t = meta.topics().iter().find(|t| t.name() == topic)?;
+    let p = t.partitions().first()?;
+    let mut isr = p.isr().to_vec();
+    isr.sort();
+    Some((p.leader(), p.replicas().to_vec(), isr))
+}
+
+/// Waits (off the async runtime) until partition 0's ISR at `bootstrap` is `want`; returns
+/// how long it took.
+async fn wait_isr(bootstrap: String, topic: &'static str, want: Vec<i32>) -> Duration {
+    let start = Instant::now();
+    tokio::task::spawn_blocking(move || {
+        wait_for(&format!("ISR {want:?} of {topic}"), || {
+            let (_, _, isr) = partition_state(&bootstrap, topic)?;
+            (isr == want).then_some(())
+        })
+    })
+    .await
+    .unwrap();
+    start.elapsed()
+}
+
+async fn create(bootstrap: &str, topic: &str, min_isr: &str) {
+    let admin: AdminClient<DefaultClientContext> = client(bootstrap).create().unwrap();
+    let r = admin
+        .create_topics(
+            &[NewTopic::new(topic, 1, TopicReplication::Fixed(3))
+                .set("min.insync.replicas", min_isr)],
+            &AdminOptions::new().operation_timeout(Some(Duration::from_secs(5))),
+        )
+        .await
+        .unwrap();
+    r[0].clone().unwrap();
+}
+
+fn producer(bootstrap: &str, acks: &str, retries: bool) -> FutureProducer {
+    let mut c = client(bootstrap);
+    c.set("acks", acks)
+        .set("linger.ms", "5")
+        .set("message.timeout.ms", "10000");
+    if retries {
+        c.set("enable.idempotence", "true");
+    } else {
+        c.set("enable.idempotence", "false").set("retries", "0");
+    }
+    c.create().unwrap()
+}
+
+/// Sends `n` records to partition 0 of `topic`; the first failure, if any.
+async fn send(p: &FutureProducer, topic: &str, n: usize, tag: &str) -> Result<(), KafkaError> {
+    let mut pending = Vec::with_capacity(n);
+    for i in 0..n {
+        let value = format!("{tag}-{i:06}");
+        pending.push(
+            p.send_result(
+                FutureRecord::<(), String>::to(topic)
+                    .partition(0)
+                    .payload(&value),
+            )
+            .map_err(|(e, _)| e)?,
+        );
+    }
+    for d in pending {
+        d.await.expect("delivery future").map_err(|(e, _)| e)?;
+    }
+    Ok(())
+}
+
+/// The concatenated `.log` files of `topic`-0 in `node_dir`, in offset order.
+fn segment_bytes(node_dir: &Path, topic: &str) -> Vec<u8> {
+    let dir = node_dir.join(format!("{topic}-0"));
+    let mut logs: Vec<_> = std::fs::read_dir(&dir)
+        .unwrap()
+        .flatten()
+        .map(|e| e.path())
+        .filter(|p| p.extension().is_some_and(|e| e == "log"))
+        .collect();
+    logs.sort();
+    logs.iter()
+        .flat_map(|p| std::fs::read(p).unwrap())
+        .collect()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn followers_copy_the_leader_and_a_paused_follower_leaves_and_rejoins_the_isr() {
+    let root = tempfile::tempdir().unwrap();
+    let (nodes, voters) = nodes(3);
+    let lag = format!("replica.lag.time.max.ms={LAG_MS}");
+    let extra = [
+        lag.as_str(),
+        "replica.fetch.backoff.ms=200",
+        // Long enough that a paused follower is still registered (not fenced) while the
+        // test looks at its ISR membership.
+        "broker.session.timeout.ms=30000",
+    ];
+    let mut procs: Vec<BrokerProcess> = nodes
+        .iter()
+        .map(|n| spawn_with(root.path(), n, &voters, &extra))
+        .collect();
+    for p in &mut procs {
+        p.wait_listening();
+    }
+    let addr = |i: usize| format!("127.0.0.1:{}", nodes[i].port);
+    wait_live(addr(0), vec![1, 2, 3]).await;
+    create(&addr(0), "rep", "2").await;
+    create(&addr(0), "all3", "3").await;
+    let b = addr(0);
+    let (leader, replicas, isr) = tokio::task::spawn_blocking(move || {
+        wait_for("rep metadata", || partition_state(&b, "rep"))
+    })
+    .await
+    .unwrap();
+    assert_eq!(replicas.len(), 3);
+    assert_eq!(isr, vec![1, 2, 3]);
+    let leader_at = nodes.iter().position(|n| n.id == leader).unwrap();
+
+    // acks=all through a broker that is not the leader's address: librdkafka routes.
+    let all = producer(&addr((leader_at + 1) % 3), "all", true);
+    let started = Instant::now();
+    send(&all, "rep", 2000, "a").await.unwrap();
+    eprintln!("2000 acks=all records to RF 3 in {:?}", started.elapsed());
+
+    // Every replica holds the same bytes once the followers caught up.
+    let leader_dir = root.path().join(format!("node-{leader}"));
+    let deadline = Instant::now() + WAIT;
+    loop {
+        let want = segment_bytes(&leader_dir, "rep");
+        let same = nodes
+            .iter()
+            .all(|n| segment_bytes(&root.path().join(format!("node-{}", n.id)), "rep") == want);
+        if same && !want.is_empty() {
+            break;
+        }
+        assert!(Instant::now() < deadline, "replicas never became identical");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+
+    // A paused follower (of both topics) leaves the ISR; acks=all with
+    // min.insync.replicas=2 goes on.
+    let b = addr(0);
+    let (all3_leader, _, _) = tokio::task::spawn_blocking(move || {
+        wait_for("all3 metadata", || partition_state(&b, "all3"))
+    })
+    .await
+    .unwrap();
+    let follower_at = nodes
+        .iter()
+        .position(|n| n.id != leader && n.id != all3_leader)
+        .unwrap();
+    let follower = nodes[follower_at].id;
+    procs[follower_at].signal(libc::SIGSTOP);
+    let others: Vec<i32> = nodes
+        .iter()
+        .map(|n| n.id)
+        .filter(|&id| id != follower)
+        .collect();
+    let left_after = wait_isr(addr(leader_at), "rep", others.clone()).await;
+    eprintln!("follower {follower} paused: left the ISR after {left_after:?} (lag {LAG_MS} ms)");
+    assert!(
+        left_after >= Duration::from_millis(LAG_MS / 2),
+        "left before its lag time could pass: {left_after:?}"
+    );
+    let all = producer(&addr(leader_at), "all", true);
+    send(&all, "rep", 500, "b").await.unwrap();
+
+    // min.insync.replicas=3 with a follower out: acks=all refused, acks=1 written.
+    wait_isr(addr(leader_at), "all3", others.clone()).await;
+    let strict = producer(&addr(leader_at), "all", false);
+    let refused = send(&strict, "all3", 1, "c").await;
+    assert!(
+        matches!(
+            refused,
+            Err(KafkaError::MessageProduction(
+                RDKafkaErrorCode::NotEnoughReplicas
+            ))
+        ),
+        "{refused:?}"
+    );
+    let one = producer(&addr(leader_at), "1", false);
+    send(&one, "all3", 10, "d").await.unwrap();
+
+    // Resumed, the follower catches up and rejoins both ISRs.
+    procs[follower_at].signal(libc::SIGCONT);
+    let back_after = wait_isr(addr(leader_at), "rep", vec![1, 2, 3]).await;
+    wait_isr(addr(leader_at), "all3", vec![1, 2, 3]).await;
+    eprintln!("follower {follower} resumed: back in the ISR after {back_after:?}");
+    send(&strict, "all3", 10, "e").await.unwrap();
+    let follower_dir = root.path().join(format!("node-{follower}"));
+    let deadline = Instant::now() + WAIT;
+    while segment_bytes(&follower_dir, "rep") != segment_bytes(&leader_dir, "rep") {
+        assert!(
+            Instant::now() < deadline,
+            "the resumed follower never caught up"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    drop(procs);
+}
+
+/// Keeps the broker librdkafka last said it fetches partition 0 of a topic from.
+#[derive(Clone, Default)]
+struct FetchedFrom(Arc<Mutex<Option<(i32, i32)>>>);
+
+impl ClientContext for FetchedFrom {
+    fn stats(&self, statistics: Statistics) {
+        for topic in statistics.topics.values() {
+            if let Some(p) = topic.partitions.get(&0) {
+                *self.0.lock().unwrap() = Some((p.broker, p.leader));
+            }
+        }
+    }
+}
+
+impl ConsumerContext for FetchedFrom {}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_consumer_with_client_rack_reads_from_the_follower_in_its_rack() {
+    let root = tempfile::tempdir().unwrap();
+    let (nodes, voters) = nodes(3);
+    let mut procs: Vec<BrokerProcess> = nodes
+        .iter()
+        .map(|n| {
+            let rack = format!("broker.rack=rack-{}", n.id);
+            spawn_with(
+                root.path(),
+                n,
+                &voters,
+                &[
+                    rack.as_str(),
+                    "replica.selector.class=org.apache.kafka.common.replica.RackAwareReplicaSelector",
+                ],
+            )
+        })
+        .collect();
+    for p in &mut procs {
+        p.wait_listening();
+    }
+    let addr = |i: usize| format!("127.0.0.1:{}", nodes[i].port);
+    wait_live(addr(0), vec![1, 2, 3]).await;
+    create(&addr(0), "near", "2").await;
+    let b = addr(0);
+    let (leader, _, _) = tokio::task::spawn_blocking(move || {
+        wait_for("near in sync", || {
+            partition_state(&b, "near").filter(|(_, _, isr)| isr.len() == 3)
+        })
+    })
+    .await
+    .unwrap();
+    let all = producer(&addr(0), "all", true);
+    send(&all, "near", 300, "n").await.unwrap();
+    let follower = nodes.iter().map(|n| n.id).find(|&id| id != leader).unwrap();
+
+    let context = FetchedFrom::default();
+    let mut config = client(&addr(0));
+    config
+        .set("group.id", "near-readers")
+        .set("client.rack", format!("rack-{follower}"))
+        .set("statistics.interval.ms", "200")
+        .set("enable.auto.commit", "false");
+    let consumer: BaseConsumer<FetchedFrom> = config.create_with_context(context.clone()).unwrap();
+    let fetched = tokio::task::spawn_blocking(move || {
+        let mut tpl = TopicPartitionList::new();
+        tpl.add_partition_offset("near", 0, Offset::Beginning)
+            .unwrap();
+        consumer.assign(&tpl).unwrap();
+        let mut values = Vec::new();
+        let deadline = Instant::now() + WAIT;
+        // Until everything is read and the statistics (every 200 ms) name the follower.
+        let at_follower = || {
+            context
+                .0
+                .lock()
+                .unwrap()
+                .is_some_and(|(b, _)| b == follower)
+        };
+        while values.len() < 300 || (!at_follower() && Instant::now() < deadline) {
+            assert!(Instant::now() < deadline, "read {} of 300", values.len());
+            if let Some(Ok(m)) = consumer.poll(Duration::from_millis(100)) {
+                values.push(String::from_utf8(m.payload().unwrap().to_vec()).unwrap());
+            }
+        }
+        let from = context.0.lock().unwrap().expect("librdkafka statistics");
+        (values, from)
+    })
+    .await
+    .unwrap();
+    let (values, (broker, stats_leader)) = fetched;
+    assert_eq!(values.len(), 300);
+    assert_eq!(values[0], "n-000000");
+    assert_eq!(values[299], "n-000299");
+    assert_eq!(stats_leader, leader);
+    assert_eq!(
+        broker, follower,
+        "librdkafka fetches from the follower in its rack, not the leader {leader}"
+    );
+    drop(procs);
+}
