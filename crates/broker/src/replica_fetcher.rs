@@ -322,6 +322,7 @@ fn apply_partition(broker: &Broker, s: &FetchState, data: PartitionData) -> Resu
 /// its end (only after an unclean election), cut back to its HW.
 fn out_of_range(p: &Partition, data: &PartitionData) -> Result<(), String> {
     let leo = p.log_end_offset();
+    tracing::info!(topic = %p.topic, partition = p.index, leo, leader_log_start = data.log_start_offset, leader_hw = data.high_watermark, "the leader does not have this replica's fetch offset");
     let outcome = if data.log_start_offset >= 0 && leo < data.log_start_offset {
         p.truncate_fully_and_start_at(data.log_start_offset)
     } else if data.high_watermark >= 0 && leo > data.high_watermark {

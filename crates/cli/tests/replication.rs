@@ -330,3 +330,107 @@ async fn a_consumer_with_client_rack_reads_from_the_follower_in_its_rack() {
     );
     drop(procs);
 }
+
+/// The broker the metadata at `bootstrap` names as leader of partition 0 of `topic`, once it
+/// is one of `candidates`.
+async fn wait_leader_among(bootstrap: String, topic: &'static str, candidates: Vec<i32>) -> i32 {
+    tokio::task::spawn_blocking(move || {
+        wait_for(&format!("a leader of {topic} among {candidates:?}"), || {
+            let (leader, _, _) = partition_state(&bootstrap, topic)?;
+            candidates.contains(&leader).then_some(leader)
+        })
+    })
+    .await
+    .unwrap()
+}
+
+fn contains(haystack: &[u8], needle: &[u8]) -> bool {
+    haystack.windows(needle.len()).any(|w| w == needle)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_deposed_leader_truncates_what_its_followers_never_had() {
+    let root = tempfile::tempdir().unwrap();
+    let (nodes, voters) = nodes(3);
+    let lag = format!("replica.lag.time.max.ms={LAG_MS}");
+    let extra = [
+        lag.as_str(),
+        "replica.fetch.backoff.ms=200",
+        "broker.session.timeout.ms=2000",
+        "broker.heartbeat.interval.ms=200",
+    ];
+    let mut procs: Vec<BrokerProcess> = nodes
+        .iter()
+        .map(|n| spawn_with(root.path(), n, &voters, &extra))
+        .collect();
+    for p in &mut procs {
+        p.wait_listening();
+    }
+    let addr = |i: usize| format!("127.0.0.1:{}", nodes[i].port);
+    wait_live(addr(0), vec![1, 2, 3]).await;
+    create(&addr(0), "div", "2").await;
+    let b = addr(0);
+    let (leader, _, _) = tokio::task::spawn_blocking(move || {
+        wait_for("div in sync", || {
+            partition_state(&b, "div").filter(|(_, _, isr)| isr.len() == 3)
+        })
+    })
+    .await
+    .unwrap();
+    let old_at = nodes.iter().position(|n| n.id == leader).unwrap();
+    let followers: Vec<usize> = (0..3).filter(|&i| i != old_at).collect();
+    let all = producer(&addr(old_at), "all", true);
+    send(&all, "div", 100, "a").await.unwrap();
+
+    // Both followers paused: the leader still takes acks=1 writes they never fetch (the
+    // quorum is down too, so its ISR cannot shrink).
+    for &f in &followers {
+        procs[f].signal(libc::SIGSTOP);
+    }
+    // A follower's fetch parked at the leader when it was paused may still be answered with
+    // the first records (it reads the answer when it resumes); the second lot can reach no
+    // follower, which cannot send another fetch while paused.
+    let one = producer(&addr(old_at), "1", false);
+    send(&one, "div", 50, "x").await.unwrap();
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    send(&one, "div", 50, "w").await.unwrap();
+    let old_dir = root.path().join(format!("node-{leader}"));
+    assert!(contains(&segment_bytes(&old_dir, "div"), b"w-000049"));
+
+    // The leader paused, the followers back: it is fenced and one of them takes over.
+    procs[old_at].signal(libc::SIGSTOP);
+    for &f in &followers {
+        procs[f].signal(libc::SIGCONT);
+    }
+    let candidates: Vec<i32> = followers.iter().map(|&f| nodes[f].id).collect();
+    let started = Instant::now();
+    let new_leader = wait_leader_among(addr(followers[0]), "div", candidates).await;
+    eprintln!(
+        "leader {leader} paused: broker {new_leader} leads after {:?}",
+        started.elapsed()
+    );
+    let new_at = nodes.iter().position(|n| n.id == new_leader).unwrap();
+    let all = producer(&addr(new_at), "all", true);
+    send(&all, "div", 20, "y").await.unwrap();
+
+    // The old leader resumes as a follower: its divergent tail goes (truncated to the end of
+    // the epoch the new leader shares with it), the new leader's records come.
+    procs[old_at].signal(libc::SIGCONT);
+    let new_dir = root.path().join(format!("node-{new_leader}"));
+    let deadline = Instant::now() + WAIT;
+    loop {
+        let want = segment_bytes(&new_dir, "div");
+        if segment_bytes(&old_dir, "div") == want {
+            assert!(contains(&want, b"y-000019"));
+            assert!(
+                !contains(&want, b"w-000000"),
+                "the acks=1 tail no follower had is gone"
+            );
+            break;
+        }
+        assert!(Instant::now() < deadline, "the old leader never converged");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    wait_isr(addr(new_at), "div", vec![1, 2, 3]).await;
+    drop(procs);
+}

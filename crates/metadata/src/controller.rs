@@ -14,6 +14,7 @@ use std::time::{Duration, Instant};
 use uuid::Uuid;
 
 use crate::config::validate_topic_config;
+use crate::election;
 use crate::image::MetadataImage;
 use crate::log::MetadataLogError;
 use crate::membership::BrokerSessions;
@@ -302,18 +303,17 @@ impl Controller {
         let caught_up = hb.metadata_offset >= broker.epoch;
         let fenced = match (broker.fenced, hb.want_fence) {
             (true, false) if caught_up => {
-                self.commit(vec![MetadataRecord::UnfenceBroker {
+                let mut records = election::when_unfenced(&image, hb.node_id);
+                records.push(MetadataRecord::UnfenceBroker {
                     node_id: hb.node_id,
                     broker_epoch: hb.broker_epoch,
-                }])?;
+                });
+                self.commit(records)?;
                 tracing::info!(broker = hb.node_id, "broker caught up: unfenced");
                 false
             }
             (false, true) => {
-                self.commit(vec![MetadataRecord::FenceBroker {
-                    node_id: hb.node_id,
-                    broker_epoch: hb.broker_epoch,
-                }])?;
+                self.fence(hb.node_id, hb.broker_epoch)?;
                 true
             }
             (fenced, _) => fenced,
@@ -404,25 +404,32 @@ impl Controller {
     pub fn fence_expired_brokers(&mut self, now: Instant) -> Result<Vec<i32>, ControllerError> {
         let term = self.writer.term();
         let expired = self.sessions.expired(&self.image(), term, now);
-        if expired.is_empty() {
-            return Ok(Vec::new());
-        }
-        self.commit(
-            expired
-                .iter()
-                .map(|(node_id, broker_epoch)| MetadataRecord::FenceBroker {
-                    node_id: *node_id,
-                    broker_epoch: *broker_epoch,
-                })
-                .collect(),
-        )?;
-        for (id, _) in &expired {
+        for &(id, broker_epoch) in &expired {
+            self.fence(id, broker_epoch)?;
             tracing::warn!(
                 broker = id,
                 "broker session expired without a heartbeat: fenced"
             );
         }
         Ok(expired.into_iter().map(|(id, _)| id).collect())
+    }
+
+    /// Fences a broker in one batch with the leader changes that takes: out of every ISR,
+    /// and its partitions to the next live in-sync replica (`election::when_fenced`).
+    fn fence(&mut self, node_id: i32, broker_epoch: i64) -> Result<(), ControllerError> {
+        let mut records = election::when_fenced(&self.image(), node_id);
+        let moved = records.len();
+        records.push(MetadataRecord::FenceBroker {
+            node_id,
+            broker_epoch,
+        });
+        self.commit(records)?;
+        tracing::info!(
+            broker = node_id,
+            partitions_changed = moved,
+            "broker fenced"
+        );
+        Ok(())
     }
 
     /// The brokers new replicas may go to: the live ones.

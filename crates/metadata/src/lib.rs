@@ -11,6 +11,7 @@
 pub mod config;
 pub mod controller;
 pub mod controller_op;
+pub mod election;
 mod frame;
 pub mod image;
 pub mod log;

@@ -4,7 +4,9 @@
 //! unfences it. Kafka keeps these times in the controller's memory only, and so does this:
 //! they are not in the metadata log, and a controller that takes over starts every session
 //! afresh at the moment it became leader (so no broker is fenced for the time the election
-//! took).
+//! took). Likewise, a controller whose own session checks stopped for more than half a
+//! session (the process was paused or starved) starts every session afresh when they run
+//! again: it cannot tell which brokers were silent and which it just did not hear.
 //!
 //! Pure: time is passed in, so the rules are tested without sleeping.
 
@@ -23,6 +25,8 @@ pub struct BrokerSessions {
     term_start: Instant,
     /// Last heartbeat (or registration) per broker id in `term`.
     last_contact: HashMap<i32, Instant>,
+    /// When `expired` last ran.
+    last_check: Option<Instant>,
 }
 
 impl BrokerSessions {
@@ -32,6 +36,7 @@ impl BrokerSessions {
             term: 0,
             term_start: now,
             last_contact: HashMap::new(),
+            last_check: None,
         }
     }
 
@@ -76,6 +81,18 @@ impl BrokerSessions {
     /// The live (unfenced) brokers of `image` whose session ran out at `now`, with their
     /// broker epochs.
     pub fn expired(&mut self, image: &MetadataImage, term: u64, now: Instant) -> Vec<(i32, i64)> {
+        let gap = self
+            .last_check
+            .replace(now)
+            .map(|last| now.saturating_duration_since(last));
+        if gap.is_some_and(|gap| gap > self.session_timeout / 2) {
+            tracing::warn!(
+                ?gap,
+                "the session checks did not run for a while: every broker session starts afresh"
+            );
+            self.term_start = now;
+            self.last_contact.clear();
+        }
         let live: Vec<(i32, i64)> = image.live_brokers().map(|b| (b.node_id, b.epoch)).collect();
         live.into_iter()
             .filter(|(id, _)| !self.has_valid_session(*id, term, now))
@@ -126,6 +143,30 @@ mod tests {
             vec![(2, 1)],
             "broker 2 was last heard at t0"
         );
+    }
+
+    #[test]
+    fn a_controller_that_was_paused_does_not_fence_everyone_at_once() {
+        let t0 = Instant::now();
+        let image = image_with_live_brokers(&[1, 2]);
+        let mut sessions = BrokerSessions::new(Duration::from_secs(2), t0);
+        sessions.touch(1, 1, t0);
+        sessions.touch(2, 1, t0);
+        assert!(sessions.expired(&image, 1, t0).is_empty());
+        // Paused for 10 s: nobody could be heard, nobody is fenced for it.
+        let resumed = t0 + Duration::from_secs(10);
+        assert!(sessions.expired(&image, 1, resumed).is_empty());
+        // Broker 1 heartbeats again, broker 2 stays silent: it expires a session later.
+        let mut at = resumed;
+        while at < resumed + Duration::from_millis(2100) {
+            at += Duration::from_millis(250);
+            sessions.touch(1, 1, at);
+            if at > resumed + Duration::from_secs(2) {
+                assert_eq!(sessions.expired(&image, 1, at), vec![(2, 1)]);
+            } else {
+                assert!(sessions.expired(&image, 1, at).is_empty());
+            }
+        }
     }
 
     #[test]

@@ -161,6 +161,20 @@ fn read_all(
                 } else if let Some(refused) = refuse_reader(p, follower, version) {
                     data.error_code = code(refused);
                     had_error = true;
+                } else if let Some((epoch, end_offset)) =
+                    follower.and_then(|_| p.divergence(req.last_fetched_epoch, req.fetch_offset))
+                {
+                    // Checked before the offset's range, as Kafka does: a deposed leader's
+                    // fetch offset may lie past this log's end. Nothing to read until the
+                    // follower has cut its log where it diverges.
+                    data = data
+                        .with_error_code(NONE)
+                        .with_high_watermark(p.high_watermark())
+                        .with_last_stable_offset(p.last_stable_offset())
+                        .with_log_start_offset(p.log_start_offset());
+                    data.diverging_epoch.epoch = epoch;
+                    data.diverging_epoch.end_offset = end_offset;
+                    had_error = true;
                 } else if let Some(replica) = follower.filter(|_| {
                     req.fetch_offset < p.log_start_offset() || req.fetch_offset > p.log_end_offset()
                 }) {
@@ -169,18 +183,6 @@ fn read_all(
                         .with_error_code(code(ResponseError::OffsetOutOfRange))
                         .with_high_watermark(p.high_watermark())
                         .with_log_start_offset(p.log_start_offset());
-                    had_error = true;
-                } else if let Some((epoch, end_offset)) =
-                    follower.and_then(|_| p.divergence(req.last_fetched_epoch, req.fetch_offset))
-                {
-                    // Nothing to read until the follower has cut its log where it diverges.
-                    data = data
-                        .with_error_code(NONE)
-                        .with_high_watermark(p.high_watermark())
-                        .with_last_stable_offset(p.last_stable_offset())
-                        .with_log_start_offset(p.log_start_offset());
-                    data.diverging_epoch.epoch = epoch;
-                    data.diverging_epoch.end_offset = end_offset;
                     had_error = true;
                 } else if let Some(preferred) = (follower.is_none()
                     && version >= FOLLOWER_READS_VERSION)

@@ -54,9 +54,14 @@ impl BrokerProcess {
         for o in overrides {
             cmd.arg("--override").arg(o);
         }
+        // The broker's log goes next to its data directory (removed with the test's
+        // temporary directory), for a failing test to be looked into.
+        let log = std::fs::File::create(dir.with_extension("stderr"))
+            .map(Stdio::from)
+            .unwrap_or_else(|_| Stdio::null());
         let mut child = cmd
             .stdout(Stdio::piped())
-            .stderr(Stdio::null())
+            .stderr(log)
             .spawn()
             .expect("spawn gregor broker");
         let out = child.stdout.take().unwrap();
