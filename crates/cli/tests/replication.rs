@@ -434,3 +434,186 @@ async fn a_deposed_leader_truncates_what_its_followers_never_had() {
     wait_isr(addr(new_at), "div", vec![1, 2, 3]).await;
     drop(procs);
 }
+
+/// Reads partition 0 of `topic` at `bootstrap` from the start until `n` records came (or
+/// nothing more comes for a few seconds); their values.
+fn read_values(bootstrap: &str, topic: &str, isolation: &str, n: usize) -> Vec<String> {
+    let mut config = client(bootstrap);
+    config
+        .set("group.id", format!("{topic}-reader"))
+        .set("isolation.level", isolation)
+        .set("enable.auto.commit", "false");
+    let consumer: BaseConsumer = config.create().unwrap();
+    let mut tpl = TopicPartitionList::new();
+    tpl.add_partition_offset(topic, 0, Offset::Beginning)
+        .unwrap();
+    consumer.assign(&tpl).unwrap();
+    let mut values = Vec::new();
+    let deadline = Instant::now() + WAIT;
+    let mut quiet_since = Instant::now();
+    while values.len() < n && Instant::now() < deadline {
+        match consumer.poll(Duration::from_millis(100)) {
+            Some(Ok(m)) => {
+                values.push(String::from_utf8(m.payload().unwrap_or_default().to_vec()).unwrap());
+                quiet_since = Instant::now();
+            }
+            _ if values.len() >= n || quiet_since.elapsed() > Duration::from_secs(5) => break,
+            _ => {}
+        }
+    }
+    values
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn producer_state_moves_with_the_leader_duplicates_refused_aborts_hidden() {
+    use rdkafka::producer::{BaseRecord, DefaultProducerContext, Producer, ThreadedProducer};
+    let root = tempfile::tempdir().unwrap();
+    let (nodes, voters) = nodes(3);
+    let extra = [
+        "broker.session.timeout.ms=2000",
+        "broker.heartbeat.interval.ms=200",
+        "replica.fetch.backoff.ms=200",
+        "transaction.state.log.num.partitions=3",
+    ];
+    let mut procs: Vec<BrokerProcess> = nodes
+        .iter()
+        .map(|n| spawn_with(root.path(), n, &voters, &extra))
+        .collect();
+    for p in &mut procs {
+        p.wait_listening();
+    }
+    let addr = |i: usize| format!("127.0.0.1:{}", nodes[i].port);
+    wait_live(addr(0), vec![1, 2, 3]).await;
+    create(&addr(0), "moved", "2").await;
+    let b = addr(0);
+    let (leader, _, _) = tokio::task::spawn_blocking(move || {
+        wait_for("moved in sync", || {
+            partition_state(&b, "moved").filter(|(_, _, isr)| isr.len() == 3)
+        })
+    })
+    .await
+    .unwrap();
+    let leader_at = nodes.iter().position(|n| n.id == leader).unwrap();
+    let survivors: Vec<usize> = (0..3).filter(|&i| i != leader_at).collect();
+
+    // An aborted and a committed transaction, replicated before the leader dies. Markers
+    // and KIP-890's verification reach only partitions led by the coordinator's own broker
+    // until part 3 (WriteTxnMarkers), so the transactional id is one the leader coordinates.
+    let bootstrap = addr(survivors[0]);
+    tokio::task::spawn_blocking(move || {
+        let transactional_id = coordinated_by(&bootstrap, leader);
+        let mut c = client(&bootstrap);
+        c.set("transactional.id", &transactional_id)
+            .set("linger.ms", "5");
+        let p: ThreadedProducer<DefaultProducerContext> = c.create().unwrap();
+        p.init_transactions(WAIT).unwrap();
+        for (tag, commit) in [("aborted", false), ("committed", true)] {
+            p.begin_transaction().unwrap();
+            for i in 0..10 {
+                let value = format!("{tag}-{i}");
+                p.send(
+                    BaseRecord::<(), str>::to("moved")
+                        .payload(&value)
+                        .partition(0),
+                )
+                .map_err(|(e, _)| e)
+                .unwrap();
+            }
+            if commit {
+                p.commit_transaction(WAIT).unwrap();
+            } else {
+                p.abort_transaction(WAIT).unwrap();
+            }
+        }
+    })
+    .await
+    .unwrap();
+
+    // An idempotent acks=all producer keeps sending while the leader is SIGKILLed.
+    const ROUNDS: usize = 40;
+    let all = producer(&addr(survivors[0]), "all", true);
+    let rounds_done = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let done = rounds_done.clone();
+    let sender = tokio::spawn(async move {
+        for round in 0..ROUNDS {
+            send(&all, "moved", 100, &format!("i{round:02}"))
+                .await
+                .unwrap();
+            done.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    });
+    let deadline = Instant::now() + WAIT;
+    while rounds_done.load(std::sync::atomic::Ordering::SeqCst) < 5 {
+        assert!(Instant::now() < deadline, "the producer never got going");
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    procs[leader_at].kill();
+    let at_kill = rounds_done.load(std::sync::atomic::Ordering::SeqCst);
+    assert!(
+        at_kill < ROUNDS,
+        "the leader died while the producer was sending"
+    );
+    let candidates: Vec<i32> = survivors.iter().map(|&i| nodes[i].id).collect();
+    let new_leader = wait_leader_among(addr(survivors[0]), "moved", candidates).await;
+    eprintln!("leader {leader} SIGKILLed after {at_kill} of {ROUNDS} rounds: {new_leader} leads");
+    tokio::time::timeout(Duration::from_secs(60), sender)
+        .await
+        .expect("the producer finished")
+        .unwrap();
+
+    // read_committed at the new leader: no aborted record; every acknowledged record
+    // exactly once, in the order sent.
+    let bootstrap = addr(survivors[0]);
+    let values = tokio::task::spawn_blocking(move || {
+        read_values(&bootstrap, "moved", "read_committed", ROUNDS * 100 + 10)
+    })
+    .await
+    .unwrap();
+    assert!(
+        values.iter().all(|v| !v.starts_with("aborted")),
+        "an aborted record is visible"
+    );
+    let committed: Vec<&String> = values
+        .iter()
+        .filter(|v| v.starts_with("committed"))
+        .collect();
+    assert_eq!(committed.len(), 10);
+    let idempotent: Vec<String> = values.into_iter().filter(|v| v.starts_with('i')).collect();
+    let want: Vec<String> = (0..ROUNDS)
+        .flat_map(|r| (0..100).map(move |i| format!("i{r:02}-{i:06}")))
+        .collect();
+    assert_eq!(
+        idempotent.len(),
+        want.len(),
+        "every acknowledged record, none twice"
+    );
+    assert_eq!(idempotent, want, "in the order sent");
+    drop(procs);
+}
+
+/// A transactional id whose transaction coordinator is broker `broker`: the leader of its
+/// `__transaction_state` partition (created here by a first transactional producer).
+fn coordinated_by(bootstrap: &str, broker: i32) -> String {
+    use gregor_broker::group::coordinator::partition_for_key;
+    use rdkafka::producer::{DefaultProducerContext, Producer, ThreadedProducer};
+    let mut c = client(bootstrap);
+    c.set("transactional.id", "warm-up");
+    let warm_up: ThreadedProducer<DefaultProducerContext> = c.create().unwrap();
+    warm_up.init_transactions(WAIT).unwrap();
+    let leaders = wait_for("__transaction_state leaders", || {
+        let c: BaseConsumer = client(bootstrap).create().ok()?;
+        let meta = c
+            .fetch_metadata(Some("__transaction_state"), Duration::from_secs(5))
+            .ok()?;
+        let t = meta.topics().first()?;
+        let leaders: Vec<i32> = t.partitions().iter().map(|p| p.leader()).collect();
+        (!leaders.is_empty() && leaders.iter().all(|&l| l >= 0)).then_some(leaders)
+    });
+    (0..1000)
+        .map(|k| format!("mover-{k}"))
+        .find(|id| leaders[partition_for_key(id, leaders.len() as i32) as usize] == broker)
+        .unwrap_or_else(|| {
+            panic!("broker {broker} leads no __transaction_state partition: {leaders:?}")
+        })
+}
