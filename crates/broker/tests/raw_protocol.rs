@@ -375,27 +375,35 @@ async fn produce_and_fetch_errors() {
             "CORRUPT_MESSAGE"
         );
         // Fetch from an unknown partition and out of range.
-        let fetch = |c: &mut RawConnection, topic: &str, offset: i64, epoch: i32| {
-            let p = fetch_request::FetchPartition::default()
-                .with_partition(0)
-                .with_fetch_offset(offset)
-                .with_partition_max_bytes(1024)
-                .with_current_leader_epoch(epoch);
-            let t = fetch_request::FetchTopic::default()
-                .with_topic(TopicName(s(topic)))
-                .with_partitions(vec![p]);
-            let req = FetchRequest::default()
-                .with_max_wait_ms(100)
-                .with_max_bytes(1 << 20)
-                .with_topics(vec![t])
-                .with_replica_id(BrokerId(-1));
-            let ResponseKind::Fetch(r) = c.request(ApiKey::Fetch, 12, &RequestKind::Fetch(req))
-            else {
-                panic!()
+        let fetch_as =
+            |c: &mut RawConnection, replica: i32, topic: &str, offset: i64, epoch: i32| {
+                let p = fetch_request::FetchPartition::default()
+                    .with_partition(0)
+                    .with_fetch_offset(offset)
+                    .with_partition_max_bytes(1024)
+                    .with_current_leader_epoch(epoch);
+                let t = fetch_request::FetchTopic::default()
+                    .with_topic(TopicName(s(topic)))
+                    .with_partitions(vec![p]);
+                let req = FetchRequest::default()
+                    .with_max_wait_ms(100)
+                    .with_max_bytes(1 << 20)
+                    .with_topics(vec![t])
+                    .with_replica_id(BrokerId(replica));
+                let ResponseKind::Fetch(r) = c.request(ApiKey::Fetch, 12, &RequestKind::Fetch(req))
+                else {
+                    panic!()
+                };
+                let p = &r.responses[0].partitions[0];
+                (p.error_code, p.records.as_ref().map(|b| b.len()))
             };
-            let p = &r.responses[0].partitions[0];
-            (p.error_code, p.records.as_ref().map(|b| b.len()))
+        let fetch = |c: &mut RawConnection, topic: &str, offset: i64, epoch: i32| {
+            fetch_as(c, -1, topic, offset, epoch)
         };
+        // A follower fetch from a broker that is not a replica (or from the leader itself)
+        // is refused with NOT_LEADER_OR_FOLLOWER; the broker goes on serving.
+        assert_eq!(fetch_as(&mut c, 99, "t", 0, -1).0, 6);
+        assert_eq!(fetch_as(&mut c, 1, "t", 0, -1).0, 6);
         assert_eq!(fetch(&mut c, "missing", 0, -1).0, 3);
         assert_eq!(fetch(&mut c, "t", 5, -1).0, 1, "OFFSET_OUT_OF_RANGE");
         assert_eq!(

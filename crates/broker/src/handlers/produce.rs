@@ -11,9 +11,10 @@ use std::time::Duration;
 
 use kafka_protocol::error::ResponseError;
 use kafka_protocol::messages::produce_response::{
-    BatchIndexAndErrorMessage, PartitionProduceResponse, TopicProduceResponse,
+    BatchIndexAndErrorMessage, LeaderIdAndEpoch, NodeEndpoint, PartitionProduceResponse,
+    TopicProduceResponse,
 };
-use kafka_protocol::messages::{ProduceRequest, ProduceResponse};
+use kafka_protocol::messages::{BrokerId, ProduceRequest, ProduceResponse};
 
 use super::wire::{code, s, storage_error, NONE};
 use crate::broker::Broker;
@@ -240,7 +241,50 @@ pub async fn handle(
             );
         }
     }
-    Some(ProduceResponse::default().with_responses(responses))
+    let node_endpoints = name_current_leaders(broker, &mut responses);
+    Some(
+        ProduceResponse::default()
+            .with_responses(responses)
+            .with_node_endpoints(node_endpoints),
+    )
+}
+
+/// KIP-951: a partition answered NOT_LEADER_OR_FOLLOWER names its current leader and epoch
+/// (Produce v10+), and the response carries those leaders' endpoints, so the client goes
+/// there without a metadata round trip.
+fn name_current_leaders(
+    broker: &Broker,
+    responses: &mut [TopicProduceResponse],
+) -> Vec<NodeEndpoint> {
+    let image = broker.image();
+    let mut leaders = std::collections::BTreeSet::new();
+    for t in responses.iter_mut() {
+        let Some(topic) = image.topic(t.name.0.as_str()) else {
+            continue;
+        };
+        for p in &mut t.partition_responses {
+            if p.error_code != code(ResponseError::NotLeaderOrFollower) {
+                continue;
+            }
+            if let Some(state) = topic.partitions.get(&p.index).filter(|s| s.leader >= 0) {
+                p.current_leader = LeaderIdAndEpoch::default()
+                    .with_leader_id(BrokerId(state.leader))
+                    .with_leader_epoch(state.leader_epoch);
+                leaders.insert(state.leader);
+            }
+        }
+    }
+    leaders
+        .into_iter()
+        .filter_map(|id| image.brokers.get(&id))
+        .map(|b| {
+            NodeEndpoint::default()
+                .with_node_id(BrokerId(b.node_id))
+                .with_host(s(b.host.clone()))
+                .with_port(b.port as i32)
+                .with_rack(b.rack.clone().map(s))
+        })
+        .collect()
 }
 
 fn mark_failed(
