@@ -3,7 +3,10 @@
 //! a follower paused with SIGSTOP leaves the ISR after `replica.lag.time.max.ms`, acks=all
 //! goes on while the ISR holds `min.insync.replicas` and is refused with
 //! NOT_ENOUGH_REPLICAS when it does not (acks=1 still succeeds); resumed, the follower
-//! catches up and rejoins the ISR. With the rack-aware replica selector a consumer with
+//! catches up and rejoins the ISR (the Gregor client writes and reads through it too). A
+//! deposed leader truncates an acks=1 tail no follower had. An idempotent producer's
+//! records survive a SIGKILLed leader once each, in order, and an aborted transaction stays
+//! hidden on the new leader. With the rack-aware replica selector a consumer with
 //! `client.rack` is sent to the in-sync follower of its rack and reads there (KIP-392), as
 //! librdkafka's own statistics show. Every process is killed by its guard, on every path.
 
@@ -197,6 +200,23 @@ async fn followers_copy_the_leader_and_a_paused_follower_leaves_and_rejoins_the_
     );
     let all = producer(&addr(leader_at), "all", true);
     send(&all, "rep", 500, "b").await.unwrap();
+    // The Gregor client too writes acks=all while the follower is out.
+    let lines: String = (0..100).map(|i| format!("g-{i:06}\n")).collect();
+    let leader_addr = addr(leader_at);
+    let wrote = gregor_cli(
+        &[
+            "produce",
+            "rep",
+            "--partition",
+            "0",
+            "--acks",
+            "all",
+            "--brokers",
+            &leader_addr,
+        ],
+        &lines,
+    );
+    assert!(wrote.0, "gregor produce: {}", wrote.1);
 
     // min.insync.replicas=3 with a follower out: acks=all refused, acks=1 written.
     wait_isr(addr(leader_at), "all3", others.clone()).await;
@@ -229,6 +249,28 @@ async fn followers_copy_the_leader_and_a_paused_follower_leaves_and_rejoins_the_
         );
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
+    // Everything acknowledged, read back with the Gregor client through the follower's
+    // address (it routes to the leader).
+    let follower_addr = addr(follower_at);
+    let (ok, out) = gregor_cli(
+        &[
+            "consume",
+            "rep",
+            "--from-beginning",
+            "--count",
+            "2600",
+            "--timeout-ms",
+            "10000",
+            "--brokers",
+            &follower_addr,
+        ],
+        "",
+    );
+    assert!(ok, "gregor consume: {out}");
+    let read: Vec<&str> = out.lines().collect();
+    assert_eq!(read.len(), 2600);
+    assert_eq!(read[0], "a-000000");
+    assert_eq!(read[2599], "g-000099");
     drop(procs);
 }
 
@@ -616,4 +658,36 @@ fn coordinated_by(bootstrap: &str, broker: i32) -> String {
         .unwrap_or_else(|| {
             panic!("broker {broker} leads no __transaction_state partition: {leaders:?}")
         })
+}
+
+/// Runs the `gregor` CLI (the Gregor client) with `stdin`, bounded by 60 s; whether it
+/// succeeded and its stdout (or stderr when it failed).
+fn gregor_cli(args: &[&str], stdin: &str) -> (bool, String) {
+    use std::io::Write;
+    use std::process::{Command, Stdio};
+    let mut child = Command::new("timeout")
+        .arg("60")
+        .arg(env!("CARGO_BIN_EXE_gregor"))
+        .args(args)
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("run gregor");
+    child
+        .stdin
+        .take()
+        .unwrap()
+        .write_all(stdin.as_bytes())
+        .unwrap();
+    let out = child.wait_with_output().unwrap();
+    let text = if out.status.success() {
+        out.stdout
+    } else {
+        out.stderr
+    };
+    (
+        out.status.success(),
+        String::from_utf8_lossy(&text).into_owned(),
+    )
 }

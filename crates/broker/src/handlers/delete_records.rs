@@ -1,5 +1,6 @@
-//! DeleteRecords: advance partitions' log start offsets; ListOffsets earliest and fetches
-//! then see the new start.
+//! DeleteRecords: advance partitions' log start offsets at their leaders; ListOffsets
+//! earliest and fetches then see the new start, and followers delete below it when their
+//! next fetch brings it.
 
 use kafka_protocol::error::ResponseError;
 use kafka_protocol::messages::delete_records_response::{
@@ -27,9 +28,14 @@ pub fn handle(broker: &Broker, request: DeleteRecordsRequest) -> DeleteRecordsRe
                         .with_partition_index(p.partition_index)
                         .with_low_watermark(-1);
                     let Some(partition) = broker.replicas.get(&name, p.partition_index) else {
-                        return result
-                            .with_error_code(code(ResponseError::UnknownTopicOrPartition));
+                        return result.with_error_code(code(
+                            broker.not_hosted_error(&name, p.partition_index),
+                        ));
                     };
+                    if !partition.is_leader() {
+                        // The leader moves the log start; followers take it from its fetches.
+                        return result.with_error_code(code(ResponseError::NotLeaderOrFollower));
+                    }
                     if compact_only {
                         // Kafka refuses to delete records of a topic that only compacts.
                         return result.with_error_code(code(ResponseError::PolicyViolation));

@@ -11,8 +11,8 @@
 //! leads the partition and the follower is a replica of it, reports where the follower's log
 //! diverges from this one (KIP-595's diverging epoch: the follower truncates and fetches
 //! again), and records the follower's fetch offset as its LEO, which moves the HW and may
-//! ask the controller to add the follower to the ISR. It wakes on log end changes too, and on
-//! HW changes, so the follower learns a new HW without waiting for new records.
+//! ask the controller to add the follower to the ISR. It waits for the log end to move (a
+//! leadership change wakes it too); the follower learns the HW from the next answer.
 //!
 //! Consumers of Fetch v11+ may read from a follower, below its HW (KIP-392); with
 //! `replica.selector.class` set the leader answers a consumer whose `client.rack` it knows
@@ -72,9 +72,15 @@ pub async fn handle(broker: &Broker, request: FetchRequest, version: i16) -> Fet
         let mut watches: Vec<watch::Receiver<i64>> = targets
             .iter()
             .filter_map(|(_, _, p)| p.as_ref())
-            .flat_map(|p| {
-                let leo = from_follower.then(|| p.subscribe_leo());
-                std::iter::once(p.subscribe_hw()).chain(leo)
+            .map(|p| {
+                // A follower waits for new records; the HW reaches it with them (or when
+                // the wait ends), as in Kafka: waking it on every HW move too would double
+                // the fetches per write.
+                if from_follower {
+                    p.subscribe_leo()
+                } else {
+                    p.subscribe_hw()
+                }
             })
             .collect();
         let (response, bytes, had_error) = read_all(broker, &request, &targets, max_bytes, version);

@@ -27,6 +27,9 @@ const ONE_BATCH_BYTES: usize = 1;
 /// ListOffsetsRequest.isolation_level of a read_committed consumer.
 const READ_COMMITTED: i8 = 1;
 
+/// ListOffsetsRequest.replica_id of Kafka's debugging tools, which may ask a follower.
+const DEBUGGING_REPLICA_ID: i32 = -2;
+
 pub fn handle(broker: &Broker, request: ListOffsetsRequest, version: i16) -> ListOffsetsResponse {
     let read_committed = request.isolation_level == READ_COMMITTED;
     let topics = request
@@ -44,8 +47,13 @@ pub fn handle(broker: &Broker, request: ListOffsetsRequest, version: i16) -> Lis
                         .with_offset(-1)
                         .with_leader_epoch(-1);
                     let Some(partition) = broker.replicas.get(&name, p.partition_index) else {
-                        return base.with_error_code(code(ResponseError::UnknownTopicOrPartition));
+                        return base
+                            .with_error_code(code(broker.not_hosted_error(&name, p.partition_index)));
                     };
+                    // Only the leader answers, but for Kafka's debugging replica id.
+                    if request.replica_id.0 != DEBUGGING_REPLICA_ID && !partition.is_leader() {
+                        return base.with_error_code(code(ResponseError::NotLeaderOrFollower));
+                    }
                     let epoch = partition.leader_epoch();
                     if p.current_leader_epoch >= 0 && p.current_leader_epoch < epoch {
                         return base.with_error_code(code(ResponseError::FencedLeaderEpoch));
