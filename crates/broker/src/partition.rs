@@ -162,19 +162,6 @@ pub struct PartitionRead {
 }
 
 impl Partition {
-    /// [`Self::open`] with no checkpointed high watermark, at time 0.
-    #[cfg(test)]
-    pub fn new(
-        topic: String,
-        index: i32,
-        topic_id: Uuid,
-        node_id: i32,
-        log: Log,
-        state: PartitionState,
-    ) -> Partition {
-        Partition::open(topic, index, topic_id, node_id, log, state, None, 0)
-    }
-
     /// Opens the partition on recovered `log` in the role `state` gives broker `node_id`.
     /// The high watermark starts at the checkpointed one (`high_watermark`, capped by the
     /// log), or at the LEO for a partition with one replica or no checkpoint (a log of the

@@ -12,7 +12,7 @@ const NOW: i64 = 1_700_000_000_500;
 
 fn open(dir: &std::path::Path, state: PartitionState) -> Partition {
     let log = Log::open(dir.to_path_buf(), LogConfig::default(), Recovery::default()).unwrap();
-    Partition::new("t".into(), 0, Uuid::nil(), 1, log, state)
+    Partition::open("t".into(), 0, Uuid::nil(), 1, log, state, None, 0)
 }
 
 fn led_by(leader: i32, leader_epoch: i32, partition_epoch: i32) -> PartitionState {

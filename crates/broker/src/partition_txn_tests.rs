@@ -23,13 +23,15 @@ fn plain_batch(n: i32) -> Vec<u8> {
 fn open(dir: &Path) -> Partition {
     // Recovery::default() is an unclean start: everything is rescanned.
     let log = Log::open(dir.to_path_buf(), LogConfig::default(), Recovery::default()).unwrap();
-    Partition::new(
+    Partition::open(
         "t".into(),
         0,
         Uuid::nil(),
         1,
         log,
         PartitionState::single_replica(1, 0),
+        None,
+        0,
     )
 }
 
@@ -291,13 +293,15 @@ fn a_segment_roll_snapshots_the_producer_state() {
         ..LogConfig::default()
     };
     let log = Log::open(dir.path().to_path_buf(), config, Recovery::default()).unwrap();
-    let p = Partition::new(
+    let p = Partition::open(
         "t".into(),
         0,
         Uuid::nil(),
         1,
         log,
         PartitionState::single_replica(1, 0),
+        None,
+        0,
     );
     let snapshot = dir.path().join("producer-state.snapshot");
     append(&p, &txn_batch(7, 0, 0, 3));

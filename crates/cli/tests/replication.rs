@@ -13,13 +13,11 @@
 mod support;
 
 use std::path::Path;
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, TopicReplication};
-use rdkafka::client::DefaultClientContext;
-use std::sync::{Arc, Mutex};
-
-use rdkafka::client::ClientContext;
+use rdkafka::client::{ClientContext, DefaultClientContext};
 use rdkafka::consumer::{BaseConsumer, Consumer, ConsumerContext};
 use rdkafka::error::{KafkaError, RDKafkaErrorCode};
 use rdkafka::message::Message;
@@ -41,6 +39,40 @@ fn partition_state(bootstrap: &str, topic: &str) -> Option<(i32, Vec<i32>, Vec<i
     let mut isr = p.isr().to_vec();
     isr.sort();
     Some((p.leader(), p.replicas().to_vec(), isr))
+}
+
+/// Three broker processes in `root`, each with the overrides `extra` gives its node, once
+/// every one serves and Metadata lists all three.
+async fn start_three(
+    root: &Path,
+    extra: impl Fn(&Node) -> Vec<String>,
+) -> (Vec<Node>, Vec<BrokerProcess>) {
+    let (nodes, voters) = nodes(3);
+    let mut procs: Vec<BrokerProcess> = nodes
+        .iter()
+        .map(|n| {
+            let extra = extra(n);
+            let refs: Vec<&str> = extra.iter().map(String::as_str).collect();
+            spawn_with(root, n, &voters, &refs)
+        })
+        .collect();
+    for p in &mut procs {
+        p.wait_listening();
+    }
+    wait_live(format!("127.0.0.1:{}", nodes[0].port), vec![1, 2, 3]).await;
+    (nodes, procs)
+}
+
+/// The leader of partition 0 of `topic` at `bootstrap`, once its three replicas are in sync.
+async fn in_sync_leader(bootstrap: String, topic: &'static str) -> i32 {
+    tokio::task::spawn_blocking(move || {
+        wait_for(&format!("{topic} in sync"), || {
+            let (leader, _, isr) = partition_state(&bootstrap, topic)?;
+            (isr.len() == 3).then_some(leader)
+        })
+    })
+    .await
+    .unwrap()
 }
 
 /// Waits (off the async runtime) until partition 0's ISR at `bootstrap` is `want`; returns
@@ -122,24 +154,17 @@ fn segment_bytes(node_dir: &Path, topic: &str) -> Vec<u8> {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn followers_copy_the_leader_and_a_paused_follower_leaves_and_rejoins_the_isr() {
     let root = tempfile::tempdir().unwrap();
-    let (nodes, voters) = nodes(3);
-    let lag = format!("replica.lag.time.max.ms={LAG_MS}");
-    let extra = [
-        lag.as_str(),
-        "replica.fetch.backoff.ms=200",
-        // Long enough that a paused follower is still registered (not fenced) while the
-        // test looks at its ISR membership.
-        "broker.session.timeout.ms=30000",
-    ];
-    let mut procs: Vec<BrokerProcess> = nodes
-        .iter()
-        .map(|n| spawn_with(root.path(), n, &voters, &extra))
-        .collect();
-    for p in &mut procs {
-        p.wait_listening();
-    }
+    let (nodes, procs) = start_three(root.path(), |_| {
+        vec![
+            format!("replica.lag.time.max.ms={LAG_MS}"),
+            "replica.fetch.backoff.ms=200".into(),
+            // Long enough that a paused follower is still registered (not fenced) while
+            // the test looks at its ISR membership.
+            "broker.session.timeout.ms=30000".into(),
+        ]
+    })
+    .await;
     let addr = |i: usize| format!("127.0.0.1:{}", nodes[i].port);
-    wait_live(addr(0), vec![1, 2, 3]).await;
     create(&addr(0), "rep", "2").await;
     create(&addr(0), "all3", "3").await;
     let b = addr(0);
@@ -151,6 +176,17 @@ async fn followers_copy_the_leader_and_a_paused_follower_leaves_and_rejoins_the_
     assert_eq!(replicas.len(), 3);
     assert_eq!(isr, vec![1, 2, 3]);
     let leader_at = nodes.iter().position(|n| n.id == leader).unwrap();
+
+    // A follower refuses a produce and names the leader (KIP-951, Produce v12).
+    let follower_addr = addr((leader_at + 1) % 3);
+    let refused = tokio::task::spawn_blocking(move || produce_raw(&follower_addr, "rep"))
+        .await
+        .unwrap();
+    assert_eq!(
+        refused,
+        (6, leader),
+        "NOT_LEADER_OR_FOLLOWER, with the current leader"
+    );
 
     // acks=all through a broker that is not the leader's address: librdkafka routes.
     let all = producer(&addr((leader_at + 1) % 3), "all", true);
@@ -219,7 +255,8 @@ async fn followers_copy_the_leader_and_a_paused_follower_leaves_and_rejoins_the_
     assert!(wrote.0, "gregor produce: {}", wrote.1);
 
     // min.insync.replicas=3 with a follower out: acks=all refused, acks=1 written.
-    wait_isr(addr(leader_at), "all3", others.clone()).await;
+    let all3_leader_at = nodes.iter().position(|n| n.id == all3_leader).unwrap();
+    wait_isr(addr(all3_leader_at), "all3", others.clone()).await;
     let strict = producer(&addr(leader_at), "all", false);
     let refused = send(&strict, "all3", 1, "c").await;
     assert!(
@@ -237,7 +274,8 @@ async fn followers_copy_the_leader_and_a_paused_follower_leaves_and_rejoins_the_
     // Resumed, the follower catches up and rejoins both ISRs.
     procs[follower_at].signal(libc::SIGCONT);
     let back_after = wait_isr(addr(leader_at), "rep", vec![1, 2, 3]).await;
-    wait_isr(addr(leader_at), "all3", vec![1, 2, 3]).await;
+    // At the partition's own leader: the acks=all below is checked against its view.
+    wait_isr(addr(all3_leader_at), "all3", vec![1, 2, 3]).await;
     eprintln!("follower {follower} resumed: back in the ISR after {back_after:?}");
     send(&strict, "all3", 10, "e").await.unwrap();
     let follower_dir = root.path().join(format!("node-{follower}"));
@@ -252,6 +290,7 @@ async fn followers_copy_the_leader_and_a_paused_follower_leaves_and_rejoins_the_
     // Everything acknowledged, read back with the Gregor client through the follower's
     // address (it routes to the leader).
     let follower_addr = addr(follower_at);
+    let consume_started = Instant::now();
     let (ok, out) = gregor_cli(
         &[
             "consume",
@@ -267,6 +306,10 @@ async fn followers_copy_the_leader_and_a_paused_follower_leaves_and_rejoins_the_
         "",
     );
     assert!(ok, "gregor consume: {out}");
+    eprintln!(
+        "gregor consume read back in {:?}",
+        consume_started.elapsed()
+    );
     let read: Vec<&str> = out.lines().collect();
     assert_eq!(read.len(), 2600);
     assert_eq!(read[0], "a-000000");
@@ -293,36 +336,17 @@ impl ConsumerContext for FetchedFrom {}
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_consumer_with_client_rack_reads_from_the_follower_in_its_rack() {
     let root = tempfile::tempdir().unwrap();
-    let (nodes, voters) = nodes(3);
-    let mut procs: Vec<BrokerProcess> = nodes
-        .iter()
-        .map(|n| {
-            let rack = format!("broker.rack=rack-{}", n.id);
-            spawn_with(
-                root.path(),
-                n,
-                &voters,
-                &[
-                    rack.as_str(),
-                    "replica.selector.class=org.apache.kafka.common.replica.RackAwareReplicaSelector",
-                ],
-            )
-        })
-        .collect();
-    for p in &mut procs {
-        p.wait_listening();
-    }
-    let addr = |i: usize| format!("127.0.0.1:{}", nodes[i].port);
-    wait_live(addr(0), vec![1, 2, 3]).await;
-    create(&addr(0), "near", "2").await;
-    let b = addr(0);
-    let (leader, _, _) = tokio::task::spawn_blocking(move || {
-        wait_for("near in sync", || {
-            partition_state(&b, "near").filter(|(_, _, isr)| isr.len() == 3)
-        })
+    let (nodes, procs) = start_three(root.path(), |n| {
+        vec![
+            format!("broker.rack=rack-{}", n.id),
+            "replica.selector.class=org.apache.kafka.common.replica.RackAwareReplicaSelector"
+                .into(),
+        ]
     })
-    .await
-    .unwrap();
+    .await;
+    let addr = |i: usize| format!("127.0.0.1:{}", nodes[i].port);
+    create(&addr(0), "near", "2").await;
+    let leader = in_sync_leader(addr(0), "near").await;
     let all = producer(&addr(0), "all", true);
     send(&all, "near", 300, "n").await.unwrap();
     let follower = nodes.iter().map(|n| n.id).find(|&id| id != leader).unwrap();
@@ -393,32 +417,18 @@ fn contains(haystack: &[u8], needle: &[u8]) -> bool {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_deposed_leader_truncates_what_its_followers_never_had() {
     let root = tempfile::tempdir().unwrap();
-    let (nodes, voters) = nodes(3);
-    let lag = format!("replica.lag.time.max.ms={LAG_MS}");
-    let extra = [
-        lag.as_str(),
-        "replica.fetch.backoff.ms=200",
-        "broker.session.timeout.ms=2000",
-        "broker.heartbeat.interval.ms=200",
-    ];
-    let mut procs: Vec<BrokerProcess> = nodes
-        .iter()
-        .map(|n| spawn_with(root.path(), n, &voters, &extra))
-        .collect();
-    for p in &mut procs {
-        p.wait_listening();
-    }
-    let addr = |i: usize| format!("127.0.0.1:{}", nodes[i].port);
-    wait_live(addr(0), vec![1, 2, 3]).await;
-    create(&addr(0), "div", "2").await;
-    let b = addr(0);
-    let (leader, _, _) = tokio::task::spawn_blocking(move || {
-        wait_for("div in sync", || {
-            partition_state(&b, "div").filter(|(_, _, isr)| isr.len() == 3)
-        })
+    let (nodes, procs) = start_three(root.path(), |_| {
+        vec![
+            format!("replica.lag.time.max.ms={LAG_MS}"),
+            "replica.fetch.backoff.ms=200".into(),
+            "broker.session.timeout.ms=2000".into(),
+            "broker.heartbeat.interval.ms=200".into(),
+        ]
     })
-    .await
-    .unwrap();
+    .await;
+    let addr = |i: usize| format!("127.0.0.1:{}", nodes[i].port);
+    create(&addr(0), "div", "2").await;
+    let leader = in_sync_leader(addr(0), "div").await;
     let old_at = nodes.iter().position(|n| n.id == leader).unwrap();
     let followers: Vec<usize> = (0..3).filter(|&i| i != old_at).collect();
     let all = producer(&addr(old_at), "all", true);
@@ -510,31 +520,18 @@ fn read_values(bootstrap: &str, topic: &str, isolation: &str, n: usize) -> Vec<S
 async fn producer_state_moves_with_the_leader_duplicates_refused_aborts_hidden() {
     use rdkafka::producer::{BaseRecord, DefaultProducerContext, Producer, ThreadedProducer};
     let root = tempfile::tempdir().unwrap();
-    let (nodes, voters) = nodes(3);
-    let extra = [
-        "broker.session.timeout.ms=2000",
-        "broker.heartbeat.interval.ms=200",
-        "replica.fetch.backoff.ms=200",
-        "transaction.state.log.num.partitions=3",
-    ];
-    let mut procs: Vec<BrokerProcess> = nodes
-        .iter()
-        .map(|n| spawn_with(root.path(), n, &voters, &extra))
-        .collect();
-    for p in &mut procs {
-        p.wait_listening();
-    }
-    let addr = |i: usize| format!("127.0.0.1:{}", nodes[i].port);
-    wait_live(addr(0), vec![1, 2, 3]).await;
-    create(&addr(0), "moved", "2").await;
-    let b = addr(0);
-    let (leader, _, _) = tokio::task::spawn_blocking(move || {
-        wait_for("moved in sync", || {
-            partition_state(&b, "moved").filter(|(_, _, isr)| isr.len() == 3)
-        })
+    let (nodes, mut procs) = start_three(root.path(), |_| {
+        vec![
+            "broker.session.timeout.ms=2000".into(),
+            "broker.heartbeat.interval.ms=200".into(),
+            "replica.fetch.backoff.ms=200".into(),
+            "transaction.state.log.num.partitions=3".into(),
+        ]
     })
-    .await
-    .unwrap();
+    .await;
+    let addr = |i: usize| format!("127.0.0.1:{}", nodes[i].port);
+    create(&addr(0), "moved", "2").await;
+    let leader = in_sync_leader(addr(0), "moved").await;
     let leader_at = nodes.iter().position(|n| n.id == leader).unwrap();
     let survivors: Vec<usize> = (0..3).filter(|&i| i != leader_at).collect();
 
@@ -690,4 +687,58 @@ fn gregor_cli(args: &[&str], stdin: &str) -> (bool, String) {
         out.status.success(),
         String::from_utf8_lossy(&text).into_owned(),
     )
+}
+
+/// One Produce v12 (acks=1, a record set the leader would refuse as corrupt) to partition 0
+/// of `topic` at `addr`: the partition's error code and the current leader it names.
+fn produce_raw(addr: &str, topic: &str) -> (i16, i32) {
+    use bytes::{Buf, BytesMut};
+    use kafka_protocol::messages::produce_request::{PartitionProduceData, TopicProduceData};
+    use kafka_protocol::messages::{
+        ApiKey, ProduceRequest, ProduceResponse, RequestHeader, ResponseHeader, TopicName,
+    };
+    use kafka_protocol::protocol::{Decodable, Encodable, StrBytes};
+    use std::io::{Read, Write};
+    const VERSION: i16 = 12;
+    let request = ProduceRequest::default()
+        .with_acks(1)
+        .with_timeout_ms(5000)
+        .with_topic_data(vec![TopicProduceData::default()
+            .with_name(TopicName(StrBytes::from_string(topic.to_string())))
+            .with_partition_data(vec![PartitionProduceData::default()
+                .with_index(0)
+                .with_records(Some(bytes::Bytes::from(vec![0u8; 100])))])]);
+    let mut buf = BytesMut::new();
+    buf.extend_from_slice(&[0; 4]);
+    RequestHeader::default()
+        .with_request_api_key(ApiKey::Produce as i16)
+        .with_request_api_version(VERSION)
+        .with_correlation_id(7)
+        .encode(&mut buf, ApiKey::Produce.request_header_version(VERSION))
+        .unwrap();
+    request.encode(&mut buf, VERSION).unwrap();
+    let len = (buf.len() - 4) as u32;
+    buf[..4].copy_from_slice(&len.to_be_bytes());
+    let mut conn = std::net::TcpStream::connect(addr).unwrap();
+    conn.set_read_timeout(Some(Duration::from_secs(10)))
+        .unwrap();
+    conn.write_all(&buf).unwrap();
+    let mut size = [0u8; 4];
+    conn.read_exact(&mut size).unwrap();
+    let mut body = vec![0u8; u32::from_be_bytes(size) as usize];
+    conn.read_exact(&mut body).unwrap();
+    let mut body = bytes::Bytes::from(body);
+    ResponseHeader::decode(&mut body, ApiKey::Produce.response_header_version(VERSION)).unwrap();
+    let response = ProduceResponse::decode(&mut body, VERSION).unwrap();
+    assert!(!body.has_remaining());
+    let p = &response.responses[0].partition_responses[0];
+    let leader = p.current_leader.leader_id.0;
+    assert!(
+        response
+            .node_endpoints
+            .iter()
+            .any(|n| n.node_id.0 == leader),
+        "the response carries the leader's endpoint"
+    );
+    (p.error_code, leader)
 }

@@ -422,13 +422,7 @@ impl Log {
         headers.clear();
         self.scratch = headers;
         result?;
-
-        if clamp_u64(self.config.flush_interval_messages)
-            <= self.log_end_offset() - self.recovery_point
-        {
-            self.flush()?;
-        }
-        self.check_invariants();
+        self.after_append()?;
         Ok(AppendInfo {
             first_offset,
             last_offset,
@@ -504,12 +498,7 @@ impl Log {
         let interval = self.config.index_interval_bytes;
         self.active_mut().append(records, headers, interval)?;
         debug_assert_eq!(self.log_end_offset(), last_offset + 1);
-        if clamp_u64(self.config.flush_interval_messages)
-            <= self.log_end_offset() - self.recovery_point
-        {
-            self.flush()?;
-        }
-        self.check_invariants();
+        self.after_append()?;
         Ok(AppendInfo {
             first_offset,
             last_offset,
@@ -519,6 +508,17 @@ impl Log {
             records_count,
             size_bytes: records.len(),
         })
+    }
+
+    /// After every append: the `flush.messages` policy, then the invariants.
+    fn after_append(&mut self) -> Result<(), StorageError> {
+        if clamp_u64(self.config.flush_interval_messages)
+            <= self.log_end_offset() - self.recovery_point
+        {
+            self.flush()?;
+        }
+        self.check_invariants();
+        Ok(())
     }
 
     fn write_batches(

@@ -32,8 +32,7 @@ use kafka_protocol::messages::fetch_response::{
 use kafka_protocol::messages::{BrokerId, FetchRequest, FetchResponse, ProducerId};
 use tokio::sync::watch;
 
-use super::wire::storage_error;
-use super::wire::{code, NONE};
+use super::wire::{code, current_leader, storage_error, NONE};
 use crate::broker::Broker;
 use crate::partition::{FetchIsolation, FollowerFetchError, Partition};
 
@@ -253,6 +252,18 @@ fn read_all(
                         }
                     }
                 }
+            }
+        }
+        let stale = [
+            ResponseError::NotLeaderOrFollower,
+            ResponseError::FencedLeaderEpoch,
+        ];
+        if stale.iter().any(|&e| data.error_code == code(e)) {
+            let topic = request.topics[*ti].topic.0.as_str();
+            if let Some((leader, epoch)) = current_leader(&broker.image(), topic, req.partition) {
+                // KIP-951 (the field is in Fetch v12+): where the client should go.
+                data.current_leader.leader_id = BrokerId(leader);
+                data.current_leader.leader_epoch = epoch;
             }
         }
         topics[*ti].partitions.push(data);

@@ -16,7 +16,7 @@ use kafka_protocol::messages::produce_response::{
 };
 use kafka_protocol::messages::{BrokerId, ProduceRequest, ProduceResponse};
 
-use super::wire::{code, s, storage_error, NONE};
+use super::wire::{code, current_leader, s, storage_error, NONE};
 use crate::broker::Broker;
 use crate::partition::{AppendError, AppendOrigin, Partition};
 use crate::txn::state::{code as txn_code, TxnError};
@@ -259,18 +259,15 @@ fn name_current_leaders(
     let image = broker.image();
     let mut leaders = std::collections::BTreeSet::new();
     for t in responses.iter_mut() {
-        let Some(topic) = image.topic(t.name.0.as_str()) else {
-            continue;
-        };
         for p in &mut t.partition_responses {
             if p.error_code != code(ResponseError::NotLeaderOrFollower) {
                 continue;
             }
-            if let Some(state) = topic.partitions.get(&p.index).filter(|s| s.leader >= 0) {
+            if let Some((leader, epoch)) = current_leader(&image, t.name.0.as_str(), p.index) {
                 p.current_leader = LeaderIdAndEpoch::default()
-                    .with_leader_id(BrokerId(state.leader))
-                    .with_leader_epoch(state.leader_epoch);
-                leaders.insert(state.leader);
+                    .with_leader_id(BrokerId(leader))
+                    .with_leader_epoch(epoch);
+                leaders.insert(leader);
             }
         }
     }

@@ -23,6 +23,17 @@ pub fn s(text: impl Into<String>) -> StrBytes {
     StrBytes::from_string(text.into())
 }
 
+/// KIP-951: the leader and leader epoch the metadata names for a partition a client asked
+/// the wrong broker for (NOT_LEADER_OR_FOLLOWER, FENCED_LEADER_EPOCH), if it has a leader.
+pub fn current_leader(
+    image: &gregor_metadata::MetadataImage,
+    topic: &str,
+    partition: i32,
+) -> Option<(i32, i32)> {
+    let p = image.topic(topic)?.partitions.get(&partition)?;
+    (p.leader >= 0).then_some((p.leader, p.leader_epoch))
+}
+
 /// Kafka error code and message for a storage failure.
 pub fn storage_error(e: &StorageError) -> (i16, String) {
     let c = match e {
