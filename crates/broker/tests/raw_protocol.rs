@@ -1023,3 +1023,59 @@ async fn acks_all_needs_min_insync_replicas() {
     .unwrap();
     broker.shutdown().await.unwrap();
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_create_topics_asking_for_too_many_partitions_is_refused_at_once() {
+    let dir = tempfile::tempdir().unwrap();
+    let broker = start_broker(dir.path(), &[]).await;
+    let addr = broker.local_addr;
+    tokio::task::spawn_blocking(move || {
+        let mut c = RawConnection::connect(addr);
+        let topic = |name: &str, partitions: i32| {
+            create_topics_request::CreatableTopic::default()
+                .with_name(TopicName(s(name)))
+                .with_num_partitions(partitions)
+                .with_replication_factor(1)
+        };
+        let started = std::time::Instant::now();
+        // One topic of 100,000,000 partitions; then 6,000 + 6,000, over the bound together
+        // (validate only: this broker does not host 6,000 partitions in one go).
+        let request = CreateTopicsRequest::default()
+            .with_validate_only(true)
+            .with_topics(vec![
+                topic("huge", 100_000_000),
+                topic("first", 6_000),
+                topic("second", 6_000),
+            ]);
+        let ResponseKind::CreateTopics(r) =
+            c.request(ApiKey::CreateTopics, 7, &RequestKind::CreateTopics(request))
+        else {
+            panic!()
+        };
+        let codes: Vec<i16> = r.topics.iter().map(|t| t.error_code).collect();
+        assert_eq!(
+            codes[0], 44,
+            "POLICY_VIOLATION: {:?}",
+            r.topics[0].error_message
+        );
+        assert!(r.topics[0]
+            .error_message
+            .as_ref()
+            .is_some_and(|m| m.contains("10000")));
+        assert_eq!(codes[1], 0, "{:?}", r.topics[1].error_message);
+        assert_eq!(codes[2], 44, "the request's total is bounded too");
+        assert!(
+            started.elapsed() < std::time::Duration::from_secs(5),
+            "refused before any work: {:?}",
+            started.elapsed()
+        );
+        // The broker goes on serving at once.
+        let other_started = std::time::Instant::now();
+        create_topic(&mut RawConnection::connect(addr), "normal");
+        metadata_ok(&mut c);
+        assert!(other_started.elapsed() < std::time::Duration::from_secs(1));
+    })
+    .await
+    .unwrap();
+    broker.shutdown().await.unwrap();
+}

@@ -24,6 +24,11 @@ use crate::record::{ConfigResource, MetadataRecord};
 /// Longest legal topic name, as in Kafka.
 pub const TOPIC_NAME_MAX_CHARS: usize = 249;
 
+/// The most partitions one operation (a topic's creation, one CreatePartitions, and a whole
+/// CreateTopics request) may create, as Kafka's controller bounds it (KAFKA-17870): more is
+/// refused with POLICY_VIOLATION before anything is placed or allocated.
+pub const MAX_PARTITIONS_PER_OPERATION: i32 = 10_000;
+
 /// Why the controller refused a change. Each maps to one Kafka error code.
 #[derive(Debug, thiserror::Error)]
 pub enum ControllerError {
@@ -33,6 +38,9 @@ pub enum ControllerError {
     InvalidTopic(String),
     #[error("{0}")]
     InvalidPartitions(String),
+    /// Refused by a bound on the work one operation may ask for (POLICY_VIOLATION).
+    #[error("{0}")]
+    PolicyViolation(String),
     #[error("{0}")]
     InvalidReplicationFactor(String),
     #[error("{0}")]
@@ -464,6 +472,7 @@ impl Controller {
                 topic.num_partitions
             )));
         }
+        check_partition_bound(topic.num_partitions)?;
         let image = self.image();
         let brokers = Self::placeable(&image);
         if topic.replication_factor < 1 || topic.replication_factor as usize > brokers.len() {
@@ -541,6 +550,7 @@ impl Controller {
                 "topic '{name}' already has {current} partitions"
             )));
         }
+        check_partition_bound(total - current)?;
         let rf = topic
             .partitions
             .values()
@@ -722,6 +732,16 @@ fn validate_isr_change(
     Ok(isr)
 }
 
+/// POLICY_VIOLATION for an operation creating more than [`MAX_PARTITIONS_PER_OPERATION`].
+pub fn check_partition_bound(new_partitions: i32) -> Result<(), ControllerError> {
+    if new_partitions > MAX_PARTITIONS_PER_OPERATION {
+        return Err(ControllerError::PolicyViolation(format!(
+            "excessively large number of partitions per request: {new_partitions} asked, at most {MAX_PARTITIONS_PER_OPERATION}"
+        )));
+    }
+    Ok(())
+}
+
 fn config_records(
     resource: ConfigResource,
     changes: &[(String, Option<String>)],
@@ -881,6 +901,15 @@ mod tests {
     fn refuses_bad_requests() {
         let mut c = controller();
         c.create_topic(new_topic("t", 2, &[]), false).unwrap();
+        assert!(matches!(
+            c.create_topic(new_topic("huge", i32::MAX, &[]), false),
+            Err(ControllerError::PolicyViolation(_))
+        ));
+        assert!(matches!(
+            c.create_partitions("t", MAX_PARTITIONS_PER_OPERATION + 3, false),
+            Err(ControllerError::PolicyViolation(_))
+        ));
+        assert!(c.image().topic("huge").is_none());
         assert!(matches!(
             c.create_topic(new_topic("t", 1, &[]), false),
             Err(ControllerError::TopicAlreadyExists(_))

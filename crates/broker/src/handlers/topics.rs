@@ -1,5 +1,6 @@
 //! CreateTopics, DeleteTopics and CreatePartitions: admin changes through the controller.
 
+use gregor_metadata::controller::check_partition_bound;
 use gregor_metadata::{ControllerOp, ControllerReply};
 use kafka_protocol::error::ResponseError;
 use kafka_protocol::messages::create_partitions_response::CreatePartitionsTopicResult;
@@ -23,6 +24,7 @@ pub fn create_topics(
 ) -> CreateTopicsResponse {
     let config = broker.config();
     let mut seen = std::collections::HashSet::new();
+    let mut requested = 0i32;
     let topics = request
         .topics
         .into_iter()
@@ -72,6 +74,15 @@ pub fn create_topics(
             }
             if rf == -1 {
                 rf = config.default_replication_factor();
+            }
+            // The whole request is bounded too, not only each topic (the controller checks
+            // each one): topics past the bound are refused, the others are created.
+            if partitions > 0 {
+                let total = requested.saturating_add(partitions);
+                if let Err(e) = check_partition_bound(total) {
+                    return fail(ResponseError::PolicyViolation, e.to_string());
+                }
+                requested = total;
             }
             let configs: Vec<(String, String)> = t
                 .configs

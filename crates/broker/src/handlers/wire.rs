@@ -63,6 +63,7 @@ pub fn controller_error(e: &ControllerError) -> (i16, String) {
         ControllerError::TopicAlreadyExists(_) => ResponseError::TopicAlreadyExists,
         ControllerError::InvalidTopic(_) => ResponseError::InvalidTopicException,
         ControllerError::InvalidPartitions(_) => ResponseError::InvalidPartitions,
+        ControllerError::PolicyViolation(_) => ResponseError::PolicyViolation,
         ControllerError::InvalidReplicationFactor(_) => ResponseError::InvalidReplicationFactor,
         ControllerError::InvalidConfig(_) => ResponseError::InvalidConfig,
         ControllerError::UnknownTopic(_) => ResponseError::UnknownTopicOrPartition,
