@@ -211,6 +211,23 @@ impl Broker {
         self.metadata.subscribe()
     }
 
+    /// The partition `topic`/`index` if this broker leads it; else the error a client
+    /// gets: [`Self::not_hosted_error`], or NOT_LEADER_OR_FOLLOWER at a follower.
+    pub fn led_partition(
+        &self,
+        topic: &str,
+        index: i32,
+    ) -> Result<Arc<Partition>, kafka_protocol::error::ResponseError> {
+        let partition = self
+            .replicas
+            .get(topic, index)
+            .ok_or_else(|| self.not_hosted_error(topic, index))?;
+        if !partition.is_leader() {
+            return Err(kafka_protocol::error::ResponseError::NotLeaderOrFollower);
+        }
+        Ok(partition)
+    }
+
     /// The published metadata image.
     pub fn image(&self) -> Arc<MetadataImage> {
         self.metadata.image()

@@ -27,15 +27,11 @@ pub fn handle(broker: &Broker, request: DeleteRecordsRequest) -> DeleteRecordsRe
                     let result = DeleteRecordsPartitionResult::default()
                         .with_partition_index(p.partition_index)
                         .with_low_watermark(-1);
-                    let Some(partition) = broker.replicas.get(&name, p.partition_index) else {
-                        return result.with_error_code(code(
-                            broker.not_hosted_error(&name, p.partition_index),
-                        ));
+                    // The leader moves the log start; followers take it from its fetches.
+                    let partition = match broker.led_partition(&name, p.partition_index) {
+                        Ok(partition) => partition,
+                        Err(e) => return result.with_error_code(code(e)),
                     };
-                    if !partition.is_leader() {
-                        // The leader moves the log start; followers take it from its fetches.
-                        return result.with_error_code(code(ResponseError::NotLeaderOrFollower));
-                    }
                     if compact_only {
                         // Kafka refuses to delete records of a topic that only compacts.
                         return result.with_error_code(code(ResponseError::PolicyViolation));

@@ -32,9 +32,9 @@ use kafka_protocol::messages::fetch_response::{
 use kafka_protocol::messages::{BrokerId, FetchRequest, FetchResponse, ProducerId};
 use tokio::sync::watch;
 
-use super::wire::{code, current_leader, storage_error, NONE};
+use super::wire::{code, current_leader, leader_epoch_error, storage_error, NONE};
 use crate::broker::Broker;
-use crate::partition::{FetchIsolation, FollowerFetchError, Partition};
+use crate::partition::{FetchIsolation, Partition};
 
 /// The largest max_wait_ms honoured, so a client cannot park a connection for hours.
 const MAX_WAIT_MS_CAP: i32 = 30_000;
@@ -65,9 +65,9 @@ pub async fn handle(broker: &Broker, request: FetchRequest, version: i16) -> Fet
                 .map(move |(pi, p)| (ti, pi, broker.replicas.get(name, p.partition)))
         })
         .collect();
+    let from_follower = request.replica_id.0 >= 0;
     loop {
         // Subscribed before reading, so a change right after the read still wakes the wait.
-        let from_follower = request.replica_id.0 >= 0;
         let mut watches: Vec<watch::Receiver<i64>> = targets
             .iter()
             .filter_map(|(_, _, p)| p.as_ref())
@@ -156,12 +156,8 @@ fn read_all(
                 had_error = true;
             }
             Some(p) => {
-                let epoch = p.leader_epoch();
-                if req.current_leader_epoch >= 0 && req.current_leader_epoch < epoch {
-                    data.error_code = code(ResponseError::FencedLeaderEpoch);
-                    had_error = true;
-                } else if req.current_leader_epoch > epoch {
-                    data.error_code = code(ResponseError::UnknownLeaderEpoch);
+                if let Some(e) = leader_epoch_error(req.current_leader_epoch, p.leader_epoch()) {
+                    data.error_code = code(e);
                     had_error = true;
                 } else if let Some(refused) = refuse_reader(p, follower, version) {
                     data.error_code = code(refused);
@@ -172,11 +168,7 @@ fn read_all(
                     // Checked before the offset's range, as Kafka does: a deposed leader's
                     // fetch offset may lie past this log's end. Nothing to read until the
                     // follower has cut its log where it diverges.
-                    data = data
-                        .with_error_code(NONE)
-                        .with_high_watermark(p.high_watermark())
-                        .with_last_stable_offset(p.last_stable_offset())
-                        .with_log_start_offset(p.log_start_offset());
+                    data = with_offsets(data.with_error_code(NONE), p);
                     data.diverging_epoch.epoch = epoch;
                     data.diverging_epoch.end_offset = end_offset;
                     had_error = true;
@@ -194,11 +186,7 @@ fn read_all(
                     .then(|| preferred_read_replica(broker, p, client_rack, req.fetch_offset))
                     .flatten()
                 {
-                    data = data
-                        .with_error_code(NONE)
-                        .with_high_watermark(p.high_watermark())
-                        .with_last_stable_offset(p.last_stable_offset())
-                        .with_log_start_offset(p.log_start_offset())
+                    data = with_offsets(data.with_error_code(NONE), p)
                         .with_preferred_read_replica(BrokerId(preferred));
                     had_error = true;
                 } else if let Err(e) = follower.map_or(Ok(()), |replica| {
@@ -244,10 +232,7 @@ fn read_all(
                         }
                         Err(e) => {
                             let (c, _) = storage_error(&e);
-                            data.error_code = c;
-                            data.high_watermark = p.high_watermark();
-                            data.log_start_offset = p.log_start_offset();
-                            data.last_stable_offset = p.last_stable_offset();
+                            data = with_offsets(data.with_error_code(c), p);
                             had_error = true;
                         }
                     }
@@ -275,6 +260,13 @@ fn read_all(
     (response, total, had_error)
 }
 
+/// `data` reporting the partition's HW, last stable offset and log start offset.
+fn with_offsets(data: PartitionData, p: &Partition) -> PartitionData {
+    data.with_high_watermark(p.high_watermark())
+        .with_last_stable_offset(p.last_stable_offset())
+        .with_log_start_offset(p.log_start_offset())
+}
+
 /// Why this broker does not serve `p` to this reader: followers fetch only from the leader,
 /// consumers read from a follower only from Fetch v11 (KIP-392).
 fn refuse_reader(p: &Partition, follower: Option<i32>, version: i16) -> Option<ResponseError> {
@@ -297,7 +289,7 @@ fn record_follower_fetch(
             Ok(())
         }
         Ok(None) => Ok(()),
-        Err(e @ (FollowerFetchError::NotLeader | FollowerFetchError::NotReplica)) => {
+        Err(e) => {
             tracing::debug!(topic = %p.topic, partition = p.index, replica, error = %e, "follower fetch refused");
             Err(ResponseError::NotLeaderOrFollower)
         }

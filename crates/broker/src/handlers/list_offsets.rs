@@ -8,7 +8,7 @@ use kafka_protocol::messages::list_offsets_response::{
 };
 use kafka_protocol::messages::{ListOffsetsRequest, ListOffsetsResponse};
 
-use super::wire::{code, NONE};
+use super::wire::{code, leader_epoch_error, NONE};
 use crate::broker::Broker;
 use crate::partition::{FetchIsolation, Partition};
 use crate::record_scan::{first_at_or_after, max_timestamp_record};
@@ -55,11 +55,8 @@ pub fn handle(broker: &Broker, request: ListOffsetsRequest, version: i16) -> Lis
                         return base.with_error_code(code(ResponseError::NotLeaderOrFollower));
                     }
                     let epoch = partition.leader_epoch();
-                    if p.current_leader_epoch >= 0 && p.current_leader_epoch < epoch {
-                        return base.with_error_code(code(ResponseError::FencedLeaderEpoch));
-                    }
-                    if p.current_leader_epoch > epoch {
-                        return base.with_error_code(code(ResponseError::UnknownLeaderEpoch));
+                    if let Some(e) = leader_epoch_error(p.current_leader_epoch, epoch) {
+                        return base.with_error_code(code(e));
                     }
                     match lookup(&partition, p.timestamp, read_committed) {
                         Ok(Some(found)) => base

@@ -4,13 +4,12 @@
 //! Answered by the partition's leader only; the request's replica id (consumer -1, debug
 //! -2, or a follower's broker id) does not change the answer.
 
-use kafka_protocol::error::ResponseError;
 use kafka_protocol::messages::offset_for_leader_epoch_response::{
     EpochEndOffset, OffsetForLeaderTopicResult,
 };
 use kafka_protocol::messages::{OffsetForLeaderEpochRequest, OffsetForLeaderEpochResponse};
 
-use super::wire::{code, NONE};
+use super::wire::{code, leader_epoch_error, NONE};
 use crate::broker::Broker;
 
 /// Kafka's UNDEFINED answer: no epoch at or below the one asked for.
@@ -60,18 +59,12 @@ fn end_offset(
         .with_partition(index)
         .with_leader_epoch(UNDEFINED_EPOCH)
         .with_end_offset(UNDEFINED_OFFSET);
-    let Some(partition) = broker.replicas.get(topic, index) else {
-        return answer.with_error_code(code(broker.not_hosted_error(topic, index)));
+    let partition = match broker.led_partition(topic, index) {
+        Ok(p) => p,
+        Err(e) => return answer.with_error_code(code(e)),
     };
-    if !partition.is_leader() {
-        return answer.with_error_code(code(ResponseError::NotLeaderOrFollower));
-    }
-    let epoch = partition.leader_epoch();
-    if current_leader_epoch >= 0 && current_leader_epoch < epoch {
-        return answer.with_error_code(code(ResponseError::FencedLeaderEpoch));
-    }
-    if current_leader_epoch > epoch {
-        return answer.with_error_code(code(ResponseError::UnknownLeaderEpoch));
+    if let Some(e) = leader_epoch_error(current_leader_epoch, partition.leader_epoch()) {
+        return answer.with_error_code(code(e));
     }
     match partition.end_offset_for_epoch(leader_epoch) {
         Some((found, end)) => answer

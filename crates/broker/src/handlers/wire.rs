@@ -23,6 +23,19 @@ pub fn s(text: impl Into<String>) -> StrBytes {
     StrBytes::from_string(text.into())
 }
 
+/// KIP-320's check of the leader epoch a client names (`current`, -1: none) against the
+/// partition's (`epoch`): FENCED_LEADER_EPOCH for an older one, UNKNOWN_LEADER_EPOCH for a
+/// newer one this broker has not learned yet.
+pub fn leader_epoch_error(current: i32, epoch: i32) -> Option<ResponseError> {
+    if current >= 0 && current < epoch {
+        Some(ResponseError::FencedLeaderEpoch)
+    } else if current > epoch {
+        Some(ResponseError::UnknownLeaderEpoch)
+    } else {
+        None
+    }
+}
+
 /// KIP-951: the leader and leader epoch the metadata names for a partition a client asked
 /// the wrong broker for (NOT_LEADER_OR_FOLLOWER, FENCED_LEADER_EPOCH), if it has a leader.
 pub fn current_leader(
