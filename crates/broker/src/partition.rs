@@ -291,13 +291,10 @@ impl Partition {
             return;
         }
         let replication = self.replication();
-        let mut isr = state.isr.clone();
-        if let Some((pending, _)) = &replication.pending_isr {
-            isr.extend(pending.iter().copied());
-        }
+        let pending = replication.pending_isr.iter().flat_map(|(isr, _)| isr);
         let hw = replication
             .tracker
-            .high_watermark(log.log_end_offset(), &isr);
+            .high_watermark(log.log_end_offset(), state.isr.iter().chain(pending));
         drop(replication);
         drop(state);
         if hw > self.high_watermark() {
@@ -331,16 +328,30 @@ impl Partition {
     /// The publishing step of every leader append: LEO, then HW (the smallest LEO in the
     /// ISR; the LEO itself while the ISR is this broker alone).
     fn publish_end(&self, log: &mut Log, producers: &ProducerStates, segments_before: usize) {
+        self.snapshot_if_rolled(log, producers, segments_before);
+        self.leo_watch.send_replace(log.log_end_offset());
+        self.maybe_advance_hw(log);
+        self.check_offsets(log);
+    }
+
+    /// After an append that rolled a segment: snapshots the producer state there (as Kafka
+    /// does), so a restart replays at most one segment to rebuild it.
+    fn snapshot_if_rolled(
+        &self,
+        log: &mut Log,
+        producers: &ProducerStates,
+        segments_before: usize,
+    ) {
         if log.segment_count() != segments_before {
-            // The append rolled a segment: snapshot the producer state there (as Kafka does),
-            // so a restart replays at most one segment to rebuild it.
             if let Err(e) = save_producer_snapshot(log, producers) {
                 tracing::warn!(topic = %self.topic, partition = self.index, error = %e, "cannot snapshot producer state at a segment roll");
             }
         }
-        self.leo_watch.send_replace(log.log_end_offset());
-        self.maybe_advance_hw(log);
-        self.check_offsets(log);
+    }
+
+    /// The leader's broker id as the metadata last gave it, -1 when there is none.
+    pub fn leader(&self) -> i32 {
+        self.state.read().expect("partition state poisoned").leader
     }
 
     /// Moves the HW forward to `hw` (never back) and wakes its waiters.

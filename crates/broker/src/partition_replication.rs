@@ -15,9 +15,7 @@ use gregor_storage::error::StorageError;
 use gregor_storage::log::{AppendInfo, Log};
 use uuid::Uuid;
 
-use super::{
-    rebuild_producer_states, replay_batch, save_producer_snapshot, AppendError, Partition,
-};
+use super::{replay_batch, AppendError, Partition};
 
 /// An ISR the leader asks the controller for (AlterPartition), based on the partition
 /// epoch it last saw.
@@ -60,11 +58,7 @@ impl Partition {
         for (header, bytes) in BatchIter::new(records) {
             replay_batch(&mut log, &mut producers, &header, bytes, now_ms);
         }
-        if log.segment_count() != segments_before {
-            if let Err(e) = save_producer_snapshot(&mut log, &producers) {
-                tracing::warn!(topic = %self.topic, partition = self.index, error = %e, "cannot snapshot producer state at a segment roll");
-            }
-        }
+        self.snapshot_if_rolled(&mut log, &producers, segments_before);
         self.leo_watch.send_replace(log.log_end_offset());
         self.check_offsets(&log);
         Ok(info)
@@ -135,11 +129,8 @@ impl Partition {
         }
         tracing::info!(topic = %self.topic, partition = self.index, from = log.log_end_offset(), offset, "the leader's log starts after this replica's end: starting over there");
         log.truncate_fully_and_start_at(offset)?;
-        *self.producers() = rebuild_producer_states(&mut log);
-        self.leo_watch.send_replace(offset);
-        self.log_start_offset.store(offset, Ordering::Release);
-        self.hw_watch.send_replace(offset);
-        self.check_offsets(&log);
+        // LEO = log start = `offset`, so the HW becomes `offset` too.
+        self.after_truncation(&mut log);
         Ok(())
     }
 

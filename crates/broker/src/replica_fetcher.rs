@@ -81,7 +81,7 @@ fn sync(broker: &Arc<Broker>, fetchers: &mut HashMap<FetcherKey, Fetcher>) {
     let image = broker.image();
     let mut wanted: HashMap<FetcherKey, Vec<Arc<Partition>>> = HashMap::new();
     for p in broker.replicas.all() {
-        let leader = p.state().leader;
+        let leader = p.leader();
         if leader >= 0 && leader != broker.node_id {
             wanted
                 .entry((leader, slot(p.topic_id, p.index, slots)))
@@ -99,7 +99,7 @@ fn sync(broker: &Arc<Broker>, fetchers: &mut HashMap<FetcherKey, Fetcher>) {
         keep
     });
     for (key, mut partitions) in wanted {
-        partitions.sort_by_key(|p| (p.topic.clone(), p.index));
+        partitions.sort_by(|a, b| (&a.topic, a.index).cmp(&(&b.topic, b.index)));
         if let Some(fetcher) = fetchers.get(&key) {
             fetcher.assignment.send_if_modified(|current| {
                 let same = current.len() == partitions.len()

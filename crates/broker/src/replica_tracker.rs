@@ -87,10 +87,14 @@ impl ReplicaTracker {
     }
 
     /// The high watermark these LEOs allow: the smallest LEO among the leader (`leader_leo`)
-    /// and the followers in `isr`. A follower in the ISR that has not fetched yet holds it
-    /// at -1 (the caller keeps the HW it has: it never moves back).
-    pub fn high_watermark(&self, leader_leo: i64, isr: &BTreeSet<i32>) -> i64 {
-        isr.iter()
+    /// and the followers in `isr` (an id may come twice). A follower in the ISR that has not
+    /// fetched yet holds it at -1 (the caller keeps the HW it has: it never moves back).
+    pub fn high_watermark<'a>(
+        &self,
+        leader_leo: i64,
+        isr: impl IntoIterator<Item = &'a i32>,
+    ) -> i64 {
+        isr.into_iter()
             .filter_map(|r| self.followers.get(r))
             .map(|f| f.leo)
             .fold(leader_leo, i64::min)
