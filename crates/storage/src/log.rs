@@ -448,9 +448,8 @@ impl Log {
             self.scratch.clear();
             return Err(e);
         }
-        let headers = std::mem::take(&mut self.scratch);
+        let mut headers = std::mem::take(&mut self.scratch);
         let result = self.append_validated_as_follower(records, &headers, now_ms);
-        let mut headers = headers;
         headers.clear();
         self.scratch = headers;
         result
@@ -697,17 +696,7 @@ impl Log {
         }
         self.version += 1;
         if offset < self.log_start_offset || offset <= self.segments[0].base_offset() {
-            let new_base = offset.max(0);
-            for seg in self.segments.drain(..) {
-                seg.delete()?;
-            }
-            self.segments.push(LogSegment::create(
-                &self.dir,
-                new_base,
-                self.clock.now_ms(),
-            )?);
-            self.log_start_offset = new_base;
-            self.dir_dirty = true;
+            self.restart_empty_at(offset.max(0))?;
         } else {
             while self.active().base_offset() >= offset {
                 let seg = self.segments.pop().expect("more than one segment");
@@ -728,19 +717,25 @@ impl Log {
         Ok(())
     }
 
+    /// Deletes every segment and starts an empty one at `base`, where the log now starts.
+    fn restart_empty_at(&mut self, base: i64) -> Result<(), StorageError> {
+        for seg in self.segments.drain(..) {
+            seg.delete()?;
+        }
+        self.segments
+            .push(LogSegment::create(&self.dir, base, self.clock.now_ms())?);
+        self.log_start_offset = base;
+        self.dir_dirty = true;
+        Ok(())
+    }
+
     /// Empties the log and restarts it at `offset` (a follower whose fetch offset the leader
     /// no longer has, below the leader's log start offset: KIP-107's truncate-fully).
     pub fn truncate_fully_and_start_at(&mut self, offset: i64) -> Result<(), StorageError> {
         assert!(offset >= 0, "a log cannot start at {offset}");
         self.version += 1;
-        for seg in self.segments.drain(..) {
-            seg.delete()?;
-        }
-        self.segments
-            .push(LogSegment::create(&self.dir, offset, self.clock.now_ms())?);
-        self.log_start_offset = offset;
+        self.restart_empty_at(offset)?;
         self.recovery_point = offset;
-        self.dir_dirty = true;
         self.epochs.clear()?;
         if self.cleaned_through != offset {
             self.cleaned_through = offset;
