@@ -43,6 +43,32 @@ fn create_topic(conn: &mut RawConnection, name: &str) {
     assert_eq!(r.topics[0].error_code, 0, "{:?}", r.topics[0].error_message);
 }
 
+/// One Produce v9 of `records` to `topic`/`partition` with `acks`; the partition's answer.
+fn produce_v9(
+    conn: &mut RawConnection,
+    topic: &str,
+    partition: i32,
+    records: Option<bytes::Bytes>,
+    acks: i16,
+    timeout_ms: i32,
+) -> produce_response::PartitionProduceResponse {
+    let p = produce_request::PartitionProduceData::default()
+        .with_index(partition)
+        .with_records(records);
+    let t = produce_request::TopicProduceData::default()
+        .with_name(TopicName(s(topic)))
+        .with_partition_data(vec![p]);
+    let req = ProduceRequest::default()
+        .with_acks(acks)
+        .with_timeout_ms(timeout_ms)
+        .with_topic_data(vec![t]);
+    let ResponseKind::Produce(mut r) = conn.request(ApiKey::Produce, 9, &RequestKind::Produce(req))
+    else {
+        panic!()
+    };
+    r.responses.remove(0).partition_responses.remove(0)
+}
+
 fn describe_topic_config(conn: &mut RawConnection, topic: &str, key: &str) -> Option<String> {
     let resource = describe_configs_request::DescribeConfigsResource::default()
         .with_resource_type(2)
@@ -336,22 +362,7 @@ async fn produce_and_fetch_errors() {
                        partition: i32,
                        records: Option<bytes::Bytes>,
                        acks: i16| {
-            let p = produce_request::PartitionProduceData::default()
-                .with_index(partition)
-                .with_records(records);
-            let t = produce_request::TopicProduceData::default()
-                .with_name(TopicName(s(topic)))
-                .with_partition_data(vec![p]);
-            let req = ProduceRequest::default()
-                .with_acks(acks)
-                .with_timeout_ms(5000)
-                .with_topic_data(vec![t]);
-            let ResponseKind::Produce(r) =
-                c.request(ApiKey::Produce, 9, &RequestKind::Produce(req))
-            else {
-                panic!()
-            };
-            r.responses[0].partition_responses[0].error_code
+            produce_v9(c, topic, partition, records, acks, 5000).error_code
         };
         let garbage = bytes::Bytes::from(vec![0u8; 100]);
         assert_eq!(
@@ -731,22 +742,11 @@ async fn offset_for_leader_epoch_answers_the_end_of_each_epoch() {
         let mut c = RawConnection::connect(addr);
         create_topic(&mut c, "epochs");
         for values in [&[b"a" as &[u8], b"b", b"c"][..], &[b"d", b"e"]] {
-            let p = produce_request::PartitionProduceData::default()
-                .with_index(0)
-                .with_records(Some(common::producer_batch(-1, -1, -1, values, false)));
-            let t = produce_request::TopicProduceData::default()
-                .with_name(TopicName(s("epochs")))
-                .with_partition_data(vec![p]);
-            let req = ProduceRequest::default()
-                .with_acks(-1)
-                .with_timeout_ms(5000)
-                .with_topic_data(vec![t]);
-            let ResponseKind::Produce(r) =
-                c.request(ApiKey::Produce, 9, &RequestKind::Produce(req))
-            else {
-                panic!()
-            };
-            assert_eq!(r.responses[0].partition_responses[0].error_code, 0);
+            let batch = common::producer_batch(-1, -1, -1, values, false);
+            assert_eq!(
+                produce_v9(&mut c, "epochs", 0, Some(batch), -1, 5000).error_code,
+                0
+            );
         }
         // (error code, leader epoch, end offset) of each partition asked, at `version`.
         let ask = |c: &mut RawConnection,
@@ -877,21 +877,7 @@ async fn idempotent_produce_dedupes_and_checks_sequences_across_restarts() {
     let port = broker.local_addr.port();
     let addr = broker.local_addr;
     let produce = |c: &mut RawConnection, batch: bytes::Bytes| -> (i16, i64) {
-        let p = produce_request::PartitionProduceData::default()
-            .with_index(0)
-            .with_records(Some(batch));
-        let t = produce_request::TopicProduceData::default()
-            .with_name(TopicName(s("idem")))
-            .with_partition_data(vec![p]);
-        let req = ProduceRequest::default()
-            .with_acks(-1)
-            .with_timeout_ms(5000)
-            .with_topic_data(vec![t]);
-        let ResponseKind::Produce(r) = c.request(ApiKey::Produce, 9, &RequestKind::Produce(req))
-        else {
-            panic!()
-        };
-        let p = &r.responses[0].partition_responses[0];
+        let p = produce_v9(c, "idem", 0, Some(batch), -1, 5000);
         (p.error_code, p.base_offset)
     };
     let init = |c: &mut RawConnection, id: i64, epoch: i16| -> (i16, i64, i16) {
@@ -995,22 +981,7 @@ async fn acks_all_needs_min_insync_replicas() {
         assert_eq!(r.topics[0].error_code, 0);
         let produce = |c: &mut RawConnection, acks: i16| {
             let batch = common::idempotent_batch(-1, -1, -1, &[b"v"]);
-            let p = produce_request::PartitionProduceData::default()
-                .with_index(0)
-                .with_records(Some(batch));
-            let t = produce_request::TopicProduceData::default()
-                .with_name(TopicName(s("strict")))
-                .with_partition_data(vec![p]);
-            let req = ProduceRequest::default()
-                .with_acks(acks)
-                .with_timeout_ms(1000)
-                .with_topic_data(vec![t]);
-            let ResponseKind::Produce(r) =
-                c.request(ApiKey::Produce, 9, &RequestKind::Produce(req))
-            else {
-                panic!()
-            };
-            r.responses[0].partition_responses[0].error_code
+            produce_v9(c, "strict", 0, Some(batch), acks, 1000).error_code
         };
         assert_eq!(
             produce(&mut c, -1),
