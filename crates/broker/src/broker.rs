@@ -403,7 +403,6 @@ impl Broker {
 
     /// Flushes all partitions, writes checkpoints and the clean-shutdown marker.
     pub fn shutdown(&self) -> Result<(), BrokerError> {
-        self.leave_cluster();
         self.replicas.shutdown(
             self.clock.now_ms(),
             self.config().producer_id_expiration_ms(),

@@ -74,7 +74,7 @@ pub fn heartbeat_frame(hb: &BrokerHeartbeat) -> Vec<u8> {
         .with_broker_id(BrokerId(hb.node_id))
         .with_broker_epoch(hb.broker_epoch)
         .with_current_metadata_offset(hb.metadata_offset)
-        .with_want_fence(hb.want_fence);
+        .with_want_shut_down(hb.want_shut_down);
     request_frame(ApiKey::BrokerHeartbeat, HEARTBEAT_VERSION, |buf| {
         request
             .encode(buf, HEARTBEAT_VERSION)
@@ -296,13 +296,14 @@ fn heartbeat(controller: &mut Controller, r: BrokerHeartbeatRequest) -> BrokerHe
         node_id: r.broker_id.0,
         broker_epoch: r.broker_epoch,
         metadata_offset: r.current_metadata_offset,
-        want_fence: r.want_fence,
+        want_shut_down: r.want_shut_down || r.want_fence,
     };
     match controller.broker_heartbeat(hb, Instant::now()) {
         Ok(reply) => BrokerHeartbeatResponse::default()
             .with_error_code(NONE)
             .with_is_caught_up(reply.caught_up)
-            .with_is_fenced(reply.fenced),
+            .with_is_fenced(reply.fenced)
+            .with_should_shut_down(r.want_shut_down && reply.fenced),
         Err(e) => BrokerHeartbeatResponse::default()
             .with_error_code(controller_error(&e).0)
             .with_is_fenced(true),
@@ -456,7 +457,7 @@ mod tests {
                 node_id: 3,
                 broker_epoch: epoch,
                 metadata_offset: offset,
-                want_fence: false,
+                want_shut_down: false,
             })
         };
         let reply = heartbeat_reply(&serve(&c, hb(epoch)).unwrap()).unwrap();
@@ -471,7 +472,7 @@ mod tests {
             node_id: 3,
             broker_epoch: epoch + 7,
             metadata_offset: epoch,
-            want_fence: false,
+            want_shut_down: false,
         });
         assert!(matches!(
             heartbeat_reply(&serve(&c, stale).unwrap()),
@@ -541,7 +542,7 @@ mod tests {
                         node_id: id,
                         broker_epoch: epoch,
                         metadata_offset: offset,
-                        want_fence: false,
+                        want_shut_down: false,
                     },
                     Instant::now(),
                 )

@@ -76,6 +76,7 @@ pub async fn start_controller(config: BrokerConfig) -> Result<ControllerHandle, 
     let (shutdown_tx, shutdown_rx) = watch::channel(false);
     let sessions = tokio::spawn(crate::lifecycle::run_session_checks(
         seat.clone(),
+        config.heartbeat_interval(),
         shutdown_rx,
     ));
     tracing::info!(%controller_addr, node_id, "controller listening");

@@ -185,6 +185,28 @@ impl ControllerSeat {
         }
     }
 
+    /// While this node is the active controller: fences every live broker that missed its
+    /// heartbeat by more than `after` and whose listener refuses connections (its process
+    /// died: a killed process's sockets close at once), without waiting for its session to
+    /// expire. A broker that is only slow or paused (SIGSTOP: the kernel still accepts for
+    /// it) is left to the session timeout.
+    pub fn fence_unreachable_brokers(&self, after: Duration) {
+        if self.quorum.leader() != Some(self.node_id) {
+            return;
+        }
+        let overdue = self.with_controller(|c| c.overdue_brokers(Instant::now(), after));
+        for broker in overdue {
+            if !refuses_connections(&broker.host, broker.port) {
+                continue;
+            }
+            let fenced =
+                self.with_controller(|c| c.fence_unreachable(&broker, Instant::now(), after));
+            if let Err(e) = fenced {
+                tracing::warn!(broker = broker.node_id, error = %e, "could not fence an unreachable broker");
+            }
+        }
+    }
+
     /// The cluster's id from the quorum (recorded by the first active controller, from its
     /// `meta.properties` or fresh). A data directory of another cluster is refused
     /// (INCONSISTENT_CLUSTER_ID); a new one gets `meta.properties` with the quorum's id.
@@ -223,6 +245,26 @@ impl ControllerSeat {
     pub fn shutdown(&self) {
         self.quorum.shutdown();
     }
+}
+
+/// How long a probe of a broker's listener may take.
+const PROBE_TIMEOUT: Duration = Duration::from_millis(200);
+
+/// Whether nothing listens at `host:port`: the connection is refused (a timeout or any
+/// other failure does not count, so a hung or unreachable host is not taken for dead).
+fn refuses_connections(host: &str, port: u16) -> bool {
+    use std::net::ToSocketAddrs;
+    let Some(addr) = (host, port)
+        .to_socket_addrs()
+        .ok()
+        .and_then(|mut a| a.next())
+    else {
+        return false;
+    };
+    matches!(
+        std::net::TcpStream::connect_timeout(&addr, PROBE_TIMEOUT),
+        Err(e) if e.kind() == std::io::ErrorKind::ConnectionRefused
+    )
 }
 
 /// Runs `op` on this node's controller; returns its reply and the offset of the last record

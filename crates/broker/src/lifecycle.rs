@@ -27,6 +27,11 @@ use crate::controller_seat::ControllerSeat;
 
 /// How often a broker waiting to be unfenced at start-up heartbeats.
 const STARTUP_HEARTBEAT: Duration = Duration::from_millis(20);
+/// How long a broker that handed its leadership over keeps answering its clients (with the
+/// new leaders) before it closes their connections.
+pub const HANDOVER_GRACE: Duration = Duration::from_millis(500);
+/// How soon a controlled shutdown the controller did not answer is asked again.
+const CONTROLLED_SHUTDOWN_RETRY: Duration = Duration::from_millis(100);
 /// How often every node checks for expired sessions (acting only while it leads).
 const SESSION_CHECK: Duration = Duration::from_millis(250);
 
@@ -42,6 +47,8 @@ pub struct Lifecycle {
     epoch: AtomicI64,
     /// Whether the controller's last answer said this broker is fenced.
     fenced: AtomicBool,
+    /// Set when a controlled shutdown begins; never cleared.
+    shutting_down: AtomicBool,
 }
 
 impl Lifecycle {
@@ -53,6 +60,7 @@ impl Lifecycle {
             rack: rack.map(str::to_string),
             epoch: AtomicI64::new(-1),
             fenced: AtomicBool::new(true),
+            shutting_down: AtomicBool::new(false),
         }
     }
 
@@ -64,6 +72,11 @@ impl Lifecycle {
     /// Whether the active controller last said this broker is fenced.
     pub fn is_fenced(&self) -> bool {
         self.fenced.load(Ordering::Acquire)
+    }
+
+    /// Whether a controlled shutdown has begun.
+    pub fn is_shutting_down(&self) -> bool {
+        self.shutting_down.load(Ordering::Acquire)
     }
 }
 
@@ -144,29 +157,15 @@ impl Broker {
         self.heartbeat(false)
     }
 
-    /// At a clean shutdown: asks the controller to fence this broker now (so clients stop
-    /// being sent here, and the next process of this node registers at once instead of
-    /// waiting for this session to expire). Best effort: a controller that does not answer
-    /// fences it after the session timeout anyway. Part of Kafka's controlled shutdown,
-    /// which also moves leadership away first (not built yet).
-    pub(crate) fn leave_cluster(&self) {
-        if self.lifecycle.epoch() < 0 {
-            return;
-        }
-        match self.heartbeat(true) {
-            Ok(reply) if reply.fenced => tracing::info!("fenced at shutdown"),
-            Ok(_) => tracing::warn!("the active controller did not fence this broker at shutdown"),
-            Err(e) => tracing::warn!(error = %e, "could not ask to be fenced at shutdown"),
-        }
-    }
-
-    fn heartbeat(&self, want_fence: bool) -> Result<HeartbeatReply, ControllerError> {
+    /// One heartbeat; from the start of a controlled shutdown on, every heartbeat asks to
+    /// shut down, so a periodic one cannot unfence this broker again.
+    fn heartbeat(&self, want_shut_down: bool) -> Result<HeartbeatReply, ControllerError> {
         self.register()?;
         let frame = controller_apis::heartbeat_frame(&BrokerHeartbeat {
             node_id: self.node_id,
             broker_epoch: self.lifecycle.epoch(),
             metadata_offset: self.applied_metadata_offset(),
-            want_fence,
+            want_shut_down: want_shut_down || self.lifecycle.is_shutting_down(),
         });
         let outcome = self
             .seat()
@@ -193,6 +192,68 @@ impl Broker {
     }
 }
 
+/// Kafka's controlled shutdown, the first step of stopping while connections are still
+/// served: asks the active controller to shut this broker down (BrokerHeartbeat with
+/// WantShutDown), which fences it and moves every partition it leads to the next live
+/// in-sync replica in one batch, then waits until this broker has applied that batch, so
+/// from here on it answers its old partitions' clients NOT_LEADER_OR_FOLLOWER with the new
+/// leader. Bounded by `broker.session.timeout.ms` (after which the controller fences a
+/// silent broker anyway); a broker that never registered, or a controller that does not
+/// answer in time, ends it early with a warning, and the broker simply stops.
+///
+/// Then, when other brokers are live, it keeps serving for [`HANDOVER_GRACE`]: the other
+/// brokers apply the change a moment later than this one, so a client that lost its
+/// connection here at once could read the old leader from them and wait a whole metadata
+/// refresh; one that is still connected gets NOT_LEADER_OR_FOLLOWER naming the new leader
+/// (KIP-951) and goes there.
+pub async fn controlled_shutdown(broker: Arc<Broker>) {
+    if broker.lifecycle.epoch() < 0 {
+        return;
+    }
+    broker
+        .lifecycle
+        .shutting_down
+        .store(true, Ordering::Release);
+    let started = Instant::now();
+    let deadline = started + broker.config().session_timeout();
+    loop {
+        let b = broker.clone();
+        match tokio::task::spawn_blocking(move || b.heartbeat(true)).await {
+            Ok(Ok(reply)) if reply.fenced => break,
+            Ok(Ok(_)) => tracing::warn!("the active controller did not fence this broker yet"),
+            Ok(Err(e)) => tracing::info!(error = %e, "controlled shutdown not answered yet"),
+            Err(_) => return,
+        }
+        if Instant::now() >= deadline {
+            tracing::warn!("controlled shutdown not granted in time: stopping anyway");
+            return;
+        }
+        tokio::time::sleep(CONTROLLED_SHUTDOWN_RETRY).await;
+    }
+    let mut published = broker.subscribe_metadata();
+    let applied = tokio::time::timeout_at(deadline.into(), async {
+        while broker.image().is_live(broker.node_id) {
+            if published.changed().await.is_err() {
+                return;
+            }
+        }
+    })
+    .await;
+    match applied {
+        Ok(()) => tracing::info!(
+            elapsed_ms = started.elapsed().as_millis() as u64,
+            "controlled shutdown: leadership moved away"
+        ),
+        Err(_) => {
+            tracing::warn!("controlled shutdown: the fence was not applied here in time");
+            return;
+        }
+    }
+    if broker.image().live_brokers().next().is_some() {
+        tokio::time::sleep(HANDOVER_GRACE).await;
+    }
+}
+
 /// Heartbeats every `broker.heartbeat.interval.ms` until shutdown.
 pub async fn run_heartbeats(broker: Arc<Broker>, mut shutdown: watch::Receiver<bool>) {
     loop {
@@ -210,14 +271,24 @@ pub async fn run_heartbeats(broker: Arc<Broker>, mut shutdown: watch::Receiver<b
 }
 
 /// Checks broker sessions every quarter second until shutdown (acting only while this node
-/// is the active controller).
-pub async fn run_session_checks(seat: Arc<ControllerSeat>, mut shutdown: watch::Receiver<bool>) {
+/// is the active controller): fences brokers whose session expired, and those silent for
+/// half a heartbeat interval whose process is gone
+/// ([`ControllerSeat::fence_unreachable_brokers`]).
+pub async fn run_session_checks(
+    seat: Arc<ControllerSeat>,
+    heartbeat_interval: Duration,
+    mut shutdown: watch::Receiver<bool>,
+) {
     loop {
         tokio::select! {
             _ = shutdown.changed() => return,
             _ = tokio::time::sleep(SESSION_CHECK) => {}
         }
         let s = seat.clone();
-        let _ = tokio::task::spawn_blocking(move || s.fence_expired_brokers()).await;
+        let _ = tokio::task::spawn_blocking(move || {
+            s.fence_expired_brokers();
+            s.fence_unreachable_brokers(heartbeat_interval / 2);
+        })
+        .await;
     }
 }

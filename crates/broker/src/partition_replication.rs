@@ -152,12 +152,13 @@ impl Partition {
 
     /// On the leader: records a fetch of follower `replica` at `fetch_offset` (its LEO),
     /// moves the HW if that allows, and returns the ISR to ask for if the follower may now
-    /// join it (and no other change is pending).
+    /// join it (it is `eligible`, a live broker, and no other change is pending).
     pub fn record_follower_fetch(
         &self,
         replica: i32,
         fetch_offset: i64,
         now_ms: i64,
+        eligible: bool,
     ) -> Result<Option<IsrChange>, FollowerFetchError> {
         let log = self.lock();
         let state = self.state();
@@ -172,7 +173,7 @@ impl Partition {
             return Err(FollowerFetchError::NotReplica);
         }
         self.maybe_advance_hw(&log);
-        if state.isr.contains(&replica) {
+        if !eligible || state.isr.contains(&replica) {
             return Ok(None);
         }
         let epoch_start = epoch_start_offset(&log, state.leader_epoch);

@@ -63,18 +63,18 @@ fn the_leaders_hw_is_the_smallest_leo_in_the_isr() {
         .unwrap();
     assert_eq!(p.log_end_offset(), 3);
     assert_eq!(p.high_watermark(), 0, "no follower has it yet");
-    assert_eq!(p.record_follower_fetch(2, 3, NOW), Ok(None));
+    assert_eq!(p.record_follower_fetch(2, 3, NOW, true), Ok(None));
     assert_eq!(p.high_watermark(), 0, "follower 3 has not fetched");
-    p.record_follower_fetch(3, 1, NOW).unwrap();
+    p.record_follower_fetch(3, 1, NOW, true).unwrap();
     assert_eq!(p.high_watermark(), 1);
-    p.record_follower_fetch(3, 3, NOW).unwrap();
+    p.record_follower_fetch(3, 3, NOW, true).unwrap();
     assert_eq!(p.high_watermark(), 3);
     assert_eq!(
-        p.record_follower_fetch(4, 3, NOW),
+        p.record_follower_fetch(4, 3, NOW, true),
         Err(FollowerFetchError::NotReplica)
     );
     // A follower's fetch at an older offset never moves the HW back.
-    p.record_follower_fetch(2, 2, NOW).unwrap();
+    p.record_follower_fetch(2, 2, NOW, true).unwrap();
     assert_eq!(p.high_watermark(), 3);
 }
 
@@ -84,7 +84,7 @@ fn a_lagging_follower_leaves_the_isr_and_a_caught_up_one_joins() {
     let p = open(dir.path(), 1, state(1, 0, 0, &[1, 2, 3]));
     p.append(&batch(-1, -1, -1, 2, 0), AppendOrigin::Client, NOW)
         .unwrap();
-    p.record_follower_fetch(2, 2, NOW + 1_000).unwrap();
+    p.record_follower_fetch(2, 2, NOW + 1_000, true).unwrap();
     assert_eq!(
         p.isr_shrink(NOW + LAG_MS, LAG_MS),
         None,
@@ -112,10 +112,18 @@ fn a_lagging_follower_leaves_the_isr_and_a_caught_up_one_joins() {
     assert!(p.apply_state(state(1, 0, 1, &[1, 2]), NOW + LAG_MS + 4));
     assert_eq!(p.high_watermark(), 2);
     assert_eq!(p.isr_size(), 2);
-    // 3 comes back and reaches the HW: it asks to join.
-    assert_eq!(p.record_follower_fetch(3, 1, NOW + LAG_MS + 5), Ok(None));
+    // 3 comes back and reaches the HW: it asks to join, once it is a live broker again
+    // (a fenced one, crashed or shutting down, may fetch but not join: KIP-841).
+    assert_eq!(
+        p.record_follower_fetch(3, 1, NOW + LAG_MS + 5, true),
+        Ok(None)
+    );
+    assert_eq!(
+        p.record_follower_fetch(3, 2, NOW + LAG_MS + 5, false),
+        Ok(None)
+    );
     let join = p
-        .record_follower_fetch(3, 2, NOW + LAG_MS + 6)
+        .record_follower_fetch(3, 2, NOW + LAG_MS + 6, true)
         .unwrap()
         .expect("3 caught up");
     assert_eq!(join.isr, vec![1, 2, 3]);
@@ -123,9 +131,11 @@ fn a_lagging_follower_leaves_the_isr_and_a_caught_up_one_joins() {
     // Writes while the expansion is pending already wait for 3.
     p.append(&batch(-1, -1, -1, 1, 0), AppendOrigin::Client, NOW)
         .unwrap();
-    p.record_follower_fetch(2, 3, NOW + LAG_MS + 7).unwrap();
+    p.record_follower_fetch(2, 3, NOW + LAG_MS + 7, true)
+        .unwrap();
     assert_eq!(p.high_watermark(), 2);
-    p.record_follower_fetch(3, 3, NOW + LAG_MS + 8).unwrap();
+    p.record_follower_fetch(3, 3, NOW + LAG_MS + 8, true)
+        .unwrap();
     assert_eq!(p.high_watermark(), 3);
 }
 
@@ -146,7 +156,7 @@ fn a_follower_copies_bytes_and_producer_state_and_refuses_duplicates_as_leader()
         0,
         "the leader's HW had not moved"
     );
-    leader.record_follower_fetch(2, 3, NOW).unwrap();
+    leader.record_follower_fetch(2, 3, NOW, true).unwrap();
     replicate(&leader, &follower);
     assert_eq!(follower.high_watermark(), 3);
     // A stale response (fetched under epoch 0) is refused once the epoch moved on.

@@ -78,7 +78,7 @@ fn truncation_redoes_the_producer_state_and_lowers_the_hw() {
         .unwrap();
     assert!(matches!(p.truncate_to(2), Err(AppendError::NotFollower)));
     // Follower 2 has everything: the HW is the LEO.
-    p.record_follower_fetch(2, 4, NOW).unwrap();
+    p.record_follower_fetch(2, 4, NOW, true).unwrap();
     assert_eq!(p.high_watermark(), 4);
     assert!(p.apply_state(led_by(2, 1, 1), 0));
     p.truncate_to(2).unwrap();

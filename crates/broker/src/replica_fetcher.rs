@@ -13,8 +13,9 @@
 //!   start offset;
 //! - truncates where the leader says the logs diverge (a diverging epoch), or starts over at
 //!   the leader's log start when it no longer has the fetch offset;
-//! - backs off for `replica.fetch.backoff.ms` on an error (a leader that does not know its
-//!   leadership yet, a stale epoch, storage trouble), while the other partitions go on.
+//! - backs off for `replica.fetch.backoff.ms` on an error (a stale epoch, storage trouble),
+//!   while the other partitions go on; a leader that does not know its leadership yet is
+//!   asked again after 20 ms.
 //!
 //! A connection error drops the connection and retries after the backoff. Each request waits
 //! at most `replica.fetch.wait.max.ms` + `replica.socket.timeout.ms`.
@@ -142,6 +143,12 @@ fn slot(topic_id: uuid::Uuid, partition: i32, slots: usize) -> usize {
     (h.finish() % slots as u64) as usize
 }
 
+/// How soon a partition is fetched again from a leader that answered UNKNOWN_LEADER_EPOCH or
+/// NOT_LEADER_OR_FOLLOWER: after an election the follower may apply the change a moment
+/// before the new leader does, and a full `replica.fetch.backoff.ms` (1 s) would hold the
+/// HW, and every acks=all produce, that long.
+const LEADER_BEHIND_RETRY: Duration = Duration::from_millis(20);
+
 /// One fetcher: fetches its partitions from `leader` until its assignment is dropped.
 async fn fetch_from_leader(
     broker: Arc<Broker>,
@@ -191,9 +198,14 @@ async fn fetch_from_leader(
         match conn.fetch(&request, timeout, &config).await {
             Ok(response) => {
                 connection = Some(conn);
-                let until = Instant::now() + config.backoff;
-                for key in handle_response(&broker, leader, &sent, response) {
-                    backoff.insert(key, until);
+                let now = Instant::now();
+                for (key, leader_behind) in handle_response(&broker, leader, &sent, response) {
+                    let wait = if leader_behind {
+                        config.backoff.min(LEADER_BEHIND_RETRY)
+                    } else {
+                        config.backoff
+                    };
+                    backoff.insert(key, now + wait);
                 }
             }
             Err(e) => {
@@ -255,13 +267,14 @@ fn fetch_request(node_id: i32, sent: &[FetchState], config: &ReplicaFetchConfig)
         .with_topics(topics)
 }
 
-/// Acts on one fetch response; returns the partitions to back off.
+/// Acts on one fetch response; returns the partitions to back off, each with whether its
+/// leader is only behind on metadata (retried after [`LEADER_BEHIND_RETRY`]).
 fn handle_response(
     broker: &Broker,
     leader: i32,
     sent: &[FetchState],
     response: FetchResponse,
-) -> Vec<TopicIdPartition> {
+) -> Vec<(TopicIdPartition, bool)> {
     let mut back_off = Vec::new();
     if response.error_code != 0 {
         tracing::warn!(
@@ -271,7 +284,7 @@ fn handle_response(
         );
         return sent
             .iter()
-            .map(|s| (s.partition.topic_id, s.partition.index))
+            .map(|s| ((s.partition.topic_id, s.partition.index), false))
             .collect();
     }
     for topic in response.responses {
@@ -282,10 +295,16 @@ fn handle_response(
             }) else {
                 continue;
             };
+            // The leader has not applied the metadata that makes it leader yet: it will in
+            // a moment, so the partition is asked again soon, not after the full backoff.
+            let leader_behind = matches!(
+                ResponseError::try_from_code(data.error_code),
+                Some(ResponseError::UnknownLeaderEpoch | ResponseError::NotLeaderOrFollower)
+            );
             if let Err(why) = apply_partition(broker, s, data) {
                 let p = &s.partition;
                 tracing::debug!(topic = %p.topic, partition = p.index, leader, why, "backing off a followed partition");
-                back_off.push((p.topic_id, p.index));
+                back_off.push(((p.topic_id, p.index), leader_behind));
             }
         }
     }

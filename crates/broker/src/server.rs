@@ -1,8 +1,10 @@
 //! The network server: accepts connections and serves each one's requests in order.
 //!
-//! Shutdown is an explicit protocol: `BrokerHandle::shutdown` flips a watch channel; the
-//! accept loop stops accepting, each connection finishes the request it is serving and
-//! closes; every background task (periodic flush/checkpoint/retention, the cleaner, the
+//! Shutdown is an explicit protocol: `BrokerHandle::shutdown` flips a watch channel; first
+//! comes the controlled shutdown (`lifecycle::controlled_shutdown`: leadership moves to
+//! other brokers while this one still serves, so its clients are told where to go), then a
+//! second channel stops everything: the accept loop stops accepting, each connection
+//! finishes the request it is serving and closes; every background task (periodic flush/checkpoint/retention, the cleaner, the
 //! coordinators' timers) finishes the step it is in and ends; only once all of them are
 //! joined are the partitions flushed and the clean-shutdown marker written, so no cleaner
 //! swap or marker write can overlap it. A semaphore bounds the number of open connections
@@ -33,14 +35,15 @@ const READ_BUFFER_BYTES: usize = 64 * 1024;
 pub struct BrokerHandle {
     pub local_addr: SocketAddr,
     pub broker: Arc<Broker>,
-    shutdown_tx: watch::Sender<bool>,
+    /// Asks for the stop (controlled shutdown first).
+    stop_tx: watch::Sender<bool>,
     server: tokio::task::JoinHandle<Result<(), BrokerError>>,
 }
 
 impl BrokerHandle {
     /// Stops the broker gracefully and waits until its data is flushed.
     pub async fn shutdown(self) -> Result<(), BrokerError> {
-        let _ = self.shutdown_tx.send(true);
+        let _ = self.stop_tx.send(true);
         self.wait().await
     }
 
@@ -57,7 +60,7 @@ impl BrokerHandle {
 
     /// A sender that triggers shutdown (for signal handlers).
     pub fn shutdown_trigger(&self) -> watch::Sender<bool> {
-        self.shutdown_tx.clone()
+        self.stop_tx.clone()
     }
 }
 
@@ -85,6 +88,7 @@ pub async fn start(config: BrokerConfig) -> Result<BrokerHandle, BrokerError> {
     let broker = Arc::new(block_in_place_or_run(|| {
         Broker::open(config, &host, port, crate::clock::system())
     })?);
+    let (stop_tx, stop_rx) = watch::channel(false);
     let (shutdown_tx, shutdown_rx) = watch::channel(false);
     // Every task the broker runs besides connections, joined before the final flush.
     let mut background = JoinSet::new();
@@ -95,6 +99,7 @@ pub async fn start(config: BrokerConfig) -> Result<BrokerHandle, BrokerError> {
     ));
     background.spawn(crate::lifecycle::run_session_checks(
         broker.seat().clone(),
+        broker.config().heartbeat_interval(),
         shutdown_rx.clone(),
     ));
     background.spawn(crate::background::run_cleaner(
@@ -117,7 +122,11 @@ pub async fn start(config: BrokerConfig) -> Result<BrokerHandle, BrokerError> {
     let server = tokio::spawn(serve(
         listener,
         broker.clone(),
-        shutdown_rx,
+        Stop {
+            requested: stop_rx,
+            now: shutdown_tx,
+            observed: shutdown_rx,
+        },
         max_connections,
         background,
     ));
@@ -125,47 +134,43 @@ pub async fn start(config: BrokerConfig) -> Result<BrokerHandle, BrokerError> {
     Ok(BrokerHandle {
         local_addr,
         broker,
-        shutdown_tx,
+        stop_tx,
         server,
     })
+}
+
+/// The two steps of stopping: `requested` (the handle or a signal asks), then `now` (sent by
+/// `serve` once the controlled shutdown is over), which connections and background tasks
+/// watch through `observed`.
+struct Stop {
+    requested: watch::Receiver<bool>,
+    now: watch::Sender<bool>,
+    observed: watch::Receiver<bool>,
 }
 
 async fn serve(
     listener: TcpListener,
     broker: Arc<Broker>,
-    mut shutdown: watch::Receiver<bool>,
+    mut stop: Stop,
     max_connections: usize,
     mut background: JoinSet<()>,
 ) -> Result<(), BrokerError> {
     let permits = Arc::new(Semaphore::new(max_connections.min(Semaphore::MAX_PERMITS)));
     let mut connections = JoinSet::new();
-    loop {
-        let permit = tokio::select! {
-            _ = shutdown.changed() => break,
-            permit = permits.clone().acquire_owned() => permit.expect("semaphore never closed"),
-        };
-        let accepted = tokio::select! {
-            _ = shutdown.changed() => break,
-            accepted = listener.accept() => accepted,
-        };
-        match accepted {
-            Ok((stream, peer)) => {
-                let broker = broker.clone();
-                let shutdown = shutdown.clone();
-                connections.spawn(async move {
-                    if let Err(e) = serve_connection(stream, broker, shutdown).await {
-                        tracing::info!(%peer, error = %e, "connection closed");
-                    }
-                    drop(permit);
-                });
-            }
-            Err(e) => {
-                tracing::warn!(error = %e, "accept failed");
-                tokio::time::sleep(Duration::from_millis(10)).await;
+    let requested = async {
+        // A dropped handle stops the broker too.
+        while !*stop.requested.borrow_and_update() {
+            if stop.requested.changed().await.is_err() {
+                return;
             }
         }
-        while connections.try_join_next().is_some() {}
-    }
+    };
+    let serving = (&listener, &broker, &permits, &stop.observed);
+    accept_until(serving, &mut connections, Box::pin(requested)).await;
+    tracing::info!("stopping: controlled shutdown first");
+    let controlled = crate::lifecycle::controlled_shutdown(broker.clone());
+    accept_until(serving, &mut connections, Box::pin(controlled)).await;
+    let _ = stop.now.send(true);
     drop(listener);
     let drained = tokio::time::timeout(SHUTDOWN_GRACE, async {
         while connections.join_next().await.is_some() {}
@@ -192,6 +197,50 @@ async fn serve(
         });
     tracing::info!(clean = result.is_ok(), "broker stopped");
     result
+}
+
+/// What accepting needs: the listener, the broker, the connection permits and the signal
+/// that ends each connection.
+type Serving<'a> = (
+    &'a TcpListener,
+    &'a Arc<Broker>,
+    &'a Arc<Semaphore>,
+    &'a watch::Receiver<bool>,
+);
+
+/// Accepts connections (each served until `shutdown`) until `until` completes.
+async fn accept_until(
+    (listener, broker, permits, shutdown): Serving<'_>,
+    connections: &mut JoinSet<()>,
+    mut until: std::pin::Pin<Box<dyn std::future::Future<Output = ()> + Send + '_>>,
+) {
+    loop {
+        let permit = tokio::select! {
+            _ = &mut until => return,
+            permit = permits.clone().acquire_owned() => permit.expect("semaphore never closed"),
+        };
+        let accepted = tokio::select! {
+            _ = &mut until => return,
+            accepted = listener.accept() => accepted,
+        };
+        match accepted {
+            Ok((stream, peer)) => {
+                let broker = broker.clone();
+                let shutdown = shutdown.clone();
+                connections.spawn(async move {
+                    if let Err(e) = serve_connection(stream, broker, shutdown).await {
+                        tracing::info!(%peer, error = %e, "connection closed");
+                    }
+                    drop(permit);
+                });
+            }
+            Err(e) => {
+                tracing::warn!(error = %e, "accept failed");
+                tokio::time::sleep(Duration::from_millis(10)).await;
+            }
+        }
+        while connections.try_join_next().is_some() {}
+    }
 }
 
 /// Why a connection ended other than by the peer closing it.

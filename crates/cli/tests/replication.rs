@@ -16,125 +16,17 @@ use std::path::Path;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, TopicReplication};
-use rdkafka::client::{ClientContext, DefaultClientContext};
+use rdkafka::client::ClientContext;
 use rdkafka::consumer::{BaseConsumer, Consumer, ConsumerContext};
 use rdkafka::error::{KafkaError, RDKafkaErrorCode};
 use rdkafka::message::Message;
-use rdkafka::producer::{FutureProducer, FutureRecord};
 use rdkafka::statistics::Statistics;
 use rdkafka::{Offset, TopicPartitionList};
 use support::cluster::*;
-use support::BrokerProcess;
+use support::replicated::*;
 
 /// `replica.lag.time.max.ms` in these tests: short, so ISR changes are quick to see.
 const LAG_MS: u64 = 1500;
-
-/// (leader, replicas, ISR) of partition 0 of `topic` as broker `bootstrap` reports it.
-fn partition_state(bootstrap: &str, topic: &str) -> Option<(i32, Vec<i32>, Vec<i32>)> {
-    let c: BaseConsumer = client(bootstrap).create().ok()?;
-    let meta = c.fetch_metadata(Some(topic), Duration::from_secs(5)).ok()?;
-    let t = meta.topics().iter().find(|t| t.name() == topic)?;
-    let p = t.partitions().first()?;
-    let mut isr = p.isr().to_vec();
-    isr.sort();
-    Some((p.leader(), p.replicas().to_vec(), isr))
-}
-
-/// Three broker processes in `root`, each with the overrides `extra` gives its node, once
-/// every one serves and Metadata lists all three.
-async fn start_three(
-    root: &Path,
-    extra: impl Fn(&Node) -> Vec<String>,
-) -> (Vec<Node>, Vec<BrokerProcess>) {
-    let (nodes, voters) = nodes(3);
-    let mut procs: Vec<BrokerProcess> = nodes
-        .iter()
-        .map(|n| {
-            let extra = extra(n);
-            let refs: Vec<&str> = extra.iter().map(String::as_str).collect();
-            spawn_with(root, n, &voters, &refs)
-        })
-        .collect();
-    for p in &mut procs {
-        p.wait_listening();
-    }
-    wait_live(format!("127.0.0.1:{}", nodes[0].port), vec![1, 2, 3]).await;
-    (nodes, procs)
-}
-
-/// The leader of partition 0 of `topic` at `bootstrap`, once its three replicas are in sync.
-async fn in_sync_leader(bootstrap: String, topic: &'static str) -> i32 {
-    tokio::task::spawn_blocking(move || {
-        wait_for(&format!("{topic} in sync"), || {
-            let (leader, _, isr) = partition_state(&bootstrap, topic)?;
-            (isr.len() == 3).then_some(leader)
-        })
-    })
-    .await
-    .unwrap()
-}
-
-/// Waits (off the async runtime) until partition 0's ISR at `bootstrap` is `want`; returns
-/// how long it took.
-async fn wait_isr(bootstrap: String, topic: &'static str, want: Vec<i32>) -> Duration {
-    let start = Instant::now();
-    tokio::task::spawn_blocking(move || {
-        wait_for(&format!("ISR {want:?} of {topic}"), || {
-            let (_, _, isr) = partition_state(&bootstrap, topic)?;
-            (isr == want).then_some(())
-        })
-    })
-    .await
-    .unwrap();
-    start.elapsed()
-}
-
-async fn create(bootstrap: &str, topic: &str, min_isr: &str) {
-    let admin: AdminClient<DefaultClientContext> = client(bootstrap).create().unwrap();
-    let r = admin
-        .create_topics(
-            &[NewTopic::new(topic, 1, TopicReplication::Fixed(3))
-                .set("min.insync.replicas", min_isr)],
-            &AdminOptions::new().operation_timeout(Some(Duration::from_secs(5))),
-        )
-        .await
-        .unwrap();
-    r[0].clone().unwrap();
-}
-
-fn producer(bootstrap: &str, acks: &str, retries: bool) -> FutureProducer {
-    let mut c = client(bootstrap);
-    c.set("acks", acks)
-        .set("linger.ms", "5")
-        .set("message.timeout.ms", "10000");
-    if retries {
-        c.set("enable.idempotence", "true");
-    } else {
-        c.set("enable.idempotence", "false").set("retries", "0");
-    }
-    c.create().unwrap()
-}
-
-/// Sends `n` records to partition 0 of `topic`; the first failure, if any.
-async fn send(p: &FutureProducer, topic: &str, n: usize, tag: &str) -> Result<(), KafkaError> {
-    let mut pending = Vec::with_capacity(n);
-    for i in 0..n {
-        let value = format!("{tag}-{i:06}");
-        pending.push(
-            p.send_result(
-                FutureRecord::<(), String>::to(topic)
-                    .partition(0)
-                    .payload(&value),
-            )
-            .map_err(|(e, _)| e)?,
-        );
-    }
-    for d in pending {
-        d.await.expect("delivery future").map_err(|(e, _)| e)?;
-    }
-    Ok(())
-}
 
 /// The concatenated `.log` files of `topic`-0 in `node_dir`, in offset order.
 fn segment_bytes(node_dir: &Path, topic: &str) -> Vec<u8> {
@@ -397,19 +289,6 @@ async fn a_consumer_with_client_rack_reads_from_the_follower_in_its_rack() {
     drop(procs);
 }
 
-/// The broker the metadata at `bootstrap` names as leader of partition 0 of `topic`, once it
-/// is one of `candidates`.
-async fn wait_leader_among(bootstrap: String, topic: &'static str, candidates: Vec<i32>) -> i32 {
-    tokio::task::spawn_blocking(move || {
-        wait_for(&format!("a leader of {topic} among {candidates:?}"), || {
-            let (leader, _, _) = partition_state(&bootstrap, topic)?;
-            candidates.contains(&leader).then_some(leader)
-        })
-    })
-    .await
-    .unwrap()
-}
-
 fn contains(haystack: &[u8], needle: &[u8]) -> bool {
     haystack.windows(needle.len()).any(|w| w == needle)
 }
@@ -485,35 +364,6 @@ async fn a_deposed_leader_truncates_what_its_followers_never_had() {
     }
     wait_isr(addr(new_at), "div", vec![1, 2, 3]).await;
     drop(procs);
-}
-
-/// Reads partition 0 of `topic` at `bootstrap` from the start until `n` records came (or
-/// nothing more comes for a few seconds); their values.
-fn read_values(bootstrap: &str, topic: &str, isolation: &str, n: usize) -> Vec<String> {
-    let mut config = client(bootstrap);
-    config
-        .set("group.id", format!("{topic}-reader"))
-        .set("isolation.level", isolation)
-        .set("enable.auto.commit", "false");
-    let consumer: BaseConsumer = config.create().unwrap();
-    let mut tpl = TopicPartitionList::new();
-    tpl.add_partition_offset(topic, 0, Offset::Beginning)
-        .unwrap();
-    consumer.assign(&tpl).unwrap();
-    let mut values = Vec::new();
-    let deadline = Instant::now() + WAIT;
-    let mut quiet_since = Instant::now();
-    while values.len() < n && Instant::now() < deadline {
-        match consumer.poll(Duration::from_millis(100)) {
-            Some(Ok(m)) => {
-                values.push(String::from_utf8(m.payload().unwrap_or_default().to_vec()).unwrap());
-                quiet_since = Instant::now();
-            }
-            _ if values.len() >= n || quiet_since.elapsed() > Duration::from_secs(5) => break,
-            _ => {}
-        }
-    }
-    values
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

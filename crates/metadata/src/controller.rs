@@ -145,8 +145,9 @@ pub struct BrokerHeartbeat {
     pub broker_epoch: i64,
     /// The offset of the last metadata record the broker applied.
     pub metadata_offset: i64,
-    /// The broker asks to stay (or become) fenced.
-    pub want_fence: bool,
+    /// The broker asks to be fenced now (Kafka's WantShutDown at a controlled shutdown, or
+    /// WantFence): its leaderships move to other in-sync replicas in the same batch.
+    pub want_shut_down: bool,
 }
 
 /// The controller's answer to a heartbeat.
@@ -155,6 +156,16 @@ pub struct HeartbeatReply {
     /// The broker has applied the metadata log up to its own registration.
     pub caught_up: bool,
     pub fenced: bool,
+}
+
+/// A live broker that missed its heartbeat ([`Controller::overdue_brokers`]).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct OverdueBroker {
+    pub node_id: i32,
+    pub broker_epoch: i64,
+    /// Its advertised client endpoint.
+    pub host: String,
+    pub port: u16,
 }
 
 /// A partition leader's request to change the ISR of some of its partitions (Kafka's
@@ -309,7 +320,7 @@ impl Controller {
             })?;
         self.sessions.touch(hb.node_id, term, now);
         let caught_up = hb.metadata_offset >= broker.epoch;
-        let fenced = match (broker.fenced, hb.want_fence) {
+        let fenced = match (broker.fenced, hb.want_shut_down) {
             (true, false) if caught_up => {
                 let mut records = election::when_unfenced(&image, hb.node_id);
                 records.push(MetadataRecord::UnfenceBroker {
@@ -420,6 +431,53 @@ impl Controller {
             );
         }
         Ok(expired.into_iter().map(|(id, _)| id).collect())
+    }
+
+    /// The live brokers not heard from for longer than `after`, with their broker epoch and
+    /// advertised endpoint: a caller may ask each whether its process is still there (a
+    /// process that died refuses connections at once) and fence it early with
+    /// [`Self::fence_unreachable`].
+    pub fn overdue_brokers(&mut self, now: Instant, after: Duration) -> Vec<OverdueBroker> {
+        let term = self.writer.term();
+        let image = self.image();
+        self.sessions
+            .overdue(&image, term, now, after)
+            .into_iter()
+            .filter_map(|(id, epoch)| {
+                let b = image.brokers.get(&id)?;
+                Some(OverdueBroker {
+                    node_id: id,
+                    broker_epoch: epoch,
+                    host: b.host.clone(),
+                    port: b.port,
+                })
+            })
+            .collect()
+    }
+
+    /// Fences `broker` (as it was when [`Self::overdue_brokers`] named it) before its
+    /// session expires, because its listener refuses connections: its process is gone.
+    /// Nothing happens if it was heard from since or registered anew. Returns whether it was
+    /// fenced.
+    pub fn fence_unreachable(
+        &mut self,
+        broker: &OverdueBroker,
+        now: Instant,
+        after: Duration,
+    ) -> Result<bool, ControllerError> {
+        let still = self
+            .overdue_brokers(now, after)
+            .iter()
+            .any(|b| b.node_id == broker.node_id && b.broker_epoch == broker.broker_epoch);
+        if !still {
+            return Ok(false);
+        }
+        self.fence(broker.node_id, broker.broker_epoch)?;
+        tracing::warn!(
+            broker = broker.node_id,
+            "broker missed its heartbeat and its listener refuses connections: fenced before its session expired"
+        );
+        Ok(true)
     }
 
     /// Fences a broker in one batch with the leader changes that takes: out of every ISR,
@@ -827,7 +885,7 @@ mod tests {
             node_id,
             broker_epoch,
             metadata_offset,
-            want_fence: false,
+            want_shut_down: false,
         }
     }
 
@@ -1024,6 +1082,44 @@ mod tests {
             c.broker_heartbeat(heartbeat(1, epoch + 100, 0), later),
             Err(ControllerError::StaleBrokerEpoch(_))
         ));
+    }
+
+    #[test]
+    fn a_broker_that_missed_its_heartbeat_may_be_fenced_early_unless_heard_since() {
+        let t0 = Instant::now();
+        let mut c = controller_with_brokers(0);
+        let mut epochs = Vec::new();
+        for id in 1..=2 {
+            let epoch = c
+                .register_broker(registration(id, Uuid::new_v4()), t0)
+                .unwrap();
+            c.broker_heartbeat(heartbeat(id, epoch, c.image().offset), t0)
+                .unwrap();
+            epochs.push(epoch);
+        }
+        let after = Duration::from_secs(1);
+        assert!(c.overdue_brokers(t0 + after, after).is_empty());
+        let late = t0 + after + Duration::from_millis(1);
+        let overdue = c.overdue_brokers(late, after);
+        assert_eq!(
+            overdue.iter().map(|b| b.node_id).collect::<Vec<_>>(),
+            vec![1, 2]
+        );
+        assert_eq!(
+            (overdue[0].host.as_str(), overdue[0].port),
+            ("127.0.0.1", 9092)
+        );
+        // Broker 1 is heard from before the probe's answer came back: it stays.
+        c.broker_heartbeat(heartbeat(1, epochs[0], c.image().offset), late)
+            .unwrap();
+        assert!(!c.fence_unreachable(&overdue[0], late, after).unwrap());
+        assert!(c.image().is_live(1));
+        assert!(c.fence_unreachable(&overdue[1], late, after).unwrap());
+        assert!(!c.image().is_live(2));
+        assert!(
+            !c.fence_unreachable(&overdue[1], late, after).unwrap(),
+            "already fenced"
+        );
     }
 
     #[test]
@@ -1251,7 +1347,7 @@ mod tests {
         // Broker a asks to be fenced; broker b is named with an epoch it no longer has.
         c.broker_heartbeat(
             BrokerHeartbeat {
-                want_fence: true,
+                want_shut_down: true,
                 ..heartbeat(a, epoch_of(&c, a), c.image().offset)
             },
             Instant::now(),

@@ -78,6 +78,31 @@ impl BrokerSessions {
         now.saturating_duration_since(last) <= self.session_timeout
     }
 
+    /// The live brokers of `image` not heard from for longer than `after` (but maybe still
+    /// within their session), with their broker epochs: the ones worth asking whether their
+    /// process is still there.
+    pub fn overdue(
+        &mut self,
+        image: &MetadataImage,
+        term: u64,
+        now: Instant,
+        after: Duration,
+    ) -> Vec<(i32, i64)> {
+        self.enter_term(term, now);
+        image
+            .live_brokers()
+            .filter(|b| {
+                let last = self
+                    .last_contact
+                    .get(&b.node_id)
+                    .copied()
+                    .unwrap_or(self.term_start);
+                now.saturating_duration_since(last) > after
+            })
+            .map(|b| (b.node_id, b.epoch))
+            .collect()
+    }
+
     /// The live (unfenced) brokers of `image` whose session ran out at `now`, with their
     /// broker epochs.
     pub fn expired(&mut self, image: &MetadataImage, term: u64, now: Instant) -> Vec<(i32, i64)> {

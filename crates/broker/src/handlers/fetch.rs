@@ -276,14 +276,16 @@ fn refuse_reader(p: &Partition, follower: Option<i32>, version: i16) -> Option<R
 }
 
 /// On the leader: takes a follower's fetch offset as its LEO; an ISR change it allows is
-/// handed to the ISR manager.
+/// handed to the ISR manager. A fenced follower (one that crashed, or is in a controlled
+/// shutdown) may fetch but not join the ISR (KIP-841): its coming stop would hold the HW.
 fn record_follower_fetch(
     broker: &Broker,
     p: &Partition,
     replica: i32,
     fetch_offset: i64,
 ) -> Result<(), ResponseError> {
-    match p.record_follower_fetch(replica, fetch_offset, broker.clock.now_ms()) {
+    let eligible = broker.image().is_live(replica);
+    match p.record_follower_fetch(replica, fetch_offset, broker.clock.now_ms(), eligible) {
         Ok(Some(change)) => {
             broker.isr_manager.request(change);
             Ok(())

@@ -5,6 +5,7 @@
 #![allow(dead_code)]
 
 pub mod cluster;
+pub mod replicated;
 
 use std::io::{BufRead, BufReader};
 use std::path::Path;
@@ -118,17 +119,26 @@ impl BrokerProcess {
     /// SIGTERM (a clean shutdown), then waits for the exit: SIGKILL after 30 s.
     pub fn terminate(&mut self) {
         self.signal(libc::SIGTERM);
-        let deadline = std::time::Instant::now() + Duration::from_secs(30);
-        while std::time::Instant::now() < deadline {
-            if let Ok(Some(_)) = self.child.try_wait() {
-                return;
+        if self.wait_exit(Duration::from_secs(30)).is_none() {
+            panic!(
+                "broker on port {} did not stop within 30 s of SIGTERM",
+                self.port
+            );
+        }
+    }
+
+    /// Waits up to `timeout` for the process to exit; its status, or None if it still runs.
+    pub fn wait_exit(&mut self, timeout: Duration) -> Option<std::process::ExitStatus> {
+        let deadline = std::time::Instant::now() + timeout;
+        loop {
+            if let Ok(Some(status)) = self.child.try_wait() {
+                return Some(status);
+            }
+            if std::time::Instant::now() >= deadline {
+                return None;
             }
             std::thread::sleep(Duration::from_millis(20));
         }
-        panic!(
-            "broker on port {} did not stop within 30 s of SIGTERM",
-            self.port
-        );
     }
 
     /// SIGKILL, then reap the process.
