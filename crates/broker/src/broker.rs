@@ -140,10 +140,7 @@ impl Broker {
             .metadata
             .wait_applied(-1, caught_up, QUORUM_START_TIMEOUT)?;
         broker.remove_stray_partition_dirs(&broker.image());
-        broker.groups.load(&broker).map_err(|e| BrokerError::Io {
-            context: format!("replaying {OFFSETS_TOPIC}"),
-            source: std::io::Error::other(e),
-        })?;
+        broker.groups.sync_ownership(&broker);
         broker.txns.load(&broker).map_err(|e| BrokerError::Io {
             context: format!("replaying {TXN_STATE_TOPIC}"),
             source: std::io::Error::other(e),
@@ -345,7 +342,14 @@ impl Broker {
             validate_only: false,
         });
         match result {
-            Ok(_) | Err(CommitError::Refused(ControllerError::TopicAlreadyExists(_))) => Ok(()),
+            Ok(_) | Err(CommitError::Refused(ControllerError::TopicAlreadyExists(_))) => {
+                // The first group's requests follow at once: its partitions led here are
+                // taken on now rather than by the next ownership sync.
+                if name == OFFSETS_TOPIC {
+                    self.groups.sync_ownership(self);
+                }
+                Ok(())
+            }
             Err(e) => Err(e),
         }
     }

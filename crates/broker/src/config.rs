@@ -511,6 +511,12 @@ pub const BROKER_CONFIGS: &[BrokerConfigDef] = &[
         "how often expired offsets are looked for",
     ),
     def(
+        "offsets.commit.timeout.ms",
+        I { min: 1 },
+        Some("5000"),
+        "how long an offset commit waits for every in-sync replica of its __consumer_offsets partition",
+    ),
+    def(
         "offset.metadata.max.bytes",
         I { min: 0 },
         Some("4096"),
@@ -748,6 +754,7 @@ impl BrokerConfig {
             offset_metadata_max_bytes: self.num::<i32>("offset.metadata.max.bytes") as usize,
             offsets_retention_ms: self.num::<i32>("offsets.retention.minutes") as i64 * 60_000,
             offsets_retention_check_interval_ms: self.num("offsets.retention.check.interval.ms"),
+            offsets_commit_timeout_ms: self.num::<i32>("offsets.commit.timeout.ms") as u64,
         }
     }
 

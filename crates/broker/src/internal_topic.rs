@@ -39,17 +39,27 @@ pub fn key_partition_count(
     count
 }
 
-/// Every batch of `partition` from its log start to its high watermark, decoded. A batch
-/// that does not decode (not written by a coordinator) is skipped with a warning naming the
-/// topic, partition and offset, so one bad batch cannot stop the broker from starting.
+/// Every batch of `partition` from its log start to its log end, decoded (a coordinator
+/// that just became leader loads what its log holds, committed or about to be).
 pub fn read_kv_batches(partition: &Partition) -> Result<Vec<KvBatch>, String> {
+    read_kv_batches_from(partition, partition.log_start_offset()).map(|(batches, _)| batches)
+}
+
+/// The batches of `partition` from `from` to its log end, decoded, and the offset after the
+/// last one read (where a later read goes on). A batch that does not decode (not written by
+/// a coordinator) is skipped with a warning naming the topic, partition and offset, so one
+/// bad batch cannot stop the broker from starting.
+pub fn read_kv_batches_from(
+    partition: &Partition,
+    from: i64,
+) -> Result<(Vec<KvBatch>, i64), String> {
     const CHUNK_BYTES: usize = 1 << 20;
     let mut out = Vec::new();
-    let mut offset = partition.log_start_offset();
-    let hw = partition.high_watermark();
-    while offset < hw {
+    let mut offset = from.max(partition.log_start_offset());
+    let end = partition.log_end_offset();
+    while offset < end {
         let read = partition
-            .read(offset, CHUNK_BYTES, true, FetchIsolation::HighWatermark)
+            .read(offset, CHUNK_BYTES, true, FetchIsolation::LogEnd)
             .map_err(|e| e.to_string())?;
         if read.records.is_empty() {
             break;
@@ -79,5 +89,5 @@ pub fn read_kv_batches(partition: &Partition) -> Result<Vec<KvBatch>, String> {
         }
         offset = next;
     }
-    Ok(out)
+    Ok((out, offset))
 }

@@ -13,6 +13,7 @@ pub mod config;
 pub mod controller_apis;
 pub mod controller_node;
 pub mod controller_seat;
+pub mod coordinator_ownership;
 pub mod coordinator_services;
 pub mod dispatch;
 pub mod group;

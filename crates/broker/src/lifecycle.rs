@@ -198,8 +198,9 @@ impl Broker {
 /// in-sync replica in one batch, then waits until this broker has applied that batch, so
 /// from here on it answers its old partitions' clients NOT_LEADER_OR_FOLLOWER with the new
 /// leader. Bounded by `broker.session.timeout.ms` (after which the controller fences a
-/// silent broker anyway); a broker that never registered, or a controller that does not
-/// answer in time, ends it early with a warning, and the broker simply stops.
+/// silent broker anyway); a broker that never registered or sees no other live broker
+/// skips it, and a controller that does not answer in time ends it early with a warning:
+/// the broker simply stops.
 ///
 /// Then, when other brokers are live, it keeps serving for [`HANDOVER_GRACE`]: the other
 /// brokers apply the change a moment later than this one, so a client that lost its
@@ -207,7 +208,10 @@ impl Broker {
 /// refresh; one that is still connected gets NOT_LEADER_OR_FOLLOWER naming the new leader
 /// (KIP-951) and goes there.
 pub async fn controlled_shutdown(broker: Arc<Broker>) {
-    if broker.lifecycle.epoch() < 0 {
+    let me = broker.node_id;
+    let others_live = broker.image().live_brokers().any(|b| b.node_id != me);
+    if broker.lifecycle.epoch() < 0 || !others_live {
+        // Nobody could take over (a single node, or the last one of a cluster going down).
         return;
     }
     broker

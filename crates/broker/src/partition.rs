@@ -114,6 +114,15 @@ impl From<&PartitionImage> for PartitionState {
     }
 }
 
+/// Why [`Partition::wait_replicated`] gave up.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ReplicationWait {
+    /// The HW did not get there in time.
+    TimedOut,
+    /// This broker no longer leads the partition.
+    NotLeader,
+}
+
 /// A partition hosted by this broker, as its leader or a follower.
 pub struct Partition {
     pub topic: String,
@@ -404,6 +413,29 @@ impl Partition {
     /// A receiver that sees every later change of the high watermark (and of leader).
     pub fn subscribe_hw(&self) -> watch::Receiver<i64> {
         self.hw_watch.subscribe()
+    }
+
+    /// Waits until the HW reaches `required_hw` (every ISR member has the records below it),
+    /// woken by HW changes, or until leadership moves away or `deadline` passes. The acks=all
+    /// wait of a produce and of the coordinators' own writes.
+    pub async fn wait_replicated(
+        &self,
+        required_hw: i64,
+        deadline: tokio::time::Instant,
+    ) -> Result<(), ReplicationWait> {
+        let mut hw = self.subscribe_hw();
+        let reached = tokio::time::timeout_at(
+            deadline,
+            hw.wait_for(|hw| *hw >= required_hw || !self.is_leader()),
+        )
+        .await;
+        if !matches!(reached, Ok(Ok(_))) {
+            Err(ReplicationWait::TimedOut)
+        } else if !self.is_leader() {
+            Err(ReplicationWait::NotLeader)
+        } else {
+            Ok(())
+        }
     }
 
     /// A receiver that sees every later change of the log end offset (and of leader).

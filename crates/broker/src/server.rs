@@ -119,6 +119,10 @@ pub async fn start(config: BrokerConfig) -> Result<BrokerHandle, BrokerError> {
         shutdown_rx.clone(),
     ));
     background.spawn(crate::isr_manager::run(broker.clone(), shutdown_rx.clone()));
+    background.spawn(crate::coordinator_ownership::run(
+        broker.clone(),
+        shutdown_rx.clone(),
+    ));
     let server = tokio::spawn(serve(
         listener,
         broker.clone(),

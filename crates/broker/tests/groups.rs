@@ -326,6 +326,7 @@ async fn group_error_paths() {
     tokio::task::spawn_blocking(move || {
         let s = |v: &str| StrBytes::from_string(v.to_string());
         let mut c = RawConnection::connect(addr);
+        raw_find_coordinator(&mut c, "errs");
         let join = |c: &mut RawConnection, member: &str, session: i32, instance: Option<&str>| {
             let req = JoinGroupRequest::default()
                 .with_group_id(GroupId(s("errs")))
@@ -464,6 +465,26 @@ async fn time_to_first_record_with_default_delay_is_under_four_seconds() {
     broker.shutdown().await.unwrap();
 }
 
+/// FindCoordinator for `group` (which creates `__consumer_offsets`), as every client sends
+/// before its first group request: a broker serves only the groups of the offsets
+/// partitions it leads.
+fn raw_find_coordinator(c: &mut RawConnection, group: &str) {
+    use kafka_protocol::messages::*;
+    let req = FindCoordinatorRequest::default()
+        .with_key(kafka_protocol::protocol::StrBytes::from_string(
+            group.into(),
+        ))
+        .with_key_type(0);
+    let ResponseKind::FindCoordinator(r) = c.request(
+        ApiKey::FindCoordinator,
+        3,
+        &RequestKind::FindCoordinator(req),
+    ) else {
+        panic!()
+    };
+    assert_eq!(r.error_code, 0, "FindCoordinator for {group}");
+}
+
 /// A raw JoinGroup (v5+, so static membership is possible) that loops through
 /// MEMBER_ID_REQUIRED; returns (member id, generation, leader).
 fn raw_join(
@@ -480,6 +501,7 @@ fn raw_join(
     meta.extend_from_slice(&(topic.len() as i16).to_be_bytes());
     meta.extend_from_slice(topic.as_bytes());
     meta.extend_from_slice(&[0, 0, 0, 0]);
+    raw_find_coordinator(c, group);
     let mut member = String::new();
     loop {
         let req = JoinGroupRequest::default()

@@ -229,3 +229,136 @@ async fn a_leader_stopped_with_sigterm_hands_over_first_and_producers_wait_under
     wait_isr(addr(survivors[0]), "handover", vec![1, 2, 3]).await;
     drop(procs);
 }
+
+/// A group id whose coordinator (the leader of its `__consumer_offsets` partition, with
+/// `partitions` of them) is not broker `avoid`; with the coordinator's id.
+fn group_not_coordinated_by(bootstrap: &str, partitions: i32, avoid: i32) -> (String, i32) {
+    use gregor_broker::group::coordinator::partition_for_key;
+    let leaders = wait_for("__consumer_offsets leaders", || {
+        let l = leaders(bootstrap, "__consumer_offsets")?;
+        (l.len() == partitions as usize && l.iter().all(|&b| b > 0)).then_some(l)
+    });
+    (0..1000)
+        .map(|k| format!("group-{k}"))
+        .map(|g| {
+            let coordinator = leaders[partition_for_key(&g, partitions) as usize];
+            (g, coordinator)
+        })
+        .find(|(_, c)| *c != avoid)
+        .expect("some group is coordinated elsewhere")
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_group_survives_its_coordinator_being_killed_without_losing_a_commit() {
+    use rdkafka::consumer::{BaseConsumer, CommitMode, Consumer};
+    use rdkafka::message::Message;
+    use rdkafka::{Offset, TopicPartitionList};
+    const RECORDS: usize = 3000;
+    let root = tempfile::tempdir().unwrap();
+    let (nodes, mut procs) = start_three(root.path(), |_| {
+        vec!["offsets.topic.num.partitions=3".into()]
+    })
+    .await;
+    let addr = |i: usize| format!("127.0.0.1:{}", nodes[i].port);
+    let bootstrap = nodes
+        .iter()
+        .map(|n| format!("127.0.0.1:{}", n.port))
+        .collect::<Vec<_>>()
+        .join(",");
+    create(&addr(0), "work", "2").await;
+    let data_leader = in_sync_leader(addr(0), "work").await;
+    let producer = durable_producer(&bootstrap);
+    let acks: Acks = Arc::default();
+    paced_send(producer, "work", RECORDS, 50, acks.clone()).await;
+    assert!(acks.lock().unwrap().iter().all(|(_, _, r)| r.is_ok()));
+
+    let ids: Vec<i32> = nodes.iter().map(|n| n.id).collect();
+    let outcome = tokio::task::spawn_blocking(move || {
+        let consumer_of = |group: &str| -> BaseConsumer {
+            let mut c = client(&bootstrap);
+            c.set("group.id", group)
+                .set("enable.auto.commit", "false")
+                .set("auto.offset.reset", "earliest")
+                .set("session.timeout.ms", "10000");
+            c.create().unwrap()
+        };
+        // A first group creates __consumer_offsets; the test's group is coordinated by a
+        // broker that does not lead the data, so killing it tests the coordinator alone.
+        let warm_up = consumer_of("warm-up");
+        warm_up.subscribe(&["work"]).unwrap();
+        let deadline = Instant::now() + WAIT;
+        while warm_up.poll(Duration::from_millis(100)).is_none() {
+            assert!(Instant::now() < deadline, "the warm-up group never consumed");
+        }
+        drop(warm_up);
+        let (group, coordinator) = group_not_coordinated_by(&bootstrap, 3, data_leader);
+
+        let consumer = consumer_of(&group);
+        consumer.subscribe(&["work"]).unwrap();
+        let commit = |next: i64| {
+            let mut tpl = TopicPartitionList::new();
+            tpl.add_partition_offset("work", 0, Offset::Offset(next))
+                .unwrap();
+            consumer.commit(&tpl, CommitMode::Sync)
+        };
+        let mut seen = vec![0usize; RECORDS];
+        let mut next = 0i64;
+        let mut last_committed = -1i64;
+        let mut killed_at = None;
+        let deadline = Instant::now() + Duration::from_secs(90);
+        while (next as usize) < RECORDS || last_committed < RECORDS as i64 {
+            assert!(Instant::now() < deadline, "the group stalled at offset {next}, committed {last_committed}");
+            if let Some(Ok(m)) = consumer.poll(Duration::from_millis(100)) {
+                let value = std::str::from_utf8(m.payload().unwrap()).unwrap();
+                let i: usize = value.trim_start_matches("r-").parse().unwrap();
+                seen[i] += 1;
+                next = m.offset() + 1;
+            }
+            let due = next - last_committed.max(0) >= 200 || next as usize == RECORDS;
+            if due && next > last_committed {
+                match commit(next) {
+                    Ok(()) => last_committed = next,
+                    Err(e) => eprintln!("commit at {next} failed (retried): {e}"),
+                }
+            }
+            if killed_at.is_none() && last_committed >= 1000 {
+                let at = ids.iter().position(|&id| id == coordinator).unwrap();
+                procs[at].kill();
+                // The new coordinator answers with what the old one acknowledged.
+                let mut tpl = TopicPartitionList::new();
+                tpl.add_partition("work", 0);
+                let after_kill = wait_for("the committed offset after the kill", || {
+                    let c = consumer
+                        .committed_offsets(tpl.clone(), Duration::from_secs(5))
+                        .ok()?;
+                    c.find_partition("work", 0)?.offset().to_raw()
+                });
+                assert_eq!(after_kill, last_committed, "the new coordinator has the commit");
+                eprintln!("coordinator {coordinator} of {group} SIGKILLed at committed offset {last_committed}");
+                killed_at = Some(at);
+            }
+        }
+        drop(consumer);
+        // The next member of the group starts where the last acknowledged commit says.
+        let reader = consumer_of(&group);
+        let mut tpl = TopicPartitionList::new();
+        tpl.add_partition("work", 0);
+        let committed = wait_for("the committed offset", || {
+            let c = reader.committed_offsets(tpl.clone(), Duration::from_secs(5)).ok()?;
+            c.find_partition("work", 0)?.offset().to_raw()
+        });
+        (seen, last_committed, committed, killed_at.unwrap(), procs)
+    })
+    .await
+    .unwrap();
+    let (seen, last_committed, committed, killed_at, mut procs) = outcome;
+    assert_eq!(committed, last_committed, "no acknowledged commit lost");
+    assert_eq!(committed, RECORDS as i64);
+    let skipped: Vec<usize> = (0..RECORDS).filter(|&i| seen[i] == 0).take(5).collect();
+    assert!(skipped.is_empty(), "records never consumed: {skipped:?}");
+
+    procs[killed_at] = spawn(root.path(), &nodes[killed_at], &voters_of(&nodes));
+    procs[killed_at].wait_listening();
+    wait_isr(addr((killed_at + 1) % 3), "work", vec![1, 2, 3]).await;
+    drop(procs);
+}

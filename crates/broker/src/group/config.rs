@@ -11,4 +11,6 @@ pub struct CoordinatorConfig {
     pub offset_metadata_max_bytes: usize,
     pub offsets_retention_ms: i64,
     pub offsets_retention_check_interval_ms: i64,
+    /// How long a commit waits for its records to reach every in-sync replica.
+    pub offsets_commit_timeout_ms: u64,
 }

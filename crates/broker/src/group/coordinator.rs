@@ -11,14 +11,15 @@
 
 use std::collections::{BTreeMap, HashMap};
 use std::sync::atomic::{AtomicI32, Ordering};
-use std::sync::{Mutex, MutexGuard};
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::Duration;
 
 use bytes::Bytes;
 use tokio::sync::{oneshot, Notify};
 
 use super::offsets_log::{
-    encode_records, GroupMemberRecord, GroupMetadataValue, OffsetCommitKey, OffsetCommitValue,
-    OffsetsRecord,
+    encode_records, GroupMemberRecord, GroupMetadataValue, KvBatch, OffsetCommitKey,
+    OffsetCommitValue, OffsetsRecord,
 };
 use super::state::{
     code, Completion, Effects, Group, GroupState, JoinRequest, JoinResponse, Reply, SyncResponse,
@@ -26,7 +27,7 @@ use super::state::{
 };
 use crate::clock::SharedClock;
 use crate::coordinator_services::CoordinatorServices;
-use crate::partition::AppendOrigin;
+use crate::partition::{AppendError, AppendOrigin, Partition, ReplicationWait};
 
 pub use super::config::CoordinatorConfig;
 pub use crate::internal_topic::OFFSETS_TOPIC;
@@ -39,6 +40,8 @@ const NON_EMPTY_GROUP: i16 = 68;
 const GROUP_ID_NOT_FOUND: i16 = 69;
 const GROUP_SUBSCRIBED_TO_TOPIC: i16 = 86;
 const KAFKA_STORAGE_ERROR: i16 = 56;
+const COORDINATOR_LOAD_IN_PROGRESS: i16 = 14;
+const REQUEST_TIMED_OUT: i16 = 7;
 
 /// One committed offset, as OffsetFetch reports it.
 #[derive(Debug, Clone, PartialEq)]
@@ -67,9 +70,37 @@ struct Inner {
     /// Offsets committed inside a still-open transaction, by producer id then group: they
     /// become visible only when the commit marker reaches the group's offsets partition.
     pending_txn_offsets: HashMap<i64, HashMap<String, GroupOffsets>>,
-    waiters: HashMap<WaiterId, oneshot::Sender<Completion>>,
+    /// Waiting JoinGroup/SyncGroup requests: the group each waits in, and where its answer
+    /// goes.
+    waiters: HashMap<WaiterId, (String, oneshot::Sender<Completion>)>,
     next_waiter: WaiterId,
     last_retention_check_ms: i64,
+    /// The `__consumer_offsets` partitions this broker leads, by index: only their groups
+    /// are served (and held in memory) here.
+    owned: HashMap<i32, Ownership>,
+}
+
+/// A `__consumer_offsets` partition this coordinator took on when it became its leader.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+struct Ownership {
+    /// The leader epoch it was taken on in: a later leadership is another ownership.
+    leader_epoch: i32,
+    /// Replayed into memory; until then its groups are answered COORDINATOR_LOAD_IN_PROGRESS.
+    loaded: bool,
+}
+
+/// An append a coordinator made that its answer must wait for: acknowledged once the HW of
+/// `partition` reaches `required_hw` (every in-sync replica has it).
+pub struct PendingWrite {
+    pub partition: Arc<Partition>,
+    pub required_hw: i64,
+}
+
+/// What an offset commit did: one code per entry, and the write to wait for before
+/// answering (see [`GroupCoordinator::finish_commit`]).
+pub struct CommitOutcome {
+    pub codes: Vec<i16>,
+    pub written: Option<PendingWrite>,
 }
 
 /// Runs every classic group hosted by this broker.
@@ -131,73 +162,177 @@ impl GroupCoordinator {
         partition_for_key(group_id, self.partitions.load(Ordering::Acquire))
     }
 
-    /// Replays `__consumer_offsets` into memory (at start-up).
-    pub fn load(&self, broker: &dyn CoordinatorServices) -> Result<(), String> {
-        let mut inner = self.lock();
-        let now = self.now_ms();
-        let mut groups: HashMap<String, Option<GroupMetadataValue>> = HashMap::new();
+    /// Brings the groups served here in line with the leadership of the `__consumer_offsets`
+    /// partitions on this broker (at start-up and after every metadata change): a partition
+    /// this broker stopped leading, or leads in a new epoch, is unloaded (its groups leave
+    /// memory; their clients get NOT_COORDINATOR and look the coordinator up again), and one
+    /// it leads is loaded: replayed from its log, its groups answered
+    /// COORDINATOR_LOAD_IN_PROGRESS until then. So groups and committed offsets move with
+    /// the partition's leadership.
+    pub fn sync_ownership(&self, broker: &dyn CoordinatorServices) {
         let count = crate::internal_topic::key_partition_count(
             broker,
             OFFSETS_TOPIC,
             self.config.offsets_partitions,
         );
         self.partitions.store(count, Ordering::Release);
-        for p in 0..self.partitions.load(Ordering::Acquire) {
-            let Some(partition) = broker.partition(OFFSETS_TOPIC, p) else {
+        let led: Vec<(i32, Arc<Partition>, i32)> = (0..count)
+            .filter_map(|p| {
+                let partition = broker.partition(OFFSETS_TOPIC, p)?;
+                let epoch = partition.leader_epoch();
+                partition.is_leader().then_some((p, partition, epoch))
+            })
+            .collect();
+        let stale: Vec<i32> = self
+            .lock()
+            .owned
+            .iter()
+            .filter(|(p, o)| !led.iter().any(|(q, _, e)| q == *p && *e == o.leader_epoch))
+            .map(|(p, _)| *p)
+            .collect();
+        for p in stale {
+            self.unload_partition(p);
+        }
+        for (p, partition, epoch) in led {
+            if self.lock().owned.contains_key(&p) {
                 continue;
-            };
-            for batch in crate::internal_topic::read_kv_batches(&partition)? {
-                if let Some(commit) = batch.control {
-                    Self::apply_txn_marker(&mut inner, batch.producer_id, commit, |g| {
-                        self.partition_for(g) == p
-                    });
-                    continue;
-                }
-                for (offset, key, value) in &batch.records {
-                    let record = match OffsetsRecord::decode_known(key, value.as_deref()) {
-                        Ok(Some(r)) => r,
-                        Ok(None) => continue,
-                        // As Kafka's coordinators since KIP-915: skipped, with a warning.
-                        Err(e) => {
-                            tracing::warn!(
-                                topic = OFFSETS_TOPIC,
-                                partition = p,
-                                offset,
-                                error = %e,
-                                "skipping a record the group coordinator cannot decode"
-                            );
-                            continue;
-                        }
-                    };
-                    match record {
-                        OffsetsRecord::Offset { key, value } => {
-                            let entry = if batch.transactional {
-                                inner
-                                    .pending_txn_offsets
-                                    .entry(batch.producer_id)
-                                    .or_default()
-                                    .entry(key.group.clone())
-                                    .or_default()
-                            } else {
-                                inner.offsets.entry(key.group.clone()).or_default()
-                            };
-                            match value {
-                                Some(v) => {
-                                    entry.insert((key.topic, key.partition), v);
-                                }
-                                None => {
-                                    entry.remove(&(key.topic, key.partition));
-                                }
+            }
+            if let Err(e) = self.load_partition(p, &partition, epoch) {
+                tracing::error!(partition = p, error = %e, "cannot load a __consumer_offsets partition");
+                self.lock().owned.remove(&p);
+            }
+        }
+    }
+
+    /// Takes on partition `p`, led here in `leader_epoch`: reads its log without the lock,
+    /// then, under it, what was appended meanwhile (transaction markers) and replays all of
+    /// it. Nothing happens if the partition was unloaded or taken on again meanwhile.
+    fn load_partition(
+        &self,
+        p: i32,
+        partition: &Partition,
+        leader_epoch: i32,
+    ) -> Result<(), String> {
+        let loading = Ownership {
+            leader_epoch,
+            loaded: false,
+        };
+        self.lock().owned.insert(p, loading);
+        let (mut batches, next) = crate::internal_topic::read_kv_batches_from(partition, 0)?;
+        let mut inner = self.lock();
+        if inner.owned.get(&p) != Some(&loading) {
+            return Ok(());
+        }
+        batches.extend(crate::internal_topic::read_kv_batches_from(partition, next)?.0);
+        let groups = self.replay(&mut inner, p, batches);
+        inner.owned.insert(
+            p,
+            Ownership {
+                leader_epoch,
+                loaded: true,
+            },
+        );
+        tracing::info!(
+            partition = p,
+            leader_epoch,
+            groups,
+            "loaded a __consumer_offsets partition"
+        );
+        Ok(())
+    }
+
+    /// Lets go of partition `p`: its groups, offsets and pending transactional offsets leave
+    /// memory, and its waiting JoinGroup/SyncGroup requests are answered
+    /// COORDINATOR_NOT_AVAILABLE (their senders dropped), so their clients look again.
+    fn unload_partition(&self, p: i32) {
+        let mut inner = self.lock();
+        inner.owned.remove(&p);
+        let in_p = |g: &str| self.partition_for(g) == p;
+        let before = inner.groups.len();
+        inner.groups.retain(|g, _| !in_p(g));
+        let groups = before - inner.groups.len();
+        inner.offsets.retain(|g, _| !in_p(g));
+        for by_group in inner.pending_txn_offsets.values_mut() {
+            by_group.retain(|g, _| !in_p(g));
+        }
+        inner
+            .pending_txn_offsets
+            .retain(|_, by_group| !by_group.is_empty());
+        inner.waiters.retain(|_, (g, _)| !in_p(g));
+        tracing::info!(
+            partition = p,
+            groups,
+            "unloaded a __consumer_offsets partition"
+        );
+    }
+
+    /// The error for a request about `group_id` when its partition is not served here:
+    /// NOT_COORDINATOR when another broker leads it, COORDINATOR_LOAD_IN_PROGRESS while it
+    /// is being loaded.
+    fn owner_error(&self, inner: &Inner, group_id: &str) -> Option<i16> {
+        match inner.owned.get(&self.partition_for(group_id)) {
+            Some(o) if o.loaded => None,
+            Some(_) => Some(COORDINATOR_LOAD_IN_PROGRESS),
+            None => Some(NOT_COORDINATOR),
+        }
+    }
+
+    /// Replays the batches of partition `p` into memory; returns how many groups it holds.
+    fn replay(&self, inner: &mut Inner, p: i32, batches: Vec<KvBatch>) -> usize {
+        let now = self.now_ms();
+        let mut groups: HashMap<String, Option<GroupMetadataValue>> = HashMap::new();
+        for batch in batches {
+            if let Some(commit) = batch.control {
+                Self::apply_txn_marker(inner, batch.producer_id, commit, |g| {
+                    self.partition_for(g) == p
+                });
+                continue;
+            }
+            for (offset, key, value) in &batch.records {
+                let record = match OffsetsRecord::decode_known(key, value.as_deref()) {
+                    Ok(Some(r)) => r,
+                    Ok(None) => continue,
+                    // As Kafka's coordinators since KIP-915: skipped, with a warning.
+                    Err(e) => {
+                        tracing::warn!(
+                            topic = OFFSETS_TOPIC,
+                            partition = p,
+                            offset,
+                            error = %e,
+                            "skipping a record the group coordinator cannot decode"
+                        );
+                        continue;
+                    }
+                };
+                match record {
+                    OffsetsRecord::Offset { key, value } => {
+                        let entry = if batch.transactional {
+                            inner
+                                .pending_txn_offsets
+                                .entry(batch.producer_id)
+                                .or_default()
+                                .entry(key.group.clone())
+                                .or_default()
+                        } else {
+                            inner.offsets.entry(key.group.clone()).or_default()
+                        };
+                        match value {
+                            Some(v) => {
+                                entry.insert((key.topic, key.partition), v);
+                            }
+                            None => {
+                                entry.remove(&(key.topic, key.partition));
                             }
                         }
-                        OffsetsRecord::Group { group, value } => {
-                            groups.insert(group, value);
-                        }
+                    }
+                    OffsetsRecord::Group { group, value } => {
+                        groups.insert(group, value);
                     }
                 }
             }
         }
         inner.offsets.retain(|_, o| !o.is_empty());
+        let mut restored = 0;
         for (group_id, value) in groups {
             let Some(v) = value else { continue };
             let members = v
@@ -228,46 +363,74 @@ impl GroupCoordinator {
                 self.config.limits,
             );
             inner.groups.insert(group_id, group);
+            restored += 1;
         }
-        tracing::info!(groups = inner.groups.len(), "group coordinator loaded");
-        Ok(())
+        restored
     }
 
-    /// Appends `records` for `group_id` to its offsets partition.
+    /// Appends `records` for `group_id` to its offsets partition; the write to wait for
+    /// (none if there was nothing to write).
     fn persist(
         &self,
         broker: &dyn CoordinatorServices,
         group_id: &str,
         records: &[OffsetsRecord],
-    ) -> Result<(), i16> {
+    ) -> Result<Option<PendingWrite>, i16> {
         self.persist_as(broker, group_id, records, None)
     }
 
-    /// [`Self::persist`], as a transactional batch of `txn_producer` when given.
+    /// [`Self::persist`], as a transactional batch of `txn_producer` when given. A partition
+    /// this broker does not lead (any more) is NOT_COORDINATOR, as in Kafka.
     fn persist_as(
         &self,
         broker: &dyn CoordinatorServices,
         group_id: &str,
         records: &[OffsetsRecord],
         txn_producer: Option<(i64, i16)>,
-    ) -> Result<(), i16> {
+    ) -> Result<Option<PendingWrite>, i16> {
         if records.is_empty() {
-            return Ok(());
+            return Ok(None);
         }
         let p = self.partition_for(group_id);
         let partition = broker.partition(OFFSETS_TOPIC, p).ok_or(NOT_COORDINATOR)?;
         let now = self.now_ms();
-        partition
-            .append(
-                &encode_records(records, now, txn_producer),
-                AppendOrigin::Coordinator,
-                now,
-            )
-            .map(|_| ())
-            .map_err(|e| {
+        match partition.append(
+            &encode_records(records, now, txn_producer),
+            AppendOrigin::Coordinator,
+            now,
+        ) {
+            Ok(info) => Ok(Some(PendingWrite {
+                partition,
+                required_hw: info.last_offset + 1,
+            })),
+            Err(AppendError::NotLeader) => Err(NOT_COORDINATOR),
+            Err(e) => {
                 tracing::error!(group = group_id, error = %e, "cannot persist group state");
-                KAFKA_STORAGE_ERROR
-            })
+                Err(KAFKA_STORAGE_ERROR)
+            }
+        }
+    }
+
+    /// Waits (up to `offsets.commit.timeout.ms`) until the records of a commit reached
+    /// every in-sync replica of their partition, then answers its codes: an acknowledged
+    /// commit survives the loss of its coordinator. Kafka's mapping of a write that did not
+    /// get there: REQUEST_TIMED_OUT, or NOT_COORDINATOR when leadership moved meanwhile.
+    pub async fn finish_commit(&self, outcome: CommitOutcome) -> Vec<i16> {
+        let Some(w) = outcome.written else {
+            return outcome.codes;
+        };
+        let deadline = tokio::time::Instant::now()
+            + Duration::from_millis(self.config.offsets_commit_timeout_ms);
+        let error = match w.partition.wait_replicated(w.required_hw, deadline).await {
+            Ok(()) => return outcome.codes,
+            Err(ReplicationWait::TimedOut) => REQUEST_TIMED_OUT,
+            Err(ReplicationWait::NotLeader) => NOT_COORDINATOR,
+        };
+        outcome
+            .codes
+            .into_iter()
+            .map(|c| if c == code::NONE { error } else { c })
+            .collect()
     }
 
     fn group_record(group: &Group) -> OffsetsRecord {
@@ -323,7 +486,7 @@ impl GroupCoordinator {
             let id = match &c {
                 Completion::Join(w, _) | Completion::Sync(w, _) => *w,
             };
-            if let Some(tx) = inner.waiters.remove(&id) {
+            if let Some((_, tx)) = inner.waiters.remove(&id) {
                 let _ = tx.send(c);
             }
         }
@@ -339,15 +502,19 @@ impl GroupCoordinator {
 
     /// Runs a state-machine call that may answer later, under the lock. `Ok(Some)`: the answer
     /// now; `Ok(None)`: the group does not exist (and `create` was false); `Err`: the receiver
-    /// the answer will arrive on.
+    /// the answer will arrive on. A group not served here is answered `not_served(code)`.
     fn call_or_wait<T>(
         &self,
         broker: &dyn CoordinatorServices,
         group_id: &str,
         create: bool,
+        not_served: impl FnOnce(i16) -> T,
         call: impl FnOnce(&mut Group, WaiterId) -> Option<(Reply<T>, Effects)>,
     ) -> Result<Option<T>, oneshot::Receiver<Completion>> {
         let mut inner = self.lock();
+        if let Some(error) = self.owner_error(&inner, group_id) {
+            return Ok(Some(not_served(error)));
+        }
         inner.next_waiter += 1;
         let waiter = inner.next_waiter;
         let group = if create {
@@ -363,7 +530,7 @@ impl GroupCoordinator {
             Reply::Now(r) => Ok(Some(r)),
             Reply::Later => {
                 let (tx, rx) = oneshot::channel();
-                inner.waiters.insert(waiter, tx);
+                inner.waiters.insert(waiter, (group_id.to_string(), tx));
                 Err(rx)
             }
         }
@@ -377,7 +544,17 @@ impl GroupCoordinator {
         req: JoinRequest,
     ) -> JoinResponse {
         let member_id = req.member_id.clone();
-        let rx = match self.call_or_wait(broker, group_id, true, |g, w| {
+        let failed = |error| JoinResponse {
+            error,
+            generation: -1,
+            protocol_type: None,
+            protocol: None,
+            leader: String::new(),
+            member_id: member_id.clone(),
+            members: Vec::new(),
+            skip_assignment: false,
+        };
+        let rx = match self.call_or_wait(broker, group_id, true, failed, |g, w| {
             Some(g.join(req, w, self.now_ms()))
         }) {
             Ok(Some(r)) => return r,
@@ -387,16 +564,7 @@ impl GroupCoordinator {
         self.wake.notify_one();
         match rx.await {
             Ok(Completion::Join(_, r)) => r,
-            _ => JoinResponse {
-                error: code::COORDINATOR_NOT_AVAILABLE,
-                generation: -1,
-                protocol_type: None,
-                protocol: None,
-                leader: String::new(),
-                member_id,
-                members: Vec::new(),
-                skip_assignment: false,
-            },
+            _ => failed(code::COORDINATOR_NOT_AVAILABLE),
         }
     }
 
@@ -431,7 +599,13 @@ impl GroupCoordinator {
                 self.now_ms(),
             ))
         };
-        let rx = match self.call_or_wait(broker, group_id, false, call) {
+        let not_served = |error| SyncResponse {
+            error,
+            protocol_type: None,
+            protocol: None,
+            assignment: Bytes::new(),
+        };
+        let rx = match self.call_or_wait(broker, group_id, false, not_served, call) {
             Ok(Some(r)) => return r,
             Ok(None) => return unknown,
             Err(rx) => rx,
@@ -454,6 +628,9 @@ impl GroupCoordinator {
         generation: i32,
     ) -> i16 {
         let mut inner = self.lock();
+        if let Some(error) = self.owner_error(&inner, group_id) {
+            return error;
+        }
         match inner.groups.get_mut(group_id) {
             Some(g) => g.heartbeat(member_id, instance_id, generation, self.now_ms()),
             None => code::UNKNOWN_MEMBER_ID,
@@ -468,6 +645,9 @@ impl GroupCoordinator {
         members: &[(String, Option<String>)],
     ) -> Result<Vec<i16>, i16> {
         let mut inner = self.lock();
+        if let Some(error) = self.owner_error(&inner, group_id) {
+            return Err(error);
+        }
         let Some(group) = inner.groups.get_mut(group_id) else {
             return Err(code::UNKNOWN_MEMBER_ID);
         };
@@ -498,16 +678,23 @@ impl GroupCoordinator {
         generation: i32,
         entries: Vec<(String, i32, i64, i32, String)>,
         txn_producer: Option<(i64, i16)>,
-    ) -> Vec<i16> {
+    ) -> CommitOutcome {
         let mut inner = self.lock();
         let now = self.now_ms();
+        let refused = |code: i16| CommitOutcome {
+            codes: vec![code; entries.len()],
+            written: None,
+        };
+        if let Some(error) = self.owner_error(&inner, group_id) {
+            return refused(error);
+        }
         let group_error = match inner.groups.get_mut(group_id) {
             Some(g) => g.check_commit(member_id, instance_id, generation, now),
             None if generation < 0 => code::NONE,
             None => code::ILLEGAL_GENERATION,
         };
         if group_error != code::NONE {
-            return vec![group_error; entries.len()];
+            return refused(group_error);
         }
         self.group_mut(&mut inner, group_id);
         let mut codes = Vec::with_capacity(entries.len());
@@ -537,12 +724,19 @@ impl GroupCoordinator {
             };
             codes.push(code);
         }
-        if let Err(e) = self.persist_as(broker, group_id, &records, txn_producer) {
-            return codes
-                .into_iter()
-                .map(|c| if c == code::NONE { e } else { c })
-                .collect();
-        }
+        let written = match self.persist_as(broker, group_id, &records, txn_producer) {
+            Ok(written) => written,
+            Err(e) => {
+                let codes = codes
+                    .into_iter()
+                    .map(|c| if c == code::NONE { e } else { c })
+                    .collect();
+                return CommitOutcome {
+                    codes,
+                    written: None,
+                };
+            }
+        };
         let store = match txn_producer {
             Some((producer_id, _)) => inner
                 .pending_txn_offsets
@@ -561,13 +755,17 @@ impl GroupCoordinator {
                 store.insert((key.topic, key.partition), v);
             }
         }
-        codes
+        CommitOutcome { codes, written }
     }
 
     /// A transaction marker of `producer_id` reached offsets partition `partition`: its
     /// pending offsets for the groups stored there become committed (or are dropped).
     pub fn complete_txn(&self, producer_id: i64, partition: i32, commit: bool) {
         let mut inner = self.lock();
+        if !inner.owned.get(&partition).is_some_and(|o| o.loaded) {
+            // Not served here, or still loading: the load replays the marker from the log.
+            return;
+        }
         Self::apply_txn_marker(&mut inner, producer_id, commit, |g| {
             self.partition_for(g) == partition
         });
@@ -614,8 +812,11 @@ impl GroupCoordinator {
         &self,
         group_id: &str,
         partitions: Option<Vec<(String, i32)>>,
-    ) -> Vec<(String, i32, CommittedOffset)> {
+    ) -> Result<Vec<(String, i32, CommittedOffset)>, i16> {
         let inner = self.lock();
+        if let Some(error) = self.owner_error(&inner, group_id) {
+            return Err(error);
+        }
         let store = inner.offsets.get(group_id);
         let missing = CommittedOffset {
             offset: -1,
@@ -627,7 +828,7 @@ impl GroupCoordinator {
             leader_epoch: v.leader_epoch,
             metadata: v.metadata.clone(),
         };
-        match partitions {
+        Ok(match partitions {
             Some(list) => list
                 .into_iter()
                 .map(|(t, p)| {
@@ -645,7 +846,7 @@ impl GroupCoordinator {
                         .collect()
                 })
                 .unwrap_or_default(),
-        }
+        })
     }
 
     /// (group id, protocol type, state) of every group, optionally filtered by state names.
@@ -668,10 +869,14 @@ impl GroupCoordinator {
             .collect()
     }
 
-    /// DescribeGroups for one group; unknown groups are reported as Dead.
-    pub fn describe(&self, group_id: &str) -> GroupDescription {
+    /// DescribeGroups for one group; unknown groups are reported as Dead, groups not served
+    /// here with their error code.
+    pub fn describe(&self, group_id: &str) -> Result<GroupDescription, i16> {
         let inner = self.lock();
-        match inner.groups.get(group_id) {
+        if let Some(error) = self.owner_error(&inner, group_id) {
+            return Err(error);
+        }
+        Ok(match inner.groups.get(group_id) {
             Some(g) => {
                 let protocol = g.protocol.clone().unwrap_or_default();
                 GroupDescription {
@@ -712,12 +917,15 @@ impl GroupCoordinator {
                 protocol: String::new(),
                 members: Vec::new(),
             },
-        }
+        })
     }
 
     /// DeleteGroups for one group.
     pub fn delete_group(&self, broker: &dyn CoordinatorServices, group_id: &str) -> i16 {
         let mut inner = self.lock();
+        if let Some(error) = self.owner_error(&inner, group_id) {
+            return error;
+        }
         let exists = inner.groups.contains_key(group_id) || inner.offsets.contains_key(group_id);
         if !exists {
             return GROUP_ID_NOT_FOUND;
@@ -763,6 +971,9 @@ impl GroupCoordinator {
         partitions: &[(String, i32)],
     ) -> Result<Vec<i16>, i16> {
         let mut inner = self.lock();
+        if let Some(error) = self.owner_error(&inner, group_id) {
+            return Err(error);
+        }
         let exists = inner.groups.contains_key(group_id) || inner.offsets.contains_key(group_id);
         if !exists {
             return Err(GROUP_ID_NOT_FOUND);

@@ -271,7 +271,7 @@ pub fn commit_entry(
     )
 }
 
-pub fn offset_commit(broker: &Broker, request: OffsetCommitRequest) -> OffsetCommitResponse {
+pub async fn offset_commit(broker: &Broker, request: OffsetCommitRequest) -> OffsetCommitResponse {
     let entries = request
         .topics
         .iter()
@@ -287,7 +287,7 @@ pub fn offset_commit(broker: &Broker, request: OffsetCommitRequest) -> OffsetCom
             })
         })
         .collect();
-    let codes = broker.groups.commit(
+    let outcome = broker.groups.commit(
         broker,
         request.group_id.0.as_str(),
         request.member_id.as_str(),
@@ -296,6 +296,7 @@ pub fn offset_commit(broker: &Broker, request: OffsetCommitRequest) -> OffsetCom
         entries,
         None,
     );
+    let codes = broker.groups.finish_commit(outcome).await;
     let mut codes = codes.into_iter();
     let topics = request
         .topics
@@ -327,19 +328,39 @@ const UNSTABLE_OFFSET_COMMIT: i16 = 88;
 /// The committed offsets asked for, grouped by topic in request order, each with its error
 /// code: with `require_stable`, an offset an open transaction holds is withheld
 /// (UNSTABLE_OFFSET_COMMIT, offset -1) so the consumer retries after the transaction ends.
+/// A group not served here (NOT_COORDINATOR, COORDINATOR_LOAD_IN_PROGRESS) gets its error
+/// as the group's code and on each partition asked for.
 fn fetch_group(
     broker: &Broker,
     group_id: &str,
     wanted: Option<Vec<(String, Vec<i32>)>>,
     require_stable: bool,
-) -> Vec<(String, Vec<FetchedOffset>)> {
-    let flat = wanted.map(|w| {
+) -> (Vec<(String, Vec<FetchedOffset>)>, i16) {
+    let flat: Option<Vec<(String, i32)>> = wanted.map(|w| {
         w.into_iter()
             .flat_map(|(t, ps)| ps.into_iter().map(move |p| (t.clone(), p)))
             .collect()
     });
+    let fetched = match broker.groups.fetch_offsets(group_id, flat.clone()) {
+        Ok(fetched) => fetched,
+        Err(error) => {
+            let missing = CommittedOffset {
+                offset: -1,
+                leader_epoch: -1,
+                metadata: String::new(),
+            };
+            let mut out: Vec<(String, Vec<FetchedOffset>)> = Vec::new();
+            for (t, p) in flat.unwrap_or_default() {
+                match out.iter_mut().find(|(name, _)| *name == t) {
+                    Some((_, ps)) => ps.push((p, missing.clone(), error)),
+                    None => out.push((t, vec![(p, missing.clone(), error)])),
+                }
+            }
+            return (out, error);
+        }
+    };
     let mut out: Vec<(String, Vec<FetchedOffset>)> = Vec::new();
-    for (t, p, mut c) in broker.groups.fetch_offsets(group_id, flat) {
+    for (t, p, mut c) in fetched {
         let mut error = NONE;
         if require_stable && broker.groups.has_pending_txn_offset(group_id, &t, p) {
             error = UNSTABLE_OFFSET_COMMIT;
@@ -351,7 +372,7 @@ fn fetch_group(
             None => out.push((t, vec![(p, c, error)])),
         }
     }
-    out
+    (out, NONE)
 }
 
 pub fn offset_fetch(
@@ -369,32 +390,34 @@ pub fn offset_fetch(
                         .map(|t| (t.name.0.to_string(), t.partition_indexes))
                         .collect()
                 });
-                let topics = fetch_group(
+                let (fetched, group_error) = fetch_group(
                     broker,
                     g.group_id.0.as_str(),
                     wanted,
                     request.require_stable,
-                )
-                .into_iter()
-                .map(|(t, ps)| {
-                    OffsetFetchResponseTopics::default()
-                        .with_name(TopicName(s(t)))
-                        .with_partitions(
-                            ps.into_iter()
-                                .map(|(p, c, error)| {
-                                    OffsetFetchResponsePartitions::default()
-                                        .with_partition_index(p)
-                                        .with_error_code(error)
-                                        .with_committed_offset(c.offset)
-                                        .with_committed_leader_epoch(c.leader_epoch)
-                                        .with_metadata(Some(s(c.metadata)))
-                                })
-                                .collect(),
-                        )
-                })
-                .collect();
+                );
+                let topics = fetched
+                    .into_iter()
+                    .map(|(t, ps)| {
+                        OffsetFetchResponseTopics::default()
+                            .with_name(TopicName(s(t)))
+                            .with_partitions(
+                                ps.into_iter()
+                                    .map(|(p, c, error)| {
+                                        OffsetFetchResponsePartitions::default()
+                                            .with_partition_index(p)
+                                            .with_error_code(error)
+                                            .with_committed_offset(c.offset)
+                                            .with_committed_leader_epoch(c.leader_epoch)
+                                            .with_metadata(Some(s(c.metadata)))
+                                    })
+                                    .collect(),
+                            )
+                    })
+                    .collect();
                 OffsetFetchResponseGroup::default()
                     .with_group_id(g.group_id)
+                    .with_error_code(group_error)
                     .with_topics(topics)
             })
             .collect();
@@ -406,7 +429,9 @@ pub fn offset_fetch(
             .collect()
     });
     let require_stable = version >= 7 && request.require_stable;
-    let topics = fetch_group(broker, request.group_id.0.as_str(), wanted, require_stable)
+    let (fetched, group_error) =
+        fetch_group(broker, request.group_id.0.as_str(), wanted, require_stable);
+    let topics = fetched
         .into_iter()
         .map(|(t, ps)| {
             OffsetFetchResponseTopic::default()
@@ -429,9 +454,12 @@ pub fn offset_fetch(
                 )
         })
         .collect();
-    OffsetFetchResponse::default()
-        .with_topics(topics)
-        .with_error_code(NONE)
+    let response = OffsetFetchResponse::default().with_topics(topics);
+    if version >= 2 {
+        response.with_error_code(group_error)
+    } else {
+        response
+    }
 }
 
 pub fn list_groups(
@@ -482,7 +510,15 @@ pub fn describe_groups(broker: &Broker, request: DescribeGroupsRequest) -> Descr
         .groups
         .into_iter()
         .map(|id| {
-            let d = broker.groups.describe(id.0.as_str());
+            let d = match broker.groups.describe(id.0.as_str()) {
+                Ok(d) => d,
+                Err(error) => {
+                    return DescribedGroup::default()
+                        .with_error_code(error)
+                        .with_group_id(id)
+                        .with_authorized_operations(i32::MIN)
+                }
+            };
             DescribedGroup::default()
                 .with_error_code(NONE)
                 .with_group_id(id)

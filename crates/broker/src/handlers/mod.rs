@@ -75,7 +75,7 @@ pub async fn handle(
         RequestKind::Heartbeat(r) => ResponseKind::Heartbeat(groups::heartbeat(broker, r)),
         RequestKind::LeaveGroup(r) => ResponseKind::LeaveGroup(groups::leave_group(broker, r, v)),
         RequestKind::OffsetCommit(r) => {
-            ResponseKind::OffsetCommit(groups::offset_commit(broker, r))
+            ResponseKind::OffsetCommit(groups::offset_commit(broker, r).await)
         }
         RequestKind::OffsetFetch(r) => {
             ResponseKind::OffsetFetch(groups::offset_fetch(broker, r, v))
@@ -103,7 +103,7 @@ pub async fn handle(
             ResponseKind::AddOffsetsToTxn(transactions::add_offsets(broker, r, v))
         }
         RequestKind::TxnOffsetCommit(r) => {
-            ResponseKind::TxnOffsetCommit(transactions::txn_offset_commit(broker, r, v))
+            ResponseKind::TxnOffsetCommit(transactions::txn_offset_commit(broker, r, v).await)
         }
         RequestKind::EndTxn(r) => {
             // Writes a marker to every partition of the transaction before answering.

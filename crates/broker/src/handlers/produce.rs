@@ -18,7 +18,7 @@ use kafka_protocol::messages::{BrokerId, ProduceRequest, ProduceResponse};
 
 use super::wire::{code, current_leader, s, storage_error, NONE};
 use crate::broker::Broker;
-use crate::partition::{AppendError, AppendOrigin, Partition};
+use crate::partition::{AppendError, AppendOrigin, Partition, ReplicationWait};
 use crate::txn::state::{code as txn_code, TxnError};
 use gregor_storage::batch::BatchIter;
 use gregor_storage::log::AppendInfo;
@@ -204,32 +204,23 @@ pub async fn handle(
     let deadline =
         tokio::time::Instant::now() + Duration::from_millis(request.timeout_ms.max(0) as u64);
     for (partition, required_hw, min_isr) in waits {
-        let mut hw = partition.subscribe_hw();
-        let committed = tokio::time::timeout_at(
-            deadline,
-            hw.wait_for(|hw| *hw >= required_hw || !partition.is_leader()),
-        )
-        .await;
-        let failure = if !matches!(committed, Ok(Ok(_))) {
-            Some((
+        let failure = match partition.wait_replicated(required_hw, deadline).await {
+            Err(ReplicationWait::TimedOut) => Some((
                 ResponseError::RequestTimedOut,
                 "the write was not replicated to all in-sync replicas in time".to_string(),
-            ))
-        } else if !partition.is_leader() {
-            Some((
+            )),
+            Err(ReplicationWait::NotLeader) => Some((
                 ResponseError::NotLeaderOrFollower,
                 "leadership moved before the write was replicated".to_string(),
-            ))
-        } else if partition.isr_size() < min_isr {
-            Some((
+            )),
+            Ok(()) if partition.isr_size() < min_isr => Some((
                 ResponseError::NotEnoughReplicasAfterAppend,
                 format!(
                     "written, but the ISR shrank to {} replicas, below min.insync.replicas {min_isr}",
                     partition.isr_size()
                 ),
-            ))
-        } else {
-            None
+            )),
+            Ok(()) => None,
         };
         if let Some((error, message)) = failure {
             mark_failed(

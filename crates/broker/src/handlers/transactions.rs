@@ -214,7 +214,7 @@ pub fn add_offsets(
     AddOffsetsToTxnResponse::default().with_error_code(c)
 }
 
-pub fn txn_offset_commit(
+pub async fn txn_offset_commit(
     broker: &Broker,
     request: TxnOffsetCommitRequest,
     version: i16,
@@ -257,7 +257,7 @@ pub fn txn_offset_commit(
             )
         });
     let codes = match codes {
-        Ok(codes) => codes,
+        Ok(outcome) => broker.groups.finish_commit(outcome).await,
         Err(e) => {
             log_refusal("TxnOffsetCommit", id, &e);
             vec![code_for_version(e.0, version, 3); entries.len()]
