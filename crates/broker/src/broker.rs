@@ -17,6 +17,7 @@ use gregor_metadata::{
 
 use crate::blocking;
 use crate::controller_seat::{ControllerSeat, QUORUM_START_TIMEOUT};
+use crate::inter_broker::InterBrokerClient;
 use crate::isr_manager::IsrManager;
 use crate::lifecycle::Lifecycle;
 use crate::metadata_listener::{ApplyFailure, MetadataListener};
@@ -29,7 +30,7 @@ use crate::clock::SharedClock;
 use crate::config::BrokerConfig;
 use crate::coordinator_services::{CoordinatorServices, TxnMarker};
 use crate::group::coordinator::{GroupCoordinator, OFFSETS_TOPIC};
-use crate::partition::Partition;
+use crate::partition::{AppendError, Partition};
 use crate::replica_manager::ReplicaManager;
 use crate::txn::coordinator::{TxnCoordinator, TXN_STATE_TOPIC};
 
@@ -64,6 +65,22 @@ pub enum CommitError {
     NotApplied(#[from] ApplyFailure),
 }
 
+/// How long a transaction marker is retried (its partition's leader down, moving or not
+/// answering) before the coordinator gives up for now (and retries the transaction later).
+const MARKER_TIMEOUT: Duration = Duration::from_secs(15);
+/// The pause between two attempts of a marker.
+const MARKER_RETRY: Duration = Duration::from_millis(100);
+
+/// Where a transactional id's coordinator is: the leader of its `__transaction_state`
+/// partition.
+pub enum TxnCoordinatorAt {
+    /// This broker (or the topic does not exist yet: the local coordinator answers).
+    Here,
+    There(gregor_metadata::image::BrokerImage),
+    /// The partition has no live leader now.
+    Unavailable,
+}
+
 /// State shared by all connections of one broker.
 pub struct Broker {
     pub node_id: i32,
@@ -85,6 +102,8 @@ pub struct Broker {
     pub(crate) lifecycle: Lifecycle,
     /// The ISR changes this broker's led partitions ask the controller for.
     pub isr_manager: IsrManager,
+    /// Connections to other brokers for markers and transaction verification.
+    pub(crate) inter_broker: InterBrokerClient,
 }
 
 impl Broker {
@@ -131,6 +150,7 @@ impl Broker {
             producer_ids: Mutex::new((0, 0)),
             lifecycle: Lifecycle::new(host, port, config.rack()),
             isr_manager: IsrManager::default(),
+            inter_broker: InterBrokerClient::default(),
         };
         broker.cluster_id = broker.seat.claim_cluster_id(&dir, local_cluster_id)?;
         // Long enough for another process's session under this node id to expire.
@@ -223,6 +243,23 @@ impl Broker {
             return Err(kafka_protocol::error::ResponseError::NotLeaderOrFollower);
         }
         Ok(partition)
+    }
+
+    /// Where the coordinator of `transactional_id` is, from the published metadata.
+    pub fn txn_coordinator_at(&self, transactional_id: &str) -> TxnCoordinatorAt {
+        let image = self.image();
+        let Some(topic) = image.topic(TXN_STATE_TOPIC) else {
+            return TxnCoordinatorAt::Here;
+        };
+        let index = self.txns.partition_for(transactional_id);
+        match topic.partitions.get(&index).map(|p| p.leader) {
+            Some(leader) if leader == self.node_id => TxnCoordinatorAt::Here,
+            Some(leader) => match image.brokers.get(&leader).filter(|b| !b.fenced) {
+                Some(b) => TxnCoordinatorAt::There(b.clone()),
+                None => TxnCoordinatorAt::Unavailable,
+            },
+            None => TxnCoordinatorAt::Unavailable,
+        }
     }
 
     /// The published metadata image.
@@ -420,6 +457,37 @@ impl Broker {
     }
 }
 
+impl Broker {
+    /// Writes `marker` to `topic`-`index`, which this broker must lead, and lets the
+    /// partition's own coordinator (of committed offsets, on `__consumer_offsets`) act on
+    /// it; its offset. `Ok(None)`: the partition is not hosted here.
+    pub(crate) fn write_local_txn_marker(
+        &self,
+        topic: &str,
+        index: i32,
+        marker: TxnMarker,
+        now_ms: i64,
+    ) -> Result<Option<i64>, AppendError> {
+        let Some(partition) = self.replicas.get(topic, index) else {
+            return Ok(None);
+        };
+        let offset = partition.write_txn_marker(
+            marker.producer_id,
+            marker.producer_epoch,
+            marker.commit,
+            marker.coordinator_epoch,
+            now_ms,
+        )?;
+        if topic == OFFSETS_TOPIC {
+            // The offsets the transaction committed on this partition become visible (or
+            // are dropped) with the marker.
+            self.groups
+                .complete_txn(marker.producer_id, index, marker.commit);
+        }
+        Ok(Some(offset))
+    }
+}
+
 impl CoordinatorServices for Broker {
     fn partition(&self, topic: &str, index: i32) -> Option<Arc<Partition>> {
         self.replicas.get(topic, index)
@@ -435,6 +503,9 @@ impl CoordinatorServices for Broker {
             .is_some_and(|t| t.partitions.contains_key(&index))
     }
 
+    /// Writes `marker` where `topic`-`index` is led: here, or on its leader with
+    /// WriteTxnMarkers, retried (following leadership as it moves) until written or
+    /// [`MARKER_TIMEOUT`] passes. `Ok(None)`: the partition no longer exists.
     fn write_txn_marker(
         &self,
         topic: &str,
@@ -442,25 +513,35 @@ impl CoordinatorServices for Broker {
         marker: TxnMarker,
         now_ms: i64,
     ) -> Result<Option<i64>, String> {
-        let Some(partition) = self.replicas.get(topic, index) else {
-            return Ok(None);
-        };
-        let offset = partition
-            .write_txn_marker(
-                marker.producer_id,
-                marker.producer_epoch,
-                marker.commit,
-                marker.coordinator_epoch,
-                now_ms,
-            )
-            .map_err(|e| e.to_string())?;
-        if topic == OFFSETS_TOPIC {
-            // The offsets the transaction committed on this partition become visible (or
-            // are dropped) with the marker.
-            self.groups
-                .complete_txn(marker.producer_id, index, marker.commit);
+        let deadline = Instant::now() + MARKER_TIMEOUT;
+        loop {
+            let image = self.image();
+            let Some(p) = image.topic(topic).and_then(|t| t.partitions.get(&index)) else {
+                return Ok(None);
+            };
+            let outcome = if p.leader == self.node_id {
+                match self.write_local_txn_marker(topic, index, marker, now_ms) {
+                    Err(AppendError::NotLeader) => Err("leadership is moving".to_string()),
+                    done => return done.map_err(|e| e.to_string()),
+                }
+            } else if let Some(endpoint) = image.brokers.get(&p.leader).filter(|b| !b.fenced) {
+                crate::handlers::write_txn_markers::send(self, endpoint, topic, index, marker)
+            } else {
+                Err(format!("{topic}-{index} has no live leader"))
+            };
+            match outcome {
+                Ok(()) => return Ok(Some(-1)),
+                Err(e) if Instant::now() >= deadline => {
+                    return Err(format!(
+                        "the marker for {topic}-{index} was not written in time: {e}"
+                    ))
+                }
+                Err(e) => {
+                    tracing::debug!(topic, partition = index, error = %e, "transaction marker not written yet: retrying");
+                    std::thread::sleep(MARKER_RETRY);
+                }
+            }
         }
-        Ok(Some(offset))
     }
 
     fn next_producer_id(&self) -> Result<i64, String> {

@@ -121,7 +121,12 @@ pub fn alter_partition_frame(request: &AlterPartition) -> Vec<u8> {
     })
 }
 
-fn request_frame(key: ApiKey, version: i16, body: impl FnOnce(&mut BytesMut)) -> Vec<u8> {
+/// A request frame (header and body, no length prefix) this broker sends as a client.
+pub(crate) fn request_frame(
+    key: ApiKey,
+    version: i16,
+    body: impl FnOnce(&mut BytesMut),
+) -> Vec<u8> {
     let header = RequestHeader::default()
         .with_request_api_key(key as i16)
         .with_request_api_version(version)

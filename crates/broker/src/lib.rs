@@ -18,6 +18,7 @@ pub mod coordinator_services;
 pub mod dispatch;
 pub mod group;
 pub mod handlers;
+pub mod inter_broker;
 pub mod internal_topic;
 pub mod isr_manager;
 pub mod lifecycle;

@@ -17,7 +17,7 @@
 //! oldest ongoing transaction; it moves only when the HW moves or a marker is appended, which
 //! moves the HW too, so `hw_watch` also wakes read_committed waiters.
 
-use std::collections::BTreeSet;
+use std::collections::{BTreeSet, HashMap};
 use std::sync::atomic::{AtomicI32, AtomicI64, Ordering};
 use std::sync::{Mutex, MutexGuard, RwLock};
 
@@ -147,6 +147,24 @@ pub struct Partition {
     /// The high watermark; every change is published to subscribers, and every change of
     /// role wakes them too (a produce waiting for replication must learn it lost the lead).
     hw_watch: watch::Sender<i64>,
+    /// KIP-890's verification guards: per producer id, the token of a transactional write
+    /// being verified with a transaction coordinator on another broker. A marker for the
+    /// producer removes it, so a write verified just before its transaction ended is refused
+    /// instead of opening a transaction nobody will end. Locked only while `log` is held.
+    verifications: Mutex<(HashMap<i64, u64>, u64)>,
+}
+
+/// Kafka's INVALID_TXN_STATE.
+const INVALID_TXN_STATE: i16 = 48;
+
+/// Which transactional state an append needs.
+enum TxnCheck {
+    /// None beyond the usual producer checks.
+    Any,
+    /// The producer (id, epoch) already has its transaction open here.
+    Ongoing((i64, i16)),
+    /// The producer's write was verified remotely under this guard token.
+    Verified(i64, u64),
 }
 
 /// Leader-side replication state, reset whenever this broker becomes leader.
@@ -208,6 +226,7 @@ impl Partition {
             replication: Mutex::new(Replication::default()),
             log: Mutex::new(log),
             state: RwLock::new(state.clone()),
+            verifications: Mutex::new((HashMap::new(), 0)),
         };
         partition.with_role(&state, None, &mut partition.lock(), now_ms);
         partition
@@ -454,7 +473,7 @@ impl Partition {
         origin: AppendOrigin,
         now_ms: i64,
     ) -> Result<AppendInfo, AppendError> {
-        self.append_from(records, now_ms, origin, None)
+        self.append_from(records, now_ms, origin, TxnCheck::Any)
     }
 
     /// [`Self::append`] of a transactional write, but only if `producer` = (id, epoch)
@@ -468,7 +487,42 @@ impl Partition {
         now_ms: i64,
         producer: (i64, i16),
     ) -> Result<AppendInfo, AppendError> {
-        self.append_from(records, now_ms, AppendOrigin::Client, Some(producer))
+        self.append_from(
+            records,
+            now_ms,
+            AppendOrigin::Client,
+            TxnCheck::Ongoing(producer),
+        )
+    }
+
+    /// Starts verifying a transactional write of `producer_id` with a remote transaction
+    /// coordinator; the token to append with once it said yes ([`Self::append_verified`]).
+    pub fn begin_txn_verification(&self, producer_id: i64) -> u64 {
+        let _log = self.lock();
+        let mut guards = self.verifications();
+        guards.1 += 1;
+        let token = guards.1;
+        guards.0.insert(producer_id, token);
+        token
+    }
+
+    /// [`Self::append`] of a client's transactional write the remote coordinator verified
+    /// under `token`; refused (INVALID_TXN_STATE) if a marker of the producer came in between.
+    pub fn append_verified(
+        &self,
+        records: &[u8],
+        now_ms: i64,
+        producer_id: i64,
+        token: u64,
+    ) -> Result<AppendInfo, AppendError> {
+        let check = TxnCheck::Verified(producer_id, token);
+        self.append_from(records, now_ms, AppendOrigin::Client, check)
+    }
+
+    fn verifications(&self) -> MutexGuard<'_, (HashMap<i64, u64>, u64)> {
+        self.verifications
+            .lock()
+            .expect("verification guards poisoned")
     }
 
     fn append_from(
@@ -476,7 +530,7 @@ impl Partition {
         records: &[u8],
         now_ms: i64,
         origin: AppendOrigin,
-        only_in_ongoing_txn: Option<(i64, i16)>,
+        check: TxnCheck,
     ) -> Result<AppendInfo, AppendError> {
         let coordinator = origin == AppendOrigin::Coordinator;
         let mut log = self.lock();
@@ -484,11 +538,24 @@ impl Partition {
             return Err(AppendError::NotLeader);
         }
         let mut producers = self.producers();
-        if let Some((producer_id, epoch)) = only_in_ongoing_txn {
-            let open = producers.ongoing_txn(producer_id).is_some()
-                && producers.epoch(producer_id) == Some(epoch);
-            if !open {
-                return Err(AppendError::NotInOngoingTxn);
+        match check {
+            TxnCheck::Any => {}
+            TxnCheck::Ongoing((producer_id, epoch)) => {
+                let open = producers.ongoing_txn(producer_id).is_some()
+                    && producers.epoch(producer_id) == Some(epoch);
+                if !open {
+                    return Err(AppendError::NotInOngoingTxn);
+                }
+            }
+            TxnCheck::Verified(producer_id, token) => {
+                let mut guards = self.verifications();
+                if guards.0.get(&producer_id) != Some(&token) {
+                    return Err(AppendError::Producer(
+                        INVALID_TXN_STATE,
+                        "the transaction ended while this write was being verified".into(),
+                    ));
+                }
+                guards.0.remove(&producer_id);
             }
         }
         let segments_before = log.segment_count();
@@ -600,6 +667,7 @@ impl Partition {
         if !self.is_leader() {
             return Err(AppendError::NotLeader);
         }
+        self.verifications().0.remove(&producer_id);
         let mut producers = self.producers();
         let segments_before = log.segment_count();
         if let Err((code, message)) = producers.check_marker(producer_id, producer_epoch) {

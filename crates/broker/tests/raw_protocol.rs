@@ -706,6 +706,21 @@ fn sample_request(key: ApiKey, version: i16, topic: &str) -> RequestKind {
         ApiKey::OffsetForLeaderEpoch => RequestKind::OffsetForLeaderEpoch(
             offset_for_leader_epoch_request(-1, &[(topic, 0, -1, 0)]),
         ),
+        // A marker for a producer that never wrote here: the partition refuses it or takes
+        // it, either way the request is answered.
+        ApiKey::WriteTxnMarkers => {
+            RequestKind::WriteTxnMarkers(WriteTxnMarkersRequest::default().with_markers(vec![
+                write_txn_markers_request::WritableTxnMarker::default()
+                    .with_producer_id(ProducerId(424242))
+                    .with_producer_epoch(0)
+                    .with_transaction_result(false)
+                    .with_topics(vec![
+                        write_txn_markers_request::WritableTxnMarkerTopic::default()
+                            .with_name(name())
+                            .with_partition_indexes(vec![0]),
+                    ]),
+            ]))
+        }
         other => panic!("no sample request for {other:?}"),
     }
 }

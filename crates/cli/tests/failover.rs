@@ -362,3 +362,94 @@ async fn a_group_survives_its_coordinator_being_killed_without_losing_a_commit()
     wait_isr(addr((killed_at + 1) % 3), "work", vec![1, 2, 3]).await;
     drop(procs);
 }
+
+/// Every value of `topic`'s `partitions` partitions from the start, read_committed, until
+/// nothing more comes for 3 s (bounded by `WAIT`).
+fn read_all_committed(bootstrap: &str, topic: &str, partitions: i32) -> Vec<String> {
+    use rdkafka::consumer::{BaseConsumer, Consumer};
+    use rdkafka::message::Message;
+    use rdkafka::{Offset, TopicPartitionList};
+    let mut c = client(bootstrap);
+    c.set("group.id", format!("{topic}-checker"))
+        .set("isolation.level", "read_committed")
+        .set("enable.auto.commit", "false");
+    let consumer: BaseConsumer = c.create().unwrap();
+    let mut tpl = TopicPartitionList::new();
+    for p in 0..partitions {
+        tpl.add_partition_offset(topic, p, Offset::Beginning)
+            .unwrap();
+    }
+    consumer.assign(&tpl).unwrap();
+    let mut values = Vec::new();
+    let deadline = Instant::now() + WAIT;
+    let mut quiet_since = Instant::now();
+    while Instant::now() < deadline && quiet_since.elapsed() < Duration::from_secs(3) {
+        if let Some(Ok(m)) = consumer.poll(Duration::from_millis(100)) {
+            values.push(String::from_utf8(m.payload().unwrap_or_default().to_vec()).unwrap());
+            quiet_since = Instant::now();
+        }
+    }
+    values.sort();
+    values
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_transaction_spanning_brokers_commits_and_aborts_everywhere() {
+    use rdkafka::producer::{BaseRecord, DefaultProducerContext, Producer, ThreadedProducer};
+    let root = tempfile::tempdir().unwrap();
+    let (nodes, procs) = start_three(root.path(), |_| {
+        vec!["transaction.state.log.num.partitions=3".into()]
+    })
+    .await;
+    let addr = |i: usize| format!("127.0.0.1:{}", nodes[i].port);
+    create_topic_rf(&addr(0), "spread", 3, 3).await.unwrap();
+    let bootstrap = addr(0);
+    let partition_leaders = wait_for("spread leaders", || {
+        let l = leaders(&bootstrap, "spread")?;
+        (l.iter().all(|&b| b > 0)).then_some(l)
+    });
+    let values = tokio::task::spawn_blocking(move || {
+        let mut c = client(&bootstrap);
+        c.set("transactional.id", "spread-txn")
+            .set("linger.ms", "5");
+        let p: ThreadedProducer<DefaultProducerContext> = c.create().unwrap();
+        p.init_transactions(WAIT).unwrap();
+        for (tag, commit) in [("aborted", false), ("committed", true)] {
+            p.begin_transaction().unwrap();
+            for partition in 0..3 {
+                for i in 0..10 {
+                    let value = format!("{tag}-{partition}-{i:02}");
+                    p.send(
+                        BaseRecord::<(), str>::to("spread")
+                            .payload(&value)
+                            .partition(partition),
+                    )
+                    .map_err(|(e, _)| e)
+                    .unwrap();
+                }
+            }
+            if commit {
+                p.commit_transaction(WAIT).unwrap();
+            } else {
+                p.abort_transaction(WAIT).unwrap();
+            }
+        }
+        read_all_committed(&bootstrap, "spread", 3)
+    })
+    .await
+    .unwrap();
+    let distinct: std::collections::BTreeSet<i32> = partition_leaders.iter().copied().collect();
+    eprintln!("partition leaders {partition_leaders:?}");
+    assert!(
+        distinct.len() > 1,
+        "the partitions are led by several brokers"
+    );
+    let want: Vec<String> = (0..3)
+        .flat_map(|p| (0..10).map(move |i| format!("committed-{p}-{i:02}")))
+        .collect();
+    assert_eq!(
+        values, want,
+        "the committed transaction only, on every broker"
+    );
+    drop(procs);
+}

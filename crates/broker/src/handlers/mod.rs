@@ -14,7 +14,9 @@ pub mod produce;
 pub mod producer_id;
 pub mod topics;
 pub mod transactions;
+pub mod txn_verification;
 pub mod wire;
+pub mod write_txn_markers;
 
 use kafka_protocol::messages::{RequestHeader, RequestKind, ResponseKind};
 
@@ -104,6 +106,9 @@ pub async fn handle(
         }
         RequestKind::TxnOffsetCommit(r) => {
             ResponseKind::TxnOffsetCommit(transactions::txn_offset_commit(broker, r, v).await)
+        }
+        RequestKind::WriteTxnMarkers(r) => {
+            ResponseKind::WriteTxnMarkers(write_txn_markers::write_txn_markers(broker, r).await)
         }
         RequestKind::EndTxn(r) => {
             // Writes a marker to every partition of the transaction before answering.

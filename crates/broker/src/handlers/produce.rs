@@ -16,8 +16,11 @@ use kafka_protocol::messages::produce_response::{
 };
 use kafka_protocol::messages::{BrokerId, ProduceRequest, ProduceResponse};
 
+use super::txn_verification;
 use super::wire::{code, current_leader, s, storage_error, NONE};
+use crate::blocking::block_in_place_or_run;
 use crate::broker::Broker;
+use crate::broker::TxnCoordinatorAt;
 use crate::partition::{AppendError, AppendOrigin, Partition, ReplicationWait};
 use crate::txn::state::{code as txn_code, TxnError};
 use gregor_storage::batch::BatchIter;
@@ -326,17 +329,40 @@ fn append(
         done => return done,
     }
     let target = (partition.topic.clone(), partition.index);
+    // Produce v12+ (KIP-890 part 2): the partition joins the transaction implicitly.
+    let add = version >= 12;
+    let coordinator = match broker.txn_coordinator_at(id.0.as_str()) {
+        TxnCoordinatorAt::Here => None,
+        TxnCoordinatorAt::There(coordinator) => Some(coordinator),
+        TxnCoordinatorAt::Unavailable => {
+            return refused(
+                txn_verification::NOT_ENOUGH_REPLICAS,
+                "the transaction coordinator is not available".into(),
+            )
+        }
+    };
+    if let Some(coordinator) = coordinator {
+        let token = partition.begin_txn_verification(producer.0);
+        let verified = block_in_place_or_run(|| {
+            txn_verification::verify_with(
+                &broker.inter_broker,
+                &coordinator,
+                id.0.as_str(),
+                producer,
+                &target,
+                add,
+            )
+        });
+        return match verified {
+            Ok(()) => partition.append_verified(records, broker.clock.now_ms(), producer.0, token),
+            Err((c, m)) => refused(c, m),
+        };
+    }
     broker
         .txns
-        .append_in_txn(
-            broker,
-            id.0.as_str(),
-            producer,
-            &target,
-            // Produce v12+ (KIP-890 part 2): the partition joins the transaction implicitly.
-            version >= 12,
-            || partition.append(records, AppendOrigin::Client, broker.clock.now_ms()),
-        )
+        .append_in_txn(broker, id.0.as_str(), producer, &target, add, || {
+            partition.append(records, AppendOrigin::Client, broker.clock.now_ms())
+        })
         .unwrap_or_else(|TxnError(c, m)| {
             // The partition leader reports a fenced producer as INVALID_PRODUCER_EPOCH.
             let c = if c == txn_code::PRODUCER_FENCED {

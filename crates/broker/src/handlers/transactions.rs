@@ -24,8 +24,10 @@ use kafka_protocol::messages::{
 };
 
 use super::groups::commit_entry;
+use super::txn_verification::verify_with;
 use super::wire::{s, NONE};
-use crate::broker::Broker;
+use crate::blocking::block_in_place_or_run;
+use crate::broker::{Broker, TxnCoordinatorAt};
 use crate::group::coordinator::OFFSETS_TOPIC;
 use crate::txn::state::{code, code_for_version, TxnError, TxnStatus};
 
@@ -242,20 +244,43 @@ pub async fn txn_offset_commit(
         .collect();
     // The group's offsets partition must be in the ongoing transaction (AddOffsetsToTxn
     // first): checked and written under the coordinator lock, as for produce.
+    // A coordinator on another broker is asked first (KIP-890 verification); the offsets
+    // are then written as the producer's transactional batch.
     let producer = (request.producer_id.0, request.producer_epoch);
-    let codes = broker
-        .txns
-        .append_in_txn(broker, id, producer, &offsets_partition, false, || {
-            broker.groups.commit(
-                broker,
-                group,
-                request.member_id.as_str(),
-                request.group_instance_id.as_ref().map(|i| i.as_str()),
-                request.generation_id,
-                entries.clone(),
-                Some(producer),
+    let commit = || {
+        broker.groups.commit(
+            broker,
+            group,
+            request.member_id.as_str(),
+            request.group_instance_id.as_ref().map(|i| i.as_str()),
+            request.generation_id,
+            entries.clone(),
+            Some(producer),
+        )
+    };
+    let codes = match broker.txn_coordinator_at(id) {
+        TxnCoordinatorAt::Here => {
+            broker
+                .txns
+                .append_in_txn(broker, id, producer, &offsets_partition, false, commit)
+        }
+        TxnCoordinatorAt::There(coordinator) => block_in_place_or_run(|| {
+            verify_with(
+                &broker.inter_broker,
+                &coordinator,
+                id,
+                producer,
+                &offsets_partition,
+                false,
             )
-        });
+        })
+        .map(|()| commit())
+        .map_err(|(c, m)| TxnError(c, m)),
+        TxnCoordinatorAt::Unavailable => Err(TxnError(
+            code::COORDINATOR_NOT_AVAILABLE,
+            "the transaction coordinator is not available".into(),
+        )),
+    };
     let codes = match codes {
         Ok(outcome) => broker.groups.finish_commit(outcome).await,
         Err(e) => {

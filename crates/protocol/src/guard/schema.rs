@@ -172,6 +172,7 @@ pub static SERVED: &[ApiSchema] = &[
     api(ApiKey::ListTransactions, 0, 2, 0, LIST_TRANSACTIONS),
     api(ApiKey::DescribeTransactions, 0, 0, 0, DESCRIBE_TRANSACTIONS),
     api(ApiKey::DescribeProducers, 0, 0, 0, DESCRIBE_PRODUCERS),
+    api(ApiKey::WriteTxnMarkers, 1, 1, 1, WRITE_TXN_MARKERS),
 ];
 
 /// Layouts not served to clients: the inter-node requests a broker sends to the active
@@ -636,6 +637,17 @@ const DESCRIBE_TRANSACTIONS: &[Field] = &[f("transactional_ids", Ty::Array(&STRI
 const DESCRIBE_PRODUCERS_TOPIC: &[Field] =
     &[f("name", STRING), f("partition_indexes", Ty::Array(&INT32))];
 const DESCRIBE_PRODUCERS: &[Field] = &[f("topics", Ty::Structs(DESCRIBE_PRODUCERS_TOPIC))];
+
+const WRITE_TXN_MARKERS_TOPIC: &[Field] =
+    &[f("name", STRING), f("partition_indexes", Ty::Array(&INT32))];
+const WRITE_TXN_MARKERS_MARKER: &[Field] = &[
+    f("producer_id", INT64),
+    f("producer_epoch", INT16),
+    f("transaction_result", BOOL),
+    f("topics", Ty::Structs(WRITE_TXN_MARKERS_TOPIC)),
+    f("coordinator_epoch", INT32),
+];
+const WRITE_TXN_MARKERS: &[Field] = &[f("markers", Ty::Structs(WRITE_TXN_MARKERS_MARKER))];
 
 const DELETE_RECORDS_PARTITION: &[Field] = &[f("partition_index", INT32), f("offset", INT64)];
 const DELETE_RECORDS_TOPIC: &[Field] = &[
