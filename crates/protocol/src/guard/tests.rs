@@ -118,6 +118,7 @@ fn decode_body(key: ApiKey, buf: &mut Bytes, v: i16) -> Result<(), String> {
         ApiKey::ListTransactions => d::<ListTransactionsRequest>(buf, v),
         ApiKey::DescribeTransactions => d::<DescribeTransactionsRequest>(buf, v),
         ApiKey::DescribeProducers => d::<DescribeProducersRequest>(buf, v),
+        ApiKey::WriteTxnMarkers => d::<WriteTxnMarkersRequest>(buf, v),
         ApiKey::BrokerRegistration => d::<BrokerRegistrationRequest>(buf, v),
         ApiKey::BrokerHeartbeat => d::<BrokerHeartbeatRequest>(buf, v),
         ApiKey::AlterPartition => d::<AlterPartitionRequest>(buf, v),
@@ -775,6 +776,29 @@ fn body(key: ApiKey, v: i16) -> Vec<u8> {
                     .with_topics(vec![TopicRequest::default()
                         .with_name(topic("t"))
                         .with_partition_indexes(vec![0, 3])])
+                    .with_unknown_tagged_fields(unknown),
+                v,
+            )
+        }
+        ApiKey::WriteTxnMarkers => {
+            use kafka_protocol::messages::write_txn_markers_request::*;
+            enc(
+                WriteTxnMarkersRequest::default()
+                    .with_markers(vec![
+                        WritableTxnMarker::default()
+                            .with_producer_id(ProducerId(7))
+                            .with_producer_epoch(2)
+                            .with_transaction_result(true)
+                            .with_coordinator_epoch(5)
+                            .with_topics(vec![
+                                WritableTxnMarkerTopic::default()
+                                    .with_name(topic("t"))
+                                    .with_partition_indexes(vec![0, 3])
+                                    .with_unknown_tagged_fields(unknown.clone()),
+                                WritableTxnMarkerTopic::default().with_name(topic("u")),
+                            ]),
+                        WritableTxnMarker::default().with_producer_id(ProducerId(8)),
+                    ])
                     .with_unknown_tagged_fields(unknown),
                 v,
             )
