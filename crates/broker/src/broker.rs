@@ -161,10 +161,7 @@ impl Broker {
             .wait_applied(-1, caught_up, QUORUM_START_TIMEOUT)?;
         broker.remove_stray_partition_dirs(&broker.image());
         broker.groups.sync_ownership(&broker);
-        broker.txns.load(&broker).map_err(|e| BrokerError::Io {
-            context: format!("replaying {TXN_STATE_TOPIC}"),
-            source: std::io::Error::other(e),
-        })?;
+        broker.txns.sync_ownership(&broker);
         Ok(broker)
     }
 
@@ -367,10 +364,15 @@ impl Broker {
             // coordinator is not available until enough brokers are live (Kafka's way).
             rf = rf.min(1);
         }
-        let configs = vec![
+        let mut configs = vec![
             ("cleanup.policy".to_string(), "compact".to_string()),
             ("segment.bytes".to_string(), get("segment.bytes")),
         ];
+        if name == TXN_STATE_TOPIC {
+            // Kafka's transaction.state.log.min.isr, capped by the replicas there are.
+            let min_isr = get("min.isr").parse::<i16>().unwrap_or(2).min(rf).max(1);
+            configs.push(("min.insync.replicas".to_string(), min_isr.to_string()));
+        }
         let result = self.commit(ControllerOp::CreateTopic {
             name: name.to_string(),
             num_partitions: get("num.partitions").parse().unwrap_or(50),
@@ -384,6 +386,8 @@ impl Broker {
                 // taken on now rather than by the next ownership sync.
                 if name == OFFSETS_TOPIC {
                     self.groups.sync_ownership(self);
+                } else {
+                    self.txns.sync_ownership(self);
                 }
                 Ok(())
             }
@@ -542,6 +546,12 @@ impl CoordinatorServices for Broker {
                 }
             }
         }
+    }
+
+    fn min_insync_replicas(&self, topic: &str) -> usize {
+        self.topic_config_value(topic, "min.insync.replicas")
+            .parse()
+            .unwrap_or(1)
     }
 
     fn next_producer_id(&self) -> Result<i64, String> {

@@ -1,7 +1,8 @@
 //! The coordinators follow the leadership of their internal partitions, as Kafka's
-//! coordinators follow elections: after every published metadata change the group
-//! coordinator loads the `__consumer_offsets` partitions this broker now leads (answering
-//! their groups COORDINATOR_LOAD_IN_PROGRESS until replayed) and unloads those it no longer
+//! coordinators follow elections: after every published metadata change the group and
+//! transaction coordinators load the `__consumer_offsets` / `__transaction_state`
+//! partitions this broker now leads (answering their keys COORDINATOR_LOAD_IN_PROGRESS
+//! until replayed; prepared transactions are then finished) and unload those it no longer
 //! leads (NOT_COORDINATOR: the clients look the coordinator up again and find the new
 //! leader). Loading reads the log, so it runs here, off the metadata listener's thread,
 //! one change after another.
@@ -22,6 +23,10 @@ pub async fn run(broker: Arc<Broker>, mut shutdown: watch::Receiver<bool>) {
             changed = published.changed() => if changed.is_err() { return },
         }
         let b = broker.clone();
-        let _ = tokio::task::spawn_blocking(move || b.groups.sync_ownership(&*b)).await;
+        let _ = tokio::task::spawn_blocking(move || {
+            b.groups.sync_ownership(&*b);
+            b.txns.sync_ownership(&*b);
+        })
+        .await;
     }
 }

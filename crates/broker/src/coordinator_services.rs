@@ -4,17 +4,8 @@
 //! producer ids.
 //!
 //! The coordinators take this trait instead of the whole broker, so they do not depend on
-//! it (no import circle) and so each call that today reaches a partition of this process can
-//! later be routed over the network: a marker to a partition led elsewhere becomes
-//! WriteTxnMarkers to its leader, and an append can await replication.
-//!
-//! Single-process assumptions that remain, each behind this seam or named here: the
-//! coordinator of a key is the broker that hosts its internal partition (FindCoordinator
-//! answers with that partition's leader), markers are written to local partitions, and the
-//! KIP-890 verify-and-append of a transactional produce runs under the transaction
-//! coordinator's lock in this process (`TxnCoordinator::append_in_txn`); a partition leader
-//! that is not the coordinator will verify with AddPartitionsToTxn (v4, verify only)
-//! instead.
+//! it (no import circle). The broker's implementation routes what spans brokers: a marker
+//! for a partition led elsewhere becomes WriteTxnMarkers to its leader.
 
 use std::sync::Arc;
 
@@ -52,6 +43,9 @@ pub trait CoordinatorServices: Send + Sync {
         marker: TxnMarker,
         now_ms: i64,
     ) -> Result<Option<i64>, String>;
+
+    /// The effective `min.insync.replicas` of `topic` (a coordinator's writes need it).
+    fn min_insync_replicas(&self, topic: &str) -> usize;
 
     /// A producer id never handed out before.
     fn next_producer_id(&self) -> Result<i64, String>;

@@ -20,6 +20,7 @@
 use std::collections::{BTreeSet, HashMap};
 use std::sync::atomic::{AtomicI32, AtomicI64, Ordering};
 use std::sync::{Mutex, MutexGuard, RwLock};
+use std::time::Duration;
 
 use bytes::Bytes;
 use gregor_metadata::PartitionImage;
@@ -455,6 +456,28 @@ impl Partition {
         } else {
             Ok(())
         }
+    }
+
+    /// [`Self::wait_replicated`] for a caller on a blocking thread (the transaction
+    /// coordinator writes under its lock), bounded by `timeout`. Returns at once when the HW
+    /// is already there (a partition with a single replica).
+    pub fn wait_replicated_blocking(
+        &self,
+        required_hw: i64,
+        timeout: Duration,
+    ) -> Result<(), ReplicationWait> {
+        if self.high_watermark() >= required_hw {
+            return Ok(());
+        }
+        if !self.is_leader() {
+            return Err(ReplicationWait::NotLeader);
+        }
+        let runtime = tokio::runtime::Handle::try_current()
+            .expect("a replicated partition is waited for inside the broker's runtime");
+        let deadline = tokio::time::Instant::now() + timeout;
+        crate::blocking::block_in_place_or_run(|| {
+            runtime.block_on(self.wait_replicated(required_hw, deadline))
+        })
     }
 
     /// A receiver that sees every later change of the log end offset (and of leader).

@@ -453,3 +453,204 @@ async fn a_transaction_spanning_brokers_commits_and_aborts_everywhere() {
     );
     drop(procs);
 }
+
+/// A transactional id whose coordinator (with `partitions` `__transaction_state`
+/// partitions, created here by a first transactional producer) is not among `avoid`, and
+/// that coordinator's id.
+fn txn_id_not_coordinated_by(bootstrap: &str, partitions: i32, avoid: &[i32]) -> (String, i32) {
+    use gregor_broker::group::coordinator::partition_for_key;
+    use rdkafka::producer::{DefaultProducerContext, Producer, ThreadedProducer};
+    let mut c = client(bootstrap);
+    c.set("transactional.id", "warm-up");
+    let warm_up: ThreadedProducer<DefaultProducerContext> = c.create().unwrap();
+    warm_up.init_transactions(WAIT).unwrap();
+    let leaders = wait_for("__transaction_state leaders", || {
+        let l = leaders(bootstrap, "__transaction_state")?;
+        (l.len() == partitions as usize && l.iter().all(|&b| b > 0)).then_some(l)
+    });
+    let all: Vec<(String, i32)> = (0..1000)
+        .map(|k| format!("ctp-{k}"))
+        .map(|id| {
+            let c = leaders[partition_for_key(&id, partitions) as usize];
+            (id, c)
+        })
+        .collect();
+    all.iter()
+        .find(|(_, c)| !avoid.contains(c))
+        .or_else(|| all.iter().find(|(_, c)| *c != avoid[avoid.len() - 1]))
+        .cloned()
+        .expect("some transactional id is coordinated elsewhere")
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn consume_transform_produce_survives_its_transaction_coordinator_being_killed() {
+    use rdkafka::consumer::{BaseConsumer, Consumer};
+    use rdkafka::message::Message;
+    use rdkafka::producer::{BaseRecord, DefaultProducerContext, Producer, ThreadedProducer};
+    use rdkafka::{Offset, TopicPartitionList};
+    const RECORDS: usize = 2000;
+    let root = tempfile::Builder::new()
+        .prefix("ctp")
+        .tempdir_in("/tmp")
+        .unwrap();
+    let root_path = root.path().to_path_buf();
+    let _keep = std::mem::ManuallyDrop::new(root);
+    let root = KeepDir(root_path);
+    let (nodes, procs) = start_three(root.path(), |_| {
+        vec![
+            "transaction.state.log.num.partitions=3".into(),
+            "offsets.topic.num.partitions=3".into(),
+        ]
+    })
+    .await;
+    let addr = |i: usize| format!("127.0.0.1:{}", nodes[i].port);
+    let bootstrap = nodes
+        .iter()
+        .map(|n| format!("127.0.0.1:{}", n.port))
+        .collect::<Vec<_>>()
+        .join(",");
+    create(&addr(0), "in", "2").await;
+    create(&addr(0), "out", "2").await;
+    let in_leader = in_sync_leader(addr(0), "in").await;
+    let out_leader = in_sync_leader(addr(0), "out").await;
+    let acks: Acks = Arc::default();
+    paced_send(
+        durable_producer(&bootstrap),
+        "in",
+        RECORDS,
+        50,
+        acks.clone(),
+    )
+    .await;
+    assert!(acks.lock().unwrap().iter().all(|(_, _, r)| r.is_ok()));
+
+    let ids: Vec<i32> = nodes.iter().map(|n| n.id).collect();
+    let (outputs, procs) = tokio::task::spawn_blocking(move || {
+        let mut procs = procs;
+        let (txn_id, coordinator) =
+            txn_id_not_coordinated_by(&bootstrap, 3, &[in_leader, out_leader]);
+        let (group, _) = group_not_coordinated_by_after_warm_up(&bootstrap, coordinator);
+        eprintln!("{txn_id} coordinated by {coordinator}; data led by {in_leader}/{out_leader}");
+        let mut c = client(&bootstrap);
+        c.set("group.id", &group)
+            .set("enable.auto.commit", "false")
+            .set("auto.offset.reset", "earliest")
+            .set("isolation.level", "read_committed");
+        let consumer: BaseConsumer = c.create().unwrap();
+        let mut tpl = TopicPartitionList::new();
+        tpl.add_partition_offset("in", 0, Offset::Beginning).unwrap();
+        consumer.assign(&tpl).unwrap();
+        let new_producer = || {
+            let mut c = client(&bootstrap);
+            c.set("transactional.id", &txn_id)
+                .set("linger.ms", "2")
+                .set("transaction.timeout.ms", "20000");
+            let p: ThreadedProducer<DefaultProducerContext> = c.create().unwrap();
+            p.init_transactions(Duration::from_secs(30)).unwrap();
+            p
+        };
+        let mut producer = new_producer();
+        let mut committed = 0i64;
+        let mut killed = false;
+        let deadline = Instant::now() + Duration::from_secs(120);
+        while committed < RECORDS as i64 {
+            assert!(Instant::now() < deadline, "stuck at committed input offset {committed}");
+            let mut batch = Vec::new();
+            while batch.len() < 100 {
+                match consumer.poll(Duration::from_millis(50)) {
+                    Some(Ok(m)) => batch.push((
+                        m.offset(),
+                        String::from_utf8(m.payload().unwrap().to_vec()).unwrap(),
+                    )),
+                    _ => break,
+                }
+            }
+            if batch.is_empty() {
+                continue;
+            }
+            let next = batch.last().unwrap().0 + 1;
+            let outcome = (|| {
+                producer.begin_transaction()?;
+                for (_, value) in &batch {
+                    let out = value.replace("r-", "t-");
+                    producer
+                        .send(BaseRecord::<(), str>::to("out").payload(&out).partition(0))
+                        .map_err(|(e, _)| e)?;
+                }
+                let mut offsets = TopicPartitionList::new();
+                offsets.add_partition_offset("in", 0, Offset::Offset(next))?;
+                producer.send_offsets_to_transaction(
+                    &offsets,
+                    &consumer.group_metadata().unwrap(),
+                    Duration::from_secs(30),
+                )?;
+                producer.commit_transaction(Duration::from_secs(30))
+            })();
+            match outcome {
+                Ok(()) => committed = next,
+                Err(e) => {
+                    eprintln!("transaction ending at {next} failed: {e}: aborting and retrying");
+                    let requires_abort = matches!(&e, rdkafka::error::KafkaError::Transaction(t) if t.txn_requires_abort());
+                    if !requires_abort || producer.abort_transaction(Duration::from_secs(30)).is_err() {
+                        producer = new_producer();
+                    }
+                    consumer
+                        .seek("in", 0, Offset::Offset(committed), Duration::from_secs(10))
+                        .unwrap();
+                }
+            }
+            if !killed && committed >= 500 {
+                let at = ids.iter().position(|&id| id == coordinator).unwrap();
+                procs[at].kill();
+                eprintln!("transaction coordinator {coordinator} SIGKILLed at input offset {committed}");
+                killed = true;
+            }
+        }
+        let reader = nodes_bootstrap_without(&bootstrap, coordinator, &ids);
+        (read_all_committed(&reader, "out", 1), procs)
+    })
+    .await
+    .unwrap();
+    let want: Vec<String> = {
+        let mut w: Vec<String> = (0..RECORDS).map(|i| format!("t-{i:06}")).collect();
+        w.sort();
+        w
+    };
+    assert_eq!(outputs.len(), want.len(), "every input once in the output");
+    assert!(outputs == want, "exactly the transformed inputs");
+    drop(procs);
+}
+
+/// A group id whose coordinator is not `avoid` (creating `__consumer_offsets` first).
+fn group_not_coordinated_by_after_warm_up(bootstrap: &str, avoid: i32) -> (String, i32) {
+    use rdkafka::consumer::{BaseConsumer, Consumer};
+    let mut c = client(bootstrap);
+    c.set("group.id", "warm-up");
+    let warm_up: BaseConsumer = c.create().unwrap();
+    let mut tpl = rdkafka::TopicPartitionList::new();
+    tpl.add_partition("in", 0);
+    let _ = wait_for("__consumer_offsets", || {
+        warm_up
+            .committed_offsets(tpl.clone(), Duration::from_secs(5))
+            .ok()
+    });
+    group_not_coordinated_by(bootstrap, 3, avoid)
+}
+
+/// `bootstrap` without the broker `gone` (of `ids`, in order).
+fn nodes_bootstrap_without(bootstrap: &str, gone: i32, ids: &[i32]) -> String {
+    bootstrap
+        .split(',')
+        .zip(ids)
+        .filter(|(_, id)| **id != gone)
+        .map(|(a, _)| a)
+        .collect::<Vec<_>>()
+        .join(",")
+}
+
+struct KeepDir(std::path::PathBuf);
+impl KeepDir {
+    fn path(&self) -> &std::path::Path {
+        &self.0
+    }
+}

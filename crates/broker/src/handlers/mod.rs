@@ -99,10 +99,17 @@ pub async fn handle(
             }))
         }
         RequestKind::AddPartitionsToTxn(r) => {
-            ResponseKind::AddPartitionsToTxn(transactions::add_partitions(broker, r, v))
+            // The transaction coordinator's lock may be held while a state change replicates:
+            // waiting for it must not take a runtime worker away from the fetches that
+            // replicate it.
+            ResponseKind::AddPartitionsToTxn(block_in_place_or_run(|| {
+                transactions::add_partitions(broker, r, v)
+            }))
         }
         RequestKind::AddOffsetsToTxn(r) => {
-            ResponseKind::AddOffsetsToTxn(transactions::add_offsets(broker, r, v))
+            ResponseKind::AddOffsetsToTxn(block_in_place_or_run(|| {
+                transactions::add_offsets(broker, r, v)
+            }))
         }
         RequestKind::TxnOffsetCommit(r) => {
             ResponseKind::TxnOffsetCommit(transactions::txn_offset_commit(broker, r, v).await)
@@ -117,10 +124,14 @@ pub async fn handle(
             }))
         }
         RequestKind::ListTransactions(r) => {
-            ResponseKind::ListTransactions(transactions::list_transactions(broker, r, v))
+            ResponseKind::ListTransactions(block_in_place_or_run(|| {
+                transactions::list_transactions(broker, r, v)
+            }))
         }
         RequestKind::DescribeTransactions(r) => {
-            ResponseKind::DescribeTransactions(transactions::describe_transactions(broker, r))
+            ResponseKind::DescribeTransactions(block_in_place_or_run(|| {
+                transactions::describe_transactions(broker, r)
+            }))
         }
         RequestKind::DescribeProducers(r) => {
             ResponseKind::DescribeProducers(transactions::describe_producers(broker, r))

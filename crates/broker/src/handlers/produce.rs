@@ -358,20 +358,24 @@ fn append(
             Err((c, m)) => refused(c, m),
         };
     }
-    broker
-        .txns
-        .append_in_txn(broker, id.0.as_str(), producer, &target, add, || {
-            partition.append(records, AppendOrigin::Client, broker.clock.now_ms())
-        })
-        .unwrap_or_else(|TxnError(c, m)| {
-            // The partition leader reports a fenced producer as INVALID_PRODUCER_EPOCH.
-            let c = if c == txn_code::PRODUCER_FENCED {
-                txn_code::INVALID_PRODUCER_EPOCH
-            } else {
-                c
-            };
-            refused(c, m)
-        })
+    // Under the coordinator's lock, which a replicating state change may hold: off the
+    // runtime's workers.
+    block_in_place_or_run(|| {
+        broker
+            .txns
+            .append_in_txn(broker, id.0.as_str(), producer, &target, add, || {
+                partition.append(records, AppendOrigin::Client, broker.clock.now_ms())
+            })
+    })
+    .unwrap_or_else(|TxnError(c, m)| {
+        // The partition leader reports a fenced producer as INVALID_PRODUCER_EPOCH.
+        let c = if c == txn_code::PRODUCER_FENCED {
+            txn_code::INVALID_PRODUCER_EPOCH
+        } else {
+            c
+        };
+        refused(c, m)
+    })
 }
 
 /// Whether `topic`'s cleanup.policy includes compact (its records must have keys).

@@ -83,12 +83,13 @@ fn add_or_verify(
     topics: &[AddPartitionsToTxnTopic],
     version: i16,
 ) -> Vec<AddPartitionsToTxnTopicResult> {
+    // Clients never write internal topics; offsets join a transaction through
+    // AddOffsetsToTxn. (A group coordinator on another broker verifies its offsets
+    // partition before a TxnOffsetCommit: verify-only may name it.)
     if let Some(internal) = topics
         .iter()
-        .find(|t| crate::internal_topic::is_internal(t.name.0.as_str()))
+        .find(|t| !verify_only && crate::internal_topic::is_internal(t.name.0.as_str()))
     {
-        // Clients never write internal topics; offsets join a transaction through
-        // AddOffsetsToTxn.
         tracing::debug!(topic = %internal.name.0.as_str(), "AddPartitionsToTxn for an internal topic refused");
         return topic_results(topics, |t, _| {
             if t == internal.name.0.as_str() {
@@ -259,11 +260,11 @@ pub async fn txn_offset_commit(
         )
     };
     let codes = match broker.txn_coordinator_at(id) {
-        TxnCoordinatorAt::Here => {
+        TxnCoordinatorAt::Here => block_in_place_or_run(|| {
             broker
                 .txns
                 .append_in_txn(broker, id, producer, &offsets_partition, false, commit)
-        }
+        }),
         TxnCoordinatorAt::There(coordinator) => block_in_place_or_run(|| {
             verify_with(
                 &broker.inter_broker,
@@ -402,9 +403,13 @@ pub fn describe_transactions(
         .iter()
         .map(|id| {
             let base = TransactionState::default().with_transactional_id(id.clone());
-            let Some(m) = broker.txns.describe(id.0.as_str()) else {
+            let described = broker.txns.describe(id.0.as_str());
+            let Ok(Some(m)) = described else {
+                let error = described
+                    .err()
+                    .map_or(code::TRANSACTIONAL_ID_NOT_FOUND, |e| e.0);
                 return base
-                    .with_error_code(code::TRANSACTIONAL_ID_NOT_FOUND)
+                    .with_error_code(error)
                     .with_transaction_state(s(""))
                     .with_producer_id(ProducerId(-1))
                     .with_producer_epoch(-1)

@@ -10,7 +10,8 @@
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicI32, Ordering};
-use std::sync::{Mutex, MutexGuard};
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::Duration;
 
 pub use super::config::TxnConfig;
 use super::log::{decode, encode_key, encode_value};
@@ -20,11 +21,27 @@ use crate::coordinator_services::{CoordinatorServices, TxnMarker};
 use crate::group::coordinator::partition_for_key;
 use crate::group::offsets_log::encode_kv_batch;
 pub use crate::internal_topic::{OFFSETS_TOPIC, TXN_STATE_TOPIC};
-use crate::partition::AppendOrigin;
+use crate::partition::{AppendError, AppendOrigin, Partition, ReplicationWait};
 
-/// Runs every transactional id hosted by this broker.
+/// How long a state change waits for the in-sync replicas of its partition.
+const REPLICATION_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// Kafka's error codes used only here.
+const COORDINATOR_LOAD_IN_PROGRESS: i16 = 14;
+
+/// A `__transaction_state` partition this coordinator took on when it became its leader.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+struct Ownership {
+    leader_epoch: i32,
+    /// Replayed; until then its ids are answered COORDINATOR_LOAD_IN_PROGRESS.
+    loaded: bool,
+}
+
+/// Runs the transactional ids of the `__transaction_state` partitions this broker leads.
 pub struct TxnCoordinator {
     txns: Mutex<HashMap<String, TxnMetadata>>,
+    /// The partitions served here, by index; locked after `txns` when both are held.
+    owned: Mutex<HashMap<i32, Ownership>>,
     config: TxnConfig,
     /// Partitions of `__transaction_state`: the configured count until the topic exists,
     /// then the count it was created with.
@@ -38,6 +55,7 @@ impl TxnCoordinator {
     pub fn new(config: TxnConfig, clock: SharedClock) -> TxnCoordinator {
         TxnCoordinator {
             txns: Mutex::new(HashMap::new()),
+            owned: Mutex::new(HashMap::new()),
             partitions: AtomicI32::new(config.state_partitions),
             config,
             clock,
@@ -65,45 +83,101 @@ impl TxnCoordinator {
         partition_for_key(transactional_id, self.partitions.load(Ordering::Acquire))
     }
 
-    /// Replays `__transaction_state` (at start-up) and finishes transactions that were
-    /// prepared but not completed when the broker stopped.
-    pub fn load(&self, broker: &dyn CoordinatorServices) -> Result<(), String> {
-        let mut txns = self.lock();
+    fn owned(&self) -> MutexGuard<'_, HashMap<i32, Ownership>> {
+        self.owned.lock().expect("transaction ownership poisoned")
+    }
+
+    /// Brings the ids served here in line with the leadership of the `__transaction_state`
+    /// partitions on this broker (at start-up and after every metadata change), as the
+    /// group coordinator does with its partitions: partitions lost (or led in a new epoch)
+    /// are unloaded, partitions led are loaded, and transactions found prepared are
+    /// finished (their markers written) by the new coordinator.
+    pub fn sync_ownership(&self, broker: &dyn CoordinatorServices) {
         let count = crate::internal_topic::key_partition_count(
             broker,
             TXN_STATE_TOPIC,
             self.config.state_partitions,
         );
         self.partitions.store(count, Ordering::Release);
-        for p in 0..self.partitions.load(Ordering::Acquire) {
-            let Some(partition) = broker.partition(TXN_STATE_TOPIC, p) else {
+        let led: Vec<(i32, Arc<Partition>, i32)> = (0..count)
+            .filter_map(|p| {
+                let partition = broker.partition(TXN_STATE_TOPIC, p)?;
+                let epoch = partition.leader_epoch();
+                partition.is_leader().then_some((p, partition, epoch))
+            })
+            .collect();
+        let stale: Vec<i32> = self
+            .owned()
+            .iter()
+            .filter(|(p, o)| !led.iter().any(|(q, _, e)| q == *p && *e == o.leader_epoch))
+            .map(|(p, _)| *p)
+            .collect();
+        for p in stale {
+            self.unload_partition(p);
+        }
+        for (p, partition, epoch) in led {
+            if self.owned().contains_key(&p) {
                 continue;
-            };
-            for batch in crate::internal_topic::read_kv_batches(&partition)? {
-                for (offset, key, value) in batch.records {
-                    match decode(&key, value.as_deref()) {
-                        Ok((id, Some(m))) => {
-                            txns.insert(id, m);
-                        }
-                        Ok((id, None)) => {
-                            txns.remove(&id);
-                        }
-                        // As Kafka's coordinators since KIP-915: a record this release cannot
-                        // read is skipped, not a reason to refuse to start.
-                        Err(e) => tracing::warn!(
-                            topic = TXN_STATE_TOPIC,
-                            partition = p,
-                            offset,
-                            error = %e,
-                            "skipping a record the transaction coordinator cannot decode"
-                        ),
+            }
+            if let Err(e) = self.load_partition(broker, p, &partition, epoch) {
+                tracing::error!(partition = p, error = %e, "cannot load a __transaction_state partition");
+                self.owned().remove(&p);
+            }
+        }
+    }
+
+    /// Takes on partition `p` (led here in `leader_epoch`): replays its log, then finishes
+    /// the transactions it holds prepared but not completed.
+    fn load_partition(
+        &self,
+        broker: &dyn CoordinatorServices,
+        p: i32,
+        partition: &Partition,
+        leader_epoch: i32,
+    ) -> Result<(), String> {
+        let loading = Ownership {
+            leader_epoch,
+            loaded: false,
+        };
+        self.owned().insert(p, loading);
+        let (mut batches, next) = crate::internal_topic::read_kv_batches_from(partition, 0)?;
+        let mut txns = self.lock();
+        if self.owned().get(&p) != Some(&loading) {
+            return Ok(());
+        }
+        batches.extend(crate::internal_topic::read_kv_batches_from(partition, next)?.0);
+        let mut ids = 0;
+        for batch in batches {
+            for (offset, key, value) in batch.records {
+                match decode(&key, value.as_deref()) {
+                    Ok((id, Some(m))) => {
+                        ids += usize::from(txns.insert(id, m).is_none());
                     }
+                    Ok((id, None)) => {
+                        txns.remove(&id);
+                    }
+                    // As Kafka's coordinators since KIP-915: a record this release cannot
+                    // read is skipped, not a reason to refuse to start.
+                    Err(e) => tracing::warn!(
+                        topic = TXN_STATE_TOPIC,
+                        partition = p,
+                        offset,
+                        error = %e,
+                        "skipping a record the transaction coordinator cannot decode"
+                    ),
                 }
             }
         }
+        self.owned().insert(
+            p,
+            Ownership {
+                leader_epoch,
+                loaded: true,
+            },
+        );
         let prepared: Vec<TxnMetadata> = txns
             .values()
-            .filter(|m| m.status.is_prepare())
+            .filter(|m| m.status.is_prepare() && self.partition_for(&m.transactional_id) == p)
             .cloned()
             .collect();
         for m in prepared {
@@ -113,13 +187,49 @@ impl TxnCoordinator {
             }
         }
         tracing::info!(
-            transactional_ids = txns.len(),
-            "transaction coordinator loaded"
+            partition = p,
+            leader_epoch,
+            transactional_ids = ids,
+            "loaded a __transaction_state partition"
         );
         Ok(())
     }
 
-    /// Writes `m` (or a tombstone for its id) to its `__transaction_state` partition.
+    /// Lets go of partition `p`: its ids leave memory; their producers get NOT_COORDINATOR
+    /// and find the new coordinator.
+    fn unload_partition(&self, p: i32) {
+        let mut txns = self.lock();
+        self.owned().remove(&p);
+        let before = txns.len();
+        txns.retain(|id, _| self.partition_for(id) != p);
+        tracing::info!(
+            partition = p,
+            transactional_ids = before - txns.len(),
+            "unloaded a __transaction_state partition"
+        );
+    }
+
+    /// Refuses a request about `transactional_id` when its partition is not served here:
+    /// NOT_COORDINATOR, or COORDINATOR_LOAD_IN_PROGRESS while it is loading.
+    fn check_owner(&self, transactional_id: &str) -> Result<(), TxnError> {
+        let p = self.partition_for(transactional_id);
+        match self.owned().get(&p) {
+            Some(o) if o.loaded => Ok(()),
+            Some(_) => Err(TxnError(
+                COORDINATOR_LOAD_IN_PROGRESS,
+                format!("{TXN_STATE_TOPIC}-{p} is being loaded"),
+            )),
+            None => Err(TxnError(
+                code::NOT_COORDINATOR,
+                format!("this broker does not coordinate {transactional_id} ({TXN_STATE_TOPIC}-{p} is led elsewhere)"),
+            )),
+        }
+    }
+
+    /// Writes `m` (or a tombstone for its id) to its `__transaction_state` partition and
+    /// waits until every in-sync replica has it: a state the coordinator acts on (a prepared
+    /// commit before its markers) survives the loss of this broker. Refused while the ISR is
+    /// below the topic's `min.insync.replicas` (`transaction.state.log.min.isr`).
     fn persist(
         &self,
         broker: &dyn CoordinatorServices,
@@ -127,21 +237,45 @@ impl TxnCoordinator {
         m: Option<&TxnMetadata>,
     ) -> Result<(), TxnError> {
         let p = self.partition_for(id);
-        let partition = broker.partition(TXN_STATE_TOPIC, p).ok_or_else(|| {
-            TxnError(
-                code::COORDINATOR_NOT_AVAILABLE,
-                format!("{TXN_STATE_TOPIC}-{p} is not available"),
-            )
-        })?;
+        let unavailable = |why: String| TxnError(code::COORDINATOR_NOT_AVAILABLE, why);
+        let partition = broker
+            .partition(TXN_STATE_TOPIC, p)
+            .ok_or_else(|| unavailable(format!("{TXN_STATE_TOPIC}-{p} is not available")))?;
+        let min_isr = broker.min_insync_replicas(TXN_STATE_TOPIC);
+        if partition.isr_size() < min_isr {
+            return Err(unavailable(format!(
+                "{TXN_STATE_TOPIC}-{p} has {} in-sync replicas, transaction.state.log.min.isr is {min_isr}",
+                partition.isr_size()
+            )));
+        }
         let now = self.now_ms();
         let batch = encode_kv_batch(&[(encode_key(id), m.map(encode_value))], now, None);
-        partition.append(&batch, AppendOrigin::Coordinator, now).map(|_| ()).map_err(|e| {
-            tracing::error!(transactional_id = id, error = %e, "cannot persist transaction state");
-            TxnError(
-                code::KAFKA_STORAGE_ERROR,
-                format!("cannot persist the transaction state: {e}"),
-            )
-        })
+        let info = match partition.append(&batch, AppendOrigin::Coordinator, now) {
+            Ok(info) => info,
+            Err(AppendError::NotLeader) => {
+                return Err(TxnError(
+                    code::NOT_COORDINATOR,
+                    format!("{TXN_STATE_TOPIC}-{p} moved to another leader"),
+                ))
+            }
+            Err(e) => {
+                tracing::error!(transactional_id = id, error = %e, "cannot persist transaction state");
+                return Err(TxnError(
+                    code::KAFKA_STORAGE_ERROR,
+                    format!("cannot persist the transaction state: {e}"),
+                ));
+            }
+        };
+        match partition.wait_replicated_blocking(info.last_offset + 1, REPLICATION_TIMEOUT) {
+            Ok(()) => Ok(()),
+            Err(ReplicationWait::NotLeader) => Err(TxnError(
+                code::NOT_COORDINATOR,
+                format!("{TXN_STATE_TOPIC}-{p} moved to another leader"),
+            )),
+            Err(ReplicationWait::TimedOut) => Err(unavailable(format!(
+                "the transaction state was not replicated in time on {TXN_STATE_TOPIC}-{p}"
+            ))),
+        }
     }
 
     /// Persists `next` and makes it the current state of its id.
@@ -228,6 +362,7 @@ impl TxnCoordinator {
             ));
         }
         let mut txns = self.lock();
+        self.check_owner(transactional_id)?;
         let now = self.now_ms();
         let Some(current) = txns.get(transactional_id).cloned() else {
             if expected.is_some() {
@@ -273,6 +408,7 @@ impl TxnCoordinator {
         partitions: &[(String, i32)],
     ) -> Result<(), TxnError> {
         let mut txns = self.lock();
+        self.check_owner(transactional_id)?;
         let current = Self::get(&txns, transactional_id)?;
         if let Some(next) = current.add_partitions(producer_id, epoch, partitions, self.now_ms())? {
             self.store(broker, &mut txns, next)?;
@@ -305,6 +441,7 @@ impl TxnCoordinator {
         append: impl FnOnce() -> T,
     ) -> Result<T, TxnError> {
         let mut txns = self.lock();
+        self.check_owner(transactional_id)?;
         let current = Self::get(&txns, transactional_id)?;
         match current.verify(producer_id, epoch, partition) {
             Ok(()) => {}
@@ -334,6 +471,7 @@ impl TxnCoordinator {
         partition: &(String, i32),
     ) -> Result<(), TxnError> {
         let txns = self.lock();
+        self.check_owner(transactional_id)?;
         Self::get(&txns, transactional_id)?.verify(producer_id, epoch, partition)
     }
 
@@ -349,6 +487,7 @@ impl TxnCoordinator {
         bump_epoch: bool,
     ) -> Result<(i64, i16), TxnError> {
         let mut txns = self.lock();
+        self.check_owner(transactional_id)?;
         let current = Self::get(&txns, transactional_id)?.clone();
         let now = self.now_ms();
         let next = current.prepare_end(producer_id, epoch, commit, bump_epoch, now, || {
@@ -415,9 +554,11 @@ impl TxnCoordinator {
         self.lock().values().cloned().collect()
     }
 
-    /// One transactional id's state (DescribeTransactions).
-    pub fn describe(&self, transactional_id: &str) -> Option<TxnMetadata> {
-        self.lock().get(transactional_id).cloned()
+    /// One transactional id's state (DescribeTransactions); `Err` when it is not served here.
+    pub fn describe(&self, transactional_id: &str) -> Result<Option<TxnMetadata>, TxnError> {
+        let txns = self.lock();
+        self.check_owner(transactional_id)?;
+        Ok(txns.get(transactional_id).cloned())
     }
 }
 
@@ -474,13 +615,13 @@ mod tests {
             "not yet"
         );
         assert_eq!(
-            broker.txns.describe("tx").unwrap().status,
+            broker.txns.describe("tx").unwrap().unwrap().status,
             TxnStatus::Ongoing
         );
 
         clock.advance(1);
         assert_eq!(broker.txns.tick(&broker, clock.now_ms(), false), 1);
-        let m = broker.txns.describe("tx").unwrap();
+        let m = broker.txns.describe("tx").unwrap().unwrap();
         assert_eq!(m.status, TxnStatus::CompleteAbort);
         assert!(m.producer_epoch > epoch, "the abort fenced the producer");
         assert_eq!(
