@@ -489,13 +489,7 @@ async fn consume_transform_produce_survives_its_transaction_coordinator_being_ki
     use rdkafka::producer::{BaseRecord, DefaultProducerContext, Producer, ThreadedProducer};
     use rdkafka::{Offset, TopicPartitionList};
     const RECORDS: usize = 2000;
-    let root = tempfile::Builder::new()
-        .prefix("ctp")
-        .tempdir_in("/tmp")
-        .unwrap();
-    let root_path = root.path().to_path_buf();
-    let _keep = std::mem::ManuallyDrop::new(root);
-    let root = KeepDir(root_path);
+    let root = tempfile::tempdir().unwrap();
     let (nodes, procs) = start_three(root.path(), |_| {
         vec![
             "transaction.state.log.num.partitions=3".into(),
@@ -646,11 +640,4 @@ fn nodes_bootstrap_without(bootstrap: &str, gone: i32, ids: &[i32]) -> String {
         .map(|(a, _)| a)
         .collect::<Vec<_>>()
         .join(",")
-}
-
-struct KeepDir(std::path::PathBuf);
-impl KeepDir {
-    fn path(&self) -> &std::path::Path {
-        &self.0
-    }
 }
