@@ -126,6 +126,7 @@ impl Broker {
             &dir,
             local_cluster_id.as_deref(),
             config.session_timeout(),
+            config.election_defaults(),
         )?;
         let replicas = Arc::new(ReplicaManager::new(node_id, log_dir));
         let metadata = Arc::new(MetadataListener::new(node_id, config.clone()));
@@ -134,6 +135,7 @@ impl Broker {
             context: "starting the metadata listener".into(),
             source,
         })?;
+        let previous_epoch = replicas.log_dir().previous_broker_epoch();
         let groups = GroupCoordinator::new(config.coordinator_config(), clock.clone());
         let txns = TxnCoordinator::new(config.txn_config(), clock.clone());
         let mut broker = Broker {
@@ -148,7 +150,7 @@ impl Broker {
             groups,
             txns,
             producer_ids: Mutex::new((0, 0)),
-            lifecycle: Lifecycle::new(host, port, config.rack()),
+            lifecycle: Lifecycle::new(host, port, config.rack(), previous_epoch),
             isr_manager: IsrManager::default(),
             inter_broker: InterBrokerClient::default(),
         };
@@ -379,6 +381,7 @@ impl Broker {
             replication_factor: rf,
             configs,
             validate_only: false,
+            assignment: Vec::new(),
         });
         match result {
             Ok(_) | Err(CommitError::Refused(ControllerError::TopicAlreadyExists(_))) => {
@@ -416,6 +419,7 @@ impl Broker {
             replication_factor: config.default_replication_factor(),
             configs: Vec::new(),
             validate_only: false,
+            assignment: Vec::new(),
         });
         match result {
             Ok(_) | Err(CommitError::Refused(ControllerError::TopicAlreadyExists(_))) => Ok(true),
@@ -448,9 +452,11 @@ impl Broker {
 
     /// Flushes all partitions, writes checkpoints and the clean-shutdown marker.
     pub fn shutdown(&self) -> Result<(), BrokerError> {
+        let epoch = self.lifecycle.epoch();
         self.replicas.shutdown(
             self.clock.now_ms(),
             self.config().producer_id_expiration_ms(),
+            (epoch >= 0).then_some(epoch),
         )?;
         self.seat.shutdown();
         let listener = self.listener_thread.lock().expect("listener lock").take();

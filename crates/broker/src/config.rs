@@ -403,6 +403,12 @@ pub const BROKER_CONFIGS: &[BrokerConfigDef] = &[
         "allow out-of-sync leaders",
     ),
     def(
+        "eligible.leader.replicas.version",
+        I { min: 0 },
+        Some("1"),
+        "1 keeps eligible leader replicas (KIP-966) and the strict min-ISR high watermark; 0 turns both off (read by controllers and brokers: set it alike on every node)",
+    ),
+    def(
         "producer.id.expiration.ms",
         I { min: 1 },
         Some("86400000"),
@@ -645,6 +651,23 @@ impl BrokerConfig {
     /// `broker.heartbeat.interval.ms`.
     pub fn heartbeat_interval(&self) -> std::time::Duration {
         std::time::Duration::from_millis(self.num::<u64>("broker.heartbeat.interval.ms"))
+    }
+
+    /// How the controller elects leaders: `eligible.leader.replicas.version`, and the broker
+    /// defaults of `min.insync.replicas` and `unclean.leader.election.enable`.
+    pub fn election_defaults(&self) -> gregor_metadata::election::ElectionDefaults {
+        gregor_metadata::election::ElectionDefaults {
+            eligible_leader_replicas: self.eligible_leader_replicas(),
+            min_insync_replicas: self.num("min.insync.replicas"),
+            unclean_leader_election: self
+                .get("unclean.leader.election.enable")
+                .is_some_and(|v| v.eq_ignore_ascii_case("true")),
+        }
+    }
+
+    /// `eligible.leader.replicas.version` >= 1.
+    pub fn eligible_leader_replicas(&self) -> bool {
+        self.num::<u32>("eligible.leader.replicas.version") >= 1
     }
 
     /// `broker.session.timeout.ms`.

@@ -45,6 +45,8 @@ pub struct Registration<'a> {
     pub host: &'a str,
     pub port: u16,
     pub rack: Option<&'a str>,
+    /// The epoch this node's previous process shut down cleanly with, else -1.
+    pub previous_broker_epoch: i64,
 }
 
 /// A BrokerRegistration request frame (no length prefix).
@@ -60,7 +62,7 @@ pub fn registration_frame(r: &Registration<'_>) -> Vec<u8> {
         .with_incarnation_id(r.incarnation_id)
         .with_listeners(vec![listener])
         .with_rack(r.rack.map(|s| StrBytes::from_string(s.to_string())))
-        .with_previous_broker_epoch(-1);
+        .with_previous_broker_epoch(r.previous_broker_epoch);
     request_frame(ApiKey::BrokerRegistration, REGISTRATION_VERSION, |buf| {
         request
             .encode(buf, REGISTRATION_VERSION)
@@ -285,6 +287,7 @@ fn register(
         host: listener.host.as_str(),
         port: listener.port,
         rack: r.rack.as_ref().map(|s| s.as_str()),
+        previous_broker_epoch: r.previous_broker_epoch,
     };
     match controller.register_broker(registration, Instant::now()) {
         Ok(epoch) => response.with_error_code(NONE).with_broker_epoch(epoch),
@@ -434,6 +437,7 @@ mod tests {
         let mut c = Controller::new(
             Box::new(Memory(Arc::new(MetadataImage::default()))),
             Duration::from_secs(9),
+            Default::default(),
         );
         c.claim_cluster_id("the-cluster".into()).unwrap();
         Mutex::new(c)
@@ -447,6 +451,7 @@ mod tests {
             host: "127.0.0.1",
             port: 9092,
             rack: Some("r1"),
+            previous_broker_epoch: -1,
         })
     }
 
@@ -539,6 +544,7 @@ mod tests {
                     host: "127.0.0.1",
                     port: 9092,
                     rack: None,
+                    previous_broker_epoch: -1,
                 };
                 let epoch = c.register_broker(reg, Instant::now()).unwrap();
                 let offset = c.image().offset;
@@ -559,6 +565,7 @@ mod tests {
                     num_partitions: 2,
                     replication_factor: 3,
                     configs: &[],
+                    assignment: &[],
                 },
                 false,
             )

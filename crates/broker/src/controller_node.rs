@@ -65,10 +65,16 @@ pub async fn start_controller(config: BrokerConfig) -> Result<ControllerHandle, 
         source,
     })?;
     let session_timeout = config.session_timeout();
+    let election = config.election_defaults();
     let (seat, cluster_id) = block_in_place_or_run(|| {
         // Nothing here applies metadata to partitions: the committed stream is not needed.
-        let (seat, _events) =
-            ControllerSeat::start(cluster, &dir, local_cluster_id.as_deref(), session_timeout)?;
+        let (seat, _events) = ControllerSeat::start(
+            cluster,
+            &dir,
+            local_cluster_id.as_deref(),
+            session_timeout,
+            election,
+        )?;
         let cluster_id = seat.claim_cluster_id(&dir, local_cluster_id)?;
         Ok::<_, BrokerError>((seat, cluster_id))
     })?;

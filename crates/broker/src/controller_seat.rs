@@ -9,6 +9,7 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use gregor_metadata::controller_op::WireRefusal;
+use gregor_metadata::election::ElectionDefaults;
 use gregor_metadata::quorum::{QuorumConfig, QuorumEvent, QuorumHandle, QuorumStatus};
 use gregor_metadata::{Controller, ControllerError, ControllerOp, ControllerReply, MetadataImage};
 use tokio::sync::mpsc::UnboundedReceiver;
@@ -41,6 +42,7 @@ impl ControllerSeat {
         data_dir: &Path,
         cluster_id: Option<&str>,
         session_timeout: Duration,
+        election: ElectionDefaults,
     ) -> Result<(ControllerSeat, UnboundedReceiver<QuorumEvent>), BrokerError> {
         let node_id = cluster.node_id;
         let metadata_dir = data_dir.join(METADATA_DIR);
@@ -57,6 +59,7 @@ impl ControllerSeat {
         let controller = Arc::new(Mutex::new(Controller::new(
             Box::new(quorum.clone()),
             session_timeout,
+            election,
         )));
         {
             // Operations other nodes forward while this node is the active controller.

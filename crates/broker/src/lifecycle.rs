@@ -45,6 +45,10 @@ pub struct Lifecycle {
     rack: Option<String>,
     /// The broker epoch the controller gave the registration; -1 before it.
     epoch: AtomicI64,
+    /// The epoch a registration names as the previous one: that of the previous process if
+    /// it shut down cleanly, then this process's own when it registers again (it lost
+    /// nothing); -1 after an unclean shutdown (KIP-966 takes it out of the ELRs).
+    previous_epoch: AtomicI64,
     /// Whether the controller's last answer said this broker is fenced.
     fenced: AtomicBool,
     /// Set when a controlled shutdown begins; never cleared.
@@ -52,13 +56,19 @@ pub struct Lifecycle {
 }
 
 impl Lifecycle {
-    pub fn new(host: &str, port: u16, rack: Option<&str>) -> Lifecycle {
+    pub fn new(
+        host: &str,
+        port: u16,
+        rack: Option<&str>,
+        previous_epoch: Option<i64>,
+    ) -> Lifecycle {
         Lifecycle {
             incarnation_id: Uuid::new_v4(),
             host: host.to_string(),
             port,
             rack: rack.map(str::to_string),
             epoch: AtomicI64::new(-1),
+            previous_epoch: AtomicI64::new(previous_epoch.unwrap_or(-1)),
             fenced: AtomicBool::new(true),
             shutting_down: AtomicBool::new(false),
         }
@@ -137,6 +147,7 @@ impl Broker {
             host: &l.host,
             port: l.port,
             rack: l.rack.as_deref(),
+            previous_broker_epoch: l.previous_epoch.load(Ordering::Acquire),
         });
         let answer = self
             .seat()
@@ -183,7 +194,8 @@ impl Broker {
             }
             Err(e @ ControllerError::StaleBrokerEpoch(_)) => {
                 tracing::warn!(error = %e, "registration no longer current: registering again");
-                self.lifecycle.epoch.store(-1, Ordering::Release);
+                let old = self.lifecycle.epoch.swap(-1, Ordering::AcqRel);
+                self.lifecycle.previous_epoch.store(old, Ordering::Release);
                 self.lifecycle.fenced.store(true, Ordering::Release);
                 Err(e)
             }

@@ -78,7 +78,8 @@ pub enum FetchIsolation {
     TxnCommitted,
 }
 
-/// What the metadata says of one partition: its leader, epochs, replicas and ISR.
+/// What the metadata says of one partition: its leader, epochs, replicas and ISR, and the
+/// ISR size its high watermark needs.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct PartitionState {
     /// The leader's broker id, -1 when there is none.
@@ -87,6 +88,11 @@ pub struct PartitionState {
     pub partition_epoch: i32,
     pub replicas: Vec<i32>,
     pub isr: BTreeSet<i32>,
+    /// KIP-966's strict min-ISR rule: the HW moves only while the ISR has at least this many
+    /// members (the topic's `min.insync.replicas`, at most the replica count), so a replica
+    /// that leaves a smaller ISR holds every committed record and may lead (the ELR). 1 with
+    /// eligible leader replicas off.
+    pub hw_min_isr: usize,
 }
 
 impl PartitionState {
@@ -99,18 +105,21 @@ impl PartitionState {
             partition_epoch: 0,
             replicas: vec![node_id],
             isr: BTreeSet::from([node_id]),
+            hw_min_isr: 1,
         }
     }
 }
 
-impl From<&PartitionImage> for PartitionState {
-    fn from(p: &PartitionImage) -> PartitionState {
+impl PartitionState {
+    /// The state of `p` whose HW needs an ISR of `min_isr` (capped by the replica count).
+    pub fn of(p: &PartitionImage, min_isr: usize) -> PartitionState {
         PartitionState {
             leader: p.leader,
             leader_epoch: p.leader_epoch,
             partition_epoch: p.partition_epoch,
             replicas: p.replicas.clone(),
             isr: p.isr.iter().copied().collect(),
+            hw_min_isr: min_isr.clamp(1, p.replicas.len().max(1)),
         }
     }
 }
@@ -313,10 +322,11 @@ impl Partition {
     }
 
     /// On the leader, with the log locked: moves the HW to the smallest LEO in the ISR
-    /// (counting the members of a pending change) if that is further on.
+    /// (counting the members of a pending change) if that is further on, and the committed
+    /// ISR is not below `hw_min_isr`.
     fn maybe_advance_hw(&self, log: &Log) {
         let state = self.state.read().expect("partition state poisoned");
-        if state.leader != self.node_id {
+        if state.leader != self.node_id || state.isr.len() < state.hw_min_isr {
             return;
         }
         let replication = self.replication();

@@ -21,6 +21,7 @@ fn state(leader: i32, leader_epoch: i32, partition_epoch: i32, isr: &[i32]) -> P
         partition_epoch,
         replicas: vec![1, 2, 3],
         isr: isr.iter().copied().collect::<BTreeSet<i32>>(),
+        hw_min_isr: 1,
     }
 }
 
@@ -76,6 +77,34 @@ fn the_leaders_hw_is_the_smallest_leo_in_the_isr() {
     // A follower's fetch at an older offset never moves the HW back.
     p.record_follower_fetch(2, 2, NOW, true).unwrap();
     assert_eq!(p.high_watermark(), 3);
+}
+
+#[test]
+fn the_hw_stands_still_while_the_isr_is_below_its_minimum() {
+    let dir = tempfile::tempdir().unwrap();
+    let strict = |isr: &[i32], partition_epoch| PartitionState {
+        hw_min_isr: 2,
+        ..state(1, 0, partition_epoch, isr)
+    };
+    let p = open(dir.path(), 1, strict(&[1], 0));
+    p.append(&batch(-1, -1, -1, 3, 0), AppendOrigin::Client, NOW)
+        .unwrap();
+    p.record_follower_fetch(2, 3, NOW, true).unwrap();
+    assert_eq!(
+        p.high_watermark(),
+        0,
+        "the leader alone is below min.insync.replicas: nothing commits"
+    );
+    // The ISR grows back to the minimum: the HW moves.
+    assert!(p.apply_state(strict(&[1, 2], 1), NOW));
+    assert_eq!(p.high_watermark(), 3);
+    // A lower minimum (a config change) lets a lone leader's HW move too.
+    p.append(&batch(-1, -1, -1, 2, 3), AppendOrigin::Client, NOW)
+        .unwrap();
+    assert!(p.apply_state(strict(&[1], 2), NOW));
+    assert_eq!(p.high_watermark(), 3);
+    assert!(p.apply_state(state(1, 0, 2, &[1]), NOW));
+    assert_eq!(p.high_watermark(), 5);
 }
 
 #[test]

@@ -22,6 +22,7 @@ fn led_by(leader: i32, leader_epoch: i32, partition_epoch: i32) -> PartitionStat
         partition_epoch,
         replicas: vec![1, 2],
         isr: [1, 2].into(),
+        hw_min_isr: 1,
     }
 }
 

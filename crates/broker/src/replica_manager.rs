@@ -163,10 +163,24 @@ impl ReplicaManager {
     ) -> Result<(), StorageError> {
         let overrides = image.configs_of(&ConfigResource::Topic(topic.name.clone()));
         let log_config = config.log_config(&overrides);
+        let hw_min_isr = if config.eligible_leader_replicas() {
+            config
+                .election_defaults()
+                .for_overrides(&overrides)
+                .min_insync_replicas
+        } else {
+            1
+        };
         if configs_changed {
-            for ((id, _), p) in hosted.by_id.iter() {
+            for ((id, index), p) in hosted.by_id.iter() {
                 if *id == topic.topic_id {
                     p.set_config(log_config.clone());
+                    if let Some(pimage) = topic.partitions.get(index) {
+                        p.apply_state(
+                            PartitionState::of(pimage, hw_min_isr),
+                            self.log_dir.clock().now_ms(),
+                        );
+                    }
                 }
             }
         }
@@ -176,7 +190,7 @@ impl ReplicaManager {
             let Some(pimage) = topic.partitions.get(index) else {
                 continue;
             };
-            let state = PartitionState::from(pimage);
+            let state = PartitionState::of(pimage, hw_min_isr);
             let replica_here = state.replicas.contains(&self.node_id);
             match (hosted.by_id.get(&key), replica_here) {
                 (Some(p), true) => {
@@ -256,13 +270,19 @@ impl ReplicaManager {
         self.log_dir.write_checkpoints(&entries)
     }
 
-    /// Flushes every partition, checkpoints and marks the shutdown clean.
-    pub fn shutdown(&self, now_ms: i64, producer_expiration_ms: i64) -> Result<(), StorageError> {
+    /// Flushes every partition, checkpoints and marks the shutdown clean, naming the broker
+    /// epoch this process had.
+    pub fn shutdown(
+        &self,
+        now_ms: i64,
+        producer_expiration_ms: i64,
+        broker_epoch: Option<i64>,
+    ) -> Result<(), StorageError> {
         for p in self.all() {
             p.flush()?;
         }
         self.write_checkpoints(now_ms, producer_expiration_ms)?;
-        self.log_dir.mark_clean_shutdown()
+        self.log_dir.mark_clean_shutdown(broker_epoch)
     }
 }
 
@@ -338,6 +358,7 @@ mod tests {
                     leader: Some(1),
                     isr: Some(vec![1]),
                     replicas: None,
+                    elr: None,
                 },
                 MetadataRecord::PartitionChange {
                     topic_id: id,
@@ -345,6 +366,7 @@ mod tests {
                     leader: Some(2),
                     isr: Some(vec![2]),
                     replicas: Some(vec![2]),
+                    elr: None,
                 },
             ],
         );

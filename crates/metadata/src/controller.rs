@@ -14,8 +14,8 @@ use std::time::{Duration, Instant};
 use uuid::Uuid;
 
 use crate::config::validate_topic_config;
-use crate::election;
-use crate::image::MetadataImage;
+use crate::election::{self, ElectionDefaults};
+use crate::image::{MetadataImage, PartitionImage};
 use crate::log::MetadataLogError;
 use crate::membership::BrokerSessions;
 use crate::placement::{assign_replicas, Placeable};
@@ -43,6 +43,8 @@ pub enum ControllerError {
     PolicyViolation(String),
     #[error("{0}")]
     InvalidReplicationFactor(String),
+    #[error("{0}")]
+    InvalidReplicaAssignment(String),
     #[error("{0}")]
     InvalidConfig(String),
     #[error("{0}")]
@@ -126,6 +128,8 @@ pub struct Controller {
     last_written: i64,
     /// When each broker was last heard from (meaningful while this node is the leader).
     sessions: BrokerSessions,
+    /// How leaders are elected and the ELR kept.
+    election: ElectionDefaults,
 }
 
 /// A broker process asking to join (Kafka's BrokerRegistration request).
@@ -136,6 +140,9 @@ pub struct BrokerRegistration<'a> {
     pub host: &'a str,
     pub port: u16,
     pub rack: Option<&'a str>,
+    /// The broker epoch its previous process shut down cleanly with, -1 after an unclean
+    /// shutdown (or none before): a mismatch takes it out of every ELR (KIP-966).
+    pub previous_broker_epoch: i64,
 }
 
 /// A broker's periodic heartbeat (Kafka's BrokerHeartbeat request).
@@ -217,16 +224,24 @@ pub struct NewTopic<'a> {
     pub num_partitions: i32,
     pub replication_factor: i16,
     pub configs: &'a [(String, String)],
+    /// The replicas of each partition as the client assigned them (Kafka's manual
+    /// assignment: the first leads); empty for the controller's placement.
+    pub assignment: &'a [Vec<i32>],
 }
 
 impl Controller {
     /// A controller writing through `writer`; a broker not heard from for
-    /// `session_timeout` is fenced.
-    pub fn new(writer: Box<dyn MetadataWriter>, session_timeout: Duration) -> Controller {
+    /// `session_timeout` is fenced; leaders are elected as `election` says.
+    pub fn new(
+        writer: Box<dyn MetadataWriter>,
+        session_timeout: Duration,
+        election: ElectionDefaults,
+    ) -> Controller {
         Controller {
             writer,
             last_written: -1,
             sessions: BrokerSessions::new(session_timeout, Instant::now()),
+            election,
         }
     }
 
@@ -285,7 +300,17 @@ impl Controller {
                 )));
             }
         }
-        self.commit(vec![MetadataRecord::RegisterBroker {
+        let mut records = match image.brokers.get(&reg.node_id) {
+            Some(previous) if previous.epoch != reg.previous_broker_epoch => {
+                let records = election::when_registered_uncleanly(&image, reg.node_id);
+                if !records.is_empty() {
+                    tracing::info!(broker = reg.node_id, partitions = records.len(), "broker restarted after an unclean shutdown: out of the eligible leader replicas");
+                }
+                records
+            }
+            _ => Vec::new(),
+        };
+        records.push(MetadataRecord::RegisterBroker {
             node_id: reg.node_id,
             host: reg.host.to_string(),
             port: reg.port,
@@ -293,7 +318,8 @@ impl Controller {
             incarnation_id: reg.incarnation_id,
             broker_epoch: None,
             fenced: true,
-        }])?;
+        });
+        self.commit(records)?;
         self.sessions.touch(reg.node_id, term, now);
         // The broker epoch is the offset of the registration record, the one just written.
         Ok(self.last_written)
@@ -322,7 +348,7 @@ impl Controller {
         let caught_up = hb.metadata_offset >= broker.epoch;
         let fenced = match (broker.fenced, hb.want_shut_down) {
             (true, false) if caught_up => {
-                let mut records = election::when_unfenced(&image, hb.node_id);
+                let mut records = election::when_unfenced(&image, &self.election, hb.node_id);
                 records.push(MetadataRecord::UnfenceBroker {
                     node_id: hb.node_id,
                     broker_epoch: hb.broker_epoch,
@@ -371,8 +397,9 @@ impl Controller {
                 request.broker_id, request.broker_epoch
             )));
         }
-        // The state of each partition changed by an earlier item of this request.
-        let mut changed: BTreeMap<(Uuid, i32), LeaderAndIsr> = BTreeMap::new();
+        // The state of each partition changed by an earlier item of this request, with its
+        // ELR.
+        let mut changed: BTreeMap<(Uuid, i32), (LeaderAndIsr, Vec<i32>)> = BTreeMap::new();
         let mut records = Vec::new();
         let mut outcomes = Vec::with_capacity(request.partitions.len());
         for item in &request.partitions {
@@ -381,31 +408,33 @@ impl Controller {
                 Some(state) => Ok(state.clone()),
                 None => current_leader_and_isr(&image, item),
             };
-            let outcome = current.and_then(|current| {
+            let outcome = current.and_then(|(current, current_elr)| {
                 let isr = validate_isr_change(&image, request.broker_id, item, &current)?;
                 if isr == current.isr {
                     return Ok(current);
                 }
+                let elr = self.elr_after_isr_change(&image, item, &current, current_elr, &isr);
                 records.push(MetadataRecord::PartitionChange {
                     topic_id: item.topic_id,
                     partition: item.partition,
                     leader: None,
                     isr: Some(isr.clone()),
                     replicas: None,
+                    elr: Some(elr.clone()),
                 });
                 let next = LeaderAndIsr {
                     isr,
                     partition_epoch: current.partition_epoch + 1,
                     ..current
                 };
-                changed.insert(key, next.clone());
+                changed.insert(key, (next.clone(), elr));
                 Ok(next)
             });
             outcomes.push(outcome);
         }
         self.commit(records)?;
-        for (key, state) in &changed {
-            tracing::info!(topic_id = %key.0, partition = key.1, isr = ?state.isr, partition_epoch = state.partition_epoch, "ISR changed");
+        for (key, (state, elr)) in &changed {
+            tracing::info!(topic_id = %key.0, partition = key.1, isr = ?state.isr, ?elr, partition_epoch = state.partition_epoch, "ISR changed");
         }
         Ok(request
             .partitions
@@ -417,6 +446,31 @@ impl Controller {
                 outcome,
             })
             .collect())
+    }
+
+    /// The ELR of the partition `item` names once its ISR goes from `current` (with ELR
+    /// `current_elr`) to `isr`.
+    fn elr_after_isr_change(
+        &self,
+        image: &MetadataImage,
+        item: &AlterPartitionItem,
+        current: &LeaderAndIsr,
+        current_elr: Vec<i32>,
+        isr: &[i32],
+    ) -> Vec<i32> {
+        let Some(topic) = image.topic_by_id(&item.topic_id) else {
+            return Vec::new();
+        };
+        let Some(p) = topic.partitions.get(&item.partition) else {
+            return Vec::new();
+        };
+        let before = PartitionImage {
+            isr: current.isr.clone(),
+            elr: current_elr,
+            ..p.clone()
+        };
+        let policy = self.election.for_topic(image, &topic.name);
+        election::elr_after(&before, isr, &policy)
     }
 
     /// Fences every live broker whose session ran out; returns their ids.
@@ -483,7 +537,7 @@ impl Controller {
     /// Fences a broker in one batch with the leader changes that takes: out of every ISR,
     /// and its partitions to the next live in-sync replica (`election::when_fenced`).
     fn fence(&mut self, node_id: i32, broker_epoch: i64) -> Result<(), ControllerError> {
-        let mut records = election::when_fenced(&self.image(), node_id);
+        let mut records = election::when_fenced(&self.image(), &self.election, node_id);
         let moved = records.len();
         records.push(MetadataRecord::FenceBroker {
             node_id,
@@ -540,6 +594,7 @@ impl Controller {
                 brokers.len()
             )));
         }
+        check_manual_assignment(&image, &topic)?;
         let mut seen = BTreeMap::new();
         for (k, v) in topic.configs {
             validate_topic_config(k, v).map_err(ControllerError::InvalidConfig)?;
@@ -557,13 +612,19 @@ impl Controller {
             name: topic.name.to_string(),
             topic_id,
         }];
-        records.extend(partition_records(
-            topic_id,
-            0,
-            topic.num_partitions,
-            &brokers,
-            topic.replication_factor as usize,
-        ));
+        if topic.assignment.is_empty() {
+            records.extend(partition_records(
+                topic_id,
+                0,
+                topic.num_partitions,
+                &brokers,
+                topic.replication_factor as usize,
+            ));
+        } else {
+            records.extend(topic.assignment.iter().zip(0..).map(|(replicas, index)| {
+                MetadataRecord::new_partition(topic_id, index, replicas.clone())
+            }));
+        }
         records.extend(
             seen.into_iter()
                 .map(|(name, value)| MetadataRecord::Config {
@@ -656,10 +717,27 @@ impl Controller {
         if validate_only {
             return Ok(());
         }
-        self.commit(config_records(
-            ConfigResource::Topic(name.to_string()),
-            changes,
-        ))
+        let resource = ConfigResource::Topic(name.to_string());
+        let image = self.image();
+        let mut overrides = image.configs_of(&resource);
+        for (k, v) in changes {
+            match v {
+                Some(v) => overrides.insert(k.clone(), v.clone()),
+                None => overrides.remove(k),
+            };
+        }
+        let mut records = config_records(resource, changes);
+        if let Some(topic) = image.topic(name) {
+            // In the same batch: a lower min.insync.replicas must clear the ELRs before any
+            // leader lets the high watermark move on it.
+            records.extend(election::when_configured(
+                &image,
+                &self.election,
+                topic,
+                &overrides,
+            ));
+        }
+        self.commit(records)
     }
 
     /// The cluster's id: the one recorded, else `proposed`, recorded now.
@@ -697,7 +775,7 @@ impl Controller {
 fn current_leader_and_isr(
     image: &MetadataImage,
     item: &AlterPartitionItem,
-) -> Result<LeaderAndIsr, ControllerError> {
+) -> Result<(LeaderAndIsr, Vec<i32>), ControllerError> {
     let topic = image.topic_by_id(&item.topic_id).ok_or_else(|| {
         ControllerError::UnknownTopicId(format!("no topic has id {}", item.topic_id))
     })?;
@@ -707,12 +785,15 @@ fn current_leader_and_isr(
             topic.name, item.partition
         ))
     })?;
-    Ok(LeaderAndIsr {
-        leader: p.leader,
-        leader_epoch: p.leader_epoch,
-        partition_epoch: p.partition_epoch,
-        isr: p.isr.clone(),
-    })
+    Ok((
+        LeaderAndIsr {
+            leader: p.leader,
+            leader_epoch: p.leader_epoch,
+            partition_epoch: p.partition_epoch,
+            isr: p.isr.clone(),
+        },
+        p.elr.clone(),
+    ))
 }
 
 /// Checks one AlterPartition item from `broker_id` against the partition's `current`
@@ -790,6 +871,40 @@ fn validate_isr_change(
     Ok(isr)
 }
 
+/// INVALID_REPLICA_ASSIGNMENT unless a manual assignment gives every partition
+/// `replication_factor` distinct live brokers.
+fn check_manual_assignment(
+    image: &MetadataImage,
+    topic: &NewTopic<'_>,
+) -> Result<(), ControllerError> {
+    if topic.assignment.is_empty() {
+        return Ok(());
+    }
+    let bad = |m: String| Err(ControllerError::InvalidReplicaAssignment(m));
+    if topic.assignment.len() != topic.num_partitions as usize {
+        return bad(format!(
+            "{} partitions but {} assignments",
+            topic.num_partitions,
+            topic.assignment.len()
+        ));
+    }
+    for (index, replicas) in topic.assignment.iter().enumerate() {
+        let distinct: std::collections::BTreeSet<i32> = replicas.iter().copied().collect();
+        if replicas.len() != topic.replication_factor as usize || distinct.len() != replicas.len() {
+            return bad(format!(
+                "partition {index}: replicas {replicas:?} are not {} distinct brokers",
+                topic.replication_factor
+            ));
+        }
+        if let Some(b) = replicas.iter().find(|b| !image.is_live(**b)) {
+            return bad(format!(
+                "partition {index}: broker {b} is not a live broker"
+            ));
+        }
+    }
+    Ok(())
+}
+
 /// POLICY_VIOLATION for an operation creating more than [`MAX_PARTITIONS_PER_OPERATION`].
 pub fn check_partition_bound(new_partitions: i32) -> Result<(), ControllerError> {
     if new_partitions > MAX_PARTITIONS_PER_OPERATION {
@@ -836,7 +951,6 @@ fn partition_records(
 mod tests {
     use super::*;
 
-    use crate::image::PartitionImage;
     use crate::record::MetadataBatch;
 
     /// A writer that commits at once, in memory.
@@ -877,6 +991,7 @@ mod tests {
             host: "127.0.0.1",
             port: 9092,
             rack: None,
+            previous_broker_epoch: -1,
         }
     }
 
@@ -907,6 +1022,7 @@ mod tests {
                 image: Arc::new(MetadataImage::default()),
             }),
             SESSION,
+            ElectionDefaults::default(),
         );
         for id in 1..=n {
             join(&mut c, id, Instant::now());
@@ -924,6 +1040,7 @@ mod tests {
             num_partitions,
             replication_factor,
             configs: &[],
+            assignment: &[],
         }
     }
 
@@ -933,6 +1050,7 @@ mod tests {
             num_partitions: parts,
             replication_factor: 1,
             configs,
+            assignment: &[],
         }
     }
 
@@ -1145,6 +1263,79 @@ mod tests {
             .unwrap();
         assert!(second > epoch);
         assert!(c.image().brokers[&1].fenced);
+    }
+
+    #[test]
+    fn a_manual_assignment_is_kept_and_checked() {
+        let mut c = controller_with_brokers(3);
+        let assigned = [vec![3, 1], vec![2, 3]];
+        let topic = NewTopic {
+            assignment: &assigned,
+            ..new_topic_rf("manual", 2, 2)
+        };
+        let id = c.create_topic(topic, false).unwrap();
+        let image = c.image();
+        let t = image.topic_by_id(&id).unwrap();
+        assert_eq!(t.partitions[&0].replicas, vec![3, 1]);
+        assert_eq!(
+            t.partitions[&0].leader, 3,
+            "the first assigned replica leads"
+        );
+        assert_eq!(t.partitions[&1].replicas, vec![2, 3]);
+        for bad in [
+            vec![vec![1, 1]],
+            vec![vec![1, 9]],
+            vec![vec![1]],
+            vec![vec![1, 2], vec![2, 3]],
+        ] {
+            let topic = NewTopic {
+                assignment: &bad,
+                ..new_topic_rf("bad", 1, 2)
+            };
+            assert!(
+                matches!(
+                    c.create_topic(topic, false),
+                    Err(ControllerError::InvalidReplicaAssignment(_))
+                ),
+                "{bad:?}"
+            );
+        }
+    }
+
+    #[test]
+    fn an_unclean_restart_is_told_by_the_previous_broker_epoch() {
+        let now = Instant::now();
+        let mut c = controller_with_brokers(3);
+        let topic = NewTopic {
+            configs: &[("min.insync.replicas".to_string(), "3".to_string())],
+            ..new_topic_rf("t", 1, 3)
+        };
+        let id = c.create_topic(topic, false).unwrap();
+        let epoch = |c: &Controller, b: i32| c.image().brokers[&b].epoch;
+        // 3 and then 2 shut down: out of the ISR {1} below the minimum, both eligible.
+        for b in [3, 2] {
+            let mut hb = heartbeat(b, epoch(&c, b), c.image().offset);
+            hb.want_shut_down = true;
+            c.broker_heartbeat(hb, now).unwrap();
+        }
+        let elr = |c: &Controller| {
+            let mut elr = c.image().topic_by_id(&id).unwrap().partitions[&0]
+                .elr
+                .clone();
+            elr.sort();
+            elr
+        };
+        assert_eq!(elr(&c), vec![2, 3]);
+        // 2 comes back from a clean shutdown (naming its epoch), 3 from a crash.
+        let clean = BrokerRegistration {
+            previous_broker_epoch: epoch(&c, 2),
+            ..registration(2, Uuid::new_v4())
+        };
+        c.register_broker(clean, now).unwrap();
+        assert_eq!(elr(&c), vec![2, 3]);
+        c.register_broker(registration(3, Uuid::new_v4()), now)
+            .unwrap();
+        assert_eq!(elr(&c), vec![2], "3 may have lost unflushed records");
     }
 
     #[test]

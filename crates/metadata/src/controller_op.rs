@@ -16,6 +16,10 @@ pub enum ControllerOp {
         replication_factor: i16,
         configs: Vec<(String, String)>,
         validate_only: bool,
+        /// A manual replica assignment, one list per partition (empty: placed by the
+        /// controller).
+        #[serde(default)]
+        assignment: Vec<Vec<i32>>,
     },
     DeleteTopic {
         name: String,
@@ -74,6 +78,7 @@ pub enum RefusalKind {
     InvalidPartitions,
     PolicyViolation,
     InvalidReplicationFactor,
+    InvalidReplicaAssignment,
     InvalidConfig,
     UnknownTopic,
     Internal,
@@ -97,6 +102,7 @@ impl From<&ControllerError> for WireRefusal {
             ControllerError::InvalidPartitions(_) => RefusalKind::InvalidPartitions,
             ControllerError::PolicyViolation(_) => RefusalKind::PolicyViolation,
             ControllerError::InvalidReplicationFactor(_) => RefusalKind::InvalidReplicationFactor,
+            ControllerError::InvalidReplicaAssignment(_) => RefusalKind::InvalidReplicaAssignment,
             ControllerError::InvalidConfig(_) => RefusalKind::InvalidConfig,
             ControllerError::UnknownTopic(_) => RefusalKind::UnknownTopic,
             ControllerError::Internal(_) => RefusalKind::Internal,
@@ -129,6 +135,7 @@ impl From<WireRefusal> for ControllerError {
             RefusalKind::InvalidPartitions => ControllerError::InvalidPartitions(m),
             RefusalKind::PolicyViolation => ControllerError::PolicyViolation(m),
             RefusalKind::InvalidReplicationFactor => ControllerError::InvalidReplicationFactor(m),
+            RefusalKind::InvalidReplicaAssignment => ControllerError::InvalidReplicaAssignment(m),
             RefusalKind::InvalidConfig => ControllerError::InvalidConfig(m),
             RefusalKind::UnknownTopic => ControllerError::UnknownTopic(m),
             RefusalKind::NotController => ControllerError::NotController(m),
@@ -157,6 +164,7 @@ impl Controller {
                 replication_factor,
                 configs,
                 validate_only,
+                assignment,
             } => self
                 .create_topic(
                     NewTopic {
@@ -164,6 +172,7 @@ impl Controller {
                         num_partitions,
                         replication_factor,
                         configs: &configs,
+                        assignment: &assignment,
                     },
                     validate_only,
                 )

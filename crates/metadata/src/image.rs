@@ -42,6 +42,10 @@ pub struct PartitionImage {
     pub leader_epoch: i32,
     /// Bumped at every change of the partition (leader, ISR, replicas); never decreases.
     pub partition_epoch: i32,
+    /// Eligible leader replicas (KIP-966): out of the ISR but known to hold every committed
+    /// record, because they left it while the ISR was below `min.insync.replicas` (when the
+    /// high watermark cannot move). Never overlaps the ISR.
+    pub elr: Vec<i32>,
 }
 
 /// One topic and its partitions.
@@ -208,6 +212,7 @@ impl MetadataImage {
                         leader: p.leader,
                         leader_epoch: p.leader_epoch,
                         partition_epoch: p.partition_epoch,
+                        elr: p.elr.clone(),
                     }),
             );
         }
@@ -332,6 +337,7 @@ impl MetadataImage {
                 leader,
                 leader_epoch,
                 partition_epoch,
+                elr,
             } => {
                 let image = PartitionImage {
                     partition: *partition,
@@ -340,6 +346,7 @@ impl MetadataImage {
                     leader: *leader,
                     leader_epoch: *leader_epoch,
                     partition_epoch: *partition_epoch,
+                    elr: elr.clone(),
                 };
                 check_partition(&image)?;
                 let topic = self.topic_mut(topic_id)?;
@@ -359,6 +366,7 @@ impl MetadataImage {
                 leader,
                 isr,
                 replicas,
+                elr,
             } => {
                 let topic = self.topic_mut(topic_id)?;
                 let old = topic.partitions.get(partition).ok_or_else(|| {
@@ -378,6 +386,9 @@ impl MetadataImage {
                 }
                 if let Some(replicas) = replicas {
                     next.replicas = replicas.clone();
+                }
+                if let Some(elr) = elr {
+                    next.elr = elr.clone();
                 }
                 next.partition_epoch += 1;
                 check_partition(&next)?;
@@ -466,6 +477,16 @@ fn check_partition(p: &PartitionImage) -> Result<(), ApplyError> {
             p.partition
         )));
     }
+    if let Some(stray) = p
+        .elr
+        .iter()
+        .find(|b| !distinct.contains(b) || p.isr.contains(b))
+    {
+        return Err(ApplyError(format!(
+            "partition {}: eligible leader replica {stray} is not a replica out of the ISR",
+            p.partition
+        )));
+    }
     if p.leader != -1 && !p.isr.contains(&p.leader) {
         return Err(ApplyError(format!(
             "partition {}: leader {} is not in the ISR {:?}",
@@ -536,6 +557,7 @@ mod tests {
             leader: Some(1),
             isr: Some(vec![1]),
             replicas: None,
+            elr: None,
         };
         let (two, delta) = one.apply_batch(&batch(3, vec![change])).unwrap();
         let p = &two.topic("t").unwrap().partitions[&1];
@@ -584,6 +606,7 @@ mod tests {
             leader: None,
             isr: Some(vec![]),
             replicas: None,
+            elr: None,
         };
         assert!(image.apply_batch(&batch(2, vec![bad])).is_err());
         // Duplicate replicas.

@@ -47,7 +47,8 @@ pub enum MetadataRecord {
     /// A topic exists with this name and id (its partitions follow as `Partition` records).
     Topic { name: String, topic_id: Uuid },
     /// A partition's full assignment and leadership (creation, or a complete restatement).
-    /// Version 1 adds `partition_epoch` (0 when read from version 0).
+    /// Version 1 adds `partition_epoch` (0 when read from version 0); version 2 the eligible
+    /// leader replicas (KIP-966; empty when read from older versions).
     Partition {
         topic_id: Uuid,
         partition: i32,
@@ -57,10 +58,12 @@ pub enum MetadataRecord {
         leader_epoch: i32,
         #[serde(default)]
         partition_epoch: i32,
+        #[serde(default, skip_serializing_if = "Vec::is_empty")]
+        elr: Vec<i32>,
     },
     /// A change to an existing partition; `None` fields are unchanged. A new leader bumps the
     /// leader epoch; every change bumps the partition epoch (as Kafka's
-    /// `PartitionChangeRecord`).
+    /// `PartitionChangeRecord`). Version 1 adds the eligible leader replicas.
     PartitionChange {
         topic_id: Uuid,
         partition: i32,
@@ -70,6 +73,8 @@ pub enum MetadataRecord {
         isr: Option<Vec<i32>>,
         #[serde(default, skip_serializing_if = "Option::is_none")]
         replicas: Option<Vec<i32>>,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        elr: Option<Vec<i32>>,
     },
     /// A config key set (`Some`) or removed back to its default (`None`).
     Config {
@@ -90,11 +95,11 @@ impl MetadataRecord {
     /// The version of this record type that this release writes (and the newest it reads).
     pub fn current_version(&self) -> u16 {
         match self {
-            MetadataRecord::Partition { .. } | MetadataRecord::RegisterBroker { .. } => 1,
+            MetadataRecord::Partition { .. } => 2,
+            MetadataRecord::RegisterBroker { .. } | MetadataRecord::PartitionChange { .. } => 1,
             MetadataRecord::FenceBroker { .. }
             | MetadataRecord::UnfenceBroker { .. }
             | MetadataRecord::Topic { .. }
-            | MetadataRecord::PartitionChange { .. }
             | MetadataRecord::Config { .. }
             | MetadataRecord::RemoveTopic { .. }
             | MetadataRecord::ProducerIds { .. }
@@ -113,6 +118,7 @@ impl MetadataRecord {
             replicas,
             leader_epoch: 0,
             partition_epoch: 0,
+            elr: Vec::new(),
         }
     }
 
@@ -211,9 +217,10 @@ mod tests {
             leader: Some(2),
             isr: Some(vec![2, 3]),
             replicas: None,
+            elr: None,
         };
         let text = serde_json::to_string(&StoredRecord::current(record.clone())).unwrap();
-        assert!(text.contains(r#""version":0"#), "{text}");
+        assert!(text.contains(r#""version":1"#), "{text}");
         assert!(
             !text.contains("replicas"),
             "unchanged fields are not written: {text}"

@@ -231,7 +231,7 @@ fn log_start_offset_survives_reopen_through_checkpoint() {
     ld.write_checkpoints(&[crate::log_dir::CheckpointEntry::of("t", 0, &log, hw)])
         .unwrap();
     log.close().unwrap();
-    ld.mark_clean_shutdown().unwrap();
+    ld.mark_clean_shutdown(None).unwrap();
     drop(ld);
 
     for clean in [true, false] {

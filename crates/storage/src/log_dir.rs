@@ -9,8 +9,11 @@
 //! `log-start-offset-checkpoint` and `replication-offset-checkpoint` (the high
 //! watermarks, so a restarted replica does not expose what was never committed) contain a line `0`, a line with the
 //! entry count, then `<topic> <partition> <offset>` per line. The marker
-//! `.kafka_cleanshutdown` is an empty file whose presence means the previous
-//! run closed every log cleanly.
+//! `.kafka_cleanshutdown`, whose presence means the previous run closed every
+//! log cleanly, holds `{"version":0,"broker_epoch":N}` as Kafka's does: the
+//! broker epoch that run had, which the next registration sends so the
+//! controller knows the replicas here lost nothing (KIP-966). An empty marker
+//! (an older release, or a node that never registered) is clean with no epoch.
 //!
 //! Crash behaviour: checkpoints are replaced atomically (tmp file + fsync +
 //! rename + directory fsync). The marker is removed as soon as the directory
@@ -64,6 +67,8 @@ type Offsets = HashMap<(String, i32), i64>;
 pub struct LogDir {
     path: PathBuf,
     clean_shutdown: bool,
+    /// The broker epoch the clean-shutdown marker named.
+    previous_broker_epoch: Option<i64>,
     recovery_points: Offsets,
     log_start_offsets: Offsets,
     high_watermarks: Offsets,
@@ -108,6 +113,11 @@ impl LogDir {
     pub fn open(path: &Path, clock: SharedClock) -> Result<LogDir, StorageError> {
         fs::create_dir_all(path)?;
         let marker = path.join(CLEAN_SHUTDOWN_MARKER);
+        let previous_broker_epoch = match fs::read_to_string(&marker) {
+            Ok(text) => marker_broker_epoch(&text),
+            Err(e) if e.kind() == io::ErrorKind::NotFound => None,
+            Err(e) => return Err(e.into()),
+        };
         let clean_shutdown = match fs::remove_file(&marker) {
             Ok(()) => {
                 checkpoint::sync_dir(path)?;
@@ -119,6 +129,7 @@ impl LogDir {
         Ok(LogDir {
             path: path.to_path_buf(),
             clean_shutdown,
+            previous_broker_epoch: previous_broker_epoch.filter(|_| clean_shutdown),
             recovery_points: read_offsets(&path.join(RECOVERY_POINT_CHECKPOINT))?,
             log_start_offsets: read_offsets(&path.join(LOG_START_OFFSET_CHECKPOINT))?,
             high_watermarks: read_offsets(&path.join(HIGH_WATERMARK_CHECKPOINT))?,
@@ -133,6 +144,11 @@ impl LogDir {
     /// Whether the previous run left the clean-shutdown marker.
     pub fn was_clean_shutdown(&self) -> bool {
         self.clean_shutdown
+    }
+
+    /// The broker epoch the previous run shut down cleanly with, if it did and had one.
+    pub fn previous_broker_epoch(&self) -> Option<i64> {
+        self.previous_broker_epoch
     }
 
     /// Checkpointed recovery point of a partition, if any.
@@ -225,18 +241,34 @@ impl LogDir {
         Ok(())
     }
 
-    /// Creates the clean-shutdown marker; call after every log was closed
-    /// and the checkpoints were written.
-    pub fn mark_clean_shutdown(&self) -> Result<(), StorageError> {
-        let f = OpenOptions::new()
+    /// Creates the clean-shutdown marker naming `broker_epoch` (if the broker had one);
+    /// call after every log was closed and the checkpoints were written.
+    pub fn mark_clean_shutdown(&self, broker_epoch: Option<i64>) -> Result<(), StorageError> {
+        let mut f = OpenOptions::new()
             .write(true)
             .create(true)
             .truncate(true)
             .open(self.path.join(CLEAN_SHUTDOWN_MARKER))?;
+        if let Some(epoch) = broker_epoch {
+            io::Write::write_all(
+                &mut f,
+                format!("{{\"version\":0,\"broker_epoch\":{epoch}}}").as_bytes(),
+            )?;
+        }
         f.sync_all()?;
         checkpoint::sync_dir(&self.path)?;
         Ok(())
     }
+}
+
+/// The `broker_epoch` of a clean-shutdown marker's text, if it names one.
+fn marker_broker_epoch(text: &str) -> Option<i64> {
+    let rest = &text[text.find("\"broker_epoch\"")? + "\"broker_epoch\"".len()..];
+    let rest = rest.trim_start().strip_prefix(':')?.trim_start();
+    let end = rest
+        .find(|c: char| c != '-' && !c.is_ascii_digit())
+        .unwrap_or(rest.len());
+    rest[..end].parse().ok()
 }
 
 #[cfg(test)]
@@ -281,11 +313,12 @@ mod tests {
         fs::create_dir(root.join("a-b-3")).unwrap();
         fs::create_dir(root.join("c-0")).unwrap();
         fs::write(root.join("not-a-partition"), b"").unwrap();
-        ld.mark_clean_shutdown().unwrap();
+        ld.mark_clean_shutdown(Some(42)).unwrap();
         drop(ld);
 
         let ld = LogDir::open(&root, crate::clock::system()).unwrap();
         assert!(ld.was_clean_shutdown());
+        assert_eq!(ld.previous_broker_epoch(), Some(42));
         assert!(!root.join(CLEAN_SHUTDOWN_MARKER).exists());
         assert_eq!(ld.recovery_point("a-b", 3), Some(100));
         assert_eq!(ld.log_start_offset("a-b", 3), Some(7));
@@ -299,8 +332,18 @@ mod tests {
         drop(ld);
 
         // The marker was consumed: the next open sees an unclean shutdown.
-        assert!(!LogDir::open(&root, crate::clock::system())
-            .unwrap()
-            .was_clean_shutdown());
+        let ld = LogDir::open(&root, crate::clock::system()).unwrap();
+        assert!(!ld.was_clean_shutdown());
+        assert_eq!(ld.previous_broker_epoch(), None);
+        // An empty marker (an older release) is clean without an epoch.
+        ld.mark_clean_shutdown(None).unwrap();
+        drop(ld);
+        let ld = LogDir::open(&root, crate::clock::system()).unwrap();
+        assert!(ld.was_clean_shutdown());
+        assert_eq!(ld.previous_broker_epoch(), None);
+        assert_eq!(
+            marker_broker_epoch(r#"{"version":0, "broker_epoch" : -7}"#),
+            Some(-7)
+        );
     }
 }

@@ -550,7 +550,7 @@ fn log_dir_round_trip() {
     ld.write_checkpoints(&[crate::log_dir::CheckpointEntry::of("my-topic", 2, &log, hw)])
         .unwrap();
     log.close().unwrap();
-    ld.mark_clean_shutdown().unwrap();
+    ld.mark_clean_shutdown(None).unwrap();
     drop(ld);
 
     let ld = LogDir::open(&root, crate::clock::system()).unwrap();

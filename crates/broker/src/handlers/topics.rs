@@ -68,7 +68,30 @@ pub fn create_topics(
                 }
                 partitions = t.assignments.len() as i32;
                 rf = t.assignments[0].broker_ids.len() as i16;
+                let mut indices: Vec<i32> =
+                    t.assignments.iter().map(|a| a.partition_index).collect();
+                indices.sort_unstable();
+                if indices != (0..partitions).collect::<Vec<_>>() {
+                    return fail(
+                        ResponseError::InvalidReplicaAssignment,
+                        format!(
+                            "the assignment must name partitions 0 to {} once each",
+                            partitions - 1
+                        ),
+                    );
+                }
             }
+            let mut assignment: Vec<(i32, Vec<i32>)> = t
+                .assignments
+                .iter()
+                .map(|a| {
+                    (
+                        a.partition_index,
+                        a.broker_ids.iter().map(|b| b.0).collect(),
+                    )
+                })
+                .collect();
+            assignment.sort_unstable_by_key(|(index, _)| *index);
             if partitions == -1 {
                 partitions = config.num_partitions();
             }
@@ -99,6 +122,10 @@ pub fn create_topics(
                 replication_factor: rf,
                 configs: configs.clone(),
                 validate_only: request.validate_only,
+                assignment: assignment
+                    .into_iter()
+                    .map(|(_, replicas)| replicas)
+                    .collect(),
             });
             match created {
                 Ok(reply) => {

@@ -78,6 +78,7 @@ pub fn controller_error(e: &ControllerError) -> (i16, String) {
         ControllerError::InvalidPartitions(_) => ResponseError::InvalidPartitions,
         ControllerError::PolicyViolation(_) => ResponseError::PolicyViolation,
         ControllerError::InvalidReplicationFactor(_) => ResponseError::InvalidReplicationFactor,
+        ControllerError::InvalidReplicaAssignment(_) => ResponseError::InvalidReplicaAssignment,
         ControllerError::InvalidConfig(_) => ResponseError::InvalidConfig,
         ControllerError::UnknownTopic(_) => ResponseError::UnknownTopicOrPartition,
         ControllerError::Internal(_) => ResponseError::UnknownServerError,

@@ -597,6 +597,7 @@ mod tests {
                 replication_factor: 1,
                 configs: Vec::new(),
                 validate_only: false,
+                assignment: Vec::new(),
             })
             .unwrap();
         let (pid, epoch) = broker
