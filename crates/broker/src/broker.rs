@@ -30,6 +30,7 @@ use crate::clock::SharedClock;
 use crate::config::BrokerConfig;
 use crate::coordinator_services::{CoordinatorServices, TxnMarker};
 use crate::group::coordinator::{GroupCoordinator, OFFSETS_TOPIC};
+use crate::handlers::write_txn_markers::NotWritten;
 use crate::partition::{AppendError, Partition};
 use crate::replica_manager::ReplicaManager;
 use crate::txn::coordinator::{TxnCoordinator, TXN_STATE_TOPIC};
@@ -535,7 +536,11 @@ impl CoordinatorServices for Broker {
                     done => return done.map_err(|e| e.to_string()),
                 }
             } else if let Some(endpoint) = image.brokers.get(&p.leader).filter(|b| !b.fenced) {
-                crate::handlers::write_txn_markers::send(self, endpoint, topic, index, marker)
+                match crate::handlers::write_txn_markers::send(self, endpoint, topic, index, marker)
+                {
+                    Err(NotWritten::Refused(why)) => return Err(why),
+                    sent => sent.map_err(|e| e.to_string()),
+                }
             } else {
                 Err(format!("{topic}-{index} has no live leader"))
             };

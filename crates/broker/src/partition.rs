@@ -703,7 +703,10 @@ impl Partition {
         self.verifications().0.remove(&producer_id);
         let mut producers = self.producers();
         let segments_before = log.segment_count();
-        if let Err((code, message)) = producers.check_marker(producer_id, producer_epoch) {
+        if let Err((code, message)) = producers
+            .check_marker(producer_id, producer_epoch)
+            .and_then(|()| producers.check_coordinator_epoch(producer_id, coordinator_epoch))
+        {
             return Err(AppendError::Producer(code, message));
         }
         let batch = txn_marker::marker_batch(
@@ -1035,7 +1038,10 @@ fn replay_marker(log: &mut Log, states: &mut ProducerStates, header: &BatchHeade
         );
         return;
     };
-    if let Err((_, why)) = states.check_marker(header.producer_id, header.producer_epoch) {
+    if let Err((_, why)) = states
+        .check_marker(header.producer_id, header.producer_epoch)
+        .and_then(|()| states.check_coordinator_epoch(header.producer_id, marker.coordinator_epoch))
+    {
         tracing::warn!(dir, offset = header.base_offset, "skipping a marker: {why}");
         return;
     }

@@ -193,6 +193,39 @@ fn markers_fence_old_epochs() {
     assert_eq!(p.last_stable_offset(), 2);
 }
 
+#[test]
+fn a_replaced_coordinator_is_fenced() {
+    let d = tempfile::tempdir().unwrap();
+    let p = open(d.path());
+    append(&p, &txn_batch(1, 0, 0, 1));
+    // The coordinator of epoch 7 (its state partition's leader epoch) commits.
+    assert_eq!(marker(&p, 1, 0, true), 1);
+    append(&p, &txn_batch(1, 0, 1, 1));
+    // One of an older epoch, which lost that partition, is refused and ends nothing...
+    assert_eq!(
+        producer_error(p.write_txn_marker(1, 0, false, 6, NOW)),
+        code::TRANSACTION_COORDINATOR_FENCED
+    );
+    assert_eq!(p.log_end_offset(), 3);
+    assert_eq!(p.last_stable_offset(), 2);
+    // ...the current one and a newer one are not.
+    assert_eq!(p.write_txn_marker(1, 0, true, 8, NOW).unwrap(), 3);
+    assert_eq!(p.producer_summaries()[0].coordinator_epoch, 8);
+    append(&p, &txn_batch(1, 0, 2, 1));
+    assert_eq!(
+        producer_error(p.write_txn_marker(1, 0, true, 7, NOW)),
+        code::TRANSACTION_COORDINATOR_FENCED
+    );
+    // The epoch survives a restart (replayed from the log).
+    drop(p);
+    let p = open(d.path());
+    assert_eq!(p.producer_summaries()[0].coordinator_epoch, 8);
+    assert_eq!(
+        producer_error(p.write_txn_marker(1, 0, true, 7, NOW)),
+        code::TRANSACTION_COORDINATOR_FENCED
+    );
+}
+
 /// Producer 1 aborted [0, 2] (marker at 3), producer 2's transaction is open from 1,
 /// producer 3's from 5 (after an optional snapshot at 4).
 fn scenario(dir: &Path, snapshot_at_4: bool) {

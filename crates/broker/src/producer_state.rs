@@ -26,6 +26,7 @@ pub mod code {
     pub const OUT_OF_ORDER_SEQUENCE_NUMBER: i16 = 45;
     pub const INVALID_PRODUCER_EPOCH: i16 = 47;
     pub const INVALID_TXN_STATE: i16 = 48;
+    pub const TRANSACTION_COORDINATOR_FENCED: i16 = 52;
     pub const UNKNOWN_PRODUCER_ID: i16 = 59;
     pub const INVALID_RECORD: i16 = 87;
 }
@@ -266,6 +267,27 @@ impl ProducerStates {
         }
     }
 
+    /// Checks the coordinator epoch of a transaction marker: a coordinator whose epoch is
+    /// older than that of the last marker for this producer lost its transaction state
+    /// partition to the coordinator that wrote it, and is fenced (as Kafka's producer state
+    /// refuses it).
+    pub fn check_coordinator_epoch(
+        &self,
+        producer_id: i64,
+        coordinator_epoch: i32,
+    ) -> Result<(), (i16, String)> {
+        match self.producers.get(&producer_id) {
+            Some(e) if coordinator_epoch < e.coordinator_epoch => Err((
+                code::TRANSACTION_COORDINATOR_FENCED,
+                format!(
+                    "transaction marker for producer {producer_id} comes from coordinator epoch {coordinator_epoch}, older than {} of the last marker: that coordinator was replaced",
+                    e.coordinator_epoch
+                ),
+            )),
+            _ => Ok(()),
+        }
+    }
+
     /// Records a transaction marker written at `offset` (or replayed): a newer epoch
     /// becomes the producer's epoch (fencing older ones), and the ongoing transaction, if
     /// any, ends. Returns the first offset of the ended transaction (`offset` itself when
@@ -481,7 +503,15 @@ mod tests {
             Err((code::INVALID_PRODUCER_EPOCH, _))
         ));
         assert!(s.check_marker(1, 1).is_ok());
+        assert!(s.check_coordinator_epoch(1, 0).is_ok(), "no marker yet");
         assert_eq!(s.end_txn(1, 1, 5, 16, 200, 0), 10);
+        // A coordinator older than the one that wrote the last marker is fenced.
+        assert!(matches!(
+            s.check_coordinator_epoch(1, 4),
+            Err((code::TRANSACTION_COORDINATOR_FENCED, _))
+        ));
+        assert!(s.check_coordinator_epoch(1, 5).is_ok());
+        assert!(s.check_coordinator_epoch(1, 6).is_ok());
         assert_eq!(s.first_unstable_offset(), Some(12));
         // The new epoch fences epoch 0 and starts at sequence 0.
         assert!(matches!(

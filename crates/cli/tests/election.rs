@@ -94,11 +94,7 @@ async fn an_eligible_leader_replica_takes_over_when_the_last_in_sync_replica_die
     let root = tempfile::tempdir().unwrap();
     let (nodes, voters, mut procs) = start_four(root.path()).await;
     let controller = format!("127.0.0.1:{}", nodes[0].port);
-    let all = nodes
-        .iter()
-        .map(|n| format!("127.0.0.1:{}", n.port))
-        .collect::<Vec<_>>()
-        .join(",");
+    let all = bootstrap_of(&nodes);
     create_on_2_3_4(&controller, TOPIC, &[("min.insync.replicas", "2")]).await;
     assert_eq!(in_sync_leader(controller.clone(), TOPIC).await, 2);
 
@@ -162,11 +158,7 @@ async fn unclean_election_brings_an_out_of_sync_replica_back_only_when_enabled()
     let root = tempfile::tempdir().unwrap();
     let (nodes, voters, mut procs) = start_four(root.path()).await;
     let controller = format!("127.0.0.1:{}", nodes[0].port);
-    let all = nodes
-        .iter()
-        .map(|n| format!("127.0.0.1:{}", n.port))
-        .collect::<Vec<_>>()
-        .join(",");
+    let all = bootstrap_of(&nodes);
     create_on_2_3_4(&controller, TOPIC, &[]).await;
     assert_eq!(in_sync_leader(controller.clone(), TOPIC).await, 2);
 

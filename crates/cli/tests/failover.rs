@@ -10,64 +10,12 @@
 
 mod support;
 
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use rdkafka::producer::{FutureProducer, FutureRecord};
+use rdkafka::producer::FutureRecord;
 use support::cluster::*;
 use support::replicated::*;
-
-/// An idempotent acks=all producer that keeps retrying through a failover.
-fn durable_producer(bootstrap: &str) -> FutureProducer {
-    let mut c = client(bootstrap);
-    c.set("acks", "all")
-        .set("enable.idempotence", "true")
-        .set("linger.ms", "1")
-        .set("message.timeout.ms", "60000");
-    c.create().unwrap()
-}
-
-/// When each acknowledgement arrived, by record index; errors as text.
-type Acks = Arc<Mutex<Vec<(usize, Instant, Result<(), String>)>>>;
-
-/// Sends `n` records `tag-<i>` to partition 0 of `topic`, `per_ms` every millisecond, each
-/// acknowledgement recorded in `acks` as it arrives; returns when all are answered.
-async fn paced_send(p: FutureProducer, topic: &'static str, n: usize, per_ms: usize, acks: Acks) {
-    let mut waits = Vec::with_capacity(n);
-    for i in 0..n {
-        let value = format!("r-{i:06}");
-        let delivery = p
-            .send_result(
-                FutureRecord::<(), String>::to(topic)
-                    .partition(0)
-                    .payload(&value),
-            )
-            .map_err(|(e, _)| e)
-            .expect("queued");
-        let acks = acks.clone();
-        waits.push(tokio::spawn(async move {
-            let outcome = match delivery.await {
-                Ok(Ok(_)) => Ok(()),
-                Ok(Err((e, _))) => Err(e.to_string()),
-                Err(_) => Err("delivery future dropped".into()),
-            };
-            acks.lock().unwrap().push((i, Instant::now(), outcome));
-        }));
-        if (i + 1) % per_ms == 0 {
-            tokio::time::sleep(Duration::from_millis(1)).await;
-        }
-    }
-    for w in waits {
-        w.await.unwrap();
-    }
-}
-
-/// Every record `r-000000`.. `r-<n-1>` once, in order.
-fn assert_exactly_once_in_order(values: &[String], n: usize) {
-    let want: Vec<String> = (0..n).map(|i| format!("r-{i:06}")).collect();
-    assert_eq!(values.len(), n, "every acknowledged record, none twice");
-    assert!(values == want.as_slice(), "in the order sent");
-}
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_killed_leader_is_replaced_within_seconds_and_nothing_acknowledged_is_lost() {
@@ -79,11 +27,7 @@ async fn a_killed_leader_is_replaced_within_seconds_and_nothing_acknowledged_is_
     let leader = in_sync_leader(addr(0), "killed").await;
     let leader_at = nodes.iter().position(|n| n.id == leader).unwrap();
     let survivors: Vec<usize> = (0..3).filter(|&i| i != leader_at).collect();
-    let bootstrap = nodes
-        .iter()
-        .map(|n| format!("127.0.0.1:{}", n.port))
-        .collect::<Vec<_>>()
-        .join(",");
+    let bootstrap = bootstrap_of(&nodes);
 
     let acks: Acks = Arc::default();
     let sender = tokio::spawn(paced_send(
@@ -152,11 +96,7 @@ async fn a_leader_stopped_with_sigterm_hands_over_first_and_producers_wait_under
     let leader = in_sync_leader(addr(0), "handover").await;
     let leader_at = nodes.iter().position(|n| n.id == leader).unwrap();
     let survivors: Vec<usize> = (0..3).filter(|&i| i != leader_at).collect();
-    let bootstrap = nodes
-        .iter()
-        .map(|n| format!("127.0.0.1:{}", n.port))
-        .collect::<Vec<_>>()
-        .join(",");
+    let bootstrap = bootstrap_of(&nodes);
 
     // One record at a time, each awaited: the longest wait between two acknowledgements is
     // how long the partition could not take writes.
@@ -260,11 +200,7 @@ async fn a_group_survives_its_coordinator_being_killed_without_losing_a_commit()
     })
     .await;
     let addr = |i: usize| format!("127.0.0.1:{}", nodes[i].port);
-    let bootstrap = nodes
-        .iter()
-        .map(|n| format!("127.0.0.1:{}", n.port))
-        .collect::<Vec<_>>()
-        .join(",");
+    let bootstrap = bootstrap_of(&nodes);
     create(&addr(0), "work", "2").await;
     let data_leader = in_sync_leader(addr(0), "work").await;
     let producer = durable_producer(&bootstrap);
@@ -498,11 +434,7 @@ async fn consume_transform_produce_survives_its_transaction_coordinator_being_ki
     })
     .await;
     let addr = |i: usize| format!("127.0.0.1:{}", nodes[i].port);
-    let bootstrap = nodes
-        .iter()
-        .map(|n| format!("127.0.0.1:{}", n.port))
-        .collect::<Vec<_>>()
-        .join(",");
+    let bootstrap = bootstrap_of(&nodes);
     create(&addr(0), "in", "2").await;
     create(&addr(0), "out", "2").await;
     let in_leader = in_sync_leader(addr(0), "in").await;

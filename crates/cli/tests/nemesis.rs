@@ -122,7 +122,10 @@ fn idempotent_producer(bootstrap: String, stop: Arc<AtomicBool>, acks: Arc<Mutex
                     Err((KafkaError::MessageProduction(RDKafkaErrorCode::QueueFull), _)) => {
                         producer.poll(Duration::from_millis(50));
                     }
-                    Err((e, _)) => panic!("cannot queue {value}: {e}"),
+                    Err((e, _)) => panic!(
+                        "cannot queue {value}: {e}; the producer's fatal error: {:?}",
+                        producer.client().fatal_error()
+                    ),
                 }
             }
         }
@@ -164,7 +167,10 @@ fn ready_txn_producer(
 }
 
 /// How one transaction ended, and whether the producer must be replaced.
-fn end_txn(producer: &ThreadedProducer<DefaultProducerContext>, commit: bool) -> (TxnOutcome, bool) {
+fn end_txn(
+    producer: &ThreadedProducer<DefaultProducerContext>,
+    commit: bool,
+) -> (TxnOutcome, bool) {
     let timeout = Duration::from_secs(30);
     if commit {
         for _ in 0..5 {
@@ -208,7 +214,12 @@ fn transactional_producer(
         }
         let n = rng.range(1, 9) as usize;
         let records: Vec<(i32, String)> = (0..n)
-            .map(|k| (rng.range(0, PARTITIONS as u64) as i32, checker::txn_value(id, k)))
+            .map(|k| {
+                (
+                    rng.range(0, PARTITIONS as u64) as i32,
+                    checker::txn_value(id, k),
+                )
+            })
             .collect();
         id += 1;
         let mut sent = true;
@@ -331,11 +342,7 @@ impl Cluster {
     }
 
     fn bootstrap(&self) -> String {
-        self.nodes
-            .iter()
-            .map(|n| format!("127.0.0.1:{}", n.port))
-            .collect::<Vec<_>>()
-            .join(",")
+        bootstrap_of(&self.nodes)
     }
 }
 

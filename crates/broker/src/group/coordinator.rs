@@ -71,8 +71,8 @@ struct Inner {
     /// become visible only when the commit marker reaches the group's offsets partition.
     pending_txn_offsets: HashMap<i64, HashMap<String, GroupOffsets>>,
     /// Waiting JoinGroup/SyncGroup requests: the group each waits in, and where its answer
-    /// goes.
-    waiters: HashMap<WaiterId, (String, oneshot::Sender<Completion>)>,
+    /// goes (with the group write it must wait for).
+    waiters: HashMap<WaiterId, (String, oneshot::Sender<(Completion, GroupWrite)>)>,
     next_waiter: WaiterId,
     last_retention_check_ms: i64,
     /// The `__consumer_offsets` partitions this broker leads, by index: only their groups
@@ -91,10 +91,16 @@ struct Ownership {
 
 /// An append a coordinator made that its answer must wait for: acknowledged once the HW of
 /// `partition` reaches `required_hw` (every in-sync replica has it).
+#[derive(Clone)]
 pub struct PendingWrite {
     pub partition: Arc<Partition>,
     pub required_hw: i64,
 }
+
+/// The group metadata write a call made, if any (or the code it failed with): a SyncGroup
+/// that completed a rebalance answers only once its assignment is on every in-sync replica,
+/// so a new coordinator knows the generation its members were told about.
+type GroupWrite = Result<Option<PendingWrite>, i16>;
 
 /// What an offset commit did: one code per entry, and the write to wait for before
 /// answering (see [`GroupCoordinator::finish_commit`]).
@@ -466,20 +472,22 @@ impl GroupCoordinator {
         }
     }
 
-    /// Persists what the state machine asked for and delivers its completions.
+    /// Persists what the state machine asked for and delivers its completions, each with
+    /// the write it waits for; that write.
     fn apply(
         &self,
         broker: &dyn CoordinatorServices,
         inner: &mut Inner,
         group_id: &str,
         fx: Effects,
-    ) {
+    ) -> GroupWrite {
+        let mut write = Ok(None);
         if fx.persist_group {
             if let Some(group) = inner.groups.get(group_id) {
                 let record = Self::group_record(group);
-                // A failed write leaves the in-memory state ahead of the log; the members
-                // still get their answers, and the next change is written in full.
-                let _ = self.persist(broker, group_id, &[record]);
+                // A failed write leaves the in-memory state ahead of the log; the waiting
+                // SyncGroups are told (and rejoin), and the next change is written in full.
+                write = self.persist(broker, group_id, &[record]);
             }
         }
         for c in fx.completions {
@@ -487,8 +495,37 @@ impl GroupCoordinator {
                 Completion::Join(w, _) | Completion::Sync(w, _) => *w,
             };
             if let Some((_, tx)) = inner.waiters.remove(&id) {
-                let _ = tx.send(c);
+                let _ = tx.send((c, write.clone()));
             }
+        }
+        write
+    }
+
+    /// `r` once the group write it follows is on every in-sync replica (within
+    /// `offsets.commit.timeout.ms`); otherwise the error Kafka answers a SyncGroup whose
+    /// group could not be stored: COORDINATOR_NOT_AVAILABLE when it timed out,
+    /// NOT_COORDINATOR when the partition moved or could not be written.
+    async fn after_group_write(&self, r: SyncResponse, write: GroupWrite) -> SyncResponse {
+        if r.error != code::NONE {
+            return r;
+        }
+        let error = match write {
+            Ok(None) => return r,
+            Ok(Some(w)) => {
+                let deadline = tokio::time::Instant::now()
+                    + Duration::from_millis(self.config.offsets_commit_timeout_ms);
+                match w.partition.wait_replicated(w.required_hw, deadline).await {
+                    Ok(()) => return r,
+                    Err(ReplicationWait::TimedOut) => code::COORDINATOR_NOT_AVAILABLE,
+                    Err(ReplicationWait::NotLeader) => NOT_COORDINATOR,
+                }
+            }
+            Err(_) => NOT_COORDINATOR,
+        };
+        SyncResponse {
+            error,
+            assignment: Bytes::new(),
+            ..r
         }
     }
 
@@ -501,8 +538,10 @@ impl GroupCoordinator {
     }
 
     /// Runs a state-machine call that may answer later, under the lock. `Ok(Some)`: the answer
-    /// now; `Ok(None)`: the group does not exist (and `create` was false); `Err`: the receiver
-    /// the answer will arrive on. A group not served here is answered `not_served(code)`.
+    /// now, with the group write it made; `Ok(None)`: the group does not exist (and `create`
+    /// was false); `Err`: the receiver the answer will arrive on. A group not served here is
+    /// answered `not_served(code)`.
+    #[allow(clippy::type_complexity)]
     fn call_or_wait<T>(
         &self,
         broker: &dyn CoordinatorServices,
@@ -510,10 +549,10 @@ impl GroupCoordinator {
         create: bool,
         not_served: impl FnOnce(i16) -> T,
         call: impl FnOnce(&mut Group, WaiterId) -> Option<(Reply<T>, Effects)>,
-    ) -> Result<Option<T>, oneshot::Receiver<Completion>> {
+    ) -> Result<Option<(T, GroupWrite)>, oneshot::Receiver<(Completion, GroupWrite)>> {
         let mut inner = self.lock();
         if let Some(error) = self.owner_error(&inner, group_id) {
-            return Ok(Some(not_served(error)));
+            return Ok(Some((not_served(error), Ok(None))));
         }
         inner.next_waiter += 1;
         let waiter = inner.next_waiter;
@@ -525,9 +564,9 @@ impl GroupCoordinator {
         let Some((reply, fx)) = group.and_then(|g| call(g, waiter)) else {
             return Ok(None);
         };
-        self.apply(broker, &mut inner, group_id, fx);
+        let write = self.apply(broker, &mut inner, group_id, fx);
         match reply {
-            Reply::Now(r) => Ok(Some(r)),
+            Reply::Now(r) => Ok(Some((r, write))),
             Reply::Later => {
                 let (tx, rx) = oneshot::channel();
                 inner.waiters.insert(waiter, (group_id.to_string(), tx));
@@ -557,13 +596,15 @@ impl GroupCoordinator {
         let rx = match self.call_or_wait(broker, group_id, true, failed, |g, w| {
             Some(g.join(req, w, self.now_ms()))
         }) {
-            Ok(Some(r)) => return r,
+            // A join's answer does not wait for the group write (as in Kafka): the
+            // generation is stored, and waited for, when its SyncGroup completes.
+            Ok(Some((r, _))) => return r,
             Ok(None) => unreachable!("join creates the group"),
             Err(rx) => rx,
         };
         self.wake.notify_one();
         match rx.await {
-            Ok(Completion::Join(_, r)) => r,
+            Ok((Completion::Join(_, r), _)) => r,
             _ => failed(code::COORDINATOR_NOT_AVAILABLE),
         }
     }
@@ -606,13 +647,13 @@ impl GroupCoordinator {
             assignment: Bytes::new(),
         };
         let rx = match self.call_or_wait(broker, group_id, false, not_served, call) {
-            Ok(Some(r)) => return r,
+            Ok(Some((r, write))) => return self.after_group_write(r, write).await,
             Ok(None) => return unknown,
             Err(rx) => rx,
         };
         self.wake.notify_one();
         match rx.await {
-            Ok(Completion::Sync(_, r)) => r,
+            Ok((Completion::Sync(_, r), write)) => self.after_group_write(r, write).await,
             _ => SyncResponse {
                 error: code::COORDINATOR_NOT_AVAILABLE,
                 ..unknown
@@ -658,7 +699,7 @@ impl GroupCoordinator {
             .map(|(m, i)| group.leave(m, i.as_deref(), now, &mut fx))
             .collect();
         fx.persist_group |= group.state == GroupState::Empty;
-        self.apply(broker, &mut inner, group_id, fx);
+        let _ = self.apply(broker, &mut inner, group_id, fx);
         drop(inner);
         self.wake.notify_one();
         Ok(codes)
@@ -1024,7 +1065,7 @@ impl GroupCoordinator {
         let ids: Vec<String> = inner.groups.keys().cloned().collect();
         for id in &ids {
             let fx = inner.groups.get_mut(id).expect("listed").tick(now);
-            self.apply(broker, &mut inner, id, fx);
+            let _ = self.apply(broker, &mut inner, id, fx);
         }
         if now - inner.last_retention_check_ms >= self.config.offsets_retention_check_interval_ms {
             inner.last_retention_check_ms = now;

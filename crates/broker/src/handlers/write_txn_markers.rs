@@ -106,6 +106,25 @@ async fn write_one(
     }
 }
 
+/// Why a sent marker was not written.
+#[derive(Debug)]
+pub enum NotWritten {
+    /// Worth sending again (to the partition's leader as it is then): no answer, a leader
+    /// that moved, a replication timeout.
+    Retriable(String),
+    /// Refused for good: the producer has a newer epoch there, or a newer coordinator wrote
+    /// its last marker (TRANSACTION_COORDINATOR_FENCED): this coordinator must stop.
+    Refused(String),
+}
+
+impl std::fmt::Display for NotWritten {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            NotWritten::Retriable(why) | NotWritten::Refused(why) => f.write_str(why),
+        }
+    }
+}
+
 /// Sends `marker` for `topic`-`index` to its leader `leader` and returns once it is written
 /// there (and replicated), or why not.
 pub fn send(
@@ -114,7 +133,7 @@ pub fn send(
     topic: &str,
     index: i32,
     marker: TxnMarker,
-) -> Result<(), String> {
+) -> Result<(), NotWritten> {
     let request =
         WriteTxnMarkersRequest::default().with_markers(vec![WritableTxnMarker::default()
             .with_producer_id(ProducerId(marker.producer_id))
@@ -133,7 +152,7 @@ pub fn send(
             &request,
             SEND_TIMEOUT,
         )
-        .map_err(|e| format!("broker {}: {e}", leader.node_id))?;
+        .map_err(|e| NotWritten::Retriable(format!("broker {}: {e}", leader.node_id)))?;
     let error = response
         .markers
         .iter()
@@ -142,17 +161,23 @@ pub fn send(
         .find(|p| p.partition_index == index)
         .map(|p| p.error_code)
         .ok_or_else(|| {
-            format!(
+            NotWritten::Retriable(format!(
                 "broker {} did not answer for {topic}-{index}",
                 leader.node_id
-            )
+            ))
         })?;
-    match error {
-        NONE => Ok(()),
-        c => Err(format!(
-            "broker {} answered {:?}",
+    let why = || {
+        format!(
+            "broker {} answered {:?} for {topic}-{index}",
             leader.node_id,
-            ResponseError::try_from_code(c)
-        )),
+            ResponseError::try_from_code(error)
+        )
+    };
+    match ResponseError::try_from_code(error) {
+        None => Ok(()),
+        Some(ResponseError::InvalidProducerEpoch | ResponseError::TransactionCoordinatorFenced) => {
+            Err(NotWritten::Refused(why()))
+        }
+        Some(_) => Err(NotWritten::Retriable(why())),
     }
 }

@@ -323,6 +323,10 @@ impl TxnCoordinator {
             // `None`: the topic was deleted meanwhile, nothing left to mark.
             if let Err(e) = broker.write_txn_marker(topic, *index, marker, self.now_ms()) {
                 tracing::error!(topic = %topic, partition = index, error = %e, "cannot write a transaction marker");
+                // One that lost the id's partition meanwhile (a newer coordinator fenced its
+                // markers) sends the client to the new coordinator, which finishes the
+                // prepared transaction.
+                self.check_owner(&prepared.transactional_id)?;
                 return Err(TxnError(
                     code::KAFKA_STORAGE_ERROR,
                     format!("cannot write the transaction marker to {topic}-{index}: {e}"),

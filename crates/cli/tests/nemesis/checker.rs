@@ -266,9 +266,9 @@ fn check_txns(history: &History, report: &mut Report) {
             TxnOutcome::Aborted if present > 0 => report.aborted_reads.push(format!(
                 "aborted transaction {first}..: {present} of {n} records read"
             )),
-            TxnOutcome::Unknown if present > 0 && present < n => report.partial_txns.push(
-                format!("transaction {first}.. of unknown outcome: {present} of {n} records"),
-            ),
+            TxnOutcome::Unknown if present > 0 && present < n => report.partial_txns.push(format!(
+                "transaction {first}.. of unknown outcome: {present} of {n} records"
+            )),
             _ => {}
         }
     }
@@ -348,7 +348,11 @@ mod tests {
     }
 
     fn kinds(h: &History) -> Vec<&'static str> {
-        check(h).violations().into_iter().map(|(k, _, _)| k).collect()
+        check(h)
+            .violations()
+            .into_iter()
+            .map(|(k, _, _)| k)
+            .collect()
     }
 
     #[test]
@@ -357,7 +361,11 @@ mod tests {
         assert!(report.is_ok(), "{:?}", report.violations());
         assert_eq!(report.acknowledged, 3);
         assert_eq!(
-            (report.committed_txns, report.aborted_txns, report.unknown_txns),
+            (
+                report.committed_txns,
+                report.aborted_txns,
+                report.unknown_txns
+            ),
             (1, 1, 1)
         );
     }
@@ -375,13 +383,7 @@ mod tests {
         // Twice.
         let mut h = clean();
         let again = h.final_reads[1].clone();
-        h.final_reads.insert(
-            3,
-            Read {
-                offset: 3,
-                ..again
-            },
-        );
+        h.final_reads.insert(3, Read { offset: 3, ..again });
         assert!(kinds(&h).contains(&"duplicated"));
         // Out of order.
         let mut h = clean();

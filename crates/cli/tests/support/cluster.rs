@@ -176,3 +176,12 @@ pub async fn wait_live(bootstrap: String, want: Vec<i32>) -> Duration {
     .unwrap();
     start.elapsed()
 }
+
+/// The bootstrap list naming every node's Kafka listener.
+pub fn bootstrap_of(nodes: &[Node]) -> String {
+    nodes
+        .iter()
+        .map(|n| format!("127.0.0.1:{}", n.port))
+        .collect::<Vec<_>>()
+        .join(",")
+}

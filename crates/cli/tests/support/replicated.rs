@@ -3,6 +3,7 @@
 //! ISR changes, and librdkafka producers and readers of partition 0.
 
 use std::path::Path;
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, TopicReplication};
@@ -166,4 +167,62 @@ pub fn read_values(bootstrap: &str, topic: &str, isolation: &str, n: usize) -> V
         }
     }
     values
+}
+
+/// An idempotent acks=all producer that keeps retrying through a failover.
+pub fn durable_producer(bootstrap: &str) -> FutureProducer {
+    let mut c = client(bootstrap);
+    c.set("acks", "all")
+        .set("enable.idempotence", "true")
+        .set("linger.ms", "1")
+        .set("message.timeout.ms", "60000");
+    c.create().unwrap()
+}
+
+/// When each acknowledgement arrived, by record index; errors as text.
+pub type Acks = Arc<Mutex<Vec<(usize, Instant, Result<(), String>)>>>;
+
+/// Sends `n` records `tag-<i>` to partition 0 of `topic`, `per_ms` every millisecond, each
+/// acknowledgement recorded in `acks` as it arrives; returns when all are answered.
+pub async fn paced_send(
+    p: FutureProducer,
+    topic: &'static str,
+    n: usize,
+    per_ms: usize,
+    acks: Acks,
+) {
+    let mut waits = Vec::with_capacity(n);
+    for i in 0..n {
+        let value = format!("r-{i:06}");
+        let delivery = p
+            .send_result(
+                FutureRecord::<(), String>::to(topic)
+                    .partition(0)
+                    .payload(&value),
+            )
+            .map_err(|(e, _)| e)
+            .expect("queued");
+        let acks = acks.clone();
+        waits.push(tokio::spawn(async move {
+            let outcome = match delivery.await {
+                Ok(Ok(_)) => Ok(()),
+                Ok(Err((e, _))) => Err(e.to_string()),
+                Err(_) => Err("delivery future dropped".into()),
+            };
+            acks.lock().unwrap().push((i, Instant::now(), outcome));
+        }));
+        if (i + 1) % per_ms == 0 {
+            tokio::time::sleep(Duration::from_millis(1)).await;
+        }
+    }
+    for w in waits {
+        w.await.unwrap();
+    }
+}
+
+/// Every record `r-000000`.. `r-<n-1>` once, in order.
+pub fn assert_exactly_once_in_order(values: &[String], n: usize) {
+    let want: Vec<String> = (0..n).map(|i| format!("r-{i:06}")).collect();
+    assert_eq!(values.len(), n, "every acknowledged record, none twice");
+    assert!(values == want.as_slice(), "in the order sent");
 }
