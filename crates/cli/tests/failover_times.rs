@@ -116,8 +116,16 @@ async fn failover_times_of_a_leader_killed_paused_and_stopped() {
     for fault in [Fault::Kill, Fault::Stop, Fault::Terminate] {
         let mut times = Vec::with_capacity(trials);
         for _ in 0..trials {
-            let leader = in_sync_leader(bootstrap.clone(), "timed").await;
-            let at = nodes.iter().position(|n| n.id == leader).unwrap();
+            // The leader as the leader itself reports it: another broker's metadata may
+            // still name the previous one for a moment.
+            let at = loop {
+                let leader = in_sync_leader(bootstrap.clone(), "timed").await;
+                let at = nodes.iter().position(|n| n.id == leader).unwrap();
+                let own = format!("127.0.0.1:{}", nodes[at].port);
+                if in_sync_leader(own, "timed").await == leader {
+                    break at;
+                }
+            };
             let window = match fault {
                 Fault::Stop => Duration::from_secs(15),
                 _ => Duration::from_secs(5),
@@ -194,7 +202,11 @@ async fn controlled_shutdown_of_a_broker_leading_many_partitions() {
     let bootstrap = bootstrap_of(&nodes);
     // Every partition on brokers 1 and 2, led by 1: each of them hosts `count` replicas.
     let assignment: Vec<&[i32]> = vec![&[1, 2]; count];
-    let admin: AdminClient<DefaultClientContext> = client(&bootstrap).create().unwrap();
+    // Creating thousands of partitions takes longer than the usual 5 s socket timeout.
+    let admin: AdminClient<DefaultClientContext> = client(&bootstrap)
+        .set("socket.timeout.ms", "180000")
+        .create()
+        .unwrap();
     let created = Instant::now();
     admin
         .create_topics(
@@ -204,7 +216,9 @@ async fn controlled_shutdown_of_a_broker_leading_many_partitions() {
                 TopicReplication::Variable(&assignment),
             )
             .set("min.insync.replicas", "1")],
-            &AdminOptions::new().operation_timeout(Some(Duration::from_secs(120))),
+            &AdminOptions::new()
+                .operation_timeout(Some(Duration::from_secs(150)))
+                .request_timeout(Some(Duration::from_secs(170))),
         )
         .await
         .unwrap()[0]
