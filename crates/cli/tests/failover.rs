@@ -299,32 +299,10 @@ async fn a_group_survives_its_coordinator_being_killed_without_losing_a_commit()
     drop(procs);
 }
 
-/// Every value of `topic`'s `partitions` partitions from the start, read_committed, until
-/// nothing more comes for 3 s (bounded by `WAIT`).
+/// Every value of `topic`'s `partitions` partitions from the start, read_committed, sorted.
 fn read_all_committed(bootstrap: &str, topic: &str, partitions: i32) -> Vec<String> {
-    use rdkafka::consumer::{BaseConsumer, Consumer};
-    use rdkafka::message::Message;
-    use rdkafka::{Offset, TopicPartitionList};
-    let mut c = client(bootstrap);
-    c.set("group.id", format!("{topic}-checker"))
-        .set("isolation.level", "read_committed")
-        .set("enable.auto.commit", "false");
-    let consumer: BaseConsumer = c.create().unwrap();
-    let mut tpl = TopicPartitionList::new();
-    for p in 0..partitions {
-        tpl.add_partition_offset(topic, p, Offset::Beginning)
-            .unwrap();
-    }
-    consumer.assign(&tpl).unwrap();
-    let mut values = Vec::new();
-    let deadline = Instant::now() + WAIT;
-    let mut quiet_since = Instant::now();
-    while Instant::now() < deadline && quiet_since.elapsed() < Duration::from_secs(3) {
-        if let Some(Ok(m)) = consumer.poll(Duration::from_millis(100)) {
-            values.push(String::from_utf8(m.payload().unwrap_or_default().to_vec()).unwrap());
-            quiet_since = Instant::now();
-        }
-    }
+    let all: Vec<i32> = (0..partitions).collect();
+    let mut values = read_committed_partitions(bootstrap, topic, &all);
     values.sort();
     values
 }

@@ -104,13 +104,7 @@ async fn failover_times_of_a_leader_killed_paused_and_stopped() {
     let (nodes, mut procs) = start_three(root.path(), |_| Vec::new()).await;
     let bootstrap = bootstrap_of(&nodes);
     create(&bootstrap, "timed", "2").await;
-    let mut config = client(&bootstrap);
-    config
-        .set("acks", "all")
-        .set("enable.idempotence", "true")
-        .set("linger.ms", "0")
-        .set("message.timeout.ms", "60000");
-    let producer: FutureProducer = config.create().unwrap();
+    let producer: FutureProducer = durable_config(&bootstrap, "0").create().unwrap();
     let mut sent = 0usize;
     let voters = voters_of(&nodes);
     for fault in [Fault::Kill, Fault::Stop, Fault::Terminate] {
@@ -237,13 +231,7 @@ async fn controlled_shutdown_of_a_broker_leading_many_partitions() {
         created.elapsed()
     );
 
-    let mut config = client(&bootstrap);
-    config
-        .set("acks", "all")
-        .set("enable.idempotence", "true")
-        .set("linger.ms", "0")
-        .set("message.timeout.ms", "60000");
-    let producer: FutureProducer = config.create().unwrap();
+    let producer: FutureProducer = durable_config(&bootstrap, "0").create().unwrap();
     let voters = voters_of(&nodes);
     let mut sent = 0usize;
     let (mut waits, mut moved) = (Vec::new(), Vec::new());

@@ -257,13 +257,9 @@ async fn a_rolling_restart_shows_the_producer_and_the_group_only_retriable_error
         .unwrap();
 
     let errors = ErrorLog::default();
-    let mut config = client(&bootstrap);
-    config
-        .set("acks", "all")
-        .set("enable.idempotence", "true")
-        .set("linger.ms", "5")
-        .set("message.timeout.ms", "60000");
-    let producer: FutureProducer<ErrorLog> = config.create_with_context(errors.clone()).unwrap();
+    let producer: FutureProducer<ErrorLog> = durable_config(&bootstrap, "5")
+        .create_with_context(errors.clone())
+        .unwrap();
     let stop_sending = Arc::new(AtomicBool::new(false));
     let sender = tokio::spawn(send_until(producer, "rolling", stop_sending.clone()));
     let stop_consuming = Arc::new(AtomicBool::new(false));
@@ -395,37 +391,14 @@ async fn a_rolling_restart_shows_the_producer_and_the_group_only_retriable_error
             "partition {p}: the group read every record once in order"
         );
         let b = bootstrap.clone();
-        let log = tokio::task::spawn_blocking(move || read_partition(&b, "rolling", p))
-            .await
-            .unwrap();
+        let log =
+            tokio::task::spawn_blocking(move || read_committed_partitions(&b, "rolling", &[p]))
+                .await
+                .unwrap();
         assert!(
             log == *sent,
             "partition {p}: the log holds every record exactly once, in order"
         );
     }
     drop(procs);
-}
-
-/// Every value of partition `p` of `topic`, read_committed from the start until nothing more
-/// comes for 3 s.
-fn read_partition(bootstrap: &str, topic: &str, p: i32) -> Vec<String> {
-    let mut c = client(bootstrap);
-    c.set("group.id", format!("{topic}-{p}-checker"))
-        .set("isolation.level", "read_committed")
-        .set("enable.auto.commit", "false");
-    let consumer: BaseConsumer = c.create().unwrap();
-    let mut tpl = TopicPartitionList::new();
-    tpl.add_partition_offset(topic, p, Offset::Beginning)
-        .unwrap();
-    consumer.assign(&tpl).unwrap();
-    let mut values = Vec::new();
-    let deadline = Instant::now() + WAIT;
-    let mut quiet_since = Instant::now();
-    while Instant::now() < deadline && quiet_since.elapsed() < Duration::from_secs(3) {
-        if let Some(Ok(m)) = consumer.poll(Duration::from_millis(100)) {
-            values.push(String::from_utf8(m.payload().unwrap_or_default().to_vec()).unwrap());
-            quiet_since = Instant::now();
-        }
-    }
-    values
 }

@@ -171,12 +171,18 @@ pub fn read_values(bootstrap: &str, topic: &str, isolation: &str, n: usize) -> V
 
 /// An idempotent acks=all producer that keeps retrying through a failover.
 pub fn durable_producer(bootstrap: &str) -> FutureProducer {
+    durable_config(bootstrap, "1").create().unwrap()
+}
+
+/// The configuration of an idempotent acks=all producer with `linger_ms` that retries for
+/// up to a minute.
+pub fn durable_config(bootstrap: &str, linger_ms: &str) -> rdkafka::ClientConfig {
     let mut c = client(bootstrap);
     c.set("acks", "all")
         .set("enable.idempotence", "true")
-        .set("linger.ms", "1")
+        .set("linger.ms", linger_ms)
         .set("message.timeout.ms", "60000");
-    c.create().unwrap()
+    c
 }
 
 /// When each acknowledgement arrived, by record index; errors as text.
@@ -225,4 +231,30 @@ pub fn assert_exactly_once_in_order(values: &[String], n: usize) {
     let want: Vec<String> = (0..n).map(|i| format!("r-{i:06}")).collect();
     assert_eq!(values.len(), n, "every acknowledged record, none twice");
     assert!(values == want.as_slice(), "in the order sent");
+}
+
+/// Every value of `partitions` of `topic` from the start, read_committed, in the order they
+/// arrived (a partition's in log order), until nothing more comes for 3 s (bounded by `WAIT`).
+pub fn read_committed_partitions(bootstrap: &str, topic: &str, partitions: &[i32]) -> Vec<String> {
+    let mut c = client(bootstrap);
+    c.set("group.id", format!("{topic}-checker"))
+        .set("isolation.level", "read_committed")
+        .set("enable.auto.commit", "false");
+    let consumer: BaseConsumer = c.create().unwrap();
+    let mut tpl = TopicPartitionList::new();
+    for &p in partitions {
+        tpl.add_partition_offset(topic, p, Offset::Beginning)
+            .unwrap();
+    }
+    consumer.assign(&tpl).unwrap();
+    let mut values = Vec::new();
+    let deadline = Instant::now() + WAIT;
+    let mut quiet_since = Instant::now();
+    while Instant::now() < deadline && quiet_since.elapsed() < Duration::from_secs(3) {
+        if let Some(Ok(m)) = consumer.poll(Duration::from_millis(100)) {
+            values.push(String::from_utf8(m.payload().unwrap_or_default().to_vec()).unwrap());
+            quiet_since = Instant::now();
+        }
+    }
+    values
 }
