@@ -309,6 +309,7 @@ impl Partition {
             self.maybe_advance_hw(log);
         }
         if new_leadership {
+            tracing::debug!(topic = %self.topic, partition = self.index, leader = state.leader, leader_epoch = state.leader_epoch, isr = ?state.isr, leo = log.log_end_offset(), hw = self.high_watermark(), "new leadership");
             self.hw_watch.send_modify(|_| {});
             self.leo_watch.send_modify(|_| {});
         }
@@ -634,10 +635,19 @@ impl Partition {
                 last_seq,
             ) {
                 Check::Append => {}
-                Check::Duplicate { first_offset } => {
-                    return Err(AppendError::Duplicate { first_offset })
+                Check::Duplicate {
+                    first_offset,
+                    last_offset,
+                } => {
+                    return Err(AppendError::Duplicate {
+                        first_offset,
+                        last_offset,
+                    })
                 }
-                Check::Reject(code, message) => return Err(AppendError::Producer(code, message)),
+                Check::Reject(code, message) => {
+                    tracing::warn!(topic = %self.topic, partition = self.index, code, message, leo = log.log_end_offset(), hw = self.high_watermark(), leader_epoch = self.leader_epoch(), producer = ?producers.entry(header.producer_id), "refused an idempotent batch");
+                    return Err(AppendError::Producer(code, message));
+                }
             }
         }
         let info = log.append_as_leader(records, self.leader_epoch(), now_ms)?;
@@ -843,6 +853,12 @@ impl Partition {
     /// published.
     fn after_truncation(&self, log: &mut Log) {
         let rebuilt = rebuild_producer_states(log);
+        // The snapshot on disk may cover the part just cut: replaced by one of what is left,
+        // or a later rebuild would take the removed tail's producer state for the log's.
+        if let Err(e) = save_producer_snapshot(log, &rebuilt) {
+            tracing::warn!(topic = %self.topic, partition = self.index, error = %e, "cannot snapshot producer state after a truncation");
+            ProducerStates::remove_snapshot(log.dir());
+        }
         *self.producers() = rebuilt;
         let leo = log.log_end_offset();
         self.leo_watch.send_replace(leo);
@@ -938,9 +954,9 @@ const NO_SEQUENCE: i32 = -1;
 pub enum AppendError {
     #[error(transparent)]
     Storage(#[from] StorageError),
-    /// A retried idempotent batch that is already in the log.
-    #[error("duplicate batch, first written at offset {first_offset}")]
-    Duplicate { first_offset: i64 },
+    /// A retried idempotent batch that is already in the log, at these offsets.
+    #[error("duplicate batch, first written at offsets {first_offset}..={last_offset}")]
+    Duplicate { first_offset: i64, last_offset: i64 },
     /// `append_to_ongoing_txn` found no open transaction of the producer at that epoch.
     #[error("the producer has no transaction open in this partition")]
     NotInOngoingTxn,

@@ -16,6 +16,7 @@ use gregor_storage::log::{AppendInfo, Log};
 use uuid::Uuid;
 
 use super::{replay_batch, AppendError, Partition};
+use crate::producer_state::ProducerStates;
 
 /// An ISR the leader asks the controller for (AlterPartition), based on the partition
 /// epoch it last saw.
@@ -112,9 +113,13 @@ impl Partition {
         if target < self.high_watermark() {
             tracing::warn!(topic = %self.topic, partition = self.index, target, hw = self.high_watermark(), "truncating below the high watermark: the new leader lacks committed records (unclean election?)");
         }
-        if target < log.log_end_offset() {
+        let cuts_records = target < log.log_end_offset();
+        if cuts_records {
             tracing::info!(topic = %self.topic, partition = self.index, from = log.log_end_offset(), to = target, epoch, "truncating a divergent log tail");
-            log.truncate_to(target)?;
+        }
+        // Also when no record goes: the divergence may be only an epoch entry at the log end.
+        log.truncate_to(target)?;
+        if cuts_records {
             self.after_truncation(&mut log);
         }
         Ok(log.log_end_offset())
@@ -129,6 +134,8 @@ impl Partition {
         }
         tracing::info!(topic = %self.topic, partition = self.index, from = log.log_end_offset(), offset, "the leader's log starts after this replica's end: starting over there");
         log.truncate_fully_and_start_at(offset)?;
+        // Nothing of the old log is left to derive producer state from.
+        ProducerStates::remove_snapshot(log.dir());
         // LEO = log start = `offset`, so the HW becomes `offset` too.
         self.after_truncation(&mut log);
         Ok(())

@@ -201,7 +201,10 @@ fn a_follower_copies_bytes_and_producer_state_and_refuses_duplicates_as_leader()
     assert!(follower.apply_state(state(2, 2, 2, &[2]), NOW));
     assert!(matches!(
         follower.append(&first, AppendOrigin::Client, NOW),
-        Err(AppendError::Duplicate { first_offset: 0 })
+        Err(AppendError::Duplicate {
+            first_offset: 0,
+            ..
+        })
     ));
     assert!(matches!(
         follower.append_as_follower(&stale.records, 2, NOW),
@@ -254,4 +257,74 @@ fn a_follower_behind_the_leaders_log_start_starts_over_there() {
         ),
         (50, 50, 50)
     );
+}
+
+#[test]
+fn a_leadership_that_wrote_nothing_leaves_no_epoch_behind_on_a_follower() {
+    let dir = tempfile::tempdir().unwrap();
+    let a = open(&dir.path().join("a"), 1, state(1, 0, 0, &[1, 2]));
+    let b = open(&dir.path().join("b"), 2, state(1, 0, 0, &[1, 2]));
+    a.append(&batch(-1, -1, -1, 2, 0), AppendOrigin::Client, NOW)
+        .unwrap();
+    replicate(&a, &b);
+    // b leads at epoch 1 and writes nothing; a leads at epoch 2, b follows it.
+    assert!(b.apply_state(state(2, 1, 1, &[2]), NOW));
+    assert!(a.apply_state(state(1, 2, 2, &[1]), NOW));
+    assert!(b.apply_state(state(1, 2, 2, &[1]), NOW));
+    assert_eq!(
+        b.last_fetched_epoch(),
+        1,
+        "b's cache holds its own epoch at its end"
+    );
+    let (epoch, end) = a.divergence(1, b.log_end_offset()).unwrap();
+    assert_eq!((epoch, end), (0, 2), "a never had epoch 1");
+    assert_eq!(b.truncate_to_divergence(epoch, end).unwrap(), 2);
+    assert_eq!(b.last_fetched_epoch(), 0, "the empty epoch is gone");
+    assert_eq!(
+        a.divergence(b.last_fetched_epoch(), b.log_end_offset()),
+        None,
+        "b's next fetch does not diverge again"
+    );
+    assert_eq!(
+        a.record_follower_fetch(2, 2, NOW, true)
+            .unwrap()
+            .map(|c| c.isr),
+        Some(vec![1, 2]),
+        "and b may rejoin the ISR"
+    );
+}
+
+#[test]
+fn a_truncated_followers_producer_state_survives_a_restart() {
+    let dir = tempfile::tempdir().unwrap();
+    let old = open(&dir.path().join("old"), 1, state(1, 0, 0, &[1, 2, 3]));
+    let f_dir = dir.path().join("f");
+    let f = open(&f_dir, 2, state(1, 0, 0, &[1, 2, 3]));
+    let new = open(&dir.path().join("new"), 3, state(1, 0, 0, &[1, 2, 3]));
+    old.append(&batch(7, 0, 0, 2, 0), AppendOrigin::Client, NOW)
+        .unwrap();
+    replicate(&old, &f);
+    replicate(&old, &new);
+    // A tail only f copies, and f's producer state snapshotted over it (as at a segment
+    // roll or a clean shutdown).
+    old.append(&batch(7, 0, 2, 2, 0), AppendOrigin::Client, NOW)
+        .unwrap();
+    replicate(&old, &f);
+    f.snapshot_producers(NOW, i64::MAX).unwrap();
+    // `new` leads at epoch 1 and another producer writes past the snapshot's offset.
+    assert!(new.apply_state(state(3, 1, 1, &[3]), NOW));
+    new.append(&batch(8, 0, 0, 3, 0), AppendOrigin::Client, NOW)
+        .unwrap();
+    assert!(f.apply_state(state(3, 1, 1, &[3]), NOW));
+    let (epoch, end) = new
+        .divergence(f.last_fetched_epoch(), f.log_end_offset())
+        .unwrap();
+    assert_eq!(f.truncate_to_divergence(epoch, end).unwrap(), 2);
+    replicate(&new, &f);
+    assert_eq!(f.log_end_offset(), 5);
+    drop(f);
+    // Restarted, f leads: producer 7 wrote sequences 0-1 here, so 2 is its next one.
+    let f = open(&f_dir, 2, state(2, 2, 2, &[2]));
+    f.append(&batch(7, 0, 2, 1, 0), AppendOrigin::Client, NOW)
+        .expect("producer 7's next sequence");
 }

@@ -96,8 +96,9 @@ pub struct ProducerSummary {
 pub enum Check {
     /// Write it.
     Append,
-    /// Already written: answer with this first offset, write nothing.
-    Duplicate { first_offset: i64 },
+    /// Already written at these offsets: answer with the first, write nothing (an acks=all
+    /// answer still waits until the last is replicated, as for the original).
+    Duplicate { first_offset: i64, last_offset: i64 },
     /// Refuse it with this Kafka error code.
     Reject(i16, String),
 }
@@ -166,6 +167,7 @@ impl ProducerStates {
         {
             return Check::Duplicate {
                 first_offset: b.first_offset,
+                last_offset: b.last_offset,
             };
         }
         let expected = entry.batches.back().map_or(0, |b| next_seq(b.last_seq));
@@ -225,6 +227,11 @@ impl ProducerStates {
             )),
             _ => Ok(()),
         }
+    }
+
+    /// What is known of one producer here (for diagnostics).
+    pub fn entry(&self, producer_id: i64) -> Option<&ProducerEntry> {
+        self.producers.get(&producer_id)
     }
 
     /// The producer's current epoch here, if it is known.
@@ -382,6 +389,17 @@ impl ProducerStates {
         (snapshot.offset <= log_end).then_some((snapshot.states, snapshot.offset))
     }
 
+    /// Removes the snapshot in `dir`, if any.
+    pub fn remove_snapshot(dir: &Path) {
+        match std::fs::remove_file(dir.join(SNAPSHOT_FILE)) {
+            Ok(()) => {}
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+            Err(e) => {
+                tracing::warn!(dir = %dir.display(), error = %e, "cannot remove a producer state snapshot")
+            }
+        }
+    }
+
     /// Writes the snapshot covering the log up to `offset` (exclusive) into `dir`.
     pub fn save(&self, dir: &Path, offset: i64) -> std::io::Result<()> {
         let body = serde_json::to_vec(&SnapshotRef {
@@ -421,7 +439,13 @@ mod tests {
         let mut s = ProducerStates::default();
         assert_eq!(s.check(7, 0, 0, 4), Check::Append);
         s.record(7, 0, meta(0, 4, 100), 1_000, 0);
-        assert_eq!(s.check(7, 0, 0, 4), Check::Duplicate { first_offset: 100 });
+        assert_eq!(
+            s.check(7, 0, 0, 4),
+            Check::Duplicate {
+                first_offset: 100,
+                last_offset: 104
+            }
+        );
         assert!(matches!(
             s.check(7, 0, 6, 9),
             Check::Reject(code::OUT_OF_ORDER_SEQUENCE_NUMBER, _)
@@ -437,7 +461,10 @@ mod tests {
         ));
         assert_eq!(
             s.check(7, 0, 30, 34),
-            Check::Duplicate { first_offset: 130 }
+            Check::Duplicate {
+                first_offset: 130,
+                last_offset: 134
+            }
         );
         assert!(matches!(
             s.check(7, -1, 35, 35),

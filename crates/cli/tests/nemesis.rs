@@ -326,6 +326,23 @@ fn final_read(bootstrap: &str) -> Vec<Read> {
     }
 }
 
+/// The run's directory (data and each broker's log), removed after a run that passed and
+/// kept, with its path printed, after one that failed.
+struct KeptOnFailure(Option<tempfile::TempDir>);
+
+impl Drop for KeptOnFailure {
+    fn drop(&mut self) {
+        if std::thread::panicking() {
+            if let Some(dir) = self.0.take() {
+                eprintln!(
+                    "nemesis: the run's brokers' logs and data are kept in {}",
+                    dir.keep().display()
+                );
+            }
+        }
+    }
+}
+
 /// The brokers' guards, and how to bring each back.
 struct Cluster {
     root: std::path::PathBuf,
@@ -436,7 +453,8 @@ fn a_nemesis_run_loses_nothing_acknowledged() {
     });
     eprintln!("nemesis: {seconds} s of faults, GREGOR_NEMESIS_SEED={seed}");
     let mut rng = Rng(seed);
-    let root = tempfile::tempdir().unwrap();
+    let run_dir = KeptOnFailure(Some(tempfile::tempdir().unwrap()));
+    let root = run_dir.0.as_ref().expect("present until dropped");
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
         .enable_all()

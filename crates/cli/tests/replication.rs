@@ -366,6 +366,80 @@ async fn a_deposed_leader_truncates_what_its_followers_never_had() {
     drop(procs);
 }
 
+/// A retried idempotent batch the leader already holds is answered (acks=all) only once it
+/// is replicated, as its first attempt would have been: with both followers paused, the
+/// producer's retries after each timeout find a duplicate, and none of them is acknowledged
+/// until the followers resume and fetch it. (Acknowledging the duplicate at once would
+/// confirm a record only this leader has, lost if it dies.)
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_retried_batch_is_acknowledged_only_once_replicated() {
+    use rdkafka::producer::{FutureProducer, FutureRecord};
+    let root = tempfile::tempdir().unwrap();
+    let (nodes, procs) = start_three(root.path(), |_| Vec::new()).await;
+    let addr = |i: usize| format!("127.0.0.1:{}", nodes[i].port);
+    create(&addr(0), "retried", "2").await;
+    let leader = in_sync_leader(addr(0), "retried").await;
+    let leader_at = nodes.iter().position(|n| n.id == leader).unwrap();
+    let mut c = client(&addr(leader_at));
+    c.set("acks", "all")
+        .set("enable.idempotence", "true")
+        .set("request.timeout.ms", "1000")
+        .set("retry.backoff.ms", "100")
+        .set("message.timeout.ms", "60000");
+    let p: FutureProducer = c.create().unwrap();
+    let record = |v: &'static str| {
+        FutureRecord::<(), str>::to("retried")
+            .partition(0)
+            .payload(v)
+    };
+    p.send(record("before"), Duration::from_secs(10))
+        .await
+        .expect("acknowledged while every replica runs");
+
+    // Both followers paused (and with them the quorum, so the ISR stays [1, 2, 3]).
+    let followers: Vec<usize> = (0..3).filter(|&i| i != leader_at).collect();
+    for &f in &followers {
+        procs[f].signal(libc::SIGSTOP);
+    }
+    let pending = tokio::spawn({
+        let p = p.clone();
+        async move { p.send(record("retried"), Duration::from_secs(60)).await }
+    });
+    // Four request timeouts: the first attempt and at least two retries of the same batch.
+    tokio::time::sleep(Duration::from_secs(4)).await;
+    let early = pending.is_finished();
+    for &f in &followers {
+        procs[f].signal(libc::SIGCONT);
+    }
+    assert!(
+        !early,
+        "a retry was acknowledged while no follower had the batch"
+    );
+    let delivery = tokio::time::timeout(Duration::from_secs(30), pending)
+        .await
+        .expect("acknowledged once the followers resume")
+        .unwrap()
+        .map_err(|(e, _)| e)
+        .expect("delivered");
+    assert_eq!(
+        (delivery.partition, delivery.offset),
+        (0, 1),
+        "written once, after the first record"
+    );
+    let bootstrap = addr(leader_at);
+    let values = tokio::task::spawn_blocking(move || {
+        read_values(&bootstrap, "retried", "read_uncommitted", 2)
+    })
+    .await
+    .unwrap();
+    assert_eq!(
+        values,
+        ["before", "retried"],
+        "the batch is in the log once"
+    );
+    drop(procs);
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn producer_state_moves_with_the_leader_duplicates_refused_aborts_hidden() {
     use rdkafka::producer::{BaseRecord, DefaultProducerContext, Producer, ThreadedProducer};

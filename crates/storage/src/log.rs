@@ -692,7 +692,11 @@ impl Log {
     /// it at `offset`.
     pub fn truncate_to(&mut self, offset: i64) -> Result<(), StorageError> {
         if offset >= self.log_end_offset() {
-            return Ok(());
+            // No record to cut, but an epoch this replica recorded at its log end when it
+            // led without writing a batch is not the partition's history (as Kafka's
+            // UnifiedLog.truncateTo): the new leader never had it, and a follower naming it
+            // as its last fetched epoch would be told it diverges on every fetch.
+            return self.epochs.truncate_from_end(self.log_end_offset());
         }
         self.version += 1;
         if offset < self.log_start_offset || offset <= self.segments[0].base_offset() {

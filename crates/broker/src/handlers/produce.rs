@@ -158,8 +158,17 @@ pub async fn handle(
                             .with_log_start_offset(info.log_start_offset),
                     );
                 }
-                Err(AppendError::Duplicate { first_offset }) => {
+                Err(AppendError::Duplicate {
+                    first_offset,
+                    last_offset,
+                }) => {
                     // A retry of a batch already written: the original offset, nothing new.
+                    // The original may not be replicated yet (its answer timed out, or this
+                    // leader is new): acks=all waits for it as it would have, or a record on
+                    // this leader alone would be acknowledged.
+                    if acks == -1 {
+                        waits.push((partition.clone(), last_offset + 1, min_isr));
+                    }
                     partitions.push(
                         PartitionProduceResponse::default()
                             .with_index(index)

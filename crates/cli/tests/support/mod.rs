@@ -56,8 +56,12 @@ impl BrokerProcess {
             cmd.arg("--override").arg(o);
         }
         // The broker's log goes next to its data directory (removed with the test's
-        // temporary directory), for a failing test to be looked into.
-        let log = std::fs::File::create(dir.with_extension("stderr"))
+        // temporary directory), for a failing test to be looked into; a restarted broker
+        // appends to it, so every incarnation's log is there.
+        let log = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(dir.with_extension("stderr"))
             .map(Stdio::from)
             .unwrap_or_else(|_| Stdio::null());
         let mut child = cmd
