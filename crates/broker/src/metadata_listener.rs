@@ -16,7 +16,7 @@ use std::sync::{Arc, Condvar, Mutex, RwLock};
 use std::time::{Duration, Instant};
 
 use gregor_metadata::quorum::QuorumEvent;
-use gregor_metadata::{ConfigResource, MetadataBatch, MetadataImage};
+use gregor_metadata::{ConfigResource, MetadataBatch, MetadataDelta, MetadataImage};
 use tokio::sync::mpsc::UnboundedReceiver;
 
 use crate::config::BrokerConfig;
@@ -85,15 +85,30 @@ impl MetadataListener {
         std::thread::Builder::new()
             .name("metadata-listener".into())
             .spawn(move || {
-                while let Some(event) = events.blocking_recv() {
+                let mut next = None;
+                while let Some(event) = next.take().or_else(|| events.blocking_recv()) {
                     let (offset, result) = match event {
                         QuorumEvent::Image(image) => {
                             let offset = image.offset;
                             (offset, listener.load(image, &replicas))
                         }
                         QuorumEvent::Batch(batch) => {
-                            let offset = batch.last_offset();
-                            (offset, listener.apply(&batch, &replicas))
+                            // The batches already waiting are applied as one: partitions go
+                            // straight to their latest state, so a broker catching up (at
+                            // start-up, or after a pause) does not act out every leadership
+                            // of the log's history, as Kafka's loader publishes a caught-up
+                            // image.
+                            let mut batches = vec![batch];
+                            while let Ok(event) = events.try_recv() {
+                                match event {
+                                    QuorumEvent::Batch(b) => batches.push(b),
+                                    other => {
+                                        next = Some(other);
+                                        break;
+                                    }
+                                }
+                            }
+                            listener.apply(&batches, &replicas)
                         }
                     };
                     if let Err(e) = &result {
@@ -170,24 +185,53 @@ impl MetadataListener {
         synced.map_err(|e| ApplyFailure::Storage(e.to_string()))
     }
 
-    /// Applies one committed batch: the partitions it changed first, then the image.
+    /// Applies consecutive committed batches (at least one): the partitions they changed
+    /// first, then the image after all of them. Returns the offset of the last batch's last
+    /// record. A batch that does not fit the image stops the application there (the later
+    /// ones could not follow it either); what came before it is applied.
     pub fn apply(
         &self,
-        batch: &MetadataBatch,
+        batches: &[MetadataBatch],
+        replicas: &ReplicaManager,
+    ) -> (i64, Result<(), ApplyFailure>) {
+        let offset = batches.last().expect("at least one batch").last_offset();
+        let current = self.image();
+        let mut next: Option<MetadataImage> = None;
+        let mut delta = MetadataDelta::default();
+        let mut failure = None;
+        for batch in batches {
+            match next.as_ref().unwrap_or(&current).apply_batch(batch) {
+                Ok((image, changes)) => {
+                    delta.merge(changes);
+                    next = Some(image);
+                }
+                Err(e) => {
+                    failure = Some(ApplyFailure::Image(e.to_string()));
+                    break;
+                }
+            }
+        }
+        let Some(next) = next else {
+            return (offset, Err(failure.expect("a batch was applied or failed")));
+        };
+        let synced = self.apply_image(Arc::new(next), &delta, replicas);
+        (offset, failure.map_or(synced, Err))
+    }
+
+    /// Hosts what `delta` changed in `next`, then publishes `next`.
+    fn apply_image(
+        &self,
+        next: Arc<MetadataImage>,
+        delta: &MetadataDelta,
         replicas: &ReplicaManager,
     ) -> Result<(), ApplyFailure> {
-        let current = self.image();
-        let (next, delta) = current
-            .apply_batch(batch)
-            .map_err(|e| ApplyFailure::Image(e.to_string()))?;
-        let next = Arc::new(next);
         let own_config_changed = delta
             .changed_configs
             .contains(&ConfigResource::Broker(self.node_id));
         let (config, scope) = if own_config_changed {
             (self.effective_config(&next), Scope::Everything)
         } else {
-            (self.config(), Scope::Delta(&delta))
+            (self.config(), Scope::Delta(delta))
         };
         let synced = replicas.apply_delta(&next, scope, &config);
         self.publish(next, config);

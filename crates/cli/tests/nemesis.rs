@@ -343,6 +343,12 @@ impl Drop for KeptOnFailure {
     }
 }
 
+/// Every broker's overrides, at the start and on each restart.
+const BROKER_CONFIG: [&str; 2] = [
+    "transaction.state.log.num.partitions=3",
+    "offsets.topic.num.partitions=3",
+];
+
 /// The brokers' guards, and how to bring each back.
 struct Cluster {
     root: std::path::PathBuf,
@@ -353,7 +359,7 @@ struct Cluster {
 
 impl Cluster {
     fn restart(&mut self, i: usize) {
-        let mut p = spawn(&self.root, &self.nodes[i], &self.voters);
+        let mut p = spawn_with(&self.root, &self.nodes[i], &self.voters, &BROKER_CONFIG);
         p.wait_listening();
         self.procs[i] = Some(p);
     }
@@ -461,10 +467,7 @@ fn a_nemesis_run_loses_nothing_acknowledged() {
         .build()
         .unwrap();
     let (nodes, procs) = runtime.block_on(support::replicated::start_three(root.path(), |_| {
-        vec![
-            "transaction.state.log.num.partitions=3".into(),
-            "offsets.topic.num.partitions=3".into(),
-        ]
+        BROKER_CONFIG.iter().map(|c| c.to_string()).collect()
     }));
     let mut cluster = Cluster {
         root: root.path().to_path_buf(),

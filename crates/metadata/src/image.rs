@@ -102,6 +102,23 @@ pub struct MetadataDelta {
     pub changed_brokers: BTreeSet<i32>,
 }
 
+impl MetadataDelta {
+    /// Adds what a `later` batch changed: the two batches' changes against the image after
+    /// both. Removals are acted on before changes, so a topic removed and created again
+    /// (a new id) in between still ends up hosted afresh.
+    pub fn merge(&mut self, later: MetadataDelta) {
+        for (topic_id, partitions) in later.changed_partitions {
+            self.changed_partitions
+                .entry(topic_id)
+                .or_default()
+                .extend(partitions);
+        }
+        self.removed_topics.extend(later.removed_topics);
+        self.changed_configs.extend(later.changed_configs);
+        self.changed_brokers.extend(later.changed_brokers);
+    }
+}
+
 /// A record that does not fit the image it is applied to: the log is inconsistent.
 #[derive(Debug, thiserror::Error)]
 #[error("metadata record does not apply: {0}")]
@@ -578,6 +595,36 @@ mod tests {
         assert!(three.topic("t").is_none());
         assert_eq!(delta.removed_topics, vec![("t".to_string(), id)]);
         assert!(delta.changed_partitions.is_empty());
+    }
+
+    #[test]
+    fn merged_deltas_name_everything_either_batch_changed() {
+        let (a, b) = (Uuid::new_v4(), Uuid::new_v4());
+        let mut first = MetadataDelta {
+            changed_partitions: BTreeMap::from([(a, BTreeSet::from([0]))]),
+            removed_topics: vec![("gone".into(), b)],
+            changed_configs: BTreeSet::new(),
+            changed_brokers: BTreeSet::from([1]),
+        };
+        first.merge(MetadataDelta {
+            changed_partitions: BTreeMap::from([
+                (a, BTreeSet::from([1])),
+                (b, BTreeSet::from([0])),
+            ]),
+            removed_topics: Vec::new(),
+            changed_configs: BTreeSet::from([ConfigResource::Broker(2)]),
+            changed_brokers: BTreeSet::from([2]),
+        });
+        assert_eq!(
+            first.changed_partitions,
+            BTreeMap::from([(a, BTreeSet::from([0, 1])), (b, BTreeSet::from([0]))])
+        );
+        assert_eq!(first.removed_topics, vec![("gone".to_string(), b)]);
+        assert_eq!(
+            first.changed_configs,
+            BTreeSet::from([ConfigResource::Broker(2)])
+        );
+        assert_eq!(first.changed_brokers, BTreeSet::from([1, 2]));
     }
 
     #[test]
