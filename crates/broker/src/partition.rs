@@ -300,10 +300,7 @@ impl Partition {
             }
         }
         if leads && log.latest_epoch().is_none_or(|e| e < state.leader_epoch) {
-            let leo = log.log_end_offset();
-            if let Err(e) = log.assign_epoch(state.leader_epoch, leo) {
-                tracing::error!(topic = %self.topic, partition = self.index, error = %e, "cannot record leader epoch");
-            }
+            log.begin_epoch(state.leader_epoch);
         }
         if leads {
             self.maybe_advance_hw(log);

@@ -666,3 +666,62 @@ fn produce_raw(addr: &str, topic: &str) -> (i16, i32) {
     );
     (p.error_code, leader)
 }
+
+/// CreatePartitions with a replica assignment (librdkafka's `NewPartitions::assign`): the new
+/// partitions get exactly those replicas, the first leading, at every broker; a bad one is
+/// refused with INVALID_REPLICA_ASSIGNMENT.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn new_partitions_keep_their_replica_assignment() {
+    use rdkafka::admin::{AdminClient, AdminOptions, NewPartitions};
+    use rdkafka::client::DefaultClientContext;
+    use rdkafka::types::RDKafkaErrorCode;
+    let root = tempfile::tempdir().unwrap();
+    let (nodes, procs) = start_three(root.path(), |_| Vec::new()).await;
+    let bootstrap = bootstrap_of(&nodes);
+    create(&bootstrap, "grown", "1").await;
+    let admin: AdminClient<DefaultClientContext> = client(&bootstrap).create().unwrap();
+    let opts = AdminOptions::new().operation_timeout(Some(Duration::from_secs(10)));
+    let bad: [&[i32]; 1] = [&[1, 1, 2]];
+    let r = admin
+        .create_partitions(&[NewPartitions::new("grown", 2).assign(&bad)], &opts)
+        .await
+        .unwrap();
+    assert_eq!(
+        r[0].as_ref().unwrap_err().1,
+        RDKafkaErrorCode::InvalidReplicaAssignment
+    );
+    let wanted: [&[i32]; 2] = [&[3, 1, 2], &[2, 3, 1]];
+    let r = admin
+        .create_partitions(&[NewPartitions::new("grown", 3).assign(&wanted)], &opts)
+        .await
+        .unwrap();
+    assert!(r[0].is_ok(), "{r:?}");
+    for n in &nodes {
+        let at = format!("127.0.0.1:{}", n.port);
+        let replicas = tokio::task::spawn_blocking(move || {
+            wait_for("the new partitions", || {
+                let c: BaseConsumer = client(&at).create().ok()?;
+                let meta = c
+                    .fetch_metadata(Some("grown"), Duration::from_secs(5))
+                    .ok()?;
+                let t = meta.topics().iter().find(|t| t.name() == "grown")?;
+                let led: Vec<(i32, Vec<i32>)> = t
+                    .partitions()
+                    .iter()
+                    .skip(1)
+                    .map(|p| (p.leader(), p.replicas().to_vec()))
+                    .collect();
+                (led.len() == 2 && led.iter().all(|(l, _)| *l > 0)).then_some(led)
+            })
+        })
+        .await
+        .unwrap();
+        assert_eq!(
+            replicas,
+            [(3, vec![3, 1, 2]), (2, vec![2, 3, 1])],
+            "at broker {}",
+            n.id
+        );
+    }
+    drop(procs);
+}

@@ -594,7 +594,13 @@ impl Controller {
                 brokers.len()
             )));
         }
-        check_manual_assignment(&image, &topic)?;
+        check_manual_assignment(
+            &image,
+            topic.assignment,
+            0,
+            topic.num_partitions,
+            topic.replication_factor as usize,
+        )?;
         let mut seen = BTreeMap::new();
         for (k, v) in topic.configs {
             validate_topic_config(k, v).map_err(ControllerError::InvalidConfig)?;
@@ -647,11 +653,14 @@ impl Controller {
         self.commit(vec![MetadataRecord::RemoveTopic { topic_id }])
     }
 
-    /// Grows a topic to `total` partitions; shrinking is refused.
+    /// Grows a topic to `total` partitions, placed by the controller or as `assignment`
+    /// gives them (one replica list per new partition, the first leads); shrinking is
+    /// refused.
     pub fn create_partitions(
         &mut self,
         name: &str,
         total: i32,
+        assignment: &[Vec<i32>],
         validate_only: bool,
     ) -> Result<(), ControllerError> {
         let image = self.image();
@@ -683,10 +692,20 @@ impl Controller {
                 brokers.len()
             )));
         }
+        check_manual_assignment(&image, assignment, current, total - current, rf)?;
         if validate_only {
             return Ok(());
         }
-        let records = partition_records(topic.topic_id, current, total - current, &brokers, rf);
+        let records = if assignment.is_empty() {
+            partition_records(topic.topic_id, current, total - current, &brokers, rf)
+        } else {
+            (current..)
+                .zip(assignment)
+                .map(|(index, replicas)| {
+                    MetadataRecord::new_partition(topic.topic_id, index, replicas.clone())
+                })
+                .collect()
+        };
         self.commit(records)
     }
 
@@ -873,27 +892,30 @@ fn validate_isr_change(
 
 /// INVALID_REPLICA_ASSIGNMENT unless a manual assignment gives every partition
 /// `replication_factor` distinct live brokers.
+/// `assignment` is for `count` new partitions numbered from `first`, each of
+/// `replication_factor` replicas.
 fn check_manual_assignment(
     image: &MetadataImage,
-    topic: &NewTopic<'_>,
+    assignment: &[Vec<i32>],
+    first: i32,
+    count: i32,
+    replication_factor: usize,
 ) -> Result<(), ControllerError> {
-    if topic.assignment.is_empty() {
+    if assignment.is_empty() {
         return Ok(());
     }
     let bad = |m: String| Err(ControllerError::InvalidReplicaAssignment(m));
-    if topic.assignment.len() != topic.num_partitions as usize {
+    if assignment.len() != count as usize {
         return bad(format!(
-            "{} partitions but {} assignments",
-            topic.num_partitions,
-            topic.assignment.len()
+            "{count} new partitions but {} assignments",
+            assignment.len()
         ));
     }
-    for (index, replicas) in topic.assignment.iter().enumerate() {
+    for (index, replicas) in (first..).zip(assignment) {
         let distinct: std::collections::BTreeSet<i32> = replicas.iter().copied().collect();
-        if replicas.len() != topic.replication_factor as usize || distinct.len() != replicas.len() {
+        if replicas.len() != replication_factor || distinct.len() != replicas.len() {
             return bad(format!(
-                "partition {index}: replicas {replicas:?} are not {} distinct brokers",
-                topic.replication_factor
+                "partition {index}: replicas {replicas:?} are not {replication_factor} distinct brokers"
             ));
         }
         if let Some(b) = replicas.iter().find(|b| !image.is_live(**b)) {
@@ -1059,7 +1081,7 @@ mod tests {
         let mut c = controller();
         let cfg = vec![("segment.bytes".to_string(), "1024".to_string())];
         c.create_topic(new_topic("t", 2, &cfg), false).unwrap();
-        c.create_partitions("t", 4, false).unwrap();
+        c.create_partitions("t", 4, &[], false).unwrap();
         c.alter_topic_configs("t", &[("retention.ms".into(), Some("1000".into()))], false)
             .unwrap();
         c.create_topic(new_topic("gone", 1, &[]), false).unwrap();
@@ -1082,7 +1104,7 @@ mod tests {
             Err(ControllerError::PolicyViolation(_))
         ));
         assert!(matches!(
-            c.create_partitions("t", MAX_PARTITIONS_PER_OPERATION + 3, false),
+            c.create_partitions("t", MAX_PARTITIONS_PER_OPERATION + 3, &[], false),
             Err(ControllerError::PolicyViolation(_))
         ));
         assert!(c.image().topic("huge").is_none());
@@ -1109,7 +1131,7 @@ mod tests {
             Err(ControllerError::InvalidReplicationFactor(_))
         ));
         assert!(matches!(
-            c.create_partitions("t", 1, false),
+            c.create_partitions("t", 1, &[], false),
             Err(ControllerError::InvalidPartitions(_))
         ));
         assert!(matches!(
@@ -1146,7 +1168,7 @@ mod tests {
             .unwrap()
             .is_nil());
         assert_eq!(c.last_written(), 5, "validate-only writes nothing");
-        c.create_partitions("t", 4, false).unwrap();
+        c.create_partitions("t", 4, &[], false).unwrap();
         assert_eq!(c.last_written(), 6);
         assert_eq!(c.image().topic("t").unwrap().topic_id, id);
     }
@@ -1300,6 +1322,36 @@ mod tests {
                 "{bad:?}"
             );
         }
+    }
+
+    #[test]
+    fn new_partitions_keep_their_manual_assignment() {
+        let mut c = controller_with_brokers(3);
+        let id = c.create_topic(new_topic_rf("grown", 1, 2), false).unwrap();
+        for bad in [
+            vec![vec![1, 1]],
+            vec![vec![1, 9]],
+            vec![vec![1]],
+            vec![vec![1, 2]; 3],
+        ] {
+            assert!(
+                matches!(
+                    c.create_partitions("grown", 3, &bad, false),
+                    Err(ControllerError::InvalidReplicaAssignment(_))
+                ),
+                "{bad:?}"
+            );
+        }
+        c.create_partitions("grown", 3, &[vec![3, 1], vec![2, 3]], false)
+            .unwrap();
+        let image = c.image();
+        let t = image.topic_by_id(&id).unwrap();
+        assert_eq!(t.partitions[&1].replicas, vec![3, 1]);
+        assert_eq!(
+            t.partitions[&1].leader, 3,
+            "the first assigned replica leads"
+        );
+        assert_eq!(t.partitions[&2].replicas, vec![2, 3]);
     }
 
     #[test]

@@ -27,6 +27,9 @@ pub enum ControllerOp {
     CreatePartitions {
         name: String,
         total: i32,
+        /// The new partitions' replicas, in order (empty: placed by the controller).
+        #[serde(default)]
+        assignment: Vec<Vec<i32>>,
         validate_only: bool,
     },
     AlterTopicConfigs {
@@ -183,9 +186,10 @@ impl Controller {
             ControllerOp::CreatePartitions {
                 name,
                 total,
+                assignment,
                 validate_only,
             } => self
-                .create_partitions(&name, total, validate_only)
+                .create_partitions(&name, total, &assignment, validate_only)
                 .map(|()| ControllerReply::Done),
             ControllerOp::AlterTopicConfigs {
                 name,

@@ -79,8 +79,10 @@ impl BrokerSessions {
     }
 
     /// The live brokers of `image` not heard from for longer than `after` (but maybe still
-    /// within their session), with their broker epochs: the ones worth asking whether their
-    /// process is still there.
+    /// within their session), or not at all in this term, with their broker epochs: the ones
+    /// worth asking whether their process is still there. (A controller that just took over
+    /// has heard nobody yet; a broker that died with the old controller is found at once
+    /// rather than `after` into the term.)
     pub fn overdue(
         &mut self,
         image: &MetadataImage,
@@ -92,12 +94,9 @@ impl BrokerSessions {
         image
             .live_brokers()
             .filter(|b| {
-                let last = self
-                    .last_contact
+                self.last_contact
                     .get(&b.node_id)
-                    .copied()
-                    .unwrap_or(self.term_start);
-                now.saturating_duration_since(last) > after
+                    .is_none_or(|last| now.saturating_duration_since(*last) > after)
             })
             .map(|b| (b.node_id, b.epoch))
             .collect()
@@ -192,6 +191,22 @@ mod tests {
                 assert!(sessions.expired(&image, 1, at).is_empty());
             }
         }
+    }
+
+    #[test]
+    fn a_broker_not_heard_in_a_new_term_is_worth_probing_at_once() {
+        let t0 = Instant::now();
+        let image = image_with_live_brokers(&[1, 2]);
+        let mut sessions = BrokerSessions::new(Duration::from_secs(9), t0);
+        let after = Duration::from_secs(1);
+        sessions.touch(1, 3, t0);
+        assert_eq!(sessions.overdue(&image, 3, t0, after), vec![(2, 1)]);
+        sessions.touch(2, 3, t0);
+        assert!(sessions.overdue(&image, 3, t0 + after, after).is_empty());
+        assert_eq!(
+            sessions.overdue(&image, 3, t0 + after * 2, after),
+            vec![(1, 0), (2, 1)]
+        );
     }
 
     #[test]

@@ -11,7 +11,12 @@
 //! Crash behaviour: every change rewrites the whole file via tmp file +
 //! fsync + rename + directory fsync, so the file is always a complete old
 //! or new version. Entries that point beyond the log end after recovery or
-//! truncation are dropped by the owning log.
+//! truncation are dropped by the owning log. The one exception is an epoch
+//! recorded at the log end when a leadership starts ([`LeaderEpochCache::assign_at_end`]):
+//! it is written with the first batch of that epoch (or the next flush), so
+//! moving thousands of leaderships costs no fsync each; a crash before then
+//! loses only an entry no record needs (the broker records it again when it
+//! leads again).
 
 use std::path::{Path, PathBuf};
 
@@ -33,6 +38,8 @@ pub struct EpochEntry {
 pub struct LeaderEpochCache {
     path: PathBuf,
     entries: Vec<EpochEntry>,
+    /// The entries changed since the file was last written (only by `assign_at_end`).
+    unwritten: bool,
 }
 
 impl LeaderEpochCache {
@@ -67,6 +74,7 @@ impl LeaderEpochCache {
         Ok(LeaderEpochCache {
             path: path.to_path_buf(),
             entries,
+            unwritten: false,
         })
     }
 
@@ -83,9 +91,34 @@ impl LeaderEpochCache {
     /// that conflict (epoch >= `epoch` or start >= `start_offset`) are
     /// removed first.
     pub fn assign(&mut self, epoch: i32, start_offset: i64) -> Result<(), StorageError> {
+        if self.insert(epoch, start_offset) {
+            self.persist()?;
+        }
+        Ok(())
+    }
+
+    /// Like [`LeaderEpochCache::assign`] for an epoch starting at the log end
+    /// (`log_end_offset`, a new leadership): in memory at once, in the file with
+    /// [`LeaderEpochCache::write_pending`] (before the first batch at or after it).
+    pub fn assign_at_end(&mut self, epoch: i32, log_end_offset: i64) {
+        if self.insert(epoch, log_end_offset) {
+            self.unwritten = true;
+        }
+    }
+
+    /// Writes the file if `assign_at_end` changed the entries since it was written.
+    pub fn write_pending(&mut self) -> Result<(), StorageError> {
+        if self.unwritten {
+            self.persist()?;
+        }
+        Ok(())
+    }
+
+    /// The in-memory part of `assign`; whether the entries changed.
+    fn insert(&mut self, epoch: i32, start_offset: i64) -> bool {
         if let Some(last) = self.entries.last() {
             if last.epoch == epoch && last.start_offset <= start_offset {
-                return Ok(());
+                return false;
             }
         }
         self.entries
@@ -100,7 +133,7 @@ impl LeaderEpochCache {
                 "leader epochs and their start offsets only grow"
             );
         }
-        self.persist()
+        true
     }
 
     /// Kafka's OffsetForLeaderEpoch semantics: `(largest epoch <= requested,
@@ -147,19 +180,39 @@ impl LeaderEpochCache {
         Ok(())
     }
 
-    fn persist(&self) -> Result<(), StorageError> {
+    fn persist(&mut self) -> Result<(), StorageError> {
         let lines: Vec<String> = self
             .entries
             .iter()
             .map(|e| format!("{} {}", e.epoch, e.start_offset))
             .collect();
-        checkpoint::write(&self.path, &lines)
+        checkpoint::write(&self.path, &lines)?;
+        self.unwritten = false;
+        Ok(())
     }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn an_epoch_begun_at_the_end_is_written_with_the_next_write() {
+        let d = tempfile::tempdir().unwrap();
+        let p = d.path().join(LEADER_EPOCH_CHECKPOINT);
+        let mut c = LeaderEpochCache::load(&p).unwrap();
+        c.assign(1, 0).unwrap();
+        c.assign_at_end(2, 10);
+        assert_eq!(c.latest_epoch(), Some(2), "in memory at once");
+        assert_eq!(c.end_offset_for(1, 10), Some((1, 10)));
+        assert_eq!(
+            LeaderEpochCache::load(&p).unwrap().latest_epoch(),
+            Some(1),
+            "not yet in the file"
+        );
+        c.write_pending().unwrap();
+        assert_eq!(LeaderEpochCache::load(&p).unwrap().entries(), c.entries());
+    }
 
     #[test]
     fn assign_lookup_truncate_and_reload() {

@@ -480,6 +480,7 @@ impl Log {
         }
         let (first_offset, last_offset) = (headers[0].1.base_offset, next - 1);
         self.maybe_roll(records.len() as u64, last_offset, now_ms)?;
+        self.epochs.write_pending()?;
         for (_, h) in headers {
             let epoch = h.partition_leader_epoch;
             if epoch >= 0 && self.epochs.latest_epoch().is_none_or(|e| epoch > e) {
@@ -530,6 +531,7 @@ impl Log {
         now_ms: i64,
     ) -> Result<(), StorageError> {
         self.maybe_roll(buf.len() as u64, last_offset, now_ms)?;
+        self.epochs.write_pending()?;
         if leader_epoch >= 0 && self.epochs.latest_epoch().is_none_or(|e| leader_epoch > e) {
             self.epochs.assign(leader_epoch, first_offset)?;
         }
@@ -662,6 +664,7 @@ impl Log {
     /// fsyncs every segment with unflushed data and advances the recovery
     /// point to the log end offset.
     pub fn flush(&mut self) -> Result<(), StorageError> {
+        self.epochs.write_pending()?;
         for seg in self.segments.iter_mut().filter(|s| s.is_dirty()) {
             seg.flush()?;
         }
@@ -812,8 +815,11 @@ impl Log {
         self.epochs.end_offset_for(epoch, self.log_end_offset())
     }
 
-    pub fn assign_epoch(&mut self, epoch: i32, start_offset: i64) -> Result<(), StorageError> {
-        self.epochs.assign(epoch, start_offset)
+    /// Records a new leadership's `epoch` at the log end (written to the checkpoint with the
+    /// first batch after it, or the next flush: see [`LeaderEpochCache::assign_at_end`]).
+    pub fn begin_epoch(&mut self, epoch: i32) {
+        let end = self.log_end_offset();
+        self.epochs.assign_at_end(epoch, end);
     }
 }
 

@@ -222,25 +222,16 @@ pub fn create_partitions(
         .map(|t| {
             let name = t.name.0.to_string();
             let result = CreatePartitionsTopicResult::default().with_name(t.name.clone());
-            if let Some(assignments) = &t.assignments {
-                let image = broker.image();
-                let current = image
-                    .topic(&name)
-                    .map(|t| t.partitions.len() as i32)
-                    .unwrap_or(0);
-                if assignments.len() as i32 != t.count - current {
-                    return result
-                        .with_error_code(code(ResponseError::InvalidReplicaAssignment))
-                        .with_error_message(Some(s(format!(
-                            "{} assignments given for {} new partitions",
-                            assignments.len(),
-                            t.count - current
-                        ))));
-                }
-            }
+            let assignment = t
+                .assignments
+                .iter()
+                .flatten()
+                .map(|a| a.broker_ids.iter().map(|b| b.0).collect())
+                .collect();
             match broker.commit(ControllerOp::CreatePartitions {
                 name: name.clone(),
                 total: t.count,
+                assignment,
                 validate_only: request.validate_only,
             }) {
                 Ok(_) => result.with_error_code(NONE),
