@@ -2,6 +2,9 @@
 //! which topics are internal (Metadata reports them so, clients may not produce to them),
 //! and reading them back for the coordinators' replay at start-up.
 
+use std::collections::BTreeSet;
+use std::sync::Mutex;
+
 use gregor_storage::batch::BatchIter;
 
 use crate::coordinator_services::CoordinatorServices;
@@ -19,16 +22,25 @@ pub fn is_internal(topic: &str) -> bool {
 }
 
 /// The partition count a coordinator places keys by: its topic's own once the topic exists
-/// (with a warning when that differs from `configured`), else `configured`.
+/// (with a warning, once per topic and count, when that differs from `configured`), else
+/// `configured`.
 pub fn key_partition_count(
     services: &dyn CoordinatorServices,
     topic: &str,
     configured: i32,
 ) -> i32 {
+    /// The mismatches already warned of (this runs on every metadata change).
+    static WARNED: Mutex<BTreeSet<(String, i32, i32)>> = Mutex::new(BTreeSet::new());
     let Some(count) = services.partition_count(topic) else {
         return configured;
     };
-    if count != configured {
+    let first_time = || {
+        WARNED
+            .lock()
+            .expect("warned set poisoned")
+            .insert((topic.to_string(), count, configured))
+    };
+    if count != configured && first_time() {
         tracing::warn!(
             topic,
             partitions = count,
