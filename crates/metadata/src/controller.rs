@@ -618,19 +618,14 @@ impl Controller {
             name: topic.name.to_string(),
             topic_id,
         }];
-        if topic.assignment.is_empty() {
-            records.extend(partition_records(
-                topic_id,
-                0,
-                topic.num_partitions,
-                &brokers,
-                topic.replication_factor as usize,
-            ));
-        } else {
-            records.extend(topic.assignment.iter().zip(0..).map(|(replicas, index)| {
-                MetadataRecord::new_partition(topic_id, index, replicas.clone())
-            }));
-        }
+        records.extend(partition_records(
+            topic_id,
+            0,
+            topic.num_partitions,
+            topic.assignment,
+            &brokers,
+            topic.replication_factor as usize,
+        ));
         records.extend(
             seen.into_iter()
                 .map(|(name, value)| MetadataRecord::Config {
@@ -696,16 +691,14 @@ impl Controller {
         if validate_only {
             return Ok(());
         }
-        let records = if assignment.is_empty() {
-            partition_records(topic.topic_id, current, total - current, &brokers, rf)
-        } else {
-            (current..)
-                .zip(assignment)
-                .map(|(index, replicas)| {
-                    MetadataRecord::new_partition(topic.topic_id, index, replicas.clone())
-                })
-                .collect()
-        };
+        let records = partition_records(
+            topic.topic_id,
+            current,
+            total - current,
+            assignment,
+            &brokers,
+            rf,
+        );
         self.commit(records)
     }
 
@@ -890,10 +883,8 @@ fn validate_isr_change(
     Ok(isr)
 }
 
-/// INVALID_REPLICA_ASSIGNMENT unless a manual assignment gives every partition
-/// `replication_factor` distinct live brokers.
-/// `assignment` is for `count` new partitions numbered from `first`, each of
-/// `replication_factor` replicas.
+/// INVALID_REPLICA_ASSIGNMENT unless a manual `assignment` (empty: none) gives each of the
+/// `count` new partitions numbered from `first` `replication_factor` distinct live brokers.
 fn check_manual_assignment(
     image: &MetadataImage,
     assignment: &[Vec<i32>],
@@ -951,18 +942,24 @@ fn config_records(
         .collect()
 }
 
-/// The records of partitions `first..first + count` of a topic, placed over `brokers` (the
-/// topic id seeds the placement, so later partitions continue the same pattern), each led
-/// by its first replica at epoch 0.
+/// The records of partitions `first..first + count` of a topic, each led by its first
+/// replica at epoch 0: as a checked manual `assignment` gives them, or (when it is empty)
+/// placed over `brokers` (the topic id seeds the placement, so later partitions continue the
+/// same pattern).
 fn partition_records(
     topic_id: Uuid,
     first: i32,
     count: i32,
+    assignment: &[Vec<i32>],
     brokers: &[Placeable<'_>],
     rf: usize,
 ) -> Vec<MetadataRecord> {
-    let seed = topic_id.as_u64_pair().0;
-    assign_replicas(brokers, first, count, rf, seed)
+    let replicas = if assignment.is_empty() {
+        assign_replicas(brokers, first, count, rf, topic_id.as_u64_pair().0)
+    } else {
+        assignment.to_vec()
+    };
+    replicas
         .into_iter()
         .zip(first..)
         .map(|(replicas, partition)| MetadataRecord::new_partition(topic_id, partition, replicas))
