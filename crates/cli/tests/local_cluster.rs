@@ -2,6 +2,8 @@
 //! one node with the cluster serving admin requests meanwhile, stop, down, and the errors of
 //! a second `up` and of an unknown node. A guard kills every recorded pid, whatever happens.
 
+mod support;
+
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 
@@ -44,24 +46,7 @@ fn ok(out: &Output) -> String {
 
 /// A base port with the six ports three nodes need free right now.
 fn free_base() -> u16 {
-    for _ in 0..200 {
-        let base = std::net::TcpListener::bind("127.0.0.1:0")
-            .unwrap()
-            .local_addr()
-            .unwrap()
-            .port();
-        if base > 60000 {
-            continue;
-        }
-        let ports = [base, base + 1, base + 2, base + 100, base + 101, base + 102];
-        if ports
-            .iter()
-            .all(|p| std::net::TcpListener::bind(("127.0.0.1", *p)).is_ok())
-        {
-            return base;
-        }
-    }
-    panic!("no free port range");
+    support::free_base(&[0, 1, 2, 100, 101, 102])
 }
 
 fn alive(dir: &Path) -> Vec<bool> {

@@ -16,13 +16,36 @@ use std::time::Duration;
 /// Longest wait for a broker's "listening" line.
 const START_TIMEOUT: Duration = Duration::from_secs(60);
 
-/// A port that was free a moment ago on 127.0.0.1.
+/// Where test ports come from: below Linux's ephemeral range (32768–60999), so no outgoing
+/// connection of a parallel test can take a port between its pick and the broker's bind (a
+/// port taken so made a broker exit at start in CI).
+const TEST_PORTS: std::ops::Range<u16> = 12_000..32_000;
+
+/// A port free on 127.0.0.1 right now and handed out to no other caller in this process.
 pub fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
+    free_base(&[0])
+}
+
+/// A base port `b` with every `b + offset` free on 127.0.0.1 right now and none handed out
+/// to another caller in this process; processes start at different points of the range (by
+/// pid).
+pub fn free_base(offsets: &[u16]) -> u16 {
+    use std::sync::atomic::{AtomicU32, Ordering};
+    static NEXT: AtomicU32 = AtomicU32::new(0);
+    let widest = offsets.iter().copied().max().unwrap_or(0);
+    let span = u32::from(TEST_PORTS.end - TEST_PORTS.start - widest);
+    let start = std::process::id().wrapping_mul(7919) % span;
+    loop {
+        let n = NEXT.fetch_add(u32::from(widest) + 1, Ordering::Relaxed);
+        assert!(n < span, "no free test ports left in {TEST_PORTS:?}");
+        let base = TEST_PORTS.start + ((start + n) % span) as u16;
+        if offsets
+            .iter()
+            .all(|o| std::net::TcpListener::bind(("127.0.0.1", base + o)).is_ok())
+        {
+            return base;
+        }
+    }
 }
 
 /// A `gregor broker` process started by the test; SIGKILLed when dropped.
@@ -89,8 +112,9 @@ impl BrokerProcess {
         let first = match self.stdout.recv_timeout(START_TIMEOUT) {
             Ok(line) => line,
             Err(e) => panic!(
-                "broker on port {} printed nothing within {START_TIMEOUT:?}: {e}",
-                self.port
+                "broker on port {} printed nothing within {START_TIMEOUT:?} ({e}); its log ends:\n{}",
+                self.port,
+                self.log_tail()
             ),
         };
         assert!(
@@ -101,6 +125,14 @@ impl BrokerProcess {
             first.contains(&self.dir),
             "prints where data lives: {first}"
         );
+    }
+
+    /// The last lines of the broker's stderr log, for a failure message.
+    fn log_tail(&self) -> String {
+        let log = std::fs::read_to_string(Path::new(&self.dir).with_extension("stderr"))
+            .unwrap_or_default();
+        let lines: Vec<&str> = log.lines().collect();
+        lines[lines.len().saturating_sub(20)..].join("\n")
     }
 
     /// `127.0.0.1:PORT`.
