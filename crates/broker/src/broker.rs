@@ -120,7 +120,14 @@ impl Broker {
         // Checked before anything on disk changes: a misconfigured node does not half-start.
         let cluster = crate::cluster_config::cluster_config(&config)?;
         let dir = config.log_dir();
-        let log_dir = LogDir::open(&dir, clock.clone())?;
+        let nofile = crate::fd_limit::raise_to_hard_limit();
+        let open_files = gregor_storage::OpenFiles::new(config.open_files_max(nofile));
+        tracing::info!(
+            open_file_limit = nofile,
+            segment_files_open_max = open_files.max(),
+            "open-file budget"
+        );
+        let log_dir = LogDir::open(&dir, clock.clone())?.with_open_files(open_files);
         let local_cluster_id = crate::meta_properties::read(&dir, node_id)?;
         let (seat, events) = ControllerSeat::start(
             cluster,

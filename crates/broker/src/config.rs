@@ -175,6 +175,12 @@ pub const BROKER_CONFIGS: &[BrokerConfigDef] = &[
     ),
     def("log.dir", T, None, "used when log.dirs is not set"),
     def(
+        "log.open.files.max",
+        I { min: 0 },
+        Some("0"),
+        "most segment files kept open at once (least recently used ones are closed); 0: half the process's open-file limit",
+    ),
+    def(
         "num.partitions",
         I { min: 1 },
         Some("1"),
@@ -738,6 +744,15 @@ impl BrokerConfig {
             .unwrap_or("./gregor-data");
         PathBuf::from(dirs.split(',').next().unwrap_or(dirs).trim())
     }
+    /// `log.open.files.max`, 0 resolved against the open-file limit `nofile`: half of it
+    /// (the other half is for connections, checkpoints and index writes).
+    pub fn open_files_max(&self, nofile: u64) -> usize {
+        match self.num::<u64>("log.open.files.max") {
+            0 => (nofile / 2).min(usize::MAX as u64) as usize,
+            n => n.min(usize::MAX as u64) as usize,
+        }
+    }
+
     pub fn flush_scheduler_interval_ms(&self) -> u64 {
         self.num::<i64>("log.flush.scheduler.interval.ms").max(0) as u64
     }

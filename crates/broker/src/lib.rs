@@ -16,6 +16,7 @@ pub mod controller_seat;
 pub mod coordinator_ownership;
 pub mod coordinator_services;
 pub mod dispatch;
+pub mod fd_limit;
 pub mod group;
 pub mod handlers;
 pub mod inter_broker;

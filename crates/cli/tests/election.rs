@@ -194,7 +194,7 @@ async fn unclean_election_brings_an_out_of_sync_replica_back_only_when_enabled()
         wait_leader_among(controller.clone(), TOPIC, vec![4]).await,
         4
     );
-    let log = std::fs::read_to_string(root.path().join("node-1.stderr")).unwrap();
+    let log = std::fs::read_to_string(support::log_path(&root.path().join("node-1"))).unwrap();
     assert!(
         log.contains("unclean leader election"),
         "the possible loss is logged"

@@ -138,7 +138,10 @@ async fn a_leader_stopped_with_sigterm_hands_over_first_and_producers_wait_under
         tokio::task::block_in_place(|| procs[leader_at].wait_exit(Duration::from_secs(30)))
             .expect("the stopped broker exits");
     assert!(status.success(), "a clean exit: {status}");
-    let log = std::fs::read_to_string(root.path().join(format!("node-{leader}.stderr"))).unwrap();
+    let log = std::fs::read_to_string(support::log_path(
+        &root.path().join(format!("node-{leader}")),
+    ))
+    .unwrap();
     for line in log
         .lines()
         .filter(|l| l.contains("shutdown") || l.contains("stopping"))

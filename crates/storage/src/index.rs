@@ -15,7 +15,9 @@
 //!
 //! In memory: all entries live in a `Vec`; new entries are written to the
 //! file lazily (on flush, roll, close), so the append path makes no extra
-//! syscalls.
+//! syscalls. No descriptor is held between those writes (each opens the file
+//! for its own duration): a broker's descriptors go to segment `.log` files
+//! only, under the budget of [`crate::open_files`].
 //!
 //! Crash behaviour: the file may lag behind the log or end in a partial
 //! entry after a crash. That is harmless: segments past the recovery point
@@ -35,36 +37,47 @@ pub(crate) trait Entry: Copy {
     fn decode(b: &[u8]) -> Self;
 }
 
-/// An index file mirrored in memory, with lazy appends.
+/// An index file mirrored in memory, with lazy appends; the file is open only while written.
 pub(crate) struct IndexFile<E: Entry> {
     path: PathBuf,
-    file: File,
     pub(crate) entries: Vec<E>,
     /// How many leading entries are already in the file.
     persisted: usize,
     /// The file ended in a partial entry when loaded.
     pub(crate) torn: bool,
+    /// The file was written (or shortened) since its last fsync.
+    unsynced: bool,
 }
 
 impl<E: Entry> IndexFile<E> {
-    /// Opens (creating if needed) and loads the file.
+    /// Loads the file, creating it (empty) if missing.
     pub(crate) fn open(path: &Path) -> io::Result<Self> {
-        let file = OpenOptions::new()
-            .read(true)
-            .write(true)
-            .create(true)
-            .truncate(false)
-            .open(path)?;
-        let bytes = fs::read(path)?;
+        let bytes = match fs::read(path) {
+            Ok(bytes) => bytes,
+            Err(e) if e.kind() == io::ErrorKind::NotFound => {
+                Self::open_file(path)?;
+                Vec::new()
+            }
+            Err(e) => return Err(e),
+        };
         let torn = bytes.len() % E::SIZE != 0;
         let entries: Vec<E> = bytes.chunks_exact(E::SIZE).map(E::decode).collect();
         Ok(IndexFile {
             path: path.to_path_buf(),
             persisted: entries.len(),
-            file,
             entries,
             torn,
+            unsynced: false,
         })
+    }
+
+    /// The file, opened for one write (created if missing).
+    fn open_file(path: &Path) -> io::Result<File> {
+        OpenOptions::new()
+            .write(true)
+            .create(true)
+            .truncate(false)
+            .open(path)
     }
 
     pub(crate) fn push(&mut self, e: E) {
@@ -79,40 +92,45 @@ impl<E: Entry> IndexFile<E> {
         self.entries.truncate(n);
         if self.persisted > n || self.torn {
             self.persisted = self.persisted.min(n);
-            self.file.set_len((self.persisted * E::SIZE) as u64)?;
+            Self::open_file(&self.path)?.set_len((self.persisted * E::SIZE) as u64)?;
             self.torn = false;
+            self.unsynced = true;
         }
         Ok(())
     }
 
     /// Writes entries not yet in the file (no fsync).
     pub(crate) fn write_pending(&mut self) -> io::Result<()> {
-        if self.torn {
-            self.file.set_len((self.persisted * E::SIZE) as u64)?;
-            self.torn = false;
-        }
-        if self.persisted == self.entries.len() {
+        if !self.torn && self.persisted == self.entries.len() {
             return Ok(());
+        }
+        let file = Self::open_file(&self.path)?;
+        self.unsynced = true;
+        if self.torn {
+            file.set_len((self.persisted * E::SIZE) as u64)?;
+            self.torn = false;
         }
         let pending = &self.entries[self.persisted..];
         let mut buf = vec![0u8; pending.len() * E::SIZE];
         for (e, out) in pending.iter().zip(buf.chunks_exact_mut(E::SIZE)) {
             e.encode(out);
         }
-        self.file
-            .write_all_at(&buf, (self.persisted * E::SIZE) as u64)?;
+        file.write_all_at(&buf, (self.persisted * E::SIZE) as u64)?;
         self.persisted = self.entries.len();
         Ok(())
     }
 
-    /// Writes pending entries and fsyncs the file.
+    /// Writes pending entries and fsyncs the file if it changed since its last fsync.
     pub(crate) fn flush(&mut self) -> io::Result<()> {
         self.write_pending()?;
-        self.file.sync_data()
+        if self.unsynced {
+            Self::open_file(&self.path)?.sync_data()?;
+            self.unsynced = false;
+        }
+        Ok(())
     }
 
     pub(crate) fn delete(self) -> io::Result<()> {
-        drop(self.file);
         match fs::remove_file(&self.path) {
             Err(e) if e.kind() != io::ErrorKind::NotFound => Err(e),
             _ => Ok(()),

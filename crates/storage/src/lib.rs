@@ -15,6 +15,7 @@
 //! * [`cleaner`] is the heavy phase of compaction, run without the lock;
 //!   [`records`] decodes the records it needs to look at.
 //! * [`clock`] is the one injected source of wall-clock time.
+//! * [`open_files`] is the budget of open segment files all logs share.
 //! * [`log_dir`] manages one `log.dirs` entry: clean-shutdown marker and the
 //!   recovery-point / log-start-offset checkpoint files.
 
@@ -28,6 +29,7 @@ pub mod error;
 pub mod index;
 pub mod log;
 pub mod log_dir;
+pub mod open_files;
 pub mod records;
 pub mod segment;
 pub mod time_index;
@@ -40,5 +42,6 @@ pub use epoch::{EpochEntry, LeaderEpochCache};
 pub use error::StorageError;
 pub use log::{AppendInfo, Log, ReadResult, Recovery, RetentionOutcome};
 pub use log_dir::LogDir;
+pub use open_files::OpenFiles;
 pub use segment::LogSegment;
 pub use txn_index::AbortedTxn;

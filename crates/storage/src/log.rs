@@ -37,6 +37,7 @@ use crate::clock::SharedClock;
 use crate::config::{LogConfig, TimestampType};
 use crate::epoch::{LeaderEpochCache, LEADER_EPOCH_CHECKPOINT};
 use crate::error::StorageError;
+use crate::open_files::{OpenFiles, DEFAULT_OPEN_FILES};
 use crate::segment::{self, LogSegment};
 use crate::txn_index::AbortedTxn;
 
@@ -58,6 +59,8 @@ pub struct Recovery {
     pub log_start_offset: Option<i64>,
     /// The clock the log reads time from from now on (segment creation, deletion delays).
     pub clock: SharedClock,
+    /// The budget of open segment files the log's segments share with the broker's others.
+    pub files: OpenFiles,
 }
 
 impl Default for Recovery {
@@ -68,6 +71,7 @@ impl Default for Recovery {
             recovery_point: 0,
             log_start_offset: None,
             clock: crate::clock::system(),
+            files: OpenFiles::new(DEFAULT_OPEN_FILES),
         }
     }
 }
@@ -121,6 +125,8 @@ pub struct Log {
     version: u64,
     /// Where the log reads the time it stamps on segments and pending deletions.
     clock: SharedClock,
+    /// The budget its segments' files are open under.
+    files: OpenFiles,
 }
 
 fn clamp_u64(v: u64) -> i64 {
@@ -166,7 +172,7 @@ impl Log {
         let interval = config.index_interval_bytes;
         let mut segments: Vec<LogSegment> = Vec::with_capacity(bases.len().max(1));
         for (i, &base) in bases.iter().enumerate() {
-            let mut seg = LogSegment::open(&dir, base)?;
+            let mut seg = LogSegment::open(&dir, base, &recovery.files)?;
             seg.set_allow_gaps(base < cleaner_state.gaps_below);
             let is_last = i + 1 == bases.len();
             let needs_recovery =
@@ -200,7 +206,12 @@ impl Log {
         }
         if segments.is_empty() {
             let base = recovery.log_start_offset.unwrap_or(0).max(0);
-            segments.push(LogSegment::create(&dir, base, recovery.clock.now_ms())?);
+            segments.push(LogSegment::create(
+                &dir,
+                base,
+                recovery.clock.now_ms(),
+                &recovery.files,
+            )?);
             dir_dirty = true;
         }
         let log_end = segments.last().expect("non-empty").next_offset();
@@ -228,6 +239,7 @@ impl Log {
             gaps_below: cleaner_state.gaps_below,
             version: 0,
             clock: recovery.clock.clone(),
+            files: recovery.files.clone(),
         };
         // Everything that was recovered has been fsynced; clean segments
         // were fsynced at shutdown.
@@ -563,7 +575,7 @@ impl Log {
         }
         self.active_mut().write_pending_indexes()?;
         let base = self.log_end_offset();
-        let seg = LogSegment::create(&self.dir, base, now_ms)?;
+        let seg = LogSegment::create(&self.dir, base, now_ms, &self.files)?;
         self.segments.push(seg);
         self.dir_dirty = true;
         tracing::debug!(dir = %self.dir.display(), base, "rolled new segment");
@@ -729,8 +741,12 @@ impl Log {
         for seg in self.segments.drain(..) {
             seg.delete()?;
         }
-        self.segments
-            .push(LogSegment::create(&self.dir, base, self.clock.now_ms())?);
+        self.segments.push(LogSegment::create(
+            &self.dir,
+            base,
+            self.clock.now_ms(),
+            &self.files,
+        )?);
         self.log_start_offset = base;
         self.dir_dirty = true;
         Ok(())

@@ -283,7 +283,7 @@ impl Log {
             ..CleanStats::default()
         };
         for (c, &i) in cleaned.segments.iter().zip(&positions) {
-            let mut seg = LogSegment::open(&self.dir, c.base_offset)?;
+            let mut seg = LogSegment::open(&self.dir, c.base_offset, &self.files)?;
             seg.set_allow_gaps(true);
             seg.load_clean(interval)?;
             stats.bytes_before += c.original_size;

@@ -31,6 +31,7 @@ use crate::clock::SharedClock;
 use crate::config::LogConfig;
 use crate::error::StorageError;
 use crate::log::{Log, Recovery};
+use crate::open_files::{OpenFiles, DEFAULT_OPEN_FILES};
 
 pub const CLEAN_SHUTDOWN_MARKER: &str = ".kafka_cleanshutdown";
 pub const RECOVERY_POINT_CHECKPOINT: &str = "recovery-point-offset-checkpoint";
@@ -74,6 +75,8 @@ pub struct LogDir {
     high_watermarks: Offsets,
     /// Handed to every log opened here.
     clock: SharedClock,
+    /// The open-file budget of every log opened here.
+    files: OpenFiles,
 }
 
 /// Splits `<topic>-<partition>` at the last '-'.
@@ -134,7 +137,19 @@ impl LogDir {
             log_start_offsets: read_offsets(&path.join(LOG_START_OFFSET_CHECKPOINT))?,
             high_watermarks: read_offsets(&path.join(HIGH_WATERMARK_CHECKPOINT))?,
             clock,
+            files: OpenFiles::new(DEFAULT_OPEN_FILES),
         })
+    }
+
+    /// Opens this directory's logs under `files` (shared with the broker's other logs).
+    pub fn with_open_files(mut self, files: OpenFiles) -> LogDir {
+        self.files = files;
+        self
+    }
+
+    /// The open-file budget of this directory's logs.
+    pub fn open_files(&self) -> &OpenFiles {
+        &self.files
     }
 
     pub fn path(&self) -> &Path {
@@ -195,6 +210,7 @@ impl LogDir {
             recovery_point: self.recovery_point(topic, partition).unwrap_or(0),
             log_start_offset: self.log_start_offset(topic, partition),
             clock: self.clock.clone(),
+            files: self.files.clone(),
         };
         Log::open(self.partition_path(topic, partition), config, recovery)
     }

@@ -781,3 +781,52 @@ fn truncate_fully_restarts_the_log_at_an_offset() {
         (500, 501)
     );
 }
+
+#[test]
+fn many_logs_share_a_small_open_file_budget_and_lose_nothing() {
+    let d = tempfile::tempdir().unwrap();
+    let files = OpenFiles::new(crate::open_files::MIN_OPEN_FILES);
+    let open_all = |clean: bool| -> Vec<Log> {
+        (0..40)
+            .map(|i| {
+                Log::open(
+                    d.path().join(format!("t-{i}")),
+                    small_config(),
+                    Recovery {
+                        clean_shutdown: clean,
+                        files: files.clone(),
+                        ..Recovery::default()
+                    },
+                )
+                .unwrap()
+            })
+            .collect()
+    };
+    let mut logs = open_all(false);
+    let mut written: Vec<Vec<u8>> = vec![Vec::new(); logs.len()];
+    // Several rounds over every log: each has several segments, and every append and read
+    // may find its file closed by the others.
+    for round in 0..6 {
+        for (log, w) in logs.iter_mut().zip(&mut written) {
+            let set = simple(3, 1000 + round, 400);
+            let base = log.log_end_offset();
+            log.append_as_leader(&set, 0, 0).unwrap();
+            w.extend_from_slice(&expected(&set, base, 0));
+        }
+        assert!(files.open_now() <= files.max(), "{files:?}");
+    }
+    assert!(logs.iter().all(|l| l.segment_count() > 2));
+    for (log, w) in logs.iter().zip(&written) {
+        assert_eq!(&read_all(log), w);
+    }
+    assert!(files.open_now() <= files.max(), "{files:?}");
+    for log in logs {
+        log.close().unwrap();
+    }
+    assert_eq!(files.open_now(), 0, "closed logs hold no file");
+    let logs = open_all(true);
+    for (log, w) in logs.iter().zip(&written) {
+        assert_eq!(&read_all(log), w);
+    }
+    assert!(files.open_now() <= files.max(), "{files:?}");
+}

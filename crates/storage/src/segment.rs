@@ -27,7 +27,7 @@
 //! the producer state): both paths only drop its entries beyond the
 //! segment's end (the broker re-adds lost ones when it replays markers).
 
-use std::fs::{self, File, OpenOptions};
+use std::fs::{self, File};
 use std::io;
 use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
@@ -37,6 +37,7 @@ use bytes::Bytes;
 use crate::batch::{self, BatchHeader, HEADER_SIZE};
 use crate::error::StorageError;
 use crate::index::OffsetIndex;
+use crate::open_files::{OpenFiles, SegmentFile};
 use crate::time_index::TimeIndex;
 use crate::txn_index::{AbortedTxn, TxnIndex};
 
@@ -172,7 +173,8 @@ impl<'a> Scanner<'a> {
 pub struct LogSegment {
     base_offset: i64,
     dir: PathBuf,
-    log: File,
+    /// The `.log` file, open while the shared budget allows.
+    log: SegmentFile,
     /// Bytes of valid batches in the `.log` file.
     size: u64,
     index: OffsetIndex,
@@ -198,17 +200,17 @@ pub struct LogSegment {
 
 impl LogSegment {
     /// Creates a new, empty segment (truncating any leftover files).
-    pub fn create(dir: &Path, base_offset: i64, now_ms: i64) -> Result<LogSegment, StorageError> {
+    pub fn create(
+        dir: &Path,
+        base_offset: i64,
+        now_ms: i64,
+        files: &OpenFiles,
+    ) -> Result<LogSegment, StorageError> {
         assert!(
             base_offset >= 0,
             "negative segment base offset {base_offset}"
         );
-        let log = OpenOptions::new()
-            .read(true)
-            .write(true)
-            .create(true)
-            .truncate(true)
-            .open(segment_file(dir, base_offset, ".log"))?;
+        let log = files.open(&segment_file(dir, base_offset, ".log"), true)?;
         let mut seg = Self::with_files(dir, base_offset, log, now_ms)?;
         seg.index.clear()?;
         seg.time_index.clear()?;
@@ -219,10 +221,13 @@ impl LogSegment {
 
     /// Opens an existing segment's files without loading its state; call
     /// [`LogSegment::load_clean`] or [`LogSegment::recover`] next.
-    pub fn open(dir: &Path, base_offset: i64) -> Result<LogSegment, StorageError> {
-        let path = segment_file(dir, base_offset, ".log");
-        let log = OpenOptions::new().read(true).write(true).open(&path)?;
-        let meta = log.metadata()?;
+    pub fn open(
+        dir: &Path,
+        base_offset: i64,
+        files: &OpenFiles,
+    ) -> Result<LogSegment, StorageError> {
+        let log = files.open(&segment_file(dir, base_offset, ".log"), false)?;
+        let meta = log.get()?.metadata()?;
         let created = meta
             .created()
             .or_else(|_| meta.modified())
@@ -237,7 +242,7 @@ impl LogSegment {
     fn with_files(
         dir: &Path,
         base_offset: i64,
-        log: File,
+        log: SegmentFile,
         created_ms: i64,
     ) -> Result<LogSegment, StorageError> {
         Ok(LogSegment {
@@ -279,7 +284,8 @@ impl LogSegment {
 
     /// `baseTimestamp` of the first batch, if the segment is non-empty.
     pub fn first_batch_timestamp(&self) -> Result<Option<i64>, StorageError> {
-        let mut sc = Scanner::new(&self.log, self.size, HEADER_SIZE);
+        let file = self.log.get()?;
+        let mut sc = Scanner::new(&file, self.size, HEADER_SIZE);
         Ok(sc.header(0)?.map(|h| h.base_timestamp))
     }
 
@@ -392,9 +398,10 @@ impl LogSegment {
             "segment would exceed 4 GiB"
         );
         let start = self.size;
-        if let Err(e) = self.log.write_all_at(data, start) {
+        let log = self.log.get()?;
+        if let Err(e) = log.write_all_at(data, start) {
             // Do not leave a partial batch behind.
-            let _ = self.log.set_len(start);
+            let _ = log.set_len(start);
             return Err(e.into());
         }
         self.size += data.len() as u64;
@@ -427,7 +434,8 @@ impl LogSegment {
             .saturating_add(index_interval_bytes.min(MAX_READ_CHUNK as u64) as usize)
             .saturating_add(HEADER_SIZE)
             .clamp(SCAN_CHUNK.min(4096), MAX_READ_CHUNK);
-        let mut sc = Scanner::new(&self.log, self.size, chunk);
+        let file = self.log.get()?;
+        let mut sc = Scanner::new(&file, self.size, chunk);
         let mut pos = index_pos as u64;
         let first = loop {
             match sc.header(pos)? {
@@ -472,7 +480,8 @@ impl LogSegment {
             .last_below(ts)
             .map_or(self.base_offset, |(_, off)| off + 1);
         let (_, start) = self.index.lookup(from_ts.max(min_offset));
-        let mut sc = Scanner::new(&self.log, self.size, SCAN_CHUNK);
+        let file = self.log.get()?;
+        let mut sc = Scanner::new(&file, self.size, SCAN_CHUNK);
         let mut pos = start as u64;
         while let Some(h) = sc.header(pos)? {
             if h.max_timestamp >= ts && h.last_offset() >= min_offset {
@@ -528,7 +537,8 @@ impl LogSegment {
         let from_index_max = self.max_ts;
         self.next_offset = self.base_offset;
         self.bytes_since_last_index = self.size - entry_pos as u64;
-        let mut sc = Scanner::new(&self.log, self.size, SCAN_CHUNK);
+        let file = self.log.get()?;
+        let mut sc = Scanner::new(&file, self.size, SCAN_CHUNK);
         let mut pos = entry_pos as u64;
         let mut first = true;
         while let Some(h) = sc.header(pos)? {
@@ -600,12 +610,13 @@ impl LogSegment {
         self.offset_of_max_ts = -1;
         self.last_indexed_ts = -1;
         self.bytes_since_last_index = 0;
-        let file_len = self.log.metadata()?.len().min(u32::MAX as u64);
+        let file_len = self.log.get()?.metadata()?.len().min(u32::MAX as u64);
         let mut pos = 0u64;
         // Scanner borrows the file; collect headers chunk by chunk.
         let mut valid: Vec<(u64, BatchHeader)> = Vec::new();
         {
-            let mut sc = Scanner::new(&self.log, file_len, RECOVERY_CHUNK);
+            let file = self.log.get()?;
+            let mut sc = Scanner::new(&file, file_len, RECOVERY_CHUNK);
             let mut expected = self.base_offset;
             while let Some(h) = sc.header(pos)? {
                 let size = h.total_size();
@@ -629,13 +640,13 @@ impl LogSegment {
             self.track_batch(*p, h, index_interval_bytes);
         }
         let truncated = file_len - pos;
-        if self.log.metadata()?.len() != pos {
+        if self.log.get()?.metadata()?.len() != pos {
             tracing::warn!(
                 segment = %self.describe(),
                 "truncating {} bytes of invalid data at position {pos}",
-                self.log.metadata()?.len() - pos
+                self.log.get()?.metadata()?.len() - pos
             );
-            self.log.set_len(pos)?;
+            self.log.get()?.set_len(pos)?;
         }
         self.size = pos;
         self.dirty = true;
@@ -653,7 +664,8 @@ impl LogSegment {
         let (_, start) = self.index.lookup(offset);
         let mut pos = start as u64;
         {
-            let mut sc = Scanner::new(&self.log, self.size, SCAN_CHUNK);
+            let file = self.log.get()?;
+            let mut sc = Scanner::new(&file, self.size, SCAN_CHUNK);
             while let Some(h) = sc.header(pos)? {
                 if h.last_offset() >= offset {
                     break;
@@ -662,7 +674,7 @@ impl LogSegment {
             }
         }
         let removed = self.size - pos;
-        self.log.set_len(pos)?;
+        self.log.get()?.set_len(pos)?;
         self.size = pos;
         self.index.truncate_to_offset(offset)?;
         self.time_index.truncate_to_offset(offset)?;
@@ -692,7 +704,7 @@ impl LogSegment {
     /// fsyncs the log file and writes + fsyncs the indexes.
     pub fn flush(&mut self) -> Result<(), StorageError> {
         if self.dirty {
-            self.log.sync_data()?;
+            self.log.get()?.sync_data()?;
             self.index.flush()?;
             self.time_index.flush()?;
             self.txn_index.flush()?;
@@ -743,6 +755,10 @@ mod tests {
     use super::*;
     use crate::batch::test_util::simple;
 
+    fn files() -> OpenFiles {
+        OpenFiles::new(crate::open_files::MIN_OPEN_FILES)
+    }
+
     /// Appends `n` single-batch appends of `size` bytes, 2 records each.
     fn fill(seg: &mut LogSegment, n: usize, size: usize, interval: u64) -> Vec<Vec<u8>> {
         let mut out = Vec::new();
@@ -759,7 +775,7 @@ mod tests {
     #[test]
     fn append_read_and_index() {
         let d = tempfile::tempdir().unwrap();
-        let mut seg = LogSegment::create(d.path(), 100, 0).unwrap();
+        let mut seg = LogSegment::create(d.path(), 100, 0, &files()).unwrap();
         let batches = fill(&mut seg, 10, 100, 250);
         assert_eq!(seg.next_offset(), 120);
         assert_eq!(seg.size(), 1000);
@@ -796,14 +812,14 @@ mod tests {
     #[test]
     fn clean_reload_matches_and_recover_rebuilds() {
         let d = tempfile::tempdir().unwrap();
-        let mut seg = LogSegment::create(d.path(), 0, 0).unwrap();
+        let mut seg = LogSegment::create(d.path(), 0, 0, &files()).unwrap();
         fill(&mut seg, 50, 90, 300);
         let entries: Vec<_> = seg.offset_index().entries().collect();
         let max = seg.max_timestamp();
         seg.flush().unwrap();
         drop(seg);
 
-        let mut seg = LogSegment::open(d.path(), 0).unwrap();
+        let mut seg = LogSegment::open(d.path(), 0, &files()).unwrap();
         assert!(!seg.load_clean(300).unwrap());
         assert_eq!(seg.next_offset(), 100);
         assert_eq!(seg.max_timestamp(), max);
@@ -813,7 +829,7 @@ mod tests {
         // Corrupt the index file: clean load must notice and rebuild.
         let idx = segment_file(d.path(), 0, ".index");
         fs::write(&idx, [0u8; 12]).unwrap();
-        let mut seg = LogSegment::open(d.path(), 0).unwrap();
+        let mut seg = LogSegment::open(d.path(), 0, &files()).unwrap();
         assert!(seg.load_clean(300).unwrap());
         assert_eq!(seg.offset_index().entries().collect::<Vec<_>>(), entries);
         assert_eq!(seg.next_offset(), 100);
@@ -821,9 +837,9 @@ mod tests {
 
         // Torn tail: recovery truncates to the last whole batch.
         let log = segment_file(d.path(), 0, ".log");
-        let f = OpenOptions::new().write(true).open(&log).unwrap();
+        let f = fs::OpenOptions::new().write(true).open(&log).unwrap();
         f.set_len(4500 - 30).unwrap();
-        let mut seg = LogSegment::open(d.path(), 0).unwrap();
+        let mut seg = LogSegment::open(d.path(), 0, &files()).unwrap();
         assert_eq!(seg.recover(300).unwrap(), 60);
         assert_eq!(seg.size(), 4410);
         assert_eq!(seg.next_offset(), 98);
@@ -833,7 +849,7 @@ mod tests {
     #[test]
     fn truncate_to_drops_whole_batches() {
         let d = tempfile::tempdir().unwrap();
-        let mut seg = LogSegment::create(d.path(), 0, 0).unwrap();
+        let mut seg = LogSegment::create(d.path(), 0, 0, &files()).unwrap();
         fill(&mut seg, 20, 100, 200);
         assert_eq!(seg.truncate_to(15).unwrap(), 1300);
         assert_eq!(seg.next_offset(), 14);

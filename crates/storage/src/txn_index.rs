@@ -76,8 +76,6 @@ impl Entry for TxnEntry {
 /// The aborted transactions whose abort marker lies in one segment.
 pub struct TxnIndex {
     inner: IndexFile<TxnEntry>,
-    /// Entries were written since the last fsync.
-    unsynced: bool,
 }
 
 impl TxnIndex {
@@ -86,7 +84,6 @@ impl TxnIndex {
     pub fn open(path: &Path) -> io::Result<TxnIndex> {
         Ok(TxnIndex {
             inner: IndexFile::open(path)?,
-            unsynced: false,
         })
     }
 
@@ -136,7 +133,6 @@ impl TxnIndex {
             self.inner.push(e);
         }
         self.inner.write_pending()?;
-        self.unsynced = true;
         Ok(true)
     }
 
@@ -213,19 +209,12 @@ impl TxnIndex {
             prev = Some(t.last_offset);
         }
         self.inner.truncate(keep)?;
-        if why.is_some() {
-            self.unsynced = true;
-        }
         Ok(why)
     }
 
     /// fsyncs the file if entries were written since the last fsync.
     pub fn flush(&mut self) -> io::Result<()> {
-        if self.unsynced {
-            self.inner.flush()?;
-            self.unsynced = false;
-        }
-        Ok(())
+        self.inner.flush()
     }
 
     pub fn delete(self) -> io::Result<()> {

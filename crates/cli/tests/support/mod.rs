@@ -48,6 +48,11 @@ pub fn free_base(offsets: &[u16]) -> u16 {
     }
 }
 
+/// Where a test broker with data in `dir` writes its stderr.
+pub fn log_path(dir: &Path) -> std::path::PathBuf {
+    dir.join("broker.stderr")
+}
+
 /// A `gregor broker` process started by the test; SIGKILLed when dropped.
 pub struct BrokerProcess {
     child: Child,
@@ -69,7 +74,46 @@ impl BrokerProcess {
 
     /// Starts the broker without waiting for it (cluster nodes wait for each other).
     pub fn spawn(dir: &Path, port: u16, overrides: &[&str]) -> BrokerProcess {
+        BrokerProcess::spawn_limited(dir, port, overrides, None)
+    }
+
+    /// [`BrokerProcess::start`] with the broker's open-file limit (soft and hard) set to
+    /// `nofile`.
+    pub fn start_with_nofile(
+        dir: &Path,
+        port: u16,
+        overrides: &[&str],
+        nofile: u64,
+    ) -> BrokerProcess {
+        let mut broker = BrokerProcess::spawn_limited(dir, port, overrides, Some(nofile));
+        broker.wait_listening();
+        broker
+    }
+
+    fn spawn_limited(
+        dir: &Path,
+        port: u16,
+        overrides: &[&str],
+        nofile: Option<u64>,
+    ) -> BrokerProcess {
         let mut cmd = Command::new(env!("CARGO_BIN_EXE_gregor"));
+        if let Some(n) = nofile {
+            use std::os::unix::process::CommandExt;
+            let lim = libc::rlimit {
+                rlim_cur: n,
+                rlim_max: n,
+            };
+            // SAFETY: setrlimit is async-signal-safe; the closure touches only its copy.
+            unsafe {
+                cmd.pre_exec(move || {
+                    if libc::setrlimit(libc::RLIMIT_NOFILE, &lim) == 0 {
+                        Ok(())
+                    } else {
+                        Err(std::io::Error::last_os_error())
+                    }
+                });
+            }
+        }
         cmd.arg("broker")
             .arg("--override")
             .arg(format!("listeners=PLAINTEXT://127.0.0.1:{port}"))
@@ -78,13 +122,14 @@ impl BrokerProcess {
         for o in overrides {
             cmd.arg("--override").arg(o);
         }
-        // The broker's log goes next to its data directory (removed with the test's
-        // temporary directory), for a failing test to be looked into; a restarted broker
-        // appends to it, so every incarnation's log is there.
+        // The broker's log goes into its data directory (removed with the test's temporary
+        // directory; the broker ignores files there), for a failing test to be looked into;
+        // a restarted broker appends to it, so every incarnation's log is there.
+        let _ = std::fs::create_dir_all(dir);
         let log = std::fs::OpenOptions::new()
             .create(true)
             .append(true)
-            .open(dir.with_extension("stderr"))
+            .open(log_path(dir))
             .map(Stdio::from)
             .unwrap_or_else(|_| Stdio::null());
         let mut child = cmd
@@ -129,8 +174,7 @@ impl BrokerProcess {
 
     /// The last lines of the broker's stderr log, for a failure message.
     fn log_tail(&self) -> String {
-        let log = std::fs::read_to_string(Path::new(&self.dir).with_extension("stderr"))
-            .unwrap_or_default();
+        let log = std::fs::read_to_string(log_path(Path::new(&self.dir))).unwrap_or_default();
         let lines: Vec<&str> = log.lines().collect();
         lines[lines.len().saturating_sub(20)..].join("\n")
     }
