@@ -181,6 +181,12 @@ pub const BROKER_CONFIGS: &[BrokerConfigDef] = &[
         "most segment files kept open at once (least recently used ones are closed); 0: half the process's open-file limit",
     ),
     def(
+        "fetch.zero.copy.enable",
+        B,
+        Some("true"),
+        "send fetched records of 16 KiB and more from segment files with sendfile; false: copy them",
+    ),
+    def(
         "num.partitions",
         I { min: 1 },
         Some("1"),
@@ -724,6 +730,11 @@ impl BrokerConfig {
     pub fn default_replication_factor(&self) -> i16 {
         self.num::<i32>("default.replication.factor")
             .clamp(1, i16::MAX as i32) as i16
+    }
+    /// `fetch.zero.copy.enable`.
+    pub fn zero_copy_fetch(&self) -> bool {
+        self.get("fetch.zero.copy.enable")
+            .is_some_and(|v| v.eq_ignore_ascii_case("true"))
     }
     pub fn auto_create_topics(&self) -> bool {
         self.get("auto.create.topics.enable")

@@ -33,6 +33,7 @@ pub mod replica_manager;
 pub mod replica_tracker;
 pub mod server;
 pub mod txn;
+pub mod zero_copy;
 
 #[cfg(test)]
 mod test_batches;

@@ -29,7 +29,7 @@ use gregor_storage::config::LogConfig;
 use gregor_storage::error::StorageError;
 use gregor_storage::log::{AppendInfo, Log, ReadResult};
 use gregor_storage::log_dir::CheckpointEntry;
-use gregor_storage::AbortedTxn;
+use gregor_storage::{AbortedTxn, FetchedRecords};
 use tokio::sync::watch;
 use uuid::Uuid;
 
@@ -188,8 +188,8 @@ struct Replication {
 }
 
 /// What a read returned, with the offsets a fetch response reports.
-pub struct PartitionRead {
-    pub records: Bytes,
+pub struct PartitionRead<R = Bytes> {
+    pub records: R,
     pub high_watermark: i64,
     pub log_start_offset: i64,
     pub last_stable_offset: i64,
@@ -791,6 +791,55 @@ impl Partition {
         min_one_batch: bool,
         isolation: FetchIsolation,
     ) -> Result<PartitionRead, StorageError> {
+        self.read_with(
+            isolation,
+            |log, max_offset| {
+                let ReadResult { records, .. } =
+                    log.read(offset, max_bytes, max_offset, min_one_batch)?;
+                let end = BatchIter::new(&records)
+                    .last()
+                    .map(|(h, _)| h.last_offset() + 1);
+                Ok((records, end))
+            },
+            offset,
+        )
+    }
+
+    /// [`Partition::read`] for a Fetch response: records of at least `zero_copy_min` bytes
+    /// stay in their segment file, to be sent from it; smaller ones are copied.
+    pub fn read_for_fetch(
+        &self,
+        offset: i64,
+        max_bytes: usize,
+        min_one_batch: bool,
+        isolation: FetchIsolation,
+        zero_copy_min: usize,
+    ) -> Result<PartitionRead<FetchedRecords>, StorageError> {
+        self.read_with(
+            isolation,
+            |log, max_offset| {
+                let Some(slice) = log.read_file(offset, max_bytes, max_offset, min_one_batch)?
+                else {
+                    return Ok((FetchedRecords::Memory(Bytes::new()), None));
+                };
+                let end = Some(slice.next_offset());
+                if slice.len() < zero_copy_min {
+                    return Ok((FetchedRecords::Memory(slice.to_bytes()?), end));
+                }
+                Ok((FetchedRecords::File(slice), end))
+            },
+            offset,
+        )
+    }
+
+    /// A read at `offset` under the log lock: `read` gets the offset it must stop below and
+    /// returns the records and one past their last offset (`None` when empty).
+    fn read_with<R>(
+        &self,
+        isolation: FetchIsolation,
+        read: impl FnOnce(&Log, i64) -> Result<(R, Option<i64>), StorageError>,
+        offset: i64,
+    ) -> Result<PartitionRead<R>, StorageError> {
         let log = self.lock();
         let hw = self.high_watermark();
         let lso = self.lso_locked(&self.producers());
@@ -799,19 +848,15 @@ impl Partition {
             FetchIsolation::HighWatermark => hw,
             FetchIsolation::TxnCommitted => lso,
         };
-        let ReadResult { records, .. } = log.read(offset, max_bytes, max_offset, min_one_batch)?;
-        let mut aborted = Vec::new();
-        if isolation == FetchIsolation::TxnCommitted && !records.is_empty() {
-            let end = BatchIter::new(&records)
-                .last()
-                .map(|(h, _)| h.last_offset() + 1)
-                .expect("a read returns whole batches");
-            aborted = log
+        let (records, end) = read(&log, max_offset)?;
+        let aborted = match end {
+            Some(end) if isolation == FetchIsolation::TxnCommitted => log
                 .collect_aborted_txns(offset, end)
                 .into_iter()
                 .map(|t| (t.producer_id, t.first_offset))
-                .collect();
-        }
+                .collect(),
+            _ => Vec::new(),
+        };
         Ok(PartitionRead {
             records,
             high_watermark: hw,

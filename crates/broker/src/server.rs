@@ -25,6 +25,7 @@ use crate::blocking::block_in_place_or_run;
 use crate::broker::{Broker, BrokerError};
 use crate::config::BrokerConfig;
 use crate::dispatch::{dispatch, Outcome};
+use crate::zero_copy::write_pieces;
 
 /// How long shutdown waits for connections to finish their in-flight request.
 const SHUTDOWN_GRACE: Duration = Duration::from_secs(10);
@@ -270,6 +271,7 @@ async fn serve_connection(
         while let Some(frame) = split_frame(&mut buf, max_frame)? {
             match dispatch(&broker, frame).await {
                 Outcome::Respond(bytes) => stream.write_all(&bytes).await?,
+                Outcome::RespondFromFiles(pieces) => write_pieces(&mut stream, &pieces).await?,
                 Outcome::NoResponse => {}
                 Outcome::Close(reason) => return Err(ConnectionError::Protocol(reason)),
             }

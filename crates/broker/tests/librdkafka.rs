@@ -547,3 +547,79 @@ async fn idempotent_producer_writes_each_record_once_in_order() {
     }
     broker.shutdown().await.unwrap();
 }
+
+/// A value of about 1 KiB that compresses poorly (so compressed reads are large too).
+fn noisy_value(tag: &str, i: usize) -> String {
+    let mut x = (i as u64 + 1).wrapping_mul(0x9e37_79b9_7f4a_7c15);
+    let noise: String = (0..1000)
+        .map(|_| {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            char::from(b'a' + (x % 26) as u8)
+        })
+        .collect();
+    format!("{tag}-{i:05}-{noise}")
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn large_fetches_are_sent_from_segment_files_byte_for_byte() {
+    use rdkafka::producer::Producer;
+    let dir = tempfile::tempdir().unwrap();
+    let broker = start_broker(dir.path(), &[]).await;
+    let bootstrap = broker.local_addr.to_string();
+    let n = 1500;
+    for (tag, extra) in [
+        ("plain", vec![("linger.ms", "20")]),
+        (
+            "zstd",
+            vec![("linger.ms", "20"), ("compression.type", "zstd")],
+        ),
+        ("txn", vec![("transactional.id", "zero-copy-txn")]),
+    ] {
+        create_topic(&bootstrap, tag, 1, &[]).await;
+        let producer = producer(&bootstrap, &extra);
+        if tag == "txn" {
+            producer.init_transactions(TIMEOUT).unwrap();
+            producer.begin_transaction().unwrap();
+        }
+        let deliveries: Vec<_> = (0..n)
+            .map(|i| {
+                let value = noisy_value(tag, i);
+                producer
+                    .send_result(FutureRecord::<(), _>::to(tag).payload(&value))
+                    .expect("enqueued")
+            })
+            .collect();
+        for d in deliveries {
+            d.await.expect("not cancelled").expect("delivered");
+        }
+        if tag == "txn" {
+            producer.commit_transaction(TIMEOUT).unwrap();
+        }
+        let before = gregor_broker::zero_copy::bytes_sent_from_files();
+        let consumer: StreamConsumer = client_config(&bootstrap)
+            .set("group.id", "zero-copy-reader")
+            .set("enable.auto.commit", "false")
+            .set("auto.offset.reset", "earliest")
+            .set("isolation.level", "read_committed")
+            .create()
+            .unwrap();
+        let mut tpl = TopicPartitionList::new();
+        tpl.add_partition_offset(tag, 0, Offset::Beginning).unwrap();
+        consumer.assign(&tpl).unwrap();
+        let records = consume(&consumer, n).await;
+        let values: Vec<String> = records
+            .iter()
+            .map(|r| String::from_utf8(r.3.clone().unwrap()).unwrap())
+            .collect();
+        let expected: Vec<String> = (0..n).map(|i| noisy_value(tag, i)).collect();
+        assert!(values == expected, "{tag}: every record, once, in order");
+        let sent = gregor_broker::zero_copy::bytes_sent_from_files() - before;
+        assert!(
+            sent >= (n as u64) * 500,
+            "{tag}: the records came from the segment files ({sent} bytes sent so)"
+        );
+    }
+    broker.shutdown().await.unwrap();
+}

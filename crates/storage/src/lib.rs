@@ -15,6 +15,7 @@
 //! * [`cleaner`] is the heavy phase of compaction, run without the lock;
 //!   [`records`] decodes the records it needs to look at.
 //! * [`clock`] is the one injected source of wall-clock time.
+//! * [`file_records`] is a read left in its segment file, for zero-copy sends.
 //! * [`open_files`] is the budget of open segment files all logs share.
 //! * [`log_dir`] manages one `log.dirs` entry: clean-shutdown marker and the
 //!   recovery-point / log-start-offset checkpoint files.
@@ -26,6 +27,7 @@ pub mod clock;
 pub mod config;
 pub mod epoch;
 pub mod error;
+pub mod file_records;
 pub mod index;
 pub mod log;
 pub mod log_dir;
@@ -40,6 +42,7 @@ pub use cleaner::{build_cleaned, CleanPlan, CleanStats, CleanedSegment, CleanedS
 pub use config::{LogConfig, TimestampType};
 pub use epoch::{EpochEntry, LeaderEpochCache};
 pub use error::StorageError;
+pub use file_records::{FetchedRecords, FileRecords};
 pub use log::{AppendInfo, Log, ReadResult, Recovery, RetentionOutcome};
 pub use log_dir::LogDir;
 pub use open_files::OpenFiles;

@@ -37,6 +37,7 @@ use crate::clock::SharedClock;
 use crate::config::{LogConfig, TimestampType};
 use crate::epoch::{LeaderEpochCache, LEADER_EPOCH_CHECKPOINT};
 use crate::error::StorageError;
+use crate::file_records::FileRecords;
 use crate::open_files::{OpenFiles, DEFAULT_OPEN_FILES};
 use crate::segment::{self, LogSegment};
 use crate::txn_index::AbortedTxn;
@@ -624,6 +625,37 @@ impl Log {
             }
         }
         Ok(empty)
+    }
+
+    /// [`Log::read`] leaving the batches in their segment file: `None` when nothing is
+    /// returned (at the log end, or the limits exclude the first batch).
+    pub fn read_file(
+        &self,
+        start_offset: i64,
+        max_bytes: usize,
+        max_offset: i64,
+        min_one_batch: bool,
+    ) -> Result<Option<FileRecords>, StorageError> {
+        let log_end = self.log_end_offset();
+        if start_offset < self.log_start_offset || start_offset > log_end {
+            return Err(StorageError::OffsetOutOfRange {
+                offset: start_offset,
+                log_start: self.log_start_offset,
+                log_end,
+            });
+        }
+        let idx = self
+            .segments
+            .partition_point(|s| s.base_offset() <= start_offset)
+            .saturating_sub(1);
+        for seg in &self.segments[idx..] {
+            let (slice, here) =
+                seg.read_file(start_offset, max_bytes, max_offset, min_one_batch)?;
+            if here {
+                return Ok(slice);
+            }
+        }
+        Ok(None)
     }
 
     /// Indexes an aborted transaction in the segment holding its abort

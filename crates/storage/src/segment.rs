@@ -36,6 +36,7 @@ use bytes::Bytes;
 
 use crate::batch::{self, BatchHeader, HEADER_SIZE};
 use crate::error::StorageError;
+use crate::file_records::FileRecords;
 use crate::index::OffsetIndex;
 use crate::open_files::{OpenFiles, SegmentFile};
 use crate::time_index::TimeIndex;
@@ -47,6 +48,18 @@ const RECOVERY_CHUNK: usize = 1 << 20;
 const SCAN_CHUNK: usize = 64 << 10;
 /// Upper bound for one speculative read on the fetch path.
 const MAX_READ_CHUNK: usize = 16 << 20;
+/// Read granularity of a header walk that leaves the records in the file.
+const HEADER_WALK_CHUNK: usize = 16 << 10;
+
+/// File positions `[start, end)` of a read's whole batches.
+struct Span {
+    start: u64,
+    end: u64,
+    /// Base offset of the first batch.
+    first_offset: i64,
+    /// One past the last offset of the last batch (the first's base offset when empty).
+    next_offset: i64,
+}
 
 /// `<dir>/<base offset, 20 digits><suffix>`.
 pub fn segment_file(dir: &Path, base_offset: i64, suffix: &str) -> PathBuf {
@@ -429,13 +442,59 @@ impl LogSegment {
         if start_offset >= self.next_offset {
             return Ok(None);
         }
-        let (_, index_pos) = self.index.lookup(start_offset);
+        // Read ahead as far as the read may reach: the records come out of the same buffer.
         let chunk = max_bytes
             .saturating_add(index_interval_bytes.min(MAX_READ_CHUNK as u64) as usize)
             .saturating_add(HEADER_SIZE)
             .clamp(SCAN_CHUNK.min(4096), MAX_READ_CHUNK);
         let file = self.log.get()?;
         let mut sc = Scanner::new(&file, self.size, chunk);
+        let Some(span) = self.span(&mut sc, start_offset, max_bytes, max_offset, min_one_batch)?
+        else {
+            return Ok(None);
+        };
+        Ok(Some((
+            sc.into_bytes(span.start, span.end)?,
+            span.first_offset,
+        )))
+    }
+
+    /// [`LogSegment::read`] leaving the batches in the file: the slice (`None` when the
+    /// limits exclude the first batch too) and whether `start_offset` is in this segment
+    /// at all (false: read on in the next one). Only batch headers are read.
+    pub fn read_file(
+        &self,
+        start_offset: i64,
+        max_bytes: usize,
+        max_offset: i64,
+        min_one_batch: bool,
+    ) -> Result<(Option<FileRecords>, bool), StorageError> {
+        if start_offset >= self.next_offset {
+            return Ok((None, false));
+        }
+        let file = self.log.get()?;
+        let mut sc = Scanner::new(&file, self.size, HEADER_WALK_CHUNK);
+        let Some(span) = self.span(&mut sc, start_offset, max_bytes, max_offset, min_one_batch)?
+        else {
+            return Ok((None, false));
+        };
+        let len = (span.end - span.start) as usize;
+        let slice =
+            (len > 0).then(|| FileRecords::new(file.clone(), span.start, len, span.next_offset));
+        Ok((slice, true))
+    }
+
+    /// Where the batches of a read lie (see [`LogSegment::read`]); `None` when
+    /// `start_offset` is past the last batch.
+    fn span(
+        &self,
+        sc: &mut Scanner<'_>,
+        start_offset: i64,
+        max_bytes: usize,
+        max_offset: i64,
+        min_one_batch: bool,
+    ) -> io::Result<Option<Span>> {
+        let (_, index_pos) = self.index.lookup(start_offset);
         let mut pos = index_pos as u64;
         let first = loop {
             match sc.header(pos)? {
@@ -446,6 +505,7 @@ impl LogSegment {
         };
         let first_pos = pos;
         let mut end = pos;
+        let mut next_offset = first.base_offset;
         let mut next = Some(first);
         while let Some(h) = next {
             if h.last_offset() >= max_offset {
@@ -455,13 +515,20 @@ impl LogSegment {
             if end - first_pos + size > max_bytes as u64 {
                 if end == first_pos && min_one_batch {
                     end += size;
+                    next_offset = h.last_offset() + 1;
                 }
                 break;
             }
             end += size;
+            next_offset = h.last_offset() + 1;
             next = sc.header(end)?;
         }
-        Ok(Some((sc.into_bytes(first_pos, end)?, first.base_offset)))
+        Ok(Some(Span {
+            start: first_pos,
+            end,
+            first_offset: first.base_offset,
+            next_offset,
+        }))
     }
 
     /// Base offset of the first batch with `maxTimestamp >= ts` and

@@ -14,6 +14,11 @@
 //! ask the controller to add the follower to the ISR. It waits for the log end to move (a
 //! leadership change wakes it too); the follower learns the HW from the next answer.
 //!
+//! Records stay in their segment files (`FetchedRecords::File`) when a partition's read is at
+//! least [`ZERO_COPY_MIN_BYTES`]: the response is encoded with a placeholder there and the
+//! connection sends those bytes from the file (`dispatch::Reply`). Smaller reads are copied:
+//! one `sendfile` per few bytes costs more than the copy.
+//!
 //! Consumers of Fetch v11+ may read from a follower, below its HW (KIP-392); with
 //! `replica.selector.class` set the leader answers a consumer whose `client.rack` it knows
 //! with an in-sync replica of that rack as its preferred read replica.
@@ -32,9 +37,14 @@ use kafka_protocol::messages::fetch_response::{
 use kafka_protocol::messages::{BrokerId, FetchRequest, FetchResponse, ProducerId};
 use tokio::sync::watch;
 
+use gregor_storage::{FetchedRecords, FileRecords};
+
 use super::wire::{code, current_leader, leader_epoch_error, storage_error, NONE};
 use crate::broker::Broker;
 use crate::partition::{FetchIsolation, Partition};
+
+/// Reads at least this large are sent from their segment file without a copy.
+pub const ZERO_COPY_MIN_BYTES: usize = 16 << 10;
 
 /// The largest max_wait_ms honoured, so a client cannot park a connection for hours.
 const MAX_WAIT_MS_CAP: i32 = 30_000;
@@ -43,7 +53,13 @@ const READ_COMMITTED: i8 = 1;
 /// The first Fetch version whose consumers may read from followers (KIP-392).
 const FOLLOWER_READS_VERSION: i16 = 11;
 
-pub async fn handle(broker: &Broker, request: FetchRequest, version: i16) -> FetchResponse {
+/// The response, and the file slices of the partitions whose records are a placeholder
+/// (`records: None`), in the order they are encoded.
+pub async fn handle(
+    broker: &Broker,
+    request: FetchRequest,
+    version: i16,
+) -> (FetchResponse, Vec<FileRecords>) {
     let deadline = tokio::time::Instant::now()
         + Duration::from_millis(request.max_wait_ms.clamp(0, MAX_WAIT_MS_CAP) as u64);
     let min_bytes = request.min_bytes.max(0) as usize;
@@ -82,10 +98,11 @@ pub async fn handle(broker: &Broker, request: FetchRequest, version: i16) -> Fet
                 }
             })
             .collect();
-        let (response, bytes, had_error) = read_all(broker, &request, &targets, max_bytes, version);
+        let (response, files, bytes, had_error) =
+            read_all(broker, &request, &targets, max_bytes, version);
         let now = tokio::time::Instant::now();
         if bytes >= min_bytes || had_error || now >= deadline {
-            return response;
+            return (response, files);
         }
         if watches.is_empty()
             || tokio::time::timeout_at(deadline, any_changed(&mut watches))
@@ -93,7 +110,8 @@ pub async fn handle(broker: &Broker, request: FetchRequest, version: i16) -> Fet
                 .is_err()
         {
             // Timed out with nothing new: the last read is the answer.
-            return read_all(broker, &request, &targets, max_bytes, version).0;
+            let (response, files, _, _) = read_all(broker, &request, &targets, max_bytes, version);
+            return (response, files);
         }
     }
 }
@@ -115,15 +133,26 @@ async fn any_changed(watches: &mut [watch::Receiver<i64>]) {
     .await
 }
 
-/// One pass over every requested partition. Returns the response, the record bytes in it,
-/// and whether any partition had an error (which ends a long poll at once, as in Kafka).
+/// One pass over every requested partition. Returns the response, the file slices of its
+/// placeholders in encoding order, the record bytes in it, and whether any partition had an
+/// error (which ends a long poll at once, as in Kafka).
 fn read_all(
     broker: &Broker,
     request: &FetchRequest,
     targets: &[(usize, usize, Option<Arc<Partition>>)],
     max_bytes: usize,
     version: i16,
-) -> (FetchResponse, usize, bool) {
+) -> (FetchResponse, Vec<FileRecords>, usize, bool) {
+    // Partitions are pushed topic by topic in request order, which is the encoding order.
+    debug_assert!(targets
+        .windows(2)
+        .all(|w| (w[0].0, w[0].1) < (w[1].0, w[1].1)));
+    let mut files = Vec::new();
+    let zero_copy_min = if broker.config().zero_copy_fetch() {
+        ZERO_COPY_MIN_BYTES
+    } else {
+        usize::MAX
+    };
     let mut topics: Vec<FetchableTopicResponse> = request
         .topics
         .iter()
@@ -207,7 +236,14 @@ fn read_all(
                     } else {
                         FetchIsolation::HighWatermark
                     };
-                    let read = read_partition(p, req.fetch_offset, limit, min_one_batch, isolation);
+                    let read = read_partition(
+                        p,
+                        req.fetch_offset,
+                        limit,
+                        min_one_batch,
+                        isolation,
+                        zero_copy_min,
+                    );
                     match read {
                         Ok(read) => {
                             total += read.records.len();
@@ -223,12 +259,19 @@ fn read_all(
                                         .collect(),
                                 );
                             }
+                            let records = match read.records {
+                                FetchedRecords::Memory(bytes) => Some(bytes),
+                                FetchedRecords::File(slice) => {
+                                    files.push(slice);
+                                    None
+                                }
+                            };
                             data = data
                                 .with_error_code(NONE)
                                 .with_high_watermark(read.high_watermark)
                                 .with_last_stable_offset(read.last_stable_offset)
                                 .with_log_start_offset(read.log_start_offset)
-                                .with_records(Some(read.records));
+                                .with_records(records);
                         }
                         Err(e) => {
                             let (c, _) = storage_error(&e);
@@ -257,7 +300,7 @@ fn read_all(
         .with_error_code(NONE)
         .with_session_id(0)
         .with_responses(topics);
-    (response, total, had_error)
+    (response, files, total, had_error)
 }
 
 /// `data` reporting the partition's HW, last stable offset and log start offset.
@@ -334,16 +377,17 @@ fn read_partition(
     limit: usize,
     min_one_batch: bool,
     isolation: FetchIsolation,
-) -> Result<crate::partition::PartitionRead, gregor_storage::error::StorageError> {
+    zero_copy_min: usize,
+) -> Result<crate::partition::PartitionRead<FetchedRecords>, gregor_storage::error::StorageError> {
     if limit == 0 && !min_one_batch {
         // No room left in this response; report offsets only.
         return Ok(crate::partition::PartitionRead {
-            records: Bytes::new(),
+            records: FetchedRecords::Memory(Bytes::new()),
             high_watermark: p.high_watermark(),
             log_start_offset: p.log_start_offset(),
             last_stable_offset: p.last_stable_offset(),
             aborted: Vec::new(),
         });
     }
-    p.read(offset, limit, min_one_batch, isolation)
+    p.read_for_fetch(offset, limit, min_one_batch, isolation, zero_copy_min)
 }

@@ -18,26 +18,39 @@ pub mod txn_verification;
 pub mod wire;
 pub mod write_txn_markers;
 
+use gregor_storage::FileRecords;
 use kafka_protocol::messages::{RequestHeader, RequestKind, ResponseKind};
 
 use crate::blocking::block_in_place_or_run;
 use crate::broker::Broker;
+
+/// A handler's answer: the response, and for a Fetch the file slices its placeholder
+/// records stand for (see [`fetch`]), in encoding order.
+pub struct Reply {
+    pub response: ResponseKind,
+    pub files: Vec<FileRecords>,
+}
 
 /// Routes a decoded request to its handler. `Ok(None)`: no response is due (acks=0).
 pub async fn handle(
     broker: &Broker,
     header: &RequestHeader,
     request: RequestKind,
-) -> Result<Option<ResponseKind>, String> {
+) -> Result<Option<Reply>, String> {
     let v = header.request_api_version;
-    Ok(Some(match request {
+    let mut files = Vec::new();
+    let response = match request {
         RequestKind::ApiVersions(r) => ResponseKind::ApiVersions(api_versions::handle(&r, v)),
         RequestKind::Metadata(r) => ResponseKind::Metadata(metadata::handle(broker, r, v)),
         RequestKind::Produce(r) => match produce::handle(broker, r, v).await {
             Some(response) => ResponseKind::Produce(response),
             None => return Ok(None),
         },
-        RequestKind::Fetch(r) => ResponseKind::Fetch(fetch::handle(broker, r, v).await),
+        RequestKind::Fetch(r) => {
+            let (response, slices) = fetch::handle(broker, r, v).await;
+            files = slices;
+            ResponseKind::Fetch(response)
+        }
         RequestKind::ListOffsets(r) => {
             ResponseKind::ListOffsets(list_offsets::handle(broker, r, v))
         }
@@ -142,5 +155,6 @@ pub async fn handle(
         // The guard lets through only APIs in the version table, and each has an arm above;
         // should one be missing, the connection is closed rather than the broker panicking.
         other => return Err(format!("no handler for {:?}", other)),
-    }))
+    };
+    Ok(Some(Reply { response, files }))
 }
