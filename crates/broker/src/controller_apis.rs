@@ -34,8 +34,6 @@ const REGISTRATION_VERSION: i16 = 4;
 const HEARTBEAT_VERSION: i16 = 1;
 /// AlterPartition v3: the new ISR carries each member's broker epoch (KIP-903).
 const ALTER_PARTITION_VERSION: i16 = 3;
-/// A decoded request may take at most this much memory (they are a few hundred bytes).
-const MAX_DECODED_BYTES: usize = 1 << 20;
 
 /// What a broker registers.
 pub struct Registration<'a> {
@@ -237,7 +235,10 @@ pub fn serve(controller: &Mutex<Controller>, frame: Vec<u8>) -> Result<Vec<u8>, 
     if frame.len() < 8 {
         return Err("a controller request shorter than its header".into());
     }
-    gregor_protocol::guard::check_controller_request(&frame, MAX_DECODED_BYTES)
+    // Bounded like client requests: an AlterPartition for thousands of partitions (a broker
+    // rejoining every ISR after a restart) needs more than a fixed megabyte.
+    let cap = crate::dispatch::decode_memory_cap(frame.len());
+    gregor_protocol::guard::check_controller_request(&frame, cap)
         .map_err(|e| format!("controller request refused: {e}"))?;
     let key = i16::from_be_bytes([frame[0], frame[1]]);
     let version = i16::from_be_bytes([frame[2], frame[3]]);

@@ -20,6 +20,11 @@ use crate::zero_copy::{fetch_frame, Piece};
 /// 16 a CreateTopics with 10,000 assigned partitions (16 frame bytes each) was refused.
 const DECODE_MEMORY_FACTOR: usize = 32;
 
+/// The most memory decoding a request frame of `frame_len` bytes may take: at least 1 MiB.
+pub fn decode_memory_cap(frame_len: usize) -> usize {
+    frame_len.saturating_mul(DECODE_MEMORY_FACTOR).max(1 << 20)
+}
+
 /// What the connection should do after a request.
 pub enum Outcome {
     /// Write this complete frame (length prefix included).
@@ -37,10 +42,7 @@ pub async fn dispatch(broker: &Broker, frame: Bytes) -> Outcome {
     let api_key_raw = i16::from_be_bytes([frame[0], frame[1]]);
     let api_version = i16::from_be_bytes([frame[2], frame[3]]);
     let correlation_id = i32::from_be_bytes([frame[4], frame[5], frame[6], frame[7]]);
-    let max_decoded = frame
-        .len()
-        .saturating_mul(DECODE_MEMORY_FACTOR)
-        .max(1 << 20);
+    let max_decoded = decode_memory_cap(frame.len());
     // A client newer than the broker opens with an ApiVersions version the broker does not
     // know; it is answered in v0 without parsing anything past the correlation id.
     if api_key_raw == ApiKey::ApiVersions as i16

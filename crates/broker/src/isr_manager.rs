@@ -17,6 +17,9 @@ use crate::broker::Broker;
 use crate::controller_apis;
 use crate::partition::IsrChange;
 
+/// Most partitions one AlterPartition request carries.
+const MAX_CHANGES_PER_REQUEST: usize = 1000;
+
 /// The queue of ISR changes partitions ask for.
 pub struct IsrManager {
     sender: mpsc::UnboundedSender<IsrChange>,
@@ -73,7 +76,16 @@ pub async fn run(broker: Arc<Broker>, mut shutdown: watch::Receiver<bool>) {
             continue;
         }
         let sender = broker.clone();
-        let sent = tokio::task::spawn_blocking(move || send(&sender, changes)).await;
+        let sent = tokio::task::spawn_blocking(move || {
+            // Bounded requests: a broker rejoining 10,000 ISRs at once sends several.
+            let mut changes = changes;
+            while !changes.is_empty() {
+                let rest = changes.split_off(changes.len().min(MAX_CHANGES_PER_REQUEST));
+                send(&sender, changes);
+                changes = rest;
+            }
+        })
+        .await;
         if let Err(e) = sent {
             tracing::error!(error = %e, "the AlterPartition task failed");
         }
