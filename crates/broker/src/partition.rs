@@ -152,6 +152,9 @@ pub struct Partition {
     /// `state.leader_epoch`, readable without a lock.
     leader_epoch: AtomicI32,
     log_start_offset: AtomicI64,
+    /// The log end offset the producer-state snapshot on disk was written at, -1 when not
+    /// known: a periodic checkpoint with nothing new since skips its write and fsync.
+    snapshot_at: AtomicI64,
     /// The log end offset; every change is published (followers' fetches wait on it).
     leo_watch: watch::Sender<i64>,
     /// The high watermark; every change is published to subscribers, and every change of
@@ -229,6 +232,7 @@ impl Partition {
             topic_id,
             node_id,
             log_start_offset: AtomicI64::new(start),
+            snapshot_at: AtomicI64::new(-1),
             leo_watch: watch::Sender::new(leo),
             leader_epoch: AtomicI32::new(state.leader_epoch),
             hw_watch: watch::Sender::new(hw),
@@ -380,7 +384,7 @@ impl Partition {
         segments_before: usize,
     ) {
         if log.segment_count() != segments_before {
-            if let Err(e) = save_producer_snapshot(log, producers) {
+            if let Err(e) = self.save_snapshot(log, producers) {
                 tracing::warn!(topic = %self.topic, partition = self.index, error = %e, "cannot snapshot producer state at a segment roll");
             }
         }
@@ -774,11 +778,35 @@ impl Partition {
     /// Writes the producer-state snapshot (forgetting producers idle for `expiration_ms`).
     /// The aborted-transaction entries it covers are fsynced first: a replay after a crash
     /// starts at the snapshot and could not re-add them.
+    /// Skipped when the snapshot on disk was written at the current log end and no producer
+    /// expired: producer state changes only with the log (appends and truncations move its
+    /// end) and with expiry.
     pub fn snapshot_producers(&self, now_ms: i64, expiration_ms: i64) -> std::io::Result<()> {
         let mut log = self.lock();
         let mut producers = self.producers();
+        let known = producers.len();
         producers.expire(now_ms, expiration_ms);
-        save_producer_snapshot(&mut log, &producers)
+        if producers.len() == known
+            && self.snapshot_at.load(Ordering::Acquire) == log.log_end_offset()
+        {
+            return Ok(());
+        }
+        self.save_snapshot(&mut log, &producers)
+    }
+
+    /// The snapshot on disk is no longer known to match the log end.
+    pub(crate) fn forget_snapshot(&self) {
+        self.snapshot_at.store(-1, Ordering::Release);
+    }
+
+    /// [`save_producer_snapshot`], remembering the offset it was written at (forgotten when
+    /// the write fails: the file may be gone or stale).
+    fn save_snapshot(&self, log: &mut Log, producers: &ProducerStates) -> std::io::Result<()> {
+        self.snapshot_at.store(-1, Ordering::Release);
+        save_producer_snapshot(log, producers)?;
+        self.snapshot_at
+            .store(log.log_end_offset(), Ordering::Release);
+        Ok(())
     }
 
     /// Reads whole batches from `offset`, never past what `isolation` allows (the LEO, the
@@ -897,9 +925,10 @@ impl Partition {
         let rebuilt = rebuild_producer_states(log);
         // The snapshot on disk may cover the part just cut: replaced by one of what is left,
         // or a later rebuild would take the removed tail's producer state for the log's.
-        if let Err(e) = save_producer_snapshot(log, &rebuilt) {
+        if let Err(e) = self.save_snapshot(log, &rebuilt) {
             tracing::warn!(topic = %self.topic, partition = self.index, error = %e, "cannot snapshot producer state after a truncation");
             ProducerStates::remove_snapshot(log.dir());
+            self.forget_snapshot();
         }
         *self.producers() = rebuilt;
         let leo = log.log_end_offset();

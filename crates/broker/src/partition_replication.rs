@@ -136,6 +136,7 @@ impl Partition {
         log.truncate_fully_and_start_at(offset)?;
         // Nothing of the old log is left to derive producer state from.
         ProducerStates::remove_snapshot(log.dir());
+        self.forget_snapshot();
         // LEO = log start = `offset`, so the HW becomes `offset` too.
         self.after_truncation(&mut log);
         Ok(())

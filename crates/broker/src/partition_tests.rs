@@ -96,3 +96,27 @@ fn truncation_redoes_the_producer_state_and_lowers_the_hw() {
         .unwrap();
     assert_eq!(info.first_offset, 2);
 }
+
+#[test]
+fn a_checkpoint_with_nothing_new_writes_no_producer_snapshot() {
+    let dir = tempfile::tempdir().unwrap();
+    let p = open(dir.path(), led_by(1, 0, 0));
+    let snapshot = dir.path().join("producer-state.snapshot");
+    p.append(&batch(7, 0, 0, 2, 0), AppendOrigin::Client, NOW)
+        .unwrap();
+    p.snapshot_producers(NOW, i64::MAX).unwrap();
+    assert!(snapshot.exists());
+    // Removed behind the partition's back: a checkpoint with nothing new does not notice,
+    // because it writes (and fsyncs) nothing.
+    std::fs::remove_file(&snapshot).unwrap();
+    p.snapshot_producers(NOW, i64::MAX).unwrap();
+    assert!(!snapshot.exists(), "nothing new: no write");
+    // A new record, or a producer expiring, is new.
+    p.append(&batch(7, 0, 2, 1, 0), AppendOrigin::Client, NOW)
+        .unwrap();
+    p.snapshot_producers(NOW, i64::MAX).unwrap();
+    assert!(snapshot.exists());
+    std::fs::remove_file(&snapshot).unwrap();
+    p.snapshot_producers(NOW + 10, 1).unwrap();
+    assert!(snapshot.exists(), "the producer expired: written");
+}
