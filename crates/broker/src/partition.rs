@@ -824,8 +824,10 @@ impl Partition {
             |log, max_offset| {
                 let ReadResult { records, .. } =
                     log.read(offset, max_bytes, max_offset, min_one_batch)?;
-                let end = BatchIter::new(&records)
-                    .last()
+                // Only read_committed needs where the records end (its aborted transactions).
+                let end = (isolation == FetchIsolation::TxnCommitted)
+                    .then(|| BatchIter::new(&records).last())
+                    .flatten()
                     .map(|(h, _)| h.last_offset() + 1);
                 Ok((records, end))
             },

@@ -240,30 +240,39 @@ mod tests {
         }
     }
 
-    #[tokio::test]
-    async fn a_slice_whose_segment_was_deleted_is_still_sent_whole() {
-        let d = tempfile::tempdir().unwrap();
-        let dir = d.path().join("t-0");
-        let mut log = Log::open(dir.clone(), LogConfig::default(), Recovery::default()).unwrap();
+    /// A log in `root` with one batch of 2,000 records, and a file slice of all of it.
+    fn log_and_slice(root: &std::path::Path) -> (Log, FileRecords) {
+        let mut log =
+            Log::open(root.join("t-0"), LogConfig::default(), Recovery::default()).unwrap();
         log.append_as_leader(&crate::test_batches::batch(-1, -1, -1, 2000, 0), 0, 0)
             .unwrap();
         let end = log.log_end_offset();
         let slice = log.read_file(0, 1 << 20, end, true).unwrap().unwrap();
-        let expected = slice.to_bytes().unwrap();
-        // The whole partition goes (as a topic deletion does) before the transfer starts.
-        log.delete().unwrap();
-        assert!(!dir.exists());
+        (log, slice)
+    }
+
+    /// A connection to a peer that reads until it closes; what it read.
+    async fn connection_to_reader() -> (TcpStream, tokio::task::JoinHandle<Vec<u8>>) {
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let addr = listener.local_addr().unwrap();
         let reader = tokio::spawn(async move {
             let (mut s, _) = listener.accept().await.unwrap();
             let mut got = Vec::new();
-            tokio::io::AsyncReadExt::read_to_end(&mut s, &mut got)
-                .await
-                .unwrap();
+            let _ = tokio::io::AsyncReadExt::read_to_end(&mut s, &mut got).await;
             got
         });
-        let mut stream = TcpStream::connect(addr).await.unwrap();
+        (TcpStream::connect(addr).await.unwrap(), reader)
+    }
+
+    #[tokio::test]
+    async fn a_slice_whose_segment_was_deleted_is_still_sent_whole() {
+        let d = tempfile::tempdir().unwrap();
+        let (log, slice) = log_and_slice(d.path());
+        let expected = slice.to_bytes().unwrap();
+        // The whole partition goes (as a topic deletion does) before the transfer starts.
+        log.delete().unwrap();
+        assert!(!d.path().join("t-0").exists());
+        let (mut stream, reader) = connection_to_reader().await;
         let before = bytes_sent_from_files();
         let pieces = [
             Piece::Bytes(Bytes::from_static(b"head")),
@@ -280,21 +289,9 @@ mod tests {
     #[tokio::test]
     async fn a_file_truncated_under_a_transfer_is_an_error_not_a_short_frame() {
         let d = tempfile::tempdir().unwrap();
-        let dir = d.path().join("t-0");
-        let mut log = Log::open(dir.clone(), LogConfig::default(), Recovery::default()).unwrap();
-        log.append_as_leader(&crate::test_batches::batch(-1, -1, -1, 2000, 0), 0, 0)
-            .unwrap();
-        let end = log.log_end_offset();
-        let slice = log.read_file(0, 1 << 20, end, true).unwrap().unwrap();
+        let (_log, slice) = log_and_slice(d.path());
         slice.file().set_len(slice.len() as u64 / 2).unwrap();
-        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-        let addr = listener.local_addr().unwrap();
-        let _reader = tokio::spawn(async move {
-            let (mut s, _) = listener.accept().await.unwrap();
-            let mut got = Vec::new();
-            let _ = tokio::io::AsyncReadExt::read_to_end(&mut s, &mut got).await;
-        });
-        let mut stream = TcpStream::connect(addr).await.unwrap();
+        let (mut stream, _reader) = connection_to_reader().await;
         let e = write_pieces(&mut stream, &[Piece::File(slice)])
             .await
             .unwrap_err();

@@ -594,27 +594,16 @@ impl Log {
         max_offset: i64,
         min_one_batch: bool,
     ) -> Result<ReadResult, StorageError> {
-        let log_end = self.log_end_offset();
-        if start_offset < self.log_start_offset || start_offset > log_end {
-            return Err(StorageError::OffsetOutOfRange {
-                offset: start_offset,
-                log_start: self.log_start_offset,
-                log_end,
-            });
-        }
+        let from = self.segments_from(start_offset)?;
         let empty = ReadResult {
             records: Bytes::new(),
             first_offset: start_offset,
         };
-        if start_offset == log_end {
+        if start_offset == self.log_end_offset() {
             return Ok(empty);
         }
-        let idx = self
-            .segments
-            .partition_point(|s| s.base_offset() <= start_offset)
-            .saturating_sub(1);
         let interval = self.config.index_interval_bytes;
-        for seg in &self.segments[idx..] {
+        for seg in from {
             if let Some((records, first_offset)) =
                 seg.read(start_offset, max_bytes, max_offset, min_one_batch, interval)?
             {
@@ -627,15 +616,9 @@ impl Log {
         Ok(empty)
     }
 
-    /// [`Log::read`] leaving the batches in their segment file: `None` when nothing is
-    /// returned (at the log end, or the limits exclude the first batch).
-    pub fn read_file(
-        &self,
-        start_offset: i64,
-        max_bytes: usize,
-        max_offset: i64,
-        min_one_batch: bool,
-    ) -> Result<Option<FileRecords>, StorageError> {
+    /// The segments a read at `start_offset` walks: the one holding it and those after;
+    /// OFFSET_OUT_OF_RANGE outside `[log start, log end]`.
+    fn segments_from(&self, start_offset: i64) -> Result<&[LogSegment], StorageError> {
         let log_end = self.log_end_offset();
         if start_offset < self.log_start_offset || start_offset > log_end {
             return Err(StorageError::OffsetOutOfRange {
@@ -648,7 +631,19 @@ impl Log {
             .segments
             .partition_point(|s| s.base_offset() <= start_offset)
             .saturating_sub(1);
-        for seg in &self.segments[idx..] {
+        Ok(&self.segments[idx..])
+    }
+
+    /// [`Log::read`] leaving the batches in their segment file: `None` when nothing is
+    /// returned (at the log end, or the limits exclude the first batch).
+    pub fn read_file(
+        &self,
+        start_offset: i64,
+        max_bytes: usize,
+        max_offset: i64,
+        min_one_batch: bool,
+    ) -> Result<Option<FileRecords>, StorageError> {
+        for seg in self.segments_from(start_offset)? {
             let (slice, here) =
                 seg.read_file(start_offset, max_bytes, max_offset, min_one_batch)?;
             if here {
