@@ -320,10 +320,12 @@ async fn a_deposed_leader_truncates_what_its_followers_never_had() {
     }
     // A follower's fetch parked at the leader when it was paused may still be answered with
     // the first records (it reads the answer when it resumes); the second lot can reach no
-    // follower, which cannot send another fetch while paused.
+    // follower, which cannot send another fetch while paused. The pause between the lots
+    // lets the leader answer the parked fetches first even on a loaded machine (one CI run
+    // saw the answer built only after the second lot had started with a 300 ms pause).
     let one = producer(&addr(old_at), "1", false);
     send(&one, "div", 50, "x").await.unwrap();
-    tokio::time::sleep(Duration::from_millis(300)).await;
+    tokio::time::sleep(Duration::from_millis(1500)).await;
     send(&one, "div", 50, "w").await.unwrap();
     let old_dir = root.path().join(format!("node-{leader}"));
     assert!(contains(&segment_bytes(&old_dir, "div"), b"w-000049"));
@@ -355,7 +357,9 @@ async fn a_deposed_leader_truncates_what_its_followers_never_had() {
             assert!(contains(&want, b"y-000019"));
             assert!(
                 !contains(&want, b"w-000000"),
-                "the acks=1 tail no follower had is gone"
+                "the acks=1 tail no follower had is gone (x-000049 replicated: {}, w-000049: {})",
+                contains(&want, b"x-000049"),
+                contains(&want, b"w-000049")
             );
             break;
         }
