@@ -421,6 +421,24 @@ pub const BROKER_CONFIGS: &[BrokerConfigDef] = &[
         "1 keeps eligible leader replicas (KIP-966) and the strict min-ISR high watermark; 0 turns both off (read by controllers and brokers: set it alike on every node)",
     ),
     def(
+        "auto.leader.rebalance.enable",
+        B,
+        Some("true"),
+        "the active controller moves leadership back to preferred replicas",
+    ),
+    def(
+        "leader.imbalance.check.interval.seconds",
+        L { min: 1 },
+        Some("300"),
+        "how often the active controller checks the preferred-leader imbalance",
+    ),
+    def(
+        "leader.imbalance.per.broker.percentage",
+        I { min: 0 },
+        Some("10"),
+        "share of a broker's preferred partitions led elsewhere above which leadership moves back",
+    ),
+    def(
         "producer.id.expiration.ms",
         I { min: 1 },
         Some("86400000"),
@@ -675,6 +693,22 @@ impl BrokerConfig {
                 .get("unclean.leader.election.enable")
                 .is_some_and(|v| v.eq_ignore_ascii_case("true")),
         }
+    }
+
+    /// How the active controller balances leadership: every
+    /// `leader.imbalance.check.interval.seconds`, moving it back on brokers past
+    /// `leader.imbalance.per.broker.percentage`; `None` with `auto.leader.rebalance.enable`
+    /// off.
+    pub fn leader_balance(&self) -> Option<(std::time::Duration, u32)> {
+        let on = self
+            .get("auto.leader.rebalance.enable")
+            .is_some_and(|v| v.eq_ignore_ascii_case("true"));
+        on.then(|| {
+            (
+                std::time::Duration::from_secs(self.num("leader.imbalance.check.interval.seconds")),
+                self.num("leader.imbalance.per.broker.percentage"),
+            )
+        })
     }
 
     /// `eligible.leader.replicas.version` >= 1.

@@ -80,9 +80,10 @@ pub async fn start_controller(config: BrokerConfig) -> Result<ControllerHandle, 
     })?;
     let seat = Arc::new(seat);
     let (shutdown_tx, shutdown_rx) = watch::channel(false);
-    let sessions = tokio::spawn(crate::lifecycle::run_session_checks(
+    let sessions = tokio::spawn(crate::lifecycle::run_controller_duties(
         seat.clone(),
         config.heartbeat_interval(),
+        config.leader_balance(),
         shutdown_rx,
     ));
     tracing::info!(%controller_addr, node_id, "controller listening");

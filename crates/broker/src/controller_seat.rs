@@ -210,6 +210,17 @@ impl ControllerSeat {
         }
     }
 
+    /// While this node is the active controller: gives leadership back to the preferred
+    /// replicas of brokers past `max_imbalance_percent` (`Controller::balance_leaders`).
+    pub fn balance_leaders(&self, max_imbalance_percent: u32) {
+        if self.quorum.leader() != Some(self.node_id) {
+            return;
+        }
+        if let Err(e) = self.with_controller(|c| c.balance_leaders(max_imbalance_percent)) {
+            tracing::warn!(error = %e, "could not move leadership back to preferred replicas");
+        }
+    }
+
     /// The cluster's id from the quorum (recorded by the first active controller, from its
     /// `meta.properties` or fresh). A data directory of another cluster is refused
     /// (INCONSISTENT_CLUSTER_ID); a new one gets `meta.properties` with the quorum's id.

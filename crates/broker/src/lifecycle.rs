@@ -286,24 +286,38 @@ pub async fn run_heartbeats(broker: Arc<Broker>, mut shutdown: watch::Receiver<b
     }
 }
 
-/// Checks broker sessions every quarter second until shutdown (acting only while this node
-/// is the active controller): fences brokers whose session expired, and those silent for
-/// half a heartbeat interval whose process is gone
-/// ([`ControllerSeat::fence_unreachable_brokers`]).
-pub async fn run_session_checks(
+/// The active controller's timed duties, until shutdown (each acts only while this node is
+/// the active controller): every quarter second it fences brokers whose session expired, and
+/// those silent for half a heartbeat interval whose process is gone
+/// ([`ControllerSeat::fence_unreachable_brokers`]); with `balance` (interval, percentage:
+/// `auto.leader.rebalance.enable`) it gives leadership back to preferred replicas
+/// ([`ControllerSeat::balance_leaders`]).
+pub async fn run_controller_duties(
     seat: Arc<ControllerSeat>,
     heartbeat_interval: Duration,
+    balance: Option<(Duration, u32)>,
     mut shutdown: watch::Receiver<bool>,
 ) {
+    let mut next_balance = balance.map(|(every, _)| Instant::now() + every);
     loop {
         tokio::select! {
             _ = shutdown.changed() => return,
             _ = tokio::time::sleep(SESSION_CHECK) => {}
         }
+        let balance_now = match (next_balance, balance) {
+            (Some(at), Some((every, percent))) if Instant::now() >= at => {
+                next_balance = Some(Instant::now() + every);
+                Some(percent)
+            }
+            _ => None,
+        };
         let s = seat.clone();
         let _ = tokio::task::spawn_blocking(move || {
             s.fence_expired_brokers();
             s.fence_unreachable_brokers(heartbeat_interval / 2);
+            if let Some(percent) = balance_now {
+                s.balance_leaders(percent);
+            }
         })
         .await;
     }

@@ -98,9 +98,10 @@ pub async fn start(config: BrokerConfig) -> Result<BrokerHandle, BrokerError> {
         broker.clone(),
         shutdown_rx.clone(),
     ));
-    background.spawn(crate::lifecycle::run_session_checks(
+    background.spawn(crate::lifecycle::run_controller_duties(
         broker.seat().clone(),
         broker.config().heartbeat_interval(),
+        broker.config().leader_balance(),
         shutdown_rx.clone(),
     ));
     background.spawn(crate::background::run_cleaner(

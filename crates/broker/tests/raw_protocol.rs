@@ -721,6 +721,14 @@ fn sample_request(key: ApiKey, version: i16, topic: &str) -> RequestKind {
                     ]),
             ]))
         }
+        // Partition 0 is led by its preferred (only) replica: ELECTION_NOT_NEEDED.
+        ApiKey::ElectLeaders => RequestKind::ElectLeaders(
+            ElectLeadersRequest::default().with_topic_partitions(Some(vec![
+                elect_leaders_request::TopicPartitions::default()
+                    .with_topic(name())
+                    .with_partitions(vec![0]),
+            ])),
+        ),
         other => panic!("no sample request for {other:?}"),
     }
 }
@@ -1060,6 +1068,72 @@ async fn a_create_topics_asking_for_too_many_partitions_is_refused_at_once() {
         create_topic(&mut RawConnection::connect(addr), "normal");
         metadata_ok(&mut c);
         assert!(other_started.elapsed() < std::time::Duration::from_secs(1));
+    })
+    .await
+    .unwrap();
+    broker.shutdown().await.unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn elect_leaders_answers_each_partition_with_kafkas_errors() {
+    let dir = tempfile::tempdir().unwrap();
+    let broker = start_broker(dir.path(), &[]).await;
+    let addr = broker.local_addr;
+    tokio::task::spawn_blocking(move || {
+        let mut c = RawConnection::connect(addr);
+        create_topic(&mut c, "el");
+        let elect = |c: &mut RawConnection, kind: i8, partitions: Option<Vec<(&str, i32)>>| {
+            let topics = partitions.map(|ps| {
+                ps.into_iter()
+                    .map(|(t, p)| {
+                        elect_leaders_request::TopicPartitions::default()
+                            .with_topic(TopicName(s(t)))
+                            .with_partitions(vec![p])
+                    })
+                    .collect()
+            });
+            let request = ElectLeadersRequest::default()
+                .with_election_type(kind)
+                .with_topic_partitions(topics)
+                .with_timeout_ms(5000);
+            match c.request(ApiKey::ElectLeaders, 2, &RequestKind::ElectLeaders(request)) {
+                ResponseKind::ElectLeaders(r) => {
+                    let per: Vec<(String, i32, i16)> = r
+                        .replica_election_results
+                        .iter()
+                        .flat_map(|t| {
+                            t.partition_result
+                                .iter()
+                                .map(|p| (t.topic.0.to_string(), p.partition_id, p.error_code))
+                        })
+                        .collect();
+                    (r.error_code, per)
+                }
+                other => panic!("unexpected {other:?}"),
+            }
+        };
+        let not_needed = kafka_protocol::error::ResponseError::ElectionNotNeeded.code();
+        let unknown = kafka_protocol::error::ResponseError::UnknownTopicOrPartition.code();
+        assert_eq!(
+            elect(&mut c, 0, Some(vec![("el", 0), ("el", 9), ("nope", 0)])),
+            (
+                0,
+                vec![
+                    ("el".into(), 0, not_needed),
+                    ("el".into(), 9, unknown),
+                    ("nope".into(), 0, unknown)
+                ]
+            )
+        );
+        assert_eq!(elect(&mut c, 1, Some(vec![("el", 0)])).1[0].2, not_needed);
+        // All partitions: only those that needed an election are answered.
+        assert_eq!(elect(&mut c, 0, None), (0, vec![]));
+        let invalid = kafka_protocol::error::ResponseError::InvalidRequest.code();
+        assert_eq!(
+            elect(&mut c, 7, Some(vec![("el", 0)])),
+            (invalid, vec![("el".into(), 0, invalid)])
+        );
+        metadata_ok(&mut c);
     })
     .await
     .unwrap();

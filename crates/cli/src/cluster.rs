@@ -1,6 +1,7 @@
 //! `gregor cluster info`: cluster id, controller, brokers and versions (this CLI's and the
 //! API version ranges each broker advertises); `gregor cluster quorum`: the metadata quorum
-//! (DescribeQuorum at the active controller).
+//! (DescribeQuorum at the active controller); `gregor cluster elect-leaders`: a preferred or
+//! unclean election (ElectLeaders) for a partition, a topic or everything.
 
 use std::process::ExitCode;
 use std::time::Duration;
@@ -21,6 +22,34 @@ pub enum ClusterCommand {
     Info(InfoArgs),
     /// Show the metadata quorum: leader, epoch, and each voter's log end and lag.
     Quorum(InfoArgs),
+    /// Elect leaders: give partitions back to their preferred replica, or (unclean) give a
+    /// partition without a leader any live replica.
+    ElectLeaders(ElectArgs),
+}
+
+#[derive(Args)]
+pub struct ElectArgs {
+    /// `preferred`: the first replica of the assignment, when live and in sync;
+    /// `unclean`: for a partition without a leader, any live replica (records it lacks are
+    /// lost).
+    #[arg(long = "type", value_enum, default_value = "preferred")]
+    kind: ElectionType,
+    /// Only this topic's partitions (default: every partition).
+    #[arg(long)]
+    topic: Option<String>,
+    /// Only this partition of the topic.
+    #[arg(long, requires = "topic")]
+    partition: Option<i32>,
+    #[command(flatten)]
+    format: FormatArg,
+    #[command(flatten)]
+    conn: ConnArgs,
+}
+
+#[derive(Clone, Copy, clap::ValueEnum)]
+enum ElectionType {
+    Preferred,
+    Unclean,
 }
 
 #[derive(Args)]
@@ -93,6 +122,7 @@ pub async fn run(command: ClusterCommand) -> Result<ExitCode> {
     let a = match command {
         ClusterCommand::Info(a) => a,
         ClusterCommand::Quorum(a) => return quorum(a).await,
+        ClusterCommand::ElectLeaders(a) => return elect_leaders(a).await,
     };
     let admin = admin_client(&a.conn).await?;
     let c = admin.describe_cluster().await?;
@@ -257,4 +287,63 @@ async fn quorum(a: InfoArgs) -> Result<ExitCode> {
         }
     }
     Ok(ExitCode::SUCCESS)
+}
+
+/// `gregor cluster elect-leaders`: one line per partition with its outcome; fails (exit 1)
+/// when a partition could not get the leader asked for (ELECTION_NOT_NEEDED is success).
+async fn elect_leaders(a: ElectArgs) -> Result<ExitCode> {
+    let admin = admin_client(&a.conn).await?;
+    let partitions = match (&a.topic, a.partition) {
+        (None, _) => None,
+        (Some(t), Some(p)) => Some(vec![(t.clone(), p)]),
+        (Some(t), None) => {
+            let d = crate::topic::describe_topic(&admin, t).await?;
+            Some(
+                d.partitions
+                    .iter()
+                    .map(|p| (t.clone(), p.partition))
+                    .collect(),
+            )
+        }
+    };
+    let unclean = matches!(a.kind, ElectionType::Unclean);
+    let results = admin.elect_leaders(unclean, partitions).await?;
+    let outcome = |r: &gregor_client::ItemResult<()>| match r {
+        Ok(()) => ("ELECTED".to_string(), String::new()),
+        Err(e) => (e.name.clone(), e.message.clone().unwrap_or_default()),
+    };
+    let failed = results
+        .iter()
+        .any(|(_, _, r)| matches!(r, Err(e) if e.name != "ELECTION_NOT_NEEDED"));
+    match a.format.format {
+        OutputFormat::Json => print_json(&json!(results
+            .iter()
+            .map(|(t, p, r)| {
+                let (result, message) = outcome(r);
+                json!({"topic": t, "partition": p, "result": result, "message": message})
+            })
+            .collect::<Vec<_>>())),
+        OutputFormat::Text => {
+            if results.is_empty() {
+                println!("No partition needed an election.");
+            } else {
+                let rows: Vec<Vec<String>> = results
+                    .iter()
+                    .map(|(t, p, r)| {
+                        let (result, message) = outcome(r);
+                        vec![t.clone(), p.to_string(), result, message]
+                    })
+                    .collect();
+                print!(
+                    "{}",
+                    table(&["TOPIC", "PARTITION", "RESULT", "MESSAGE"], &rows)
+                );
+            }
+        }
+    }
+    Ok(if failed {
+        ExitCode::FAILURE
+    } else {
+        ExitCode::SUCCESS
+    })
 }

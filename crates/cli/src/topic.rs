@@ -208,6 +208,22 @@ fn is_override(e: &ConfigEntry) -> bool {
     !e.is_default && matches!(e.source, ConfigSource::DynamicTopic | ConfigSource::Unknown)
 }
 
+/// What is wrong with a partition, as `topic describe` shows it: `offline` (no leader),
+/// `non-preferred-leader` (led by another replica than the first of its assignment),
+/// `under-replicated` (fewer in sync than assigned); empty when nothing is.
+fn partition_status(p: &gregor_client::PartitionDescription) -> Vec<&'static str> {
+    let mut status = Vec::new();
+    if p.leader == -1 {
+        status.push("offline");
+    } else if p.replicas.first() != Some(&p.leader) {
+        status.push("non-preferred-leader");
+    }
+    if p.isr.len() < p.replicas.len() {
+        status.push("under-replicated");
+    }
+    status
+}
+
 async fn describe(a: DescribeArgs) -> Result<ExitCode> {
     let admin = admin_client(&a.conn).await?;
     let d = describe_topic(&admin, &a.name).await?;
@@ -235,6 +251,9 @@ async fn describe(a: DescribeArgs) -> Result<ExitCode> {
                         "isr": p.isr,
                         "log_start_offset": start,
                         "log_end_offset": end,
+                        "preferred_leader": p.replicas.first(),
+                        "under_replicated": p.isr.len() < p.replicas.len(),
+                        "status": partition_status(p),
                     })
                 })
                 .collect();
@@ -271,6 +290,7 @@ async fn describe(a: DescribeArgs) -> Result<ExitCode> {
                         id_list(&p.isr),
                         start.to_string(),
                         end.to_string(),
+                        partition_status(p).join(","),
                     ]
                 })
                 .collect();
@@ -283,7 +303,8 @@ async fn describe(a: DescribeArgs) -> Result<ExitCode> {
                         "REPLICAS",
                         "ISR",
                         "LOG-START",
-                        "LOG-END"
+                        "LOG-END",
+                        "STATUS"
                     ],
                     &rows
                 )

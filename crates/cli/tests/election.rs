@@ -9,6 +9,11 @@
 //! - Unclean election: off, the partition stays offline while its only live replica is out
 //!   of the ISR; turned on for the topic, that replica leads at once and the controller logs
 //!   the possible loss.
+//! - ElectLeaders (API 43) through librdkafka's admin API and `gregor cluster elect-leaders`:
+//!   not needed while the preferred replica leads; unclean with no live replica is
+//!   ELIGIBLE_LEADERS_NOT_AVAILABLE, with an out-of-sync one it leads; preferred while the
+//!   preferred replica is dead is PREFERRED_LEADER_NOT_AVAILABLE, once it is back in sync it
+//!   leads again.
 //!
 //! Every process is killed by its guard, on every path.
 
@@ -209,5 +214,118 @@ async fn unclean_election_brings_an_out_of_sync_replica_back_only_when_enabled()
             .unwrap();
     let want: Vec<String> = (0..5).map(|i| format!("after-{i:06}")).collect();
     assert_eq!(values, want, "the records 4 never had are gone");
+    drop(procs);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn elect_leaders_unclean_and_preferred_through_librdkafka_and_the_gregor_client() {
+    use support::elect::{gregor_elect, librdkafka_elect};
+    const TOPIC: &str = "asked";
+    let root = tempfile::tempdir().unwrap();
+    let (nodes, voters, mut procs) = start_four(root.path()).await;
+    let controller = format!("127.0.0.1:{}", nodes[0].port);
+    let all = bootstrap_of(&nodes);
+    create_on_2_3_4(&controller, TOPIC, &[]).await;
+    assert_eq!(in_sync_leader(controller.clone(), TOPIC).await, 2);
+    let elect = |unclean: bool| {
+        let c = controller.clone();
+        tokio::task::spawn_blocking(move || librdkafka_elect(&c, unclean, &[(TOPIC, 0)]))
+    };
+    let gregor = |args: &'static [&'static str]| {
+        let c = controller.clone();
+        tokio::task::spawn_blocking(move || gregor_elect(&c, args))
+    };
+    let only = |rows: Vec<(String, i64, String)>| {
+        assert_eq!(rows.len(), 1, "{rows:?}");
+        rows[0].2.clone()
+    };
+
+    // Nothing to do: the preferred replica leads; an unclean election of a led partition
+    // is not needed either; a partition that does not exist is unknown.
+    let done = elect(false).await.unwrap().unwrap();
+    assert_eq!(
+        done,
+        vec![(TOPIC.into(), 0, RDKafkaErrorCode::ElectionNotNeeded)]
+    );
+    let (code, rows) = gregor(&["--type", "unclean", "--topic", TOPIC])
+        .await
+        .unwrap();
+    assert_eq!((code, only(rows)), (0, "ELECTION_NOT_NEEDED".to_string()));
+    let (code, rows) = gregor(&["--topic", TOPIC, "--partition", "7"])
+        .await
+        .unwrap();
+    assert_eq!(
+        (code, only(rows)),
+        (1, "UNKNOWN_TOPIC_OR_PARTITION".to_string())
+    );
+
+    // Records commit on all three; 4 stops, then 3 and 2 die: offline, no replica live.
+    send(&producer(&all, "all", true), TOPIC, 40, "c")
+        .await
+        .unwrap();
+    tokio::task::block_in_place(|| procs[3].terminate());
+    wait_isr(controller.clone(), TOPIC, vec![2, 3]).await;
+    send(&producer(&all, "all", true), TOPIC, 10, "d")
+        .await
+        .unwrap();
+    procs[2].kill();
+    wait_isr(controller.clone(), TOPIC, vec![2]).await;
+    procs[1].kill();
+    wait_offline(controller.clone(), TOPIC).await;
+    let (code, rows) = gregor(&["--type", "unclean", "--topic", TOPIC])
+        .await
+        .unwrap();
+    assert_eq!(
+        (code, only(rows)),
+        (1, "ELIGIBLE_LEADERS_NOT_AVAILABLE".to_string())
+    );
+
+    // 4 returns out of sync: it does not lead by itself (unclean election is off), the
+    // preferred replica (2) is dead, and an unclean election through librdkafka makes 4
+    // lead without the records it missed.
+    procs[3] = restart(root.path(), &nodes[3], &voters);
+    wait_live(controller.clone(), vec![1, 4]).await;
+    stays_offline(controller.clone(), TOPIC, Duration::from_secs(1)).await;
+    let (code, rows) = gregor(&["--topic", TOPIC]).await.unwrap();
+    assert_eq!(
+        (code, only(rows)),
+        (1, "PREFERRED_LEADER_NOT_AVAILABLE".to_string())
+    );
+    assert_eq!(
+        elect(true).await.unwrap().unwrap(),
+        vec![(TOPIC.into(), 0, RDKafkaErrorCode::NoError)]
+    );
+    assert_eq!(
+        wait_leader_among(controller.clone(), TOPIC, vec![4]).await,
+        4
+    );
+    send(&producer(&all, "all", true), TOPIC, 5, "after")
+        .await
+        .unwrap();
+
+    // 2 and 3 return, truncate to 4's log and rejoin; a preferred election through the
+    // Gregor client gives the partition back to 2, with everything 4 acknowledged.
+    procs[1] = restart(root.path(), &nodes[1], &voters);
+    procs[2] = restart(root.path(), &nodes[2], &voters);
+    wait_isr(controller.clone(), TOPIC, vec![2, 3, 4]).await;
+    let (code, rows) = gregor(&["--topic", TOPIC]).await.unwrap();
+    assert_eq!((code, only(rows)), (0, "ELECTED".to_string()));
+    assert_eq!(
+        wait_leader_among(controller.clone(), TOPIC, vec![2]).await,
+        2
+    );
+    let reader = format!("127.0.0.1:{}", nodes[1].port);
+    let values =
+        tokio::task::spawn_blocking(move || read_values(&reader, TOPIC, "read_committed", 46))
+            .await
+            .unwrap();
+    let want: Vec<String> = (0..40)
+        .map(|i| format!("c-{i:06}"))
+        .chain((0..5).map(|i| format!("after-{i:06}")))
+        .collect();
+    assert_eq!(
+        values, want,
+        "what 4 had and acknowledged is kept; what only 2 and 3 had is gone"
+    );
     drop(procs);
 }

@@ -731,6 +731,59 @@ impl AdminClient {
         .await
     }
 
+    /// Elects leaders (ElectLeaders): `unclean` false for the preferred replica, true for
+    /// any live replica of a partition without a leader; for `partitions` (`None`: every
+    /// partition, where only those that needed an election are answered). One result per
+    /// partition: ELECTION_NOT_NEEDED, PREFERRED_LEADER_NOT_AVAILABLE, ... as Kafka's.
+    pub async fn elect_leaders(
+        &self,
+        unclean: bool,
+        partitions: Option<Vec<(String, i32)>>,
+    ) -> Result<Vec<(String, i32, ItemResult<()>)>> {
+        use kafka_protocol::messages::elect_leaders_request::TopicPartitions;
+        use kafka_protocol::messages::ElectLeadersRequest;
+        let topics = partitions.map(|ps| {
+            by_topic(&ps.into_iter().map(|(t, p)| (t, p, ())).collect::<Vec<_>>())
+                .into_iter()
+                .map(|(t, ps)| {
+                    TopicPartitions::default()
+                        .with_topic(topic_name(&t))
+                        .with_partitions(ps.into_iter().map(|(p, ())| p).collect())
+                })
+                .collect()
+        });
+        let request = ElectLeadersRequest::default()
+            .with_election_type(i8::from(unclean))
+            .with_topic_partitions(topics)
+            .with_timeout_ms(self.timeout_ms());
+        self.retrying(|| async {
+            let conn = self.controller().await?;
+            let r = expect_response!(
+                call(
+                    &conn,
+                    ApiKey::ElectLeaders,
+                    RequestKind::ElectLeaders(request.clone())
+                )
+                .await?,
+                ElectLeaders
+            );
+            AdminError::check(r.error_code, None)?;
+            Ok(r.replica_election_results
+                .iter()
+                .flat_map(|t| {
+                    t.partition_result.iter().map(|p| {
+                        (
+                            t.topic.0.to_string(),
+                            p.partition_id,
+                            AdminError::check(p.error_code, p.error_message.as_ref()),
+                        )
+                    })
+                })
+                .collect())
+        })
+        .await
+    }
+
     // --------------------------------------------------------------- configs
 
     async fn config_connection(&self, resource: &ConfigResource) -> Result<Arc<Connection>> {

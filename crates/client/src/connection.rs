@@ -55,6 +55,8 @@ pub const CLIENT_VERSIONS: &[(ApiKey, i16, i16)] = &[
     (ApiKey::ListTransactions, 0, 1),
     (ApiKey::DescribeTransactions, 0, 0),
     (ApiKey::DescribeProducers, 0, 0),
+    // v1 adds the election type (v0 is preferred only).
+    (ApiKey::ElectLeaders, 1, 2),
 ];
 
 /// Largest response frame accepted.

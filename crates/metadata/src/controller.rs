@@ -13,6 +13,7 @@ use std::time::{Duration, Instant};
 
 use uuid::Uuid;
 
+use crate::balance::{self, ElectionKind, ElectionResult};
 use crate::config::validate_topic_config;
 use crate::election::{self, ElectionDefaults};
 use crate::image::{MetadataImage, PartitionImage};
@@ -771,6 +772,45 @@ impl Controller {
             next_block_start: start + size,
         }])?;
         Ok(start)
+    }
+
+    /// Runs an election of `kind` for `partitions` (`None`: all) and writes its changes in
+    /// one batch; returns each partition's outcome.
+    pub fn elect_leaders(
+        &mut self,
+        kind: ElectionKind,
+        partitions: Option<&[(String, Vec<i32>)]>,
+    ) -> Result<Vec<ElectionResult>, ControllerError> {
+        let (results, records) = balance::elect(&self.image(), &self.election, kind, partitions);
+        self.commit(records)?;
+        Ok(results)
+    }
+
+    /// Gives leadership back to the preferred replicas of every broker whose share of
+    /// partitions led elsewhere exceeds `max_imbalance_percent` (when they are live and in
+    /// sync); returns how many partitions moved.
+    pub fn balance_leaders(
+        &mut self,
+        max_imbalance_percent: u32,
+    ) -> Result<usize, ControllerError> {
+        let image = self.image();
+        let wanted = balance::imbalanced(&image, max_imbalance_percent);
+        if wanted.is_empty() {
+            return Ok(0);
+        }
+        let (_, records) = balance::elect(
+            &image,
+            &self.election,
+            ElectionKind::Preferred,
+            Some(&wanted),
+        );
+        let moved = records.len();
+        self.commit(records)?;
+        tracing::info!(
+            partitions = moved,
+            "leadership moved back to preferred replicas"
+        );
+        Ok(moved)
     }
 
     /// Records broker config changes the broker has already validated.

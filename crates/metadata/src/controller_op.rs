@@ -5,6 +5,7 @@
 use serde::{Deserialize, Serialize};
 use uuid::Uuid;
 
+use crate::balance::{ElectionKind, ElectionResult};
 use crate::controller::{Controller, ControllerError, NewTopic};
 
 /// One change a controller validates and writes.
@@ -48,6 +49,11 @@ pub enum ControllerOp {
     ClaimClusterId {
         proposed: String,
     },
+    /// Elects leaders for the named partitions (`None`: all of them).
+    ElectLeaders {
+        kind: ElectionKind,
+        partitions: Option<Vec<(String, Vec<i32>)>>,
+    },
 }
 
 /// What an operation returned.
@@ -60,6 +66,8 @@ pub enum ControllerReply {
     ProducerIds(i64),
     /// The cluster's id.
     ClusterId(String),
+    /// Each partition's election outcome.
+    Elections(Vec<ElectionResult>),
 }
 
 /// The outcome of a forwarded operation: its reply and the offset of the last record it
@@ -207,6 +215,9 @@ impl Controller {
             ControllerOp::ClaimClusterId { proposed } => self
                 .claim_cluster_id(proposed)
                 .map(ControllerReply::ClusterId),
+            ControllerOp::ElectLeaders { kind, partitions } => self
+                .elect_leaders(kind, partitions.as_deref())
+                .map(ControllerReply::Elections),
         }
     }
 }

@@ -89,10 +89,10 @@ impl TopicPolicy {
 
 /// A partition's leader, ISR and ELR after a change.
 #[derive(Debug, Clone, PartialEq, Eq)]
-struct Next {
-    leader: i32,
-    isr: Vec<i32>,
-    elr: Vec<i32>,
+pub(crate) struct Next {
+    pub(crate) leader: i32,
+    pub(crate) isr: Vec<i32>,
+    pub(crate) elr: Vec<i32>,
 }
 
 /// `ids` in the assignment order of `p`'s replicas.
@@ -114,7 +114,7 @@ pub fn elr_after(p: &PartitionImage, isr: &[i32], policy: &TopicPolicy) -> Vec<i
 
 /// `p` with its ISR becoming `isr` (the ELR following), and a leader elected when the
 /// current one is gone from the ISR or not `live`.
-fn settle(
+pub(crate) fn settle(
     topic: &str,
     p: &PartitionImage,
     isr: Vec<i32>,
@@ -176,7 +176,11 @@ fn settle(
 }
 
 /// The record that takes `p` to `next`, if anything changes.
-fn change_record(topic_id: Uuid, p: &PartitionImage, next: Next) -> Option<MetadataRecord> {
+pub(crate) fn change_record(
+    topic_id: Uuid,
+    p: &PartitionImage,
+    next: Next,
+) -> Option<MetadataRecord> {
     if next.leader == p.leader && next.isr == p.isr && next.elr == p.elr {
         return None;
     }

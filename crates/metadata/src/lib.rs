@@ -8,6 +8,7 @@
 //! [`controller::Controller`] validates requests, keeps broker sessions ([`membership`]),
 //! places replicas ([`placement`]) and turns it all into batches.
 
+pub mod balance;
 pub mod config;
 pub mod controller;
 pub mod controller_op;

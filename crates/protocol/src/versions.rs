@@ -56,6 +56,7 @@ pub const SUPPORTED: &[ApiRange] = &[
     range(ApiKey::DescribeTransactions, 0, 0),
     range(ApiKey::DescribeProducers, 0, 0),
     range(ApiKey::WriteTxnMarkers, 1, 1),
+    range(ApiKey::ElectLeaders, 0, 2),
 ];
 
 /// The implemented range for `key`, if the broker serves that API at all.
@@ -110,6 +111,7 @@ pub(crate) fn codec_range(key: ApiKey) -> kafka_protocol::protocol::VersionRange
         ApiKey::DescribeTransactions => DescribeTransactionsRequest::VERSIONS,
         ApiKey::DescribeProducers => DescribeProducersRequest::VERSIONS,
         ApiKey::WriteTxnMarkers => WriteTxnMarkersRequest::VERSIONS,
+        ApiKey::ElectLeaders => ElectLeadersRequest::VERSIONS,
         ApiKey::BrokerRegistration => BrokerRegistrationRequest::VERSIONS,
         ApiKey::BrokerHeartbeat => BrokerHeartbeatRequest::VERSIONS,
         ApiKey::AlterPartition => AlterPartitionRequest::VERSIONS,

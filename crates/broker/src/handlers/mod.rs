@@ -5,6 +5,7 @@ pub mod api_versions;
 pub mod cluster;
 pub mod configs;
 pub mod delete_records;
+pub mod elect_leaders;
 pub mod fetch;
 pub mod groups;
 pub mod list_offsets;
@@ -154,6 +155,9 @@ pub async fn handle(
         }
         // The guard lets through only APIs in the version table, and each has an arm above;
         // should one be missing, the connection is closed rather than the broker panicking.
+        RequestKind::ElectLeaders(r) => {
+            ResponseKind::ElectLeaders(elect_leaders::handle(broker, r, v))
+        }
         other => return Err(format!("no handler for {:?}", other)),
     };
     Ok(Some(Reply { response, files }))

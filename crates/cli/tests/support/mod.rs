@@ -5,6 +5,7 @@
 #![allow(dead_code)]
 
 pub mod cluster;
+pub mod elect;
 pub mod replicated;
 
 use std::io::{BufRead, BufReader};

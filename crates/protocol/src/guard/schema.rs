@@ -173,6 +173,7 @@ pub static SERVED: &[ApiSchema] = &[
     api(ApiKey::DescribeTransactions, 0, 0, 0, DESCRIBE_TRANSACTIONS),
     api(ApiKey::DescribeProducers, 0, 0, 0, DESCRIBE_PRODUCERS),
     api(ApiKey::WriteTxnMarkers, 1, 1, 1, WRITE_TXN_MARKERS),
+    api(ApiKey::ElectLeaders, 0, 2, 2, ELECT_LEADERS),
 ];
 
 /// Layouts not served to clients: the inter-node requests a broker sends to the active
@@ -437,6 +438,15 @@ const CREATE_PARTITIONS: &[Field] = &[
     f("topics", Ty::Structs(CREATE_PARTITIONS_TOPIC)),
     f("timeout_ms", INT32),
     f("validate_only", BOOL),
+];
+
+// ---- ElectLeaders --------------------------------------------------------------------------
+
+const ELECT_LEADERS_TOPIC: &[Field] = &[f("topic", STRING), f("partitions", Ty::Array(&INT32))];
+const ELECT_LEADERS: &[Field] = &[
+    f("election_type", INT8).since(1),
+    f("topic_partitions", Ty::Structs(ELECT_LEADERS_TOPIC)),
+    f("timeout_ms", INT32),
 ];
 
 // ---- DescribeCluster -----------------------------------------------------------------------

@@ -119,6 +119,7 @@ fn decode_body(key: ApiKey, buf: &mut Bytes, v: i16) -> Result<(), String> {
         ApiKey::DescribeTransactions => d::<DescribeTransactionsRequest>(buf, v),
         ApiKey::DescribeProducers => d::<DescribeProducersRequest>(buf, v),
         ApiKey::WriteTxnMarkers => d::<WriteTxnMarkersRequest>(buf, v),
+        ApiKey::ElectLeaders => d::<ElectLeadersRequest>(buf, v),
         ApiKey::BrokerRegistration => d::<BrokerRegistrationRequest>(buf, v),
         ApiKey::BrokerHeartbeat => d::<BrokerHeartbeatRequest>(buf, v),
         ApiKey::AlterPartition => d::<AlterPartitionRequest>(buf, v),
@@ -799,6 +800,23 @@ fn body(key: ApiKey, v: i16) -> Vec<u8> {
                             ]),
                         WritableTxnMarker::default().with_producer_id(ProducerId(8)),
                     ])
+                    .with_unknown_tagged_fields(unknown),
+                v,
+            )
+        }
+        ApiKey::ElectLeaders => {
+            use kafka_protocol::messages::elect_leaders_request::*;
+            enc(
+                ElectLeadersRequest::default()
+                    .with_election_type(if v >= 1 { 1 } else { 0 })
+                    .with_topic_partitions(Some(vec![
+                        TopicPartitions::default()
+                            .with_topic(topic("t"))
+                            .with_partitions(vec![0, 3])
+                            .with_unknown_tagged_fields(unknown.clone()),
+                        TopicPartitions::default().with_topic(topic("u")),
+                    ]))
+                    .with_timeout_ms(30_000)
                     .with_unknown_tagged_fields(unknown),
                 v,
             )
