@@ -33,6 +33,7 @@ use crate::group::coordinator::{GroupCoordinator, OFFSETS_TOPIC};
 use crate::handlers::write_txn_markers::NotWritten;
 use crate::partition::{AppendError, Partition};
 use crate::replica_manager::ReplicaManager;
+use crate::replication_throttle::ReplicationThrottle;
 use crate::txn::coordinator::{TxnCoordinator, TXN_STATE_TOPIC};
 
 /// Errors that stop the broker from starting or shutting down cleanly.
@@ -105,6 +106,10 @@ pub struct Broker {
     pub isr_manager: IsrManager,
     /// Connections to other brokers for markers and transaction verification.
     pub(crate) inter_broker: InterBrokerClient,
+    /// The quotas of replication throttled by `*.replication.throttled.*` (one for what
+    /// this broker sends as leader, one for what it copies as follower).
+    pub leader_throttle: ReplicationThrottle,
+    pub follower_throttle: ReplicationThrottle,
 }
 
 impl Broker {
@@ -161,6 +166,8 @@ impl Broker {
             lifecycle: Lifecycle::new(host, port, config.rack(), previous_epoch),
             isr_manager: IsrManager::default(),
             inter_broker: InterBrokerClient::default(),
+            leader_throttle: ReplicationThrottle::new(std::time::Instant::now()),
+            follower_throttle: ReplicationThrottle::new(std::time::Instant::now()),
         };
         broker.cluster_id = broker.seat.claim_cluster_id(&dir, local_cluster_id)?;
         // Long enough for another process's session under this node id to expire.

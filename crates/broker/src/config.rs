@@ -421,6 +421,18 @@ pub const BROKER_CONFIGS: &[BrokerConfigDef] = &[
         "1 keeps eligible leader replicas (KIP-966) and the strict min-ISR high watermark; 0 turns both off (read by controllers and brokers: set it alike on every node)",
     ),
     def(
+        "leader.replication.throttled.rate",
+        L { min: 0 },
+        Some(MAX_LONG),
+        "bytes/s a leader sends to the throttled replicas of its partitions (topic leader.replication.throttled.replicas) while they are out of the ISR",
+    ),
+    def(
+        "follower.replication.throttled.rate",
+        L { min: 0 },
+        Some(MAX_LONG),
+        "bytes/s a follower copies for its throttled replicas (topic follower.replication.throttled.replicas) while they are out of the ISR",
+    ),
+    def(
         "auto.leader.rebalance.enable",
         B,
         Some("true"),
@@ -709,6 +721,15 @@ impl BrokerConfig {
                 self.num("leader.imbalance.per.broker.percentage"),
             )
         })
+    }
+
+    /// `leader.replication.throttled.rate` and `follower.replication.throttled.rate`
+    /// (bytes/s; `replication_throttle::UNLIMITED` when not throttled).
+    pub fn replication_throttle_rates(&self) -> (u64, u64) {
+        (
+            self.num("leader.replication.throttled.rate"),
+            self.num("follower.replication.throttled.rate"),
+        )
     }
 
     /// `eligible.leader.replicas.version` >= 1.

@@ -31,6 +31,7 @@ pub mod record_scan;
 pub mod replica_fetcher;
 pub mod replica_manager;
 pub mod replica_tracker;
+pub mod replication_throttle;
 pub mod server;
 pub mod txn;
 pub mod zero_copy;

@@ -294,6 +294,11 @@ impl Partition {
                     replication.tracker =
                         ReplicaTracker::new(self.node_id, &state.replicas, now_ms);
                 }
+            } else if previous.is_some_and(|p| p.replicas != state.replicas) {
+                // A reassignment added or removed replicas under this leadership.
+                replication
+                    .tracker
+                    .set_replicas(self.node_id, &state.replicas, now_ms);
             }
             if replication
                 .pending_isr

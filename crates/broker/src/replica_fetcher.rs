@@ -43,6 +43,7 @@ use crate::broker::Broker;
 use crate::config::ReplicaFetchConfig;
 use crate::partition::{AppendError, Partition};
 use crate::replica_manager::TopicIdPartition;
+use crate::replication_throttle::{is_throttled, UNLIMITED};
 
 /// The Fetch version followers send.
 const FETCH_VERSION: i16 = 12;
@@ -163,11 +164,26 @@ async fn fetch_from_leader(
         let config = broker.config().replica_fetch();
         let now = Instant::now();
         backoff.retain(|_, until| *until > now);
+        let throttled = follower_throttled(&broker, &partitions);
+        let quota_spent = !throttled.is_empty()
+            && broker.follower_throttle.exceeded(
+                broker.config().replication_throttle_rates().1,
+                now.into_std(),
+            );
         let ready: Vec<Arc<Partition>> = partitions
             .iter()
             .filter(|p| !backoff.contains_key(&(p.topic_id, p.index)))
+            .filter(|p| !(quota_spent && throttled.contains(&(p.topic_id, p.index))))
             .cloned()
             .collect();
+        if ready.is_empty() && quota_spent {
+            // Only throttled partitions are due and their quota is spent: wait for it.
+            tokio::select! {
+                changed = assignment.changed() => if changed.is_err() { return },
+                _ = tokio::time::sleep(THROTTLE_WAIT) => {}
+            }
+            continue;
+        }
         if ready.is_empty() {
             let wake = backoff
                 .values()
@@ -199,6 +215,11 @@ async fn fetch_from_leader(
             Ok(response) => {
                 connection = Some(conn);
                 let now = Instant::now();
+                if !throttled.is_empty() {
+                    let bytes = throttled_bytes(&response, &sent, &throttled);
+                    let rate = broker.config().replication_throttle_rates().1;
+                    broker.follower_throttle.record(bytes, rate, now.into_std());
+                }
                 for (key, leader_behind) in handle_response(&broker, leader, &sent, response) {
                     let wait = if leader_behind {
                         config.backoff.min(LEADER_BEHIND_RETRY)
@@ -214,6 +235,54 @@ async fn fetch_from_leader(
             }
         }
     }
+}
+
+/// How long a fetcher whose due partitions are all throttled waits before looking again.
+const THROTTLE_WAIT: Duration = Duration::from_millis(100);
+
+/// The partitions among `partitions` whose copy here is throttled: a follower rate is set,
+/// the topic's `follower.replication.throttled.replicas` names this broker's replica, and
+/// this replica is out of the ISR.
+fn follower_throttled(broker: &Broker, partitions: &[Arc<Partition>]) -> Vec<TopicIdPartition> {
+    if broker.config().replication_throttle_rates().1 >= UNLIMITED {
+        return Vec::new();
+    }
+    let image = broker.image();
+    partitions
+        .iter()
+        .filter(|p| {
+            !p.state().isr.contains(&broker.node_id)
+                && is_throttled(
+                    &image,
+                    "follower.replication.throttled.replicas",
+                    &p.topic,
+                    p.index,
+                    broker.node_id,
+                )
+        })
+        .map(|p| (p.topic_id, p.index))
+        .collect()
+}
+
+/// The record bytes `response` brought for the `throttled` partitions of `sent`.
+fn throttled_bytes(
+    response: &FetchResponse,
+    sent: &[FetchState],
+    throttled: &[TopicIdPartition],
+) -> usize {
+    response
+        .responses
+        .iter()
+        .flat_map(|t| t.partitions.iter().map(move |d| (t.topic.0.as_str(), d)))
+        .filter(|(topic, d)| {
+            sent.iter().any(|s| {
+                s.partition.topic == *topic
+                    && s.partition.index == d.partition_index
+                    && throttled.contains(&(s.partition.topic_id, s.partition.index))
+            })
+        })
+        .map(|(_, d)| d.records.as_ref().map_or(0, |r| r.len()))
+        .sum()
 }
 
 /// What one request asked for each partition.

@@ -359,6 +359,8 @@ mod tests {
                     isr: Some(vec![1]),
                     replicas: None,
                     elr: None,
+                    adding_replicas: None,
+                    removing_replicas: None,
                 },
                 MetadataRecord::PartitionChange {
                     topic_id: id,
@@ -367,6 +369,8 @@ mod tests {
                     isr: Some(vec![2]),
                     replicas: Some(vec![2]),
                     elr: None,
+                    adding_replicas: None,
+                    removing_replicas: None,
                 },
             ],
         );

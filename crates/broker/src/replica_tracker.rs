@@ -25,6 +25,18 @@ struct Follower {
     leader_leo_at_last_fetch: i64,
 }
 
+impl Follower {
+    /// A follower that has not fetched yet, given the full lag time from `now_ms`.
+    fn fresh(now_ms: i64) -> Follower {
+        Follower {
+            leo: -1,
+            last_caught_up_ms: now_ms,
+            last_fetch_ms: now_ms,
+            leader_leo_at_last_fetch: i64::MAX,
+        }
+    }
+}
+
 /// The followers of one partition, seen by its leader.
 #[derive(Debug, Clone, Default)]
 pub struct ReplicaTracker {
@@ -38,19 +50,21 @@ impl ReplicaTracker {
         let followers = replicas
             .iter()
             .filter(|&&r| r != leader)
-            .map(|&r| {
-                (
-                    r,
-                    Follower {
-                        leo: -1,
-                        last_caught_up_ms: now_ms,
-                        last_fetch_ms: now_ms,
-                        leader_leo_at_last_fetch: i64::MAX,
-                    },
-                )
-            })
+            .map(|&r| (r, Follower::fresh(now_ms)))
             .collect();
         ReplicaTracker { followers }
+    }
+
+    /// The replicas changed under the same leadership (a reassignment): new followers are
+    /// tracked from now (not caught up: they have not fetched), removed ones forgotten, the
+    /// others keep what the leader knows of them.
+    pub fn set_replicas(&mut self, leader: i32, replicas: &[i32], now_ms: i64) {
+        self.followers.retain(|r, _| replicas.contains(r));
+        for &r in replicas.iter().filter(|&&r| r != leader) {
+            self.followers
+                .entry(r)
+                .or_insert_with(|| Follower::fresh(now_ms));
+        }
     }
 
     /// Whether `replica` is one of the followers.
@@ -124,6 +138,21 @@ impl ReplicaTracker {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn replicas_added_under_a_leadership_are_tracked_and_removed_ones_forgotten() {
+        let mut t = ReplicaTracker::new(1, &[1, 2], 0);
+        assert!(t.on_fetch(2, 10, 10, 5));
+        assert!(!t.on_fetch(3, 0, 10, 5), "not a replica yet");
+        t.set_replicas(1, &[1, 2, 3], 6);
+        assert_eq!(t.follower_leo(2), 10, "what the leader knew is kept");
+        assert!(t.is_follower(3));
+        assert_eq!(t.follower_leo(3), -1);
+        assert!(t.on_fetch(3, 4, 10, 7));
+        assert!(!t.may_join(3, 10, 0), "behind the HW");
+        t.set_replicas(1, &[1, 3], 8);
+        assert!(!t.is_follower(2));
+    }
 
     fn isr(ids: &[i32]) -> BTreeSet<i32> {
         ids.iter().copied().collect()

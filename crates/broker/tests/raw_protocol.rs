@@ -729,6 +729,21 @@ fn sample_request(key: ApiKey, version: i16, topic: &str) -> RequestKind {
                     .with_partitions(vec![0]),
             ])),
         ),
+        // A one-broker cluster: to the same replica, nothing moves.
+        ApiKey::AlterPartitionReassignments => RequestKind::AlterPartitionReassignments(
+            AlterPartitionReassignmentsRequest::default().with_topics(vec![
+                alter_partition_reassignments_request::ReassignableTopic::default()
+                    .with_name(name())
+                    .with_partitions(vec![
+                        alter_partition_reassignments_request::ReassignablePartition::default()
+                            .with_partition_index(0)
+                            .with_replicas(Some(vec![BrokerId(1)])),
+                    ]),
+            ]),
+        ),
+        ApiKey::ListPartitionReassignments => RequestKind::ListPartitionReassignments(
+            ListPartitionReassignmentsRequest::default().with_topics(None),
+        ),
         other => panic!("no sample request for {other:?}"),
     }
 }
@@ -1133,6 +1148,91 @@ async fn elect_leaders_answers_each_partition_with_kafkas_errors() {
             elect(&mut c, 7, Some(vec![("el", 0)])),
             (invalid, vec![("el".into(), 0, invalid)])
         );
+        metadata_ok(&mut c);
+    })
+    .await
+    .unwrap();
+    broker.shutdown().await.unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn bad_reassignments_get_kafkas_errors_and_change_nothing() {
+    use alter_partition_reassignments_request::{ReassignablePartition, ReassignableTopic};
+    let dir = tempfile::tempdir().unwrap();
+    let broker = start_broker(dir.path(), &[]).await;
+    let addr = broker.local_addr;
+    tokio::task::spawn_blocking(move || {
+        let mut c = RawConnection::connect(addr);
+        create_topic(&mut c, "ra");
+        let alter =
+            |c: &mut RawConnection, items: Vec<(&str, i32, Option<Vec<i32>>)>, allow_rf: bool| {
+                let topics = items
+                    .into_iter()
+                    .map(|(t, p, r)| {
+                        ReassignableTopic::default()
+                            .with_name(TopicName(s(t)))
+                            .with_partitions(vec![ReassignablePartition::default()
+                                .with_partition_index(p)
+                                .with_replicas(r.map(|r| r.into_iter().map(BrokerId).collect()))])
+                    })
+                    .collect();
+                let request = AlterPartitionReassignmentsRequest::default()
+                    .with_timeout_ms(5000)
+                    .with_allow_replication_factor_change(allow_rf)
+                    .with_topics(topics);
+                let kind = RequestKind::AlterPartitionReassignments(request);
+                match c.request(ApiKey::AlterPartitionReassignments, 1, &kind) {
+                    ResponseKind::AlterPartitionReassignments(r) => r
+                        .responses
+                        .iter()
+                        .flat_map(|t| t.partitions.iter().map(|p| p.error_code))
+                        .collect::<Vec<i16>>(),
+                    other => panic!("unexpected {other:?}"),
+                }
+            };
+        use kafka_protocol::error::ResponseError as E;
+        let invalid = E::InvalidReplicaAssignment.code();
+        for (item, want) in [
+            (("ra", 0, Some(vec![1, 7])), invalid),
+            (("ra", 0, Some(vec![1, 1])), invalid),
+            (("ra", 0, Some(vec![])), invalid),
+            (("ra", 4, Some(vec![1])), E::UnknownTopicOrPartition.code()),
+            (
+                ("nope", 0, Some(vec![1])),
+                E::UnknownTopicOrPartition.code(),
+            ),
+            (("ra", 0, None), E::NoReassignmentInProgress.code()),
+        ] {
+            assert_eq!(
+                alter(&mut c, vec![item.clone()], true),
+                vec![want],
+                "{item:?}"
+            );
+        }
+        // A partition named twice in one request.
+        assert_eq!(
+            alter(
+                &mut c,
+                vec![("ra", 0, Some(vec![1])), ("ra", 0, Some(vec![1]))],
+                true
+            ),
+            vec![0, E::InvalidRequest.code()]
+        );
+        // KIP-860: a replica count change the client does not allow.
+        assert_eq!(
+            alter(&mut c, vec![("ra", 0, Some(vec![1, 2]))], false),
+            vec![E::InvalidReplicationFactor.code()]
+        );
+        let list = RequestKind::ListPartitionReassignments(
+            ListPartitionReassignmentsRequest::default().with_topics(None),
+        );
+        match c.request(ApiKey::ListPartitionReassignments, 0, &list) {
+            ResponseKind::ListPartitionReassignments(r) => {
+                assert_eq!(r.error_code, 0);
+                assert!(r.topics.is_empty(), "nothing moves: {:?}", r.topics);
+            }
+            other => panic!("unexpected {other:?}"),
+        }
         metadata_ok(&mut c);
     })
     .await

@@ -20,6 +20,7 @@ mod group;
 mod local_cluster;
 mod perf;
 mod produce;
+mod reassign;
 mod topic;
 mod txn;
 

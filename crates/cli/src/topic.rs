@@ -30,6 +30,9 @@ pub enum TopicCommand {
     AddPartitions(AddPartitionsArgs),
     /// Delete a topic.
     Delete(DeleteArgs),
+    /// Move partitions' replicas between brokers (like kafka-reassign-partitions.sh):
+    /// --generate a plan, --execute it, --verify it, --cancel it, --list what is moving.
+    Reassign(crate::reassign::ReassignArgs),
 }
 
 #[derive(Args)]
@@ -128,6 +131,7 @@ pub async fn run(command: TopicCommand) -> Result<ExitCode> {
         TopicCommand::AlterConfig(a) => alter_config(a).await,
         TopicCommand::AddPartitions(a) => add_partitions(a).await,
         TopicCommand::Delete(a) => delete(a).await,
+        TopicCommand::Reassign(a) => crate::reassign::run(a).await,
     }
 }
 

@@ -189,6 +189,17 @@ pub struct TopicDescription {
     pub partitions: Vec<PartitionDescription>,
 }
 
+/// A partition reassignment under way.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct OngoingReassignment {
+    pub topic: String,
+    pub partition: i32,
+    /// Every replica now: the target ones first, then those being removed.
+    pub replicas: Vec<i32>,
+    pub adding: Vec<i32>,
+    pub removing: Vec<i32>,
+}
+
 /// A config resource.
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
 pub enum ConfigResource {
@@ -780,6 +791,104 @@ impl AdminClient {
                     })
                 })
                 .collect())
+        })
+        .await
+    }
+
+    /// Starts, replaces or (target `None`) cancels partition reassignments
+    /// (AlterPartitionReassignments); one result per partition, in request order.
+    pub async fn alter_partition_reassignments(
+        &self,
+        items: Vec<(String, i32, Option<Vec<i32>>)>,
+    ) -> Result<Vec<(String, i32, ItemResult<()>)>> {
+        use kafka_protocol::messages::alter_partition_reassignments_request::{
+            ReassignablePartition, ReassignableTopic,
+        };
+        use kafka_protocol::messages::{AlterPartitionReassignmentsRequest, BrokerId};
+        let topics = by_topic(&items)
+            .into_iter()
+            .map(|(t, ps)| {
+                ReassignableTopic::default()
+                    .with_name(topic_name(&t))
+                    .with_partitions(
+                        ps.into_iter()
+                            .map(|(p, target)| {
+                                ReassignablePartition::default()
+                                    .with_partition_index(p)
+                                    .with_replicas(
+                                        target.map(|r| r.into_iter().map(BrokerId).collect()),
+                                    )
+                            })
+                            .collect(),
+                    )
+            })
+            .collect();
+        let request = AlterPartitionReassignmentsRequest::default()
+            .with_timeout_ms(self.timeout_ms())
+            .with_topics(topics);
+        self.retrying(|| async {
+            let conn = self.controller().await?;
+            let r = expect_response!(
+                call(
+                    &conn,
+                    ApiKey::AlterPartitionReassignments,
+                    RequestKind::AlterPartitionReassignments(request.clone())
+                )
+                .await?,
+                AlterPartitionReassignments
+            );
+            AdminError::check(r.error_code, r.error_message.as_ref())?;
+            Ok(r.responses
+                .iter()
+                .flat_map(|t| {
+                    t.partitions.iter().map(|p| {
+                        (
+                            t.name.0.to_string(),
+                            p.partition_index,
+                            AdminError::check(p.error_code, p.error_message.as_ref()),
+                        )
+                    })
+                })
+                .collect())
+        })
+        .await
+    }
+
+    /// The reassignments under way (ListPartitionReassignments), sorted by topic and
+    /// partition.
+    pub async fn list_partition_reassignments(&self) -> Result<Vec<OngoingReassignment>> {
+        use kafka_protocol::messages::ListPartitionReassignmentsRequest;
+        let request = ListPartitionReassignmentsRequest::default()
+            .with_timeout_ms(self.timeout_ms())
+            .with_topics(None);
+        self.retrying(|| async {
+            let conn = self.controller().await?;
+            let r = expect_response!(
+                call(
+                    &conn,
+                    ApiKey::ListPartitionReassignments,
+                    RequestKind::ListPartitionReassignments(request.clone())
+                )
+                .await?,
+                ListPartitionReassignments
+            );
+            AdminError::check(r.error_code, r.error_message.as_ref())?;
+            let ids = |v: &[kafka_protocol::messages::BrokerId]| v.iter().map(|b| b.0).collect();
+            let mut out: Vec<OngoingReassignment> = r
+                .topics
+                .iter()
+                .flat_map(|t| {
+                    t.partitions.iter().map(|p| OngoingReassignment {
+                        topic: t.name.0.to_string(),
+                        partition: p.partition_index,
+                        replicas: ids(&p.replicas),
+                        adding: ids(&p.adding_replicas),
+                        removing: ids(&p.removing_replicas),
+                    })
+                })
+                .collect();
+            out.sort_by(|a, b| (&a.topic, a.partition).cmp(&(&b.topic, b.partition)));
+            Ok(out)
         })
         .await
     }

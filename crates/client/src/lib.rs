@@ -34,9 +34,9 @@ mod sender;
 pub use admin::{
     AdminClient, AdminConfig, AdminError, AlterConfigOp, ClusterDescription, ConfigEntry,
     ConfigResource, ConfigSource, GroupDescription, GroupListing, ItemResult,
-    ListTransactionsFilter, MemberDescription, NewTopic, OffsetSpec, PartitionDescription,
-    ProducerStateDescription, TopicDescription, TransactionDescription, TransactionListing,
-    TransactionListings,
+    ListTransactionsFilter, MemberDescription, NewTopic, OffsetSpec, OngoingReassignment,
+    PartitionDescription, ProducerStateDescription, TopicDescription, TransactionDescription,
+    TransactionListing, TransactionListings,
 };
 pub use config::{ClientConfig, ProducerConfig};
 pub use consumer::{

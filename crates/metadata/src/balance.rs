@@ -131,6 +131,8 @@ fn preferred(
         isr: None,
         replicas: None,
         elr: None,
+        adding_replicas: None,
+        removing_replicas: None,
     };
     (ElectionOutcome::Elected(first), Some(record))
 }
@@ -259,6 +261,8 @@ mod tests {
                 isr: None,
                 replicas: None,
                 elr: None,
+                adding_replicas: None,
+                removing_replicas: None,
             }],
         )
     }
@@ -308,6 +312,8 @@ mod tests {
                 isr: Some(vec![2, 3]),
                 replicas: None,
                 elr: None,
+                adding_replicas: None,
+                removing_replicas: None,
             }],
         );
         let d = ElectionDefaults::default();
@@ -348,6 +354,8 @@ mod tests {
                     isr: Some(vec![1]),
                     replicas: None,
                     elr: Some(vec![]),
+                    adding_replicas: None,
+                    removing_replicas: None,
                 },
                 MetadataRecord::FenceBroker {
                     node_id: 1,

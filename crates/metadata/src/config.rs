@@ -27,6 +27,9 @@ pub enum ConfigType {
     List(&'static [&'static str]),
     /// Free-form text.
     Text,
+    /// Replicas a replication throttle applies to: `*`, or `partition:broker,...` (empty:
+    /// none).
+    ReplicaList,
 }
 
 impl ConfigType {
@@ -69,6 +72,7 @@ impl ConfigType {
                 }
             }
             ConfigType::Text => Ok(()),
+            ConfigType::ReplicaList => validate_replica_list(v),
         }
     }
 
@@ -80,9 +84,39 @@ impl ConfigType {
             ConfigType::Int { .. } => 3,
             ConfigType::Long { .. } => 5,
             ConfigType::Double { .. } => 6,
-            ConfigType::List(_) => 7,
+            ConfigType::List(_) | ConfigType::ReplicaList => 7,
         }
     }
+}
+
+/// Whether a `*.replication.throttled.replicas` value names replica `broker` of
+/// `partition`: `*` (all), or a comma-separated list of `partition:broker`.
+pub fn names_replica(list: &str, partition: i32, broker: i32) -> bool {
+    let list = list.trim();
+    list == "*"
+        || list.split(',').any(|item| {
+            item.trim().split_once(':').is_some_and(|(p, b)| {
+                p.trim().parse() == Ok(partition) && b.trim().parse() == Ok(broker)
+            })
+        })
+}
+
+fn validate_replica_list(list: &str) -> Result<(), String> {
+    if list.is_empty() || list == "*" {
+        return Ok(());
+    }
+    for item in list.split(',') {
+        let ok = item.trim().split_once(':').is_some_and(|(p, b)| {
+            p.trim().parse::<i32>().is_ok_and(|p| p >= 0)
+                && b.trim().parse::<i32>().is_ok_and(|b| b >= 0)
+        });
+        if !ok {
+            return Err(format!(
+                "'{item}' is not partition:broker (the value is '*' or a list of partition:broker)"
+            ));
+        }
+    }
+    Ok(())
 }
 
 /// One topic-level config key.
@@ -302,17 +336,17 @@ pub const TOPIC_CONFIGS: &[TopicConfigDef] = &[
     ),
     def(
         "leader.replication.throttled.replicas",
-        ConfigType::Text,
+        ConfigType::ReplicaList,
         "",
         None,
-        "compatibility only: no replication throttling",
+        "replicas ('*' or partition:broker,...) whose leader sends at most leader.replication.throttled.rate bytes/s while out of the ISR",
     ),
     def(
         "follower.replication.throttled.replicas",
-        ConfigType::Text,
+        ConfigType::ReplicaList,
         "",
         None,
-        "compatibility only: no replication throttling",
+        "replicas ('*' or partition:broker,...) whose follower copies at most follower.replication.throttled.rate bytes/s while out of the ISR",
     ),
 ];
 
@@ -344,6 +378,16 @@ mod tests {
         assert!(validate_topic_config("min.cleanable.dirty.ratio", "1.5").is_err());
         assert!(validate_topic_config("no.such.key", "1").is_err());
         assert!(validate_topic_config("preallocate", "TRUE").is_ok());
+        let throttled = "leader.replication.throttled.replicas";
+        assert!(validate_topic_config(throttled, "0:1, 2:3").is_ok());
+        assert!(validate_topic_config(throttled, "*").is_ok());
+        assert!(validate_topic_config(throttled, "").is_ok());
+        assert!(validate_topic_config(throttled, "0:x").is_err());
+        assert!(validate_topic_config(throttled, "0-1").is_err());
+        assert!(names_replica("*", 3, 7));
+        assert!(names_replica("0:1, 3:7", 3, 7));
+        assert!(!names_replica("0:1,3:7", 3, 1));
+        assert!(!names_replica("", 0, 1));
     }
 
     #[test]

@@ -20,6 +20,7 @@ use crate::image::{MetadataImage, PartitionImage};
 use crate::log::MetadataLogError;
 use crate::membership::BrokerSessions;
 use crate::placement::{assign_replicas, Placeable};
+use crate::reassignment;
 use crate::record::{ConfigResource, MetadataRecord};
 
 /// Longest legal topic name, as in Kafka.
@@ -82,6 +83,9 @@ pub enum ControllerError {
     /// A new ISR member is not a live broker of the epoch given (INELIGIBLE_REPLICA).
     #[error("{0}")]
     IneligibleReplica(String),
+    /// A cancel of a partition no reassignment moves (NO_REASSIGNMENT_IN_PROGRESS).
+    #[error("{0}")]
+    NoReassignmentInProgress(String),
     #[error(transparent)]
     Log(#[from] MetadataLogError),
 }
@@ -422,13 +426,51 @@ impl Controller {
                     isr: Some(isr.clone()),
                     replicas: None,
                     elr: Some(elr.clone()),
+                    adding_replicas: None,
+                    removing_replicas: None,
                 });
-                let next = LeaderAndIsr {
+                let mut next = LeaderAndIsr {
                     isr,
                     partition_epoch: current.partition_epoch + 1,
                     ..current
                 };
-                changed.insert(key, (next.clone(), elr));
+                let mut next_elr = elr;
+                // A reassignment whose target replicas are now all in sync completes in the
+                // same batch.
+                if let Some(p) = image
+                    .topic_by_id(&item.topic_id)
+                    .and_then(|t| t.partitions.get(&item.partition))
+                    .filter(|p| p.is_reassigning())
+                {
+                    let after = PartitionImage {
+                        isr: next.isr.clone(),
+                        elr: next_elr.clone(),
+                        leader: next.leader,
+                        ..p.clone()
+                    };
+                    let live = |b: i32| image.is_live(b);
+                    if let Some(done) = reassignment::completion(item.topic_id, &after, &live) {
+                        if let MetadataRecord::PartitionChange {
+                            leader, isr, elr, ..
+                        } = &done
+                        {
+                            if let Some(l) = leader {
+                                next.leader = *l;
+                                next.leader_epoch += 1;
+                            }
+                            if let Some(isr) = isr {
+                                next.isr = isr.clone();
+                            }
+                            if let Some(elr) = elr {
+                                next_elr = elr.clone();
+                            }
+                        }
+                        next.partition_epoch += 1;
+                        tracing::info!(topic_id = %item.topic_id, partition = item.partition, replicas = ?after.target_replicas(), "reassignment complete");
+                        records.push(done);
+                    }
+                }
+                changed.insert(key, (next.clone(), next_elr));
                 Ok(next)
             });
             outcomes.push(outcome);
@@ -811,6 +853,61 @@ impl Controller {
             "leadership moved back to preferred replicas"
         );
         Ok(moved)
+    }
+
+    /// Starts, replaces or (`None`) cancels the reassignment of each `(topic, partition,
+    /// target)`, all in one batch; one outcome per item, in order.
+    pub fn alter_partition_reassignments(
+        &mut self,
+        items: &[(String, i32, Option<Vec<i32>>)],
+    ) -> Result<Vec<Result<(), ControllerError>>, ControllerError> {
+        let image = self.image();
+        let registered = |b: i32| image.brokers.contains_key(&b);
+        let live = |b: i32| image.is_live(b);
+        let mut seen = std::collections::BTreeSet::new();
+        let mut records = Vec::new();
+        let outcomes: Vec<Result<(), ControllerError>> = items
+            .iter()
+            .map(|(name, partition, target)| {
+                let what = format!("{name}-{partition}");
+                let topic = image.topic(name);
+                let Some(p) = topic.and_then(|t| t.partitions.get(partition)) else {
+                    return Err(ControllerError::UnknownTopic(format!(
+                        "partition {what} does not exist"
+                    )));
+                };
+                if !seen.insert((name, *partition)) {
+                    return Err(ControllerError::InvalidRequest(format!(
+                        "partition {what} appears more than once in the request"
+                    )));
+                }
+                let topic_id = topic.expect("found above").topic_id;
+                let outcome = match target {
+                    Some(target) => reassignment::start(topic_id, p, target, &registered, &live),
+                    None => reassignment::cancel(topic_id, p, &live),
+                };
+                match outcome {
+                    Ok(record) => {
+                        records.extend(record);
+                        Ok(())
+                    }
+                    Err(reassignment::Refusal::InvalidAssignment(m)) => Err(
+                        ControllerError::InvalidReplicaAssignment(format!("{what}: {m}")),
+                    ),
+                    Err(reassignment::Refusal::NoneInProgress) => {
+                        Err(ControllerError::NoReassignmentInProgress(format!(
+                            "no reassignment of partition {what} is in progress"
+                        )))
+                    }
+                }
+            })
+            .collect();
+        let started = records.len();
+        self.commit(records)?;
+        if started > 0 {
+            tracing::info!(partitions = started, "partition reassignments changed");
+        }
+        Ok(outcomes)
     }
 
     /// Records broker config changes the broker has already validated.
@@ -1502,6 +1599,75 @@ mod tests {
     fn only(mut results: Vec<AlterPartitionResult>) -> Result<LeaderAndIsr, ControllerError> {
         assert_eq!(results.len(), 1);
         results.remove(0).outcome
+    }
+
+    #[test]
+    fn a_reassignment_completes_when_its_new_replica_joins_the_isr() {
+        let (mut c, id, p) = one_partition(4, 2);
+        let old_leader = p.leader;
+        let stays = p.replicas[1];
+        let new = (1..=4).find(|b| !p.replicas.contains(b)).unwrap();
+        let item = |target: Option<Vec<i32>>| ("t".to_string(), 0, target);
+        let outcomes = c
+            .alter_partition_reassignments(&[
+                item(Some(vec![stays, new])),
+                ("t".into(), 5, Some(vec![1])),
+                ("nope".into(), 0, Some(vec![1])),
+            ])
+            .unwrap();
+        assert!(outcomes[0].is_ok());
+        assert!(matches!(outcomes[1], Err(ControllerError::UnknownTopic(_))));
+        assert!(matches!(outcomes[2], Err(ControllerError::UnknownTopic(_))));
+        let moving = c.image().topic("t").unwrap().partitions[&0].clone();
+        assert_eq!(moving.adding_replicas, vec![new]);
+        assert_eq!(moving.removing_replicas, vec![old_leader]);
+        // Refused: to an unknown broker, duplicated, empty.
+        for target in [vec![9], vec![new, new], vec![]] {
+            let r = c
+                .alter_partition_reassignments(&[item(Some(target))])
+                .unwrap();
+            assert!(matches!(
+                r[0],
+                Err(ControllerError::InvalidReplicaAssignment(_))
+            ));
+        }
+        // The new replica joins the ISR: the reassignment completes in the same batch and
+        // the removed leader hands over.
+        let reply = only(
+            c.alter_partition(alter(
+                &c,
+                old_leader,
+                id,
+                (moving.leader_epoch, moving.partition_epoch),
+                &[old_leader, stays, new],
+            ))
+            .unwrap(),
+        )
+        .unwrap();
+        let done = c.image().topic("t").unwrap().partitions[&0].clone();
+        assert_eq!(done.replicas, vec![stays, new]);
+        assert_eq!(done.isr, vec![stays, new]);
+        assert_eq!(done.leader, stays);
+        assert!(!done.is_reassigning());
+        assert_eq!(
+            (
+                reply.leader,
+                reply.leader_epoch,
+                reply.partition_epoch,
+                reply.isr
+            ),
+            (
+                stays,
+                done.leader_epoch,
+                done.partition_epoch,
+                done.isr.clone()
+            )
+        );
+        let r = c.alter_partition_reassignments(&[item(None)]).unwrap();
+        assert!(matches!(
+            r[0],
+            Err(ControllerError::NoReassignmentInProgress(_))
+        ));
     }
 
     #[test]

@@ -49,6 +49,10 @@ pub enum ControllerOp {
     ClaimClusterId {
         proposed: String,
     },
+    /// Starts, replaces or (`None`) cancels partition reassignments.
+    AlterReassignments {
+        items: Vec<(String, i32, Option<Vec<i32>>)>,
+    },
     /// Elects leaders for the named partitions (`None`: all of them).
     ElectLeaders {
         kind: ElectionKind,
@@ -68,6 +72,8 @@ pub enum ControllerReply {
     ClusterId(String),
     /// Each partition's election outcome.
     Elections(Vec<ElectionResult>),
+    /// Each reassignment item's outcome, in request order.
+    Reassignments(Vec<Result<(), WireRefusal>>),
 }
 
 /// The outcome of a forwarded operation: its reply and the offset of the last record it
@@ -103,6 +109,7 @@ pub enum RefusalKind {
     InvalidRequest,
     InvalidUpdateVersion,
     IneligibleReplica,
+    NoReassignmentInProgress,
 }
 
 impl From<&ControllerError> for WireRefusal {
@@ -129,6 +136,7 @@ impl From<&ControllerError> for WireRefusal {
             ControllerError::InvalidRequest(_) => RefusalKind::InvalidRequest,
             ControllerError::InvalidUpdateVersion(_) => RefusalKind::InvalidUpdateVersion,
             ControllerError::IneligibleReplica(_) => RefusalKind::IneligibleReplica,
+            ControllerError::NoReassignmentInProgress(_) => RefusalKind::NoReassignmentInProgress,
         };
         WireRefusal {
             kind,
@@ -160,6 +168,7 @@ impl From<WireRefusal> for ControllerError {
             RefusalKind::InvalidRequest => ControllerError::InvalidRequest(m),
             RefusalKind::InvalidUpdateVersion => ControllerError::InvalidUpdateVersion(m),
             RefusalKind::IneligibleReplica => ControllerError::IneligibleReplica(m),
+            RefusalKind::NoReassignmentInProgress => ControllerError::NoReassignmentInProgress(m),
             RefusalKind::Internal | RefusalKind::Storage => ControllerError::Internal(m),
         }
     }
@@ -215,6 +224,16 @@ impl Controller {
             ControllerOp::ClaimClusterId { proposed } => self
                 .claim_cluster_id(proposed)
                 .map(ControllerReply::ClusterId),
+            ControllerOp::AlterReassignments { items } => {
+                self.alter_partition_reassignments(&items).map(|outcomes| {
+                    ControllerReply::Reassignments(
+                        outcomes
+                            .iter()
+                            .map(|o| o.as_ref().map(|_| ()).map_err(WireRefusal::from))
+                            .collect(),
+                    )
+                })
+            }
             ControllerOp::ElectLeaders { kind, partitions } => self
                 .elect_leaders(kind, partitions.as_deref())
                 .map(ControllerReply::Elections),

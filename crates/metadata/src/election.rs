@@ -191,6 +191,8 @@ pub(crate) fn change_record(
         isr: (next.isr != p.isr).then_some(next.isr),
         replicas: None,
         elr: (next.elr != p.elr).then_some(next.elr),
+        adding_replicas: None,
+        removing_replicas: None,
     })
 }
 
@@ -282,6 +284,8 @@ pub fn when_registered_uncleanly(image: &MetadataImage, broker: i32) -> Vec<Meta
                     isr: None,
                     replicas: None,
                     elr: Some(elr),
+                    adding_replicas: None,
+                    removing_replicas: None,
                 })
             })
         })

@@ -46,6 +46,37 @@ pub struct PartitionImage {
     /// record, because they left it while the ISR was below `min.insync.replicas` (when the
     /// high watermark cannot move). Never overlaps the ISR.
     pub elr: Vec<i32>,
+    /// While a reassignment moves the partition (KIP-455): the replicas being added (they
+    /// copy the log until they are in the ISR) and those to remove once every target replica
+    /// is in sync. Both are among `replicas`, never overlap, and are empty otherwise.
+    pub adding_replicas: Vec<i32>,
+    pub removing_replicas: Vec<i32>,
+}
+
+impl PartitionImage {
+    /// Whether a reassignment is moving the partition.
+    pub fn is_reassigning(&self) -> bool {
+        !self.adding_replicas.is_empty() || !self.removing_replicas.is_empty()
+    }
+
+    /// The replicas the partition will have once its reassignment completes (its replicas
+    /// when none is under way).
+    pub fn target_replicas(&self) -> Vec<i32> {
+        self.replicas
+            .iter()
+            .copied()
+            .filter(|r| !self.removing_replicas.contains(r))
+            .collect()
+    }
+
+    /// The replicas the partition had before its reassignment started.
+    pub fn original_replicas(&self) -> Vec<i32> {
+        self.replicas
+            .iter()
+            .copied()
+            .filter(|r| !self.adding_replicas.contains(r))
+            .collect()
+    }
 }
 
 /// One topic and its partitions.
@@ -230,6 +261,8 @@ impl MetadataImage {
                         leader_epoch: p.leader_epoch,
                         partition_epoch: p.partition_epoch,
                         elr: p.elr.clone(),
+                        adding_replicas: p.adding_replicas.clone(),
+                        removing_replicas: p.removing_replicas.clone(),
                     }),
             );
         }
@@ -355,6 +388,8 @@ impl MetadataImage {
                 leader_epoch,
                 partition_epoch,
                 elr,
+                adding_replicas,
+                removing_replicas,
             } => {
                 let image = PartitionImage {
                     partition: *partition,
@@ -364,6 +399,8 @@ impl MetadataImage {
                     leader_epoch: *leader_epoch,
                     partition_epoch: *partition_epoch,
                     elr: elr.clone(),
+                    adding_replicas: adding_replicas.clone(),
+                    removing_replicas: removing_replicas.clone(),
                 };
                 check_partition(&image)?;
                 let topic = self.topic_mut(topic_id)?;
@@ -384,6 +421,8 @@ impl MetadataImage {
                 isr,
                 replicas,
                 elr,
+                adding_replicas,
+                removing_replicas,
             } => {
                 let topic = self.topic_mut(topic_id)?;
                 let old = topic.partitions.get(partition).ok_or_else(|| {
@@ -406,6 +445,12 @@ impl MetadataImage {
                 }
                 if let Some(elr) = elr {
                     next.elr = elr.clone();
+                }
+                if let Some(adding) = adding_replicas {
+                    next.adding_replicas = adding.clone();
+                }
+                if let Some(removing) = removing_replicas {
+                    next.removing_replicas = removing.clone();
                 }
                 next.partition_epoch += 1;
                 check_partition(&next)?;
@@ -504,6 +549,27 @@ fn check_partition(p: &PartitionImage) -> Result<(), ApplyError> {
             p.partition
         )));
     }
+    if let Some(stray) = p
+        .adding_replicas
+        .iter()
+        .chain(&p.removing_replicas)
+        .find(|b| !distinct.contains(b))
+    {
+        return Err(ApplyError(format!(
+            "partition {}: reassigned replica {stray} is not a replica",
+            p.partition
+        )));
+    }
+    if let Some(both) = p
+        .adding_replicas
+        .iter()
+        .find(|b| p.removing_replicas.contains(b))
+    {
+        return Err(ApplyError(format!(
+            "partition {}: replica {both} is both added and removed",
+            p.partition
+        )));
+    }
     if p.leader != -1 && !p.isr.contains(&p.leader) {
         return Err(ApplyError(format!(
             "partition {}: leader {} is not in the ISR {:?}",
@@ -575,6 +641,8 @@ mod tests {
             isr: Some(vec![1]),
             replicas: None,
             elr: None,
+            adding_replicas: None,
+            removing_replicas: None,
         };
         let (two, delta) = one.apply_batch(&batch(3, vec![change])).unwrap();
         let p = &two.topic("t").unwrap().partitions[&1];
@@ -654,6 +722,8 @@ mod tests {
             isr: Some(vec![]),
             replicas: None,
             elr: None,
+            adding_replicas: None,
+            removing_replicas: None,
         };
         assert!(image.apply_batch(&batch(2, vec![bad])).is_err());
         // Duplicate replicas.

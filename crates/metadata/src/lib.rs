@@ -19,6 +19,7 @@ pub mod log;
 pub mod membership;
 pub mod placement;
 pub mod quorum;
+pub mod reassignment;
 pub mod record;
 
 pub use controller::{Controller, ControllerError};

@@ -48,7 +48,8 @@ pub enum MetadataRecord {
     Topic { name: String, topic_id: Uuid },
     /// A partition's full assignment and leadership (creation, or a complete restatement).
     /// Version 1 adds `partition_epoch` (0 when read from version 0); version 2 the eligible
-    /// leader replicas (KIP-966; empty when read from older versions).
+    /// leader replicas (KIP-966; empty when read from older versions); version 3 the
+    /// replicas a reassignment is adding and removing (KIP-455; empty before).
     Partition {
         topic_id: Uuid,
         partition: i32,
@@ -60,10 +61,15 @@ pub enum MetadataRecord {
         partition_epoch: i32,
         #[serde(default, skip_serializing_if = "Vec::is_empty")]
         elr: Vec<i32>,
+        #[serde(default, skip_serializing_if = "Vec::is_empty")]
+        adding_replicas: Vec<i32>,
+        #[serde(default, skip_serializing_if = "Vec::is_empty")]
+        removing_replicas: Vec<i32>,
     },
     /// A change to an existing partition; `None` fields are unchanged. A new leader bumps the
     /// leader epoch; every change bumps the partition epoch (as Kafka's
-    /// `PartitionChangeRecord`). Version 1 adds the eligible leader replicas.
+    /// `PartitionChangeRecord`). Version 1 adds the eligible leader replicas; version 2 the
+    /// replicas a reassignment is adding and removing.
     PartitionChange {
         topic_id: Uuid,
         partition: i32,
@@ -75,6 +81,10 @@ pub enum MetadataRecord {
         replicas: Option<Vec<i32>>,
         #[serde(default, skip_serializing_if = "Option::is_none")]
         elr: Option<Vec<i32>>,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        adding_replicas: Option<Vec<i32>>,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        removing_replicas: Option<Vec<i32>>,
     },
     /// A config key set (`Some`) or removed back to its default (`None`).
     Config {
@@ -95,8 +105,9 @@ impl MetadataRecord {
     /// The version of this record type that this release writes (and the newest it reads).
     pub fn current_version(&self) -> u16 {
         match self {
-            MetadataRecord::Partition { .. } => 2,
-            MetadataRecord::RegisterBroker { .. } | MetadataRecord::PartitionChange { .. } => 1,
+            MetadataRecord::Partition { .. } => 3,
+            MetadataRecord::PartitionChange { .. } => 2,
+            MetadataRecord::RegisterBroker { .. } => 1,
             MetadataRecord::FenceBroker { .. }
             | MetadataRecord::UnfenceBroker { .. }
             | MetadataRecord::Topic { .. }
@@ -119,6 +130,8 @@ impl MetadataRecord {
             leader_epoch: 0,
             partition_epoch: 0,
             elr: Vec::new(),
+            adding_replicas: Vec::new(),
+            removing_replicas: Vec::new(),
         }
     }
 
@@ -218,9 +231,11 @@ mod tests {
             isr: Some(vec![2, 3]),
             replicas: None,
             elr: None,
+            adding_replicas: None,
+            removing_replicas: None,
         };
         let text = serde_json::to_string(&StoredRecord::current(record.clone())).unwrap();
-        assert!(text.contains(r#""version":1"#), "{text}");
+        assert!(text.contains(r#""version":2"#), "{text}");
         assert!(
             !text.contains("replicas"),
             "unchanged fields are not written: {text}"

@@ -57,6 +57,8 @@ pub const SUPPORTED: &[ApiRange] = &[
     range(ApiKey::DescribeProducers, 0, 0),
     range(ApiKey::WriteTxnMarkers, 1, 1),
     range(ApiKey::ElectLeaders, 0, 2),
+    range(ApiKey::AlterPartitionReassignments, 0, 1),
+    range(ApiKey::ListPartitionReassignments, 0, 0),
 ];
 
 /// The implemented range for `key`, if the broker serves that API at all.
@@ -112,6 +114,8 @@ pub(crate) fn codec_range(key: ApiKey) -> kafka_protocol::protocol::VersionRange
         ApiKey::DescribeProducers => DescribeProducersRequest::VERSIONS,
         ApiKey::WriteTxnMarkers => WriteTxnMarkersRequest::VERSIONS,
         ApiKey::ElectLeaders => ElectLeadersRequest::VERSIONS,
+        ApiKey::AlterPartitionReassignments => AlterPartitionReassignmentsRequest::VERSIONS,
+        ApiKey::ListPartitionReassignments => ListPartitionReassignmentsRequest::VERSIONS,
         ApiKey::BrokerRegistration => BrokerRegistrationRequest::VERSIONS,
         ApiKey::BrokerHeartbeat => BrokerHeartbeatRequest::VERSIONS,
         ApiKey::AlterPartition => AlterPartitionRequest::VERSIONS,

@@ -100,6 +100,8 @@ fn broker_key_is_dynamic(key: &str) -> bool {
                 | "log.retention.minutes"
                 | "log.roll.hours"
                 | "log.flush.scheduler.interval.ms"
+                | "leader.replication.throttled.rate"
+                | "follower.replication.throttled.rate"
         )
 }
 
@@ -336,7 +338,7 @@ fn list_type(name: &str) -> bool {
         .find(|d| d.name == name)
         .map(|d| d.ty)
         .or_else(|| broker_config(name).map(|d| d.ty));
-    matches!(ty, Some(ConfigType::List(_)))
+    matches!(ty, Some(ConfigType::List(_) | ConfigType::ReplicaList))
 }
 
 pub fn incremental_alter(

@@ -27,7 +27,7 @@ use std::future::Future;
 use std::pin::Pin;
 use std::sync::Arc;
 use std::task::Poll;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use kafka_protocol::error::ResponseError;
@@ -42,6 +42,7 @@ use gregor_storage::{FetchedRecords, FileRecords};
 use super::wire::{code, current_leader, leader_epoch_error, storage_error, NONE};
 use crate::broker::Broker;
 use crate::partition::{FetchIsolation, Partition};
+use crate::replication_throttle::{is_throttled, UNLIMITED};
 
 /// Reads at least this large are sent from their segment file without a copy.
 pub const ZERO_COPY_MIN_BYTES: usize = 16 << 10;
@@ -167,6 +168,11 @@ fn read_all(
     let read_committed = request.isolation_level == READ_COMMITTED;
     let follower = (request.replica_id.0 >= 0).then_some(request.replica_id.0);
     let client_rack = request.rack_id.as_str();
+    // The leader's replication throttle, for a follower's fetch while one is set.
+    let throttle = follower
+        .map(|_| broker.config().replication_throttle_rates().0)
+        .filter(|&rate| rate < UNLIMITED)
+        .map(|rate| (rate, broker.image()));
     for (ti, pi, partition) in targets {
         let req = &request.topics[*ti].partitions[*pi];
         let mut data = PartitionData::default()
@@ -223,6 +229,11 @@ fn read_all(
                 }) {
                     data.error_code = code(e);
                     had_error = true;
+                } else if throttled(broker, &throttle, p, follower)
+                    .is_some_and(|rate| broker.leader_throttle.exceeded(rate, Instant::now()))
+                {
+                    // The throttled replica's quota is spent: nothing this time.
+                    data = with_offsets(data.with_error_code(NONE), p);
                 } else {
                     let remaining = max_bytes.saturating_sub(total);
                     let limit = (req.partition_max_bytes.max(0) as usize).min(remaining);
@@ -247,6 +258,13 @@ fn read_all(
                     match read {
                         Ok(read) => {
                             total += read.records.len();
+                            if let Some(rate) = throttled(broker, &throttle, p, follower) {
+                                broker.leader_throttle.record(
+                                    read.records.len(),
+                                    rate,
+                                    Instant::now(),
+                                );
+                            }
                             if read_committed {
                                 data.aborted_transactions = Some(
                                     read.aborted
@@ -301,6 +319,28 @@ fn read_all(
         .with_session_id(0)
         .with_responses(topics);
     (response, files, total, had_error)
+}
+
+/// The leader throttle's rate if it applies to `follower`'s copy of `p`: a throttle is set
+/// (`throttle`: the rate and the image), the topic's `leader.replication.throttled.replicas`
+/// names this broker's replica, and the follower is out of the ISR.
+fn throttled(
+    broker: &Broker,
+    throttle: &Option<(u64, Arc<gregor_metadata::MetadataImage>)>,
+    p: &Partition,
+    follower: Option<i32>,
+) -> Option<u64> {
+    let (rate, image) = throttle.as_ref()?;
+    let follower = follower?;
+    let applies = !p.state().isr.contains(&follower)
+        && is_throttled(
+            image,
+            "leader.replication.throttled.replicas",
+            &p.topic,
+            p.index,
+            broker.node_id,
+        );
+    applies.then_some(*rate)
 }
 
 /// `data` reporting the partition's HW, last stable offset and log start offset.

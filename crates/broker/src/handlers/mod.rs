@@ -13,6 +13,7 @@ pub mod metadata;
 pub mod offset_for_leader_epoch;
 pub mod produce;
 pub mod producer_id;
+pub mod reassignments;
 pub mod topics;
 pub mod transactions;
 pub mod txn_verification;
@@ -155,6 +156,12 @@ pub async fn handle(
         }
         // The guard lets through only APIs in the version table, and each has an arm above;
         // should one be missing, the connection is closed rather than the broker panicking.
+        RequestKind::AlterPartitionReassignments(r) => {
+            ResponseKind::AlterPartitionReassignments(reassignments::alter(broker, r))
+        }
+        RequestKind::ListPartitionReassignments(r) => {
+            ResponseKind::ListPartitionReassignments(reassignments::list(broker, r))
+        }
         RequestKind::ElectLeaders(r) => {
             ResponseKind::ElectLeaders(elect_leaders::handle(broker, r, v))
         }

@@ -94,6 +94,7 @@ pub fn controller_error(e: &ControllerError) -> (i16, String) {
         ControllerError::InvalidRequest(_) => ResponseError::InvalidRequest,
         ControllerError::InvalidUpdateVersion(_) => ResponseError::InvalidUpdateVersion,
         ControllerError::IneligibleReplica(_) => ResponseError::IneligibleReplica,
+        ControllerError::NoReassignmentInProgress(_) => ResponseError::NoReassignmentInProgress,
     };
     (code(c), e.to_string())
 }

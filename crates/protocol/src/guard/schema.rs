@@ -174,6 +174,20 @@ pub static SERVED: &[ApiSchema] = &[
     api(ApiKey::DescribeProducers, 0, 0, 0, DESCRIBE_PRODUCERS),
     api(ApiKey::WriteTxnMarkers, 1, 1, 1, WRITE_TXN_MARKERS),
     api(ApiKey::ElectLeaders, 0, 2, 2, ELECT_LEADERS),
+    api(
+        ApiKey::AlterPartitionReassignments,
+        0,
+        1,
+        0,
+        ALTER_PARTITION_REASSIGNMENTS,
+    ),
+    api(
+        ApiKey::ListPartitionReassignments,
+        0,
+        0,
+        0,
+        LIST_PARTITION_REASSIGNMENTS,
+    ),
 ];
 
 /// Layouts not served to clients: the inter-node requests a broker sends to the active
@@ -447,6 +461,28 @@ const ELECT_LEADERS: &[Field] = &[
     f("election_type", INT8).since(1),
     f("topic_partitions", Ty::Structs(ELECT_LEADERS_TOPIC)),
     f("timeout_ms", INT32),
+];
+
+// ---- AlterPartitionReassignments / ListPartitionReassignments -----------------------------
+
+const REASSIGNABLE_PARTITION: &[Field] = &[
+    f("partition_index", INT32),
+    f("replicas", Ty::Array(&INT32)),
+];
+const REASSIGNABLE_TOPIC: &[Field] = &[
+    f("name", STRING),
+    f("partitions", Ty::Structs(REASSIGNABLE_PARTITION)),
+];
+const ALTER_PARTITION_REASSIGNMENTS: &[Field] = &[
+    f("timeout_ms", INT32),
+    f("allow_replication_factor_change", BOOL).since(1),
+    f("topics", Ty::Structs(REASSIGNABLE_TOPIC)),
+];
+const LIST_REASSIGNMENTS_TOPIC: &[Field] =
+    &[f("name", STRING), f("partition_indexes", Ty::Array(&INT32))];
+const LIST_PARTITION_REASSIGNMENTS: &[Field] = &[
+    f("timeout_ms", INT32),
+    f("topics", Ty::Structs(LIST_REASSIGNMENTS_TOPIC)),
 ];
 
 // ---- DescribeCluster -----------------------------------------------------------------------

@@ -120,6 +120,8 @@ fn decode_body(key: ApiKey, buf: &mut Bytes, v: i16) -> Result<(), String> {
         ApiKey::DescribeProducers => d::<DescribeProducersRequest>(buf, v),
         ApiKey::WriteTxnMarkers => d::<WriteTxnMarkersRequest>(buf, v),
         ApiKey::ElectLeaders => d::<ElectLeadersRequest>(buf, v),
+        ApiKey::AlterPartitionReassignments => d::<AlterPartitionReassignmentsRequest>(buf, v),
+        ApiKey::ListPartitionReassignments => d::<ListPartitionReassignmentsRequest>(buf, v),
         ApiKey::BrokerRegistration => d::<BrokerRegistrationRequest>(buf, v),
         ApiKey::BrokerHeartbeat => d::<BrokerHeartbeatRequest>(buf, v),
         ApiKey::AlterPartition => d::<AlterPartitionRequest>(buf, v),
@@ -817,6 +819,41 @@ fn body(key: ApiKey, v: i16) -> Vec<u8> {
                         TopicPartitions::default().with_topic(topic("u")),
                     ]))
                     .with_timeout_ms(30_000)
+                    .with_unknown_tagged_fields(unknown),
+                v,
+            )
+        }
+        ApiKey::AlterPartitionReassignments => {
+            use kafka_protocol::messages::alter_partition_reassignments_request::*;
+            enc(
+                AlterPartitionReassignmentsRequest::default()
+                    .with_timeout_ms(30_000)
+                    .with_allow_replication_factor_change(v < 1)
+                    .with_topics(vec![
+                        ReassignableTopic::default()
+                            .with_name(topic("t"))
+                            .with_partitions(vec![
+                                ReassignablePartition::default()
+                                    .with_partition_index(0)
+                                    .with_replicas(Some(vec![BrokerId(2), BrokerId(3)]))
+                                    .with_unknown_tagged_fields(unknown.clone()),
+                                ReassignablePartition::default().with_partition_index(1),
+                            ]),
+                        ReassignableTopic::default().with_name(topic("u")),
+                    ])
+                    .with_unknown_tagged_fields(unknown),
+                v,
+            )
+        }
+        ApiKey::ListPartitionReassignments => {
+            use kafka_protocol::messages::list_partition_reassignments_request::*;
+            enc(
+                ListPartitionReassignmentsRequest::default()
+                    .with_timeout_ms(30_000)
+                    .with_topics(Some(vec![ListPartitionReassignmentsTopics::default()
+                        .with_name(topic("t"))
+                        .with_partition_indexes(vec![0, 3])
+                        .with_unknown_tagged_fields(unknown.clone())]))
                     .with_unknown_tagged_fields(unknown),
                 v,
             )
