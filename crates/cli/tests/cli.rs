@@ -1131,3 +1131,187 @@ fn txn_admin_commands() {
         );
     }
 }
+
+#[test]
+fn elect_leaders_and_reassign_text_and_json() {
+    let b = start_broker(&[]);
+    ok(&gregor(
+        &b.addr,
+        &["topic", "create", "moves", "--partitions", "2"],
+        b"",
+    ));
+    // Elections: nothing is needed on a one-broker cluster.
+    let text = ok(&gregor(&b.addr, &["cluster", "elect-leaders"], b""));
+    assert!(text.contains("No partition needed an election."), "{text}");
+    let v = json(&gregor(
+        &b.addr,
+        &["cluster", "elect-leaders", "--format", "json"],
+        b"",
+    ));
+    assert_eq!(v, serde_json::json!([]));
+    let text = ok(&gregor(
+        &b.addr,
+        &["cluster", "elect-leaders", "--topic", "moves"],
+        b"",
+    ));
+    assert!(text.contains("TOPIC  PARTITION  RESULT"), "{text}");
+    assert!(
+        text.contains("moves  1          ELECTION_NOT_NEEDED"),
+        "{text}"
+    );
+    let refused = gregor(
+        &b.addr,
+        &["cluster", "elect-leaders", "--partition", "0"],
+        b"",
+    );
+    assert!(!refused.status.success(), "--partition needs --topic");
+    let unknown = gregor(
+        &b.addr,
+        &["cluster", "elect-leaders", "--topic", "nope"],
+        b"",
+    );
+    one_line_error(&unknown, "nope");
+
+    // Reassignment: list, generate, execute, verify, bad input.
+    let text = ok(&gregor(&b.addr, &["topic", "reassign", "--list"], b""));
+    assert!(
+        text.contains("No partition reassignment is under way."),
+        "{text}"
+    );
+    let v = json(&gregor(
+        &b.addr,
+        &["topic", "reassign", "--list", "--format", "json"],
+        b"",
+    ));
+    assert_eq!(v, serde_json::json!([]));
+    let gen = [
+        "topic",
+        "reassign",
+        "--generate",
+        "--topics",
+        "moves",
+        "--broker-list",
+        "1",
+    ];
+    let text = ok(&gregor(&b.addr, &gen, b""));
+    assert!(
+        text.contains("Current partition replica assignment"),
+        "{text}"
+    );
+    assert!(
+        text.contains("Proposed partition reassignment configuration"),
+        "{text}"
+    );
+    let mut gen_json = gen.to_vec();
+    gen_json.extend(["--format", "json"]);
+    let v = json(&gregor(&b.addr, &gen_json, b""));
+    let proposed = v["proposed"]["partitions"].as_array().unwrap();
+    assert_eq!(proposed.len(), 2, "{v}");
+    assert_eq!(proposed[1]["replicas"], serde_json::json!([1]), "{v}");
+    let dir = tempfile::tempdir().unwrap();
+    let plan = dir.path().join("plan.json");
+    std::fs::write(&plan, v["proposed"].to_string()).unwrap();
+    let plan = plan.to_str().unwrap();
+    let text = ok(&gregor(
+        &b.addr,
+        &[
+            "topic",
+            "reassign",
+            "--execute",
+            "--reassignment-json-file",
+            plan,
+        ],
+        b"",
+    ));
+    assert!(
+        text.contains("Successfully started partition reassignments for moves-0,moves-1"),
+        "{text}"
+    );
+    let text = ok(&gregor(
+        &b.addr,
+        &[
+            "topic",
+            "reassign",
+            "--verify",
+            "--reassignment-json-file",
+            plan,
+        ],
+        b"",
+    ));
+    assert!(
+        text.contains("Reassignment of partition moves-0 is complete."),
+        "{text}"
+    );
+    one_line_error(
+        &gregor(
+            &b.addr,
+            &[
+                "topic",
+                "reassign",
+                "--generate",
+                "--topics",
+                "moves",
+                "--broker-list",
+                "1,1",
+            ],
+            b"",
+        ),
+        "names a broker twice",
+    );
+    one_line_error(
+        &gregor(
+            &b.addr,
+            &[
+                "topic",
+                "reassign",
+                "--generate",
+                "--topics",
+                "moves",
+                "--broker-list",
+                "7",
+            ],
+            b"",
+        ),
+        "broker 7",
+    );
+    one_line_error(
+        &gregor(&b.addr, &["topic", "reassign", "--execute"], b""),
+        "--reassignment-json-file is required",
+    );
+    let bad = dir.path().join("bad.json");
+    std::fs::write(&bad, "{not json").unwrap();
+    one_line_error(
+        &gregor(
+            &b.addr,
+            &[
+                "topic",
+                "reassign",
+                "--execute",
+                "--reassignment-json-file",
+                bad.to_str().unwrap(),
+            ],
+            b"",
+        ),
+        "is not a reassignment plan",
+    );
+    let missing = dir.path().join("missing.json");
+    std::fs::write(
+        &missing,
+        r#"{"version":1,"partitions":[{"topic":"moves","partition":9,"replicas":[1]}]}"#,
+    )
+    .unwrap();
+    one_line_error(
+        &gregor(
+            &b.addr,
+            &[
+                "topic",
+                "reassign",
+                "--execute",
+                "--reassignment-json-file",
+                missing.to_str().unwrap(),
+            ],
+            b"",
+        ),
+        "moves-9 does not exist",
+    );
+}
