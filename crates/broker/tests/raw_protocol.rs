@@ -28,9 +28,13 @@ fn metadata_ok(conn: &mut RawConnection) {
 }
 
 fn create_topic(conn: &mut RawConnection, name: &str) {
+    create_topic_with(conn, name, 1)
+}
+
+fn create_topic_with(conn: &mut RawConnection, name: &str, partitions: i32) {
     let topic = create_topics_request::CreatableTopic::default()
         .with_name(TopicName(s(name)))
-        .with_num_partitions(1)
+        .with_num_partitions(partitions)
         .with_replication_factor(1);
     let r = conn.request(
         ApiKey::CreateTopics,
@@ -744,6 +748,11 @@ fn sample_request(key: ApiKey, version: i16, topic: &str) -> RequestKind {
         ApiKey::ListPartitionReassignments => RequestKind::ListPartitionReassignments(
             ListPartitionReassignmentsRequest::default().with_topics(None),
         ),
+        ApiKey::DescribeTopicPartitions => RequestKind::DescribeTopicPartitions(
+            DescribeTopicPartitionsRequest::default().with_topics(vec![
+                describe_topic_partitions_request::TopicRequest::default().with_name(name()),
+            ]),
+        ),
         other => panic!("no sample request for {other:?}"),
     }
 }
@@ -1233,6 +1242,90 @@ async fn bad_reassignments_get_kafkas_errors_and_change_nothing() {
             }
             other => panic!("unexpected {other:?}"),
         }
+        metadata_ok(&mut c);
+    })
+    .await
+    .unwrap();
+    broker.shutdown().await.unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn describe_topic_partitions_pages_with_a_cursor() {
+    use describe_topic_partitions_request::{Cursor, TopicRequest};
+    let dir = tempfile::tempdir().unwrap();
+    let broker = start_broker(dir.path(), &[]).await;
+    let addr = broker.local_addr;
+    tokio::task::spawn_blocking(move || {
+        let mut c = RawConnection::connect(addr);
+        create_topic_with(&mut c, "pa", 3);
+        create_topic_with(&mut c, "pb", 3);
+        let describe =
+            |c: &mut RawConnection, names: &[&str], limit: i32, cursor: Option<(&str, i32)>| {
+                let request = DescribeTopicPartitionsRequest::default()
+                    .with_topics(
+                        names
+                            .iter()
+                            .map(|n| TopicRequest::default().with_name(TopicName(s(n))))
+                            .collect(),
+                    )
+                    .with_response_partition_limit(limit)
+                    .with_cursor(cursor.map(|(t, p)| {
+                        Cursor::default()
+                            .with_topic_name(TopicName(s(t)))
+                            .with_partition_index(p)
+                    }));
+                let kind = RequestKind::DescribeTopicPartitions(request);
+                match c.request(ApiKey::DescribeTopicPartitions, 0, &kind) {
+                    ResponseKind::DescribeTopicPartitions(r) => {
+                        let got: Vec<(String, i16, Vec<i32>)> = r
+                            .topics
+                            .iter()
+                            .map(|t| {
+                                (
+                                    t.name.as_ref().unwrap().0.to_string(),
+                                    t.error_code,
+                                    t.partitions.iter().map(|p| p.partition_index).collect(),
+                                )
+                            })
+                            .collect();
+                        let next = r
+                            .next_cursor
+                            .map(|c| (c.topic_name.0.to_string(), c.partition_index));
+                        (got, next)
+                    }
+                    other => panic!("unexpected {other:?}"),
+                }
+            };
+        let pa = |ps: Vec<i32>| ("pa".to_string(), 0, ps);
+        let pb = |ps: Vec<i32>| ("pb".to_string(), 0, ps);
+        // Everything, in name order, in one page.
+        let (all, next) = describe(&mut c, &[], 0, None);
+        assert_eq!(
+            (all, next),
+            (vec![pa(vec![0, 1, 2]), pb(vec![0, 1, 2])], None)
+        );
+        // Pages of 4, then on from the cursor.
+        let (first, next) = describe(&mut c, &["pb", "pa"], 4, None);
+        assert_eq!(first, vec![pa(vec![0, 1, 2]), pb(vec![0])]);
+        assert_eq!(next, Some(("pb".to_string(), 1)));
+        let (second, next) = describe(&mut c, &["pb", "pa"], 4, Some(("pb", 1)));
+        assert_eq!((second, next), (vec![pb(vec![1, 2])], None));
+        // A page ending with a topic points at the next one.
+        let (_, next) = describe(&mut c, &[], 3, None);
+        assert_eq!(next, Some(("pb".to_string(), 0)));
+        // Unknown and invalid names; a cursor outside the topics asked for.
+        let (bad, _) = describe(&mut c, &["nope", "bad name"], 0, None);
+        let codes: Vec<i16> = bad.iter().map(|t| t.1).collect();
+        use kafka_protocol::error::ResponseError as E;
+        assert_eq!(
+            codes,
+            vec![
+                E::InvalidTopicException.code(),
+                E::UnknownTopicOrPartition.code()
+            ]
+        );
+        let (refused, _) = describe(&mut c, &["pa"], 0, Some(("pb", 0)));
+        assert_eq!(refused[0].1, E::InvalidRequest.code());
         metadata_ok(&mut c);
     })
     .await

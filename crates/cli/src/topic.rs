@@ -22,7 +22,8 @@ pub enum TopicCommand {
     Create(CreateArgs),
     /// List topic names.
     List(ListArgs),
-    /// Show partitions (leader, replicas, ISR, offsets) and non-default configs of a topic.
+    /// Show partitions (leader, replicas, ISR, eligible leader replicas, offsets, status)
+    /// and non-default configs of a topic.
     Describe(DescribeArgs),
     /// Set or delete topic configs.
     AlterConfig(AlterConfigArgs),
@@ -253,6 +254,8 @@ async fn describe(a: DescribeArgs) -> Result<ExitCode> {
                         "leader": p.leader,
                         "replicas": p.replicas,
                         "isr": p.isr,
+                        "eligible_leader_replicas": p.elr,
+                        "offline_replicas": p.offline,
                         "log_start_offset": start,
                         "log_end_offset": end,
                         "preferred_leader": p.replicas.first(),
@@ -292,6 +295,7 @@ async fn describe(a: DescribeArgs) -> Result<ExitCode> {
                         p.leader.to_string(),
                         id_list(&p.replicas),
                         id_list(&p.isr),
+                        id_list(&p.elr),
                         start.to_string(),
                         end.to_string(),
                         partition_status(p).join(","),
@@ -306,6 +310,7 @@ async fn describe(a: DescribeArgs) -> Result<ExitCode> {
                         "LEADER",
                         "REPLICAS",
                         "ISR",
+                        "ELR",
                         "LOG-START",
                         "LOG-END",
                         "STATUS"

@@ -511,7 +511,7 @@ fn topic_admin_commands() {
     let text = ok(&g(&["topic", "describe", "admin-t"]));
     assert!(text.contains("Partitions: 2"), "{text}");
     assert!(
-        text.contains("PARTITION  LEADER  REPLICAS  ISR  LOG-START  LOG-END  STATUS"),
+        text.contains("PARTITION  LEADER  REPLICAS  ISR  ELR  LOG-START  LOG-END  STATUS"),
         "{text}"
     );
     assert!(text.contains("retention.ms  123456"), "{text}");

@@ -5,7 +5,8 @@
 //! - Eligible leader replicas (KIP-966, on by default): a follower stopped while the ISR was
 //!   below `min.insync.replicas` holds every committed record; when the last in-sync
 //!   replica is SIGKILLed, the partition waits for it rather than for an out-of-sync replica,
-//!   and comes back with it, nothing committed lost, while the dead leader stays dead.
+//!   and comes back with it, nothing committed lost, while the dead leader stays dead;
+//!   `gregor topic describe` shows the ELR (DescribeTopicPartitions).
 //! - Unclean election: off, the partition stays offline while its only live replica is out
 //!   of the ISR; turned on for the topic, that replica leads at once and the controller logs
 //!   the possible loss.
@@ -115,6 +116,27 @@ async fn an_eligible_leader_replica_takes_over_when_the_last_in_sync_replica_die
     // above the high watermark.
     tokio::task::block_in_place(|| procs[2].terminate());
     wait_isr(controller.clone(), TOPIC, vec![2]).await;
+    // DescribeTopicPartitions (KIP-966) shows it, through the Gregor client.
+    let c = controller.clone();
+    let elr = tokio::task::spawn_blocking(move || {
+        let out = std::process::Command::new(env!("CARGO_BIN_EXE_gregor"))
+            .args([
+                "topic",
+                "describe",
+                TOPIC,
+                "--format",
+                "json",
+                "--brokers",
+                &c,
+            ])
+            .output()
+            .unwrap();
+        let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+        v["partitions"][0]["eligible_leader_replicas"].clone()
+    })
+    .await
+    .unwrap();
+    assert_eq!(elr, serde_json::json!([3]));
     match send(&producer(&all, "all", false), TOPIC, 1, "refused").await {
         Err(KafkaError::MessageProduction(RDKafkaErrorCode::NotEnoughReplicas)) => {}
         other => panic!("acks=all below min.insync.replicas: {other:?}"),

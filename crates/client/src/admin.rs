@@ -178,6 +178,10 @@ pub struct PartitionDescription {
     pub leader: i32,
     pub replicas: Vec<i32>,
     pub isr: Vec<i32>,
+    /// Eligible leader replicas (KIP-966; empty from a broker without them).
+    pub elr: Vec<i32>,
+    /// Replicas on brokers that are not live.
+    pub offline: Vec<i32>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -404,6 +408,28 @@ macro_rules! expect_response {
             }
         }
     };
+}
+
+fn ids(v: &[kafka_protocol::messages::BrokerId]) -> Vec<i32> {
+    v.iter().map(|b| b.0).collect()
+}
+
+fn sorted(partitions: impl Iterator<Item = PartitionDescription>) -> Vec<PartitionDescription> {
+    let mut v: Vec<PartitionDescription> = partitions.collect();
+    v.sort_by_key(|p| p.partition);
+    v
+}
+
+fn not_in_response(topic: &str) -> AdminError {
+    AdminError::from_code(
+        ResponseError::UnknownTopicOrPartition.code(),
+        Some(format!("topic {topic} not in the response")),
+    )
+    .expect("non-zero code")
+}
+
+fn topic_error(code: i16, topic: &str) -> AdminError {
+    AdminError::from_code(code, Some(format!("topic {topic}"))).expect("non-zero code")
 }
 
 async fn call(conn: &Connection, key: ApiKey, request: RequestKind) -> Result<ResponseKind> {
@@ -671,6 +697,14 @@ impl AdminClient {
         &self,
         topics: Vec<String>,
     ) -> Result<Vec<(String, ItemResult<TopicDescription>)>> {
+        match self
+            .retrying(|| self.describe_topic_partitions(&topics))
+            .await
+        {
+            Err(Error::UnsupportedApi { .. }) => {}
+            other => return other,
+        }
+        // A broker without DescribeTopicPartitions (KIP-966): Metadata, without the ELR.
         let m = self.retrying(|| self.metadata(Some(&topics))).await?;
         Ok(topics
             .iter()
@@ -680,35 +714,108 @@ impl AdminClient {
                     .iter()
                     .find(|t| t.name.as_ref().map(|n| n.0.as_str()) == Some(name.as_str()));
                 let result = match found {
-                    None => Err(AdminError::from_code(
-                        ResponseError::UnknownTopicOrPartition.code(),
-                        Some(format!("topic {name} not in the metadata response")),
+                    None => Err(not_in_response(name)),
+                    Some(t) if t.error_code != 0 => Err(topic_error(t.error_code, name)),
+                    Some(t) => Ok(TopicDescription {
+                        name: name.clone(),
+                        topic_id: t.topic_id.to_string(),
+                        internal: t.is_internal,
+                        partitions: sorted(t.partitions.iter().map(|p| PartitionDescription {
+                            partition: p.partition_index,
+                            leader: p.leader_id.0,
+                            replicas: ids(&p.replica_nodes),
+                            isr: ids(&p.isr_nodes),
+                            elr: Vec::new(),
+                            offline: ids(&p.offline_replicas),
+                        })),
+                    }),
+                };
+                (name.clone(), result)
+            })
+            .collect())
+    }
+
+    /// `topics` through DescribeTopicPartitions, following its cursor until every
+    /// partition came (the broker answers at most a page of partitions at a time).
+    async fn describe_topic_partitions(
+        &self,
+        topics: &[String],
+    ) -> Result<Vec<(String, ItemResult<TopicDescription>)>> {
+        use kafka_protocol::messages::describe_topic_partitions_request::{Cursor, TopicRequest};
+        use kafka_protocol::messages::DescribeTopicPartitionsRequest;
+        let conn = self.cluster.any_connection().await?;
+        let mut found: BTreeMap<String, ItemResult<TopicDescription>> = BTreeMap::new();
+        let mut cursor: Option<Cursor> = None;
+        loop {
+            let request = DescribeTopicPartitionsRequest::default()
+                .with_topics(
+                    topics
+                        .iter()
+                        .map(|t| TopicRequest::default().with_name(topic_name(t)))
+                        .collect(),
+                )
+                .with_response_partition_limit(2000)
+                .with_cursor(cursor.take());
+            let r = expect_response!(
+                call(
+                    &conn,
+                    ApiKey::DescribeTopicPartitions,
+                    RequestKind::DescribeTopicPartitions(request)
+                )
+                .await?,
+                DescribeTopicPartitions
+            );
+            for t in &r.topics {
+                let name = t.name.as_ref().map(|n| n.0.to_string()).unwrap_or_default();
+                if t.error_code != 0 {
+                    found.insert(name.clone(), Err(topic_error(t.error_code, &name)));
+                    continue;
+                }
+                let partitions = t.partitions.iter().map(|p| PartitionDescription {
+                    partition: p.partition_index,
+                    leader: p.leader_id.0,
+                    replicas: ids(&p.replica_nodes),
+                    isr: ids(&p.isr_nodes),
+                    elr: p
+                        .eligible_leader_replicas
+                        .as_deref()
+                        .map(ids)
+                        .unwrap_or_default(),
+                    offline: ids(&p.offline_replicas),
+                });
+                let entry = found.entry(name.clone()).or_insert_with(|| {
+                    Ok(TopicDescription {
+                        name: name.clone(),
+                        topic_id: t.topic_id.to_string(),
+                        internal: t.is_internal,
+                        partitions: Vec::new(),
+                    })
+                });
+                if let Ok(d) = entry {
+                    d.partitions.extend(partitions);
+                }
+            }
+            match r.next_cursor {
+                Some(next) => {
+                    cursor = Some(
+                        Cursor::default()
+                            .with_topic_name(next.topic_name)
+                            .with_partition_index(next.partition_index),
                     )
-                    .expect("non-zero code")),
-                    Some(t) if t.error_code != 0 => Err(AdminError::from_code(
-                        t.error_code,
-                        Some(format!("topic {name}")),
-                    )
-                    .expect("non-zero code")),
-                    Some(t) => {
-                        let mut partitions: Vec<PartitionDescription> = t
-                            .partitions
-                            .iter()
-                            .map(|p| PartitionDescription {
-                                partition: p.partition_index,
-                                leader: p.leader_id.0,
-                                replicas: p.replica_nodes.iter().map(|b| b.0).collect(),
-                                isr: p.isr_nodes.iter().map(|b| b.0).collect(),
-                            })
-                            .collect();
-                        partitions.sort_by_key(|p| p.partition);
-                        Ok(TopicDescription {
-                            name: name.clone(),
-                            topic_id: t.topic_id.to_string(),
-                            internal: t.is_internal,
-                            partitions,
-                        })
+                }
+                None => break,
+            }
+        }
+        Ok(topics
+            .iter()
+            .map(|name| {
+                let result = match found.remove(name) {
+                    Some(Ok(mut d)) => {
+                        d.partitions = sorted(d.partitions.into_iter());
+                        Ok(d)
                     }
+                    Some(Err(e)) => Err(e),
+                    None => Err(not_in_response(name)),
                 };
                 (name.clone(), result)
             })
@@ -873,7 +980,6 @@ impl AdminClient {
                 ListPartitionReassignments
             );
             AdminError::check(r.error_code, r.error_message.as_ref())?;
-            let ids = |v: &[kafka_protocol::messages::BrokerId]| v.iter().map(|b| b.0).collect();
             let mut out: Vec<OngoingReassignment> = r
                 .topics
                 .iter()

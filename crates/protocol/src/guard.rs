@@ -257,6 +257,7 @@ impl Walker<'_> {
                     4
                 }
             }
+            Ty::NullableStruct(_) => 1,
             Ty::Struct(fields) => {
                 let own: usize = fields
                     .iter()
@@ -274,7 +275,7 @@ impl Walker<'_> {
             Ty::VarInt | Ty::VarLong => PRIMITIVE_ELEMENT_BYTES,
             Ty::String | Ty::Bytes => STRING_ELEMENT_BYTES,
             Ty::Array(_) | Ty::Structs(_) => ARRAY_ELEMENT_BYTES,
-            Ty::Struct(_) => STRUCT_ELEMENT_BYTES,
+            Ty::Struct(_) | Ty::NullableStruct(_) => STRUCT_ELEMENT_BYTES,
         }
     }
 
@@ -301,6 +302,14 @@ impl Walker<'_> {
             Ty::Array(elem) => self.array(field, elem),
             Ty::Structs(fields) => self.array(field, &Ty::Struct(fields)),
             Ty::Struct(fields) => self.structure(fields),
+            Ty::NullableStruct(fields) => {
+                // As the codec reads it: 1 is a struct, any other marker null.
+                if self.take(1, field)?[0] == 1 {
+                    self.structure(fields)
+                } else {
+                    Ok(())
+                }
+            }
         }
     }
 

@@ -59,6 +59,7 @@ pub const SUPPORTED: &[ApiRange] = &[
     range(ApiKey::ElectLeaders, 0, 2),
     range(ApiKey::AlterPartitionReassignments, 0, 1),
     range(ApiKey::ListPartitionReassignments, 0, 0),
+    range(ApiKey::DescribeTopicPartitions, 0, 0),
 ];
 
 /// The implemented range for `key`, if the broker serves that API at all.
@@ -116,6 +117,7 @@ pub(crate) fn codec_range(key: ApiKey) -> kafka_protocol::protocol::VersionRange
         ApiKey::ElectLeaders => ElectLeadersRequest::VERSIONS,
         ApiKey::AlterPartitionReassignments => AlterPartitionReassignmentsRequest::VERSIONS,
         ApiKey::ListPartitionReassignments => ListPartitionReassignmentsRequest::VERSIONS,
+        ApiKey::DescribeTopicPartitions => DescribeTopicPartitionsRequest::VERSIONS,
         ApiKey::BrokerRegistration => BrokerRegistrationRequest::VERSIONS,
         ApiKey::BrokerHeartbeat => BrokerHeartbeatRequest::VERSIONS,
         ApiKey::AlterPartition => AlterPartitionRequest::VERSIONS,

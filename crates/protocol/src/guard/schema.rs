@@ -33,6 +33,9 @@ pub enum Ty {
     Structs(&'static [Field]),
     /// One nested struct (not nullable).
     Struct(&'static [Field]),
+    /// One nested struct that may be null: an `int8` marker (1 present, -1 null), then
+    /// the struct.
+    NullableStruct(&'static [Field]),
 }
 
 pub const BOOL: Ty = Ty::Fixed(1);
@@ -187,6 +190,13 @@ pub static SERVED: &[ApiSchema] = &[
         0,
         0,
         LIST_PARTITION_REASSIGNMENTS,
+    ),
+    api(
+        ApiKey::DescribeTopicPartitions,
+        0,
+        0,
+        0,
+        DESCRIBE_TOPIC_PARTITIONS,
     ),
 ];
 
@@ -483,6 +493,20 @@ const LIST_REASSIGNMENTS_TOPIC: &[Field] =
 const LIST_PARTITION_REASSIGNMENTS: &[Field] = &[
     f("timeout_ms", INT32),
     f("topics", Ty::Structs(LIST_REASSIGNMENTS_TOPIC)),
+];
+
+// ---- DescribeTopicPartitions --------------------------------------------------------------
+
+const DESCRIBE_TOPIC_PARTITIONS_TOPIC: &[Field] = &[f("name", STRING)];
+const DESCRIBE_TOPIC_PARTITIONS_CURSOR: &[Field] =
+    &[f("topic_name", STRING), f("partition_index", INT32)];
+const DESCRIBE_TOPIC_PARTITIONS: &[Field] = &[
+    f("topics", Ty::Structs(DESCRIBE_TOPIC_PARTITIONS_TOPIC)),
+    f("response_partition_limit", INT32),
+    f(
+        "cursor",
+        Ty::NullableStruct(DESCRIBE_TOPIC_PARTITIONS_CURSOR),
+    ),
 ];
 
 // ---- DescribeCluster -----------------------------------------------------------------------

@@ -122,6 +122,7 @@ fn decode_body(key: ApiKey, buf: &mut Bytes, v: i16) -> Result<(), String> {
         ApiKey::ElectLeaders => d::<ElectLeadersRequest>(buf, v),
         ApiKey::AlterPartitionReassignments => d::<AlterPartitionReassignmentsRequest>(buf, v),
         ApiKey::ListPartitionReassignments => d::<ListPartitionReassignmentsRequest>(buf, v),
+        ApiKey::DescribeTopicPartitions => d::<DescribeTopicPartitionsRequest>(buf, v),
         ApiKey::BrokerRegistration => d::<BrokerRegistrationRequest>(buf, v),
         ApiKey::BrokerHeartbeat => d::<BrokerHeartbeatRequest>(buf, v),
         ApiKey::AlterPartition => d::<AlterPartitionRequest>(buf, v),
@@ -854,6 +855,27 @@ fn body(key: ApiKey, v: i16) -> Vec<u8> {
                         .with_name(topic("t"))
                         .with_partition_indexes(vec![0, 3])
                         .with_unknown_tagged_fields(unknown.clone())]))
+                    .with_unknown_tagged_fields(unknown),
+                v,
+            )
+        }
+        ApiKey::DescribeTopicPartitions => {
+            use kafka_protocol::messages::describe_topic_partitions_request::*;
+            enc(
+                DescribeTopicPartitionsRequest::default()
+                    .with_topics(vec![
+                        TopicRequest::default()
+                            .with_name(topic("t"))
+                            .with_unknown_tagged_fields(unknown.clone()),
+                        TopicRequest::default().with_name(topic("u")),
+                    ])
+                    .with_response_partition_limit(100)
+                    .with_cursor(Some(
+                        Cursor::default()
+                            .with_topic_name(topic("t"))
+                            .with_partition_index(3)
+                            .with_unknown_tagged_fields(unknown.clone()),
+                    ))
                     .with_unknown_tagged_fields(unknown),
                 v,
             )
