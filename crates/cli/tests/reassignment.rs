@@ -2,7 +2,9 @@
 //! `gregor topic reassign` (the Gregor client) while a librdkafka idempotent acks=all
 //! producer writes and a librdkafka consumer reads: a partition moves from brokers {1,2} to
 //! {2,3} (the new replica copies the log, joins the ISR, the removed leader hands over and
-//! deletes its copy), and a replication factor goes from 1 to 3. Every acknowledged record is
+//! deletes its copy), and a replication factor goes from 1 to 3. A throttled copy runs near
+//! its rate; a second plan is refused while one runs; a cancelled move goes back and the
+//! half-copied replica is deleted. Every acknowledged record is
 //! read afterwards, once each, in order. Every process is killed by its guard, on every path.
 
 mod support;
@@ -314,5 +316,58 @@ async fn partitions_move_between_brokers_and_change_replication_factor_under_loa
         .unwrap();
     let text = String::from_utf8_lossy(&describe.stdout);
     assert!(!text.contains("throttled"), "the throttle is gone: {text}");
+
+    // A slow move is refused a second plan while it runs, and cancelled: the partition goes
+    // back to its replicas and the half-copied replica is deleted.
+    let grow = plan(root.path(), "slow", &[1, 2, 3]);
+    let (code, out) = reassign(
+        &bootstrap,
+        &[
+            "--execute",
+            "--reassignment-json-file",
+            &grow,
+            "--throttle",
+            "100000",
+        ],
+    );
+    assert_eq!(code, 0, "{out}");
+    let other = plan(root.path(), "moved", &[3, 2]);
+    let (code, out) = reassign(
+        &bootstrap,
+        &["--execute", "--reassignment-json-file", &other],
+    );
+    assert_eq!(code, 1, "{out}");
+    assert!(
+        out.contains("reassignments are under way (slow-0)"),
+        "{out}"
+    );
+    let copy = root.path().join("node-3").join("slow-0");
+    let deadline = Instant::now() + WAIT;
+    while !copy.exists() {
+        assert!(Instant::now() < deadline, "replica 3 never started copying");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let (code, out) = reassign(&bootstrap, &["--cancel", "--reassignment-json-file", &grow]);
+    assert_eq!(code, 0, "{out}");
+    assert!(out.contains("Successfully cancelled"), "{out}");
+    let b = bootstrap.clone();
+    let (_, replicas, isr) =
+        tokio::task::spawn_blocking(move || partition_state(&b, "slow").unwrap())
+            .await
+            .unwrap();
+    assert_eq!((replicas, isr), (vec![1, 2], vec![1, 2]));
+    while copy.exists() {
+        assert!(
+            Instant::now() < deadline,
+            "the cancelled replica's copy stays"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let b = bootstrap.clone();
+    let (code, out) = tokio::task::spawn_blocking(move || reassign(&b, &["--list"]))
+        .await
+        .unwrap();
+    assert_eq!(code, 0, "{out}");
+    assert!(out.contains("No partition reassignment"), "{out}");
     drop(procs);
 }
