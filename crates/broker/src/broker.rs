@@ -301,17 +301,23 @@ impl Broker {
     /// A producer id never handed out before, reserving a new block in the metadata log
     /// when the current one is used up.
     pub fn next_producer_id(&self) -> Result<i64, CommitError> {
-        const BLOCK: i64 = 1000;
         let mut ids = self
             .producer_ids
             .lock()
             .expect("producer id mutex poisoned");
         if ids.0 >= ids.1 {
-            let start = match self.commit(ControllerOp::AllocateProducerIds { size: BLOCK })? {
-                ControllerReply::ProducerIds(start) => start,
-                other => unreachable!("a producer id block, not {other:?}"),
-            };
-            *ids = (start, start + BLOCK);
+            // Kafka's AllocateProducerIds to the active controller.
+            let frame = crate::controller_apis::allocate_producer_ids_frame(
+                self.node_id,
+                self.lifecycle.epoch(),
+            );
+            let (start, len) = blocking::block_in_place_or_run(|| {
+                self.seat
+                    .call_kafka(frame, APPLY_TIMEOUT)
+                    .and_then(|answer| crate::controller_apis::allocate_producer_ids_reply(&answer))
+            })
+            .map_err(CommitError::Refused)?;
+            *ids = (start, start + i64::from(len));
         }
         ids.0 += 1;
         Ok(ids.0 - 1)

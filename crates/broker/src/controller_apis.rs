@@ -1,7 +1,8 @@
 //! The Kafka requests a broker sends to the active controller, as in KRaft:
-//! BrokerRegistration (API key 62, v0-4), BrokerHeartbeat (63, v0-1) and AlterPartition (56,
-//! v2-3: a partition leader's ISR change). A broker builds them with Kafka's own encoding
-//! ([`registration_frame`], [`heartbeat_frame`], [`alter_partition_frame`]) and sends them to
+//! BrokerRegistration (API key 62, v0-4), BrokerHeartbeat (63, v0-1), AlterPartition (56,
+//! v2-3: a partition leader's ISR change) and AllocateProducerIds (67, v0: a block of
+//! producer ids). A broker builds them with Kafka's own encoding ([`registration_frame`],
+//! [`heartbeat_frame`], [`alter_partition_frame`], [`allocate_producer_ids_frame`]) and sends them to
 //! the controller over the quorum's connections (the CONTROLLER listener); the controller
 //! checks the frame with the protocol guard, decodes it, runs it through its `Controller`
 //! ([`serve`]) and answers with Kafka's response and error codes. Clients are never served
@@ -19,10 +20,11 @@ use gregor_metadata::{Controller, ControllerError};
 use kafka_protocol::error::ResponseError;
 use kafka_protocol::messages::broker_registration_request::Listener;
 use kafka_protocol::messages::{
-    alter_partition_request, alter_partition_response, AlterPartitionRequest,
-    AlterPartitionResponse, ApiKey, BrokerHeartbeatRequest, BrokerHeartbeatResponse, BrokerId,
-    BrokerRegistrationRequest, BrokerRegistrationResponse, RequestHeader, RequestKind,
-    ResponseHeader, ResponseKind,
+    alter_partition_request, alter_partition_response, AllocateProducerIdsRequest,
+    AllocateProducerIdsResponse, AlterPartitionRequest, AlterPartitionResponse, ApiKey,
+    BrokerHeartbeatRequest, BrokerHeartbeatResponse, BrokerId, BrokerRegistrationRequest,
+    BrokerRegistrationResponse, ProducerId, RequestHeader, RequestKind, ResponseHeader,
+    ResponseKind,
 };
 use kafka_protocol::protocol::{Decodable, Encodable, StrBytes};
 
@@ -34,6 +36,9 @@ const REGISTRATION_VERSION: i16 = 4;
 const HEARTBEAT_VERSION: i16 = 1;
 /// AlterPartition v3: the new ISR carries each member's broker epoch (KIP-903).
 const ALTER_PARTITION_VERSION: i16 = 3;
+const ALLOCATE_PRODUCER_IDS_VERSION: i16 = 0;
+/// How many producer ids one AllocateProducerIds hands out (Kafka's block size).
+pub const PRODUCER_ID_BLOCK: i32 = 1000;
 
 /// What a broker registers.
 pub struct Registration<'a> {
@@ -119,6 +124,40 @@ pub fn alter_partition_frame(request: &AlterPartition) -> Vec<u8> {
         body.encode(buf, ALTER_PARTITION_VERSION)
             .expect("an AlterPartition request encodes")
     })
+}
+
+/// An AllocateProducerIds request frame of broker `broker_id` at `broker_epoch`.
+pub fn allocate_producer_ids_frame(broker_id: i32, broker_epoch: i64) -> Vec<u8> {
+    let request = AllocateProducerIdsRequest::default()
+        .with_broker_id(BrokerId(broker_id))
+        .with_broker_epoch(broker_epoch);
+    request_frame(
+        ApiKey::AllocateProducerIds,
+        ALLOCATE_PRODUCER_IDS_VERSION,
+        |buf| {
+            request
+                .encode(buf, ALLOCATE_PRODUCER_IDS_VERSION)
+                .expect("an AllocateProducerIds request encodes")
+        },
+    )
+}
+
+/// The block (first id, length) of an AllocateProducerIds response frame, or the
+/// controller's refusal.
+pub fn allocate_producer_ids_reply(frame: &[u8]) -> Result<(i64, i32), ControllerError> {
+    let response: AllocateProducerIdsResponse = decode_response(
+        frame,
+        ApiKey::AllocateProducerIds,
+        ALLOCATE_PRODUCER_IDS_VERSION,
+    )?;
+    refusal(response.error_code, "AllocateProducerIds")?;
+    if response.producer_id_len <= 0 || response.producer_id_start.0 < 0 {
+        return Err(ControllerError::Internal(format!(
+            "AllocateProducerIds answered an empty block ({}, {})",
+            response.producer_id_start.0, response.producer_id_len
+        )));
+    }
+    Ok((response.producer_id_start.0, response.producer_id_len))
 }
 
 /// A request frame (header and body, no length prefix) this broker sends as a client.
@@ -228,8 +267,8 @@ fn refusal(error_code: i16, what: &str) -> Result<(), ControllerError> {
     })
 }
 
-/// On the active controller: answers one BrokerRegistration, BrokerHeartbeat or
-/// AlterPartition request frame with its response frame. A frame the guard or the codec refuses is an `Err`
+/// On the active controller: answers one BrokerRegistration, BrokerHeartbeat,
+/// AlterPartition or AllocateProducerIds request frame with its response frame. A frame the guard or the codec refuses is an `Err`
 /// (the connection it came on is closed).
 pub fn serve(controller: &Mutex<Controller>, frame: Vec<u8>) -> Result<Vec<u8>, String> {
     if frame.len() < 8 {
@@ -258,6 +297,9 @@ pub fn serve(controller: &Mutex<Controller>, frame: Vec<u8>) -> Result<Vec<u8>, 
         }
         RequestKind::AlterPartition(r) => {
             ResponseKind::AlterPartition(alter_partition(&mut controller, r, version))
+        }
+        RequestKind::AllocateProducerIds(r) => {
+            ResponseKind::AllocateProducerIds(allocate_producer_ids(&mut controller, r))
         }
         _ => unreachable!("the guard admits only the controller requests"),
     };
@@ -316,6 +358,34 @@ fn heartbeat(controller: &mut Controller, r: BrokerHeartbeatRequest) -> BrokerHe
         Err(e) => BrokerHeartbeatResponse::default()
             .with_error_code(controller_error(&e).0)
             .with_is_fenced(true),
+    }
+}
+
+/// A block of producer ids for a registered broker of the current epoch (else
+/// STALE_BROKER_EPOCH), never handed out before: the block is in the metadata log before the
+/// answer.
+fn allocate_producer_ids(
+    controller: &mut Controller,
+    r: AllocateProducerIdsRequest,
+) -> AllocateProducerIdsResponse {
+    let current = controller
+        .image()
+        .brokers
+        .get(&r.broker_id.0)
+        .is_some_and(|b| b.epoch == r.broker_epoch);
+    if !current {
+        return AllocateProducerIdsResponse::default()
+            .with_error_code(code(ResponseError::StaleBrokerEpoch))
+            .with_producer_id_start(ProducerId(-1));
+    }
+    match controller.allocate_producer_ids(i64::from(PRODUCER_ID_BLOCK)) {
+        Ok(start) => AllocateProducerIdsResponse::default()
+            .with_error_code(NONE)
+            .with_producer_id_start(ProducerId(start))
+            .with_producer_id_len(PRODUCER_ID_BLOCK),
+        Err(e) => AllocateProducerIdsResponse::default()
+            .with_error_code(controller_error(&e).0)
+            .with_producer_id_start(ProducerId(-1)),
     }
 }
 
@@ -489,6 +559,30 @@ mod tests {
             heartbeat_reply(&serve(&c, stale).unwrap()),
             Err(ControllerError::StaleBrokerEpoch(_))
         ));
+    }
+
+    #[test]
+    fn producer_id_blocks_go_to_registered_brokers_and_never_repeat() {
+        let c = controller();
+        let epoch = registration_reply(&serve(&c, registration("the-cluster")).unwrap()).unwrap();
+        let block = || {
+            allocate_producer_ids_reply(&serve(&c, allocate_producer_ids_frame(3, epoch)).unwrap())
+        };
+        let (a, len) = block().unwrap();
+        let (b, _) = block().unwrap();
+        assert_eq!(len, PRODUCER_ID_BLOCK);
+        assert_eq!(b, a + i64::from(len), "the next block follows, no id twice");
+        assert_eq!(
+            c.lock().unwrap().image().next_producer_id,
+            b + i64::from(len)
+        );
+        for (broker, broker_epoch) in [(3, epoch + 1), (9, epoch)] {
+            let refused = serve(&c, allocate_producer_ids_frame(broker, broker_epoch)).unwrap();
+            assert!(matches!(
+                allocate_producer_ids_reply(&refused),
+                Err(ControllerError::StaleBrokerEpoch(_))
+            ));
+        }
     }
 
     #[test]

@@ -42,9 +42,6 @@ pub enum ControllerOp {
         node_id: i32,
         changes: Vec<(String, Option<String>)>,
     },
-    AllocateProducerIds {
-        size: i64,
-    },
     /// Names the cluster `proposed` unless it already has an id; the reply is the id.
     ClaimClusterId {
         proposed: String,
@@ -66,8 +63,6 @@ pub enum ControllerReply {
     Done,
     /// The new topic's id (nil for a validate-only creation).
     TopicId(Uuid),
-    /// The first id of the reserved producer-id block.
-    ProducerIds(i64),
     /// The cluster's id.
     ClusterId(String),
     /// Each partition's election outcome.
@@ -218,9 +213,6 @@ impl Controller {
             ControllerOp::AlterBrokerConfigs { node_id, changes } => self
                 .alter_broker_configs(node_id, &changes)
                 .map(|()| ControllerReply::Done),
-            ControllerOp::AllocateProducerIds { size } => self
-                .allocate_producer_ids(size)
-                .map(ControllerReply::ProducerIds),
             ControllerOp::ClaimClusterId { proposed } => self
                 .claim_cluster_id(proposed)
                 .map(ControllerReply::ClusterId),

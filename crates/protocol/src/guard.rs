@@ -64,14 +64,13 @@ pub fn check_request(frame: &[u8], max_decoded_bytes: usize) -> Result<(), Guard
 }
 
 /// [`check_request`] for the inter-node requests a broker sends to the active controller
-/// (BrokerRegistration v0-4, BrokerHeartbeat v0-1, AlterPartition v2-3), which clients are
-/// never served.
+/// (the layouts of [`schema::EXTRA`]: BrokerRegistration v0-4, BrokerHeartbeat v0-1,
+/// AlterPartition v2-3, AllocateProducerIds v0), which clients are never served.
 pub fn check_controller_request(frame: &[u8], max_decoded_bytes: usize) -> Result<(), GuardError> {
-    check_frame(frame, max_decoded_bytes, |key, version| match key {
-        ApiKey::BrokerRegistration => (0..=4).contains(&version),
-        ApiKey::BrokerHeartbeat => (0..=1).contains(&version),
-        ApiKey::AlterPartition => (2..=3).contains(&version),
-        _ => false,
+    check_frame(frame, max_decoded_bytes, |key, version| {
+        schema::EXTRA
+            .iter()
+            .any(|a| a.key == key && (a.min..=a.max).contains(&version))
     })
 }
 

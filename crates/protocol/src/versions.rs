@@ -121,6 +121,7 @@ pub(crate) fn codec_range(key: ApiKey) -> kafka_protocol::protocol::VersionRange
         ApiKey::BrokerRegistration => BrokerRegistrationRequest::VERSIONS,
         ApiKey::BrokerHeartbeat => BrokerHeartbeatRequest::VERSIONS,
         ApiKey::AlterPartition => AlterPartitionRequest::VERSIONS,
+        ApiKey::AllocateProducerIds => AllocateProducerIdsRequest::VERSIONS,
         other => panic!("no codec check for {other:?}"),
     }
 }

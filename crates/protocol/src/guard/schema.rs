@@ -206,7 +206,12 @@ pub static EXTRA: &[ApiSchema] = &[
     api(ApiKey::BrokerRegistration, 0, 4, 0, BROKER_REGISTRATION),
     api(ApiKey::BrokerHeartbeat, 0, 1, 0, BROKER_HEARTBEAT),
     api(ApiKey::AlterPartition, 2, 3, 0, ALTER_PARTITION),
+    api(ApiKey::AllocateProducerIds, 0, 0, 0, ALLOCATE_PRODUCER_IDS),
 ];
+
+// ---- AllocateProducerIds (broker to controller) ----------------------------------------------
+
+const ALLOCATE_PRODUCER_IDS: &[Field] = &[f("broker_id", INT32), f("broker_epoch", INT64)];
 
 // ---- BrokerRegistration / BrokerHeartbeat (controller listener) ----------------------------
 

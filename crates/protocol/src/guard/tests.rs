@@ -126,6 +126,7 @@ fn decode_body(key: ApiKey, buf: &mut Bytes, v: i16) -> Result<(), String> {
         ApiKey::BrokerRegistration => d::<BrokerRegistrationRequest>(buf, v),
         ApiKey::BrokerHeartbeat => d::<BrokerHeartbeatRequest>(buf, v),
         ApiKey::AlterPartition => d::<AlterPartitionRequest>(buf, v),
+        ApiKey::AllocateProducerIds => d::<AllocateProducerIdsRequest>(buf, v),
         other => Err(format!("no codec wired for {other:?}")),
     }
 }
@@ -880,6 +881,13 @@ fn body(key: ApiKey, v: i16) -> Vec<u8> {
                 v,
             )
         }
+        ApiKey::AllocateProducerIds => enc(
+            AllocateProducerIdsRequest::default()
+                .with_broker_id(BrokerId(3))
+                .with_broker_epoch(77)
+                .with_unknown_tagged_fields(unknown),
+            v,
+        ),
         ApiKey::BrokerRegistration => {
             use kafka_protocol::messages::broker_registration_request::*;
             let mut req = BrokerRegistrationRequest::default()
