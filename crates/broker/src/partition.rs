@@ -546,17 +546,19 @@ impl Partition {
         token
     }
 
-    /// [`Self::append`] of a client's transactional write the remote coordinator verified
-    /// under `token`; refused (INVALID_TXN_STATE) if a marker of the producer came in between.
+    /// [`Self::append`] of a transactional write (a client's, or a group coordinator's
+    /// TxnOffsetCommit) the remote transaction coordinator verified under `token`; refused
+    /// (INVALID_TXN_STATE) if a marker of the producer came in between.
     pub fn append_verified(
         &self,
         records: &[u8],
         now_ms: i64,
+        origin: AppendOrigin,
         producer_id: i64,
         token: u64,
     ) -> Result<AppendInfo, AppendError> {
         let check = TxnCheck::Verified(producer_id, token);
-        self.append_from(records, now_ms, AppendOrigin::Client, check)
+        self.append_from(records, now_ms, origin, check)
     }
 
     fn verifications(&self) -> MutexGuard<'_, (HashMap<i64, u64>, u64)> {

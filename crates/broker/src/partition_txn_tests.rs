@@ -376,3 +376,32 @@ fn the_fast_path_appends_only_inside_an_open_transaction_at_its_epoch() {
         "a marker ended the transaction: the coordinator must be asked again"
     );
 }
+
+#[test]
+fn a_marker_between_a_remote_verification_and_its_write_refuses_the_write() {
+    let dir = tempfile::tempdir().unwrap();
+    let p = open(dir.path());
+    for origin in [AppendOrigin::Client, AppendOrigin::Coordinator] {
+        let seq = if origin == AppendOrigin::Client {
+            0
+        } else {
+            -1
+        };
+        // Verified, nothing in between: written.
+        let token = p.begin_txn_verification(7);
+        p.append_verified(&txn_batch(7, 0, seq, 1), NOW, origin, 7, token)
+            .unwrap();
+        marker(&p, 7, 0, true);
+        // The transaction ended (a marker) while the next write was being verified.
+        let token = p.begin_txn_verification(7);
+        marker(&p, 7, 0, false);
+        let end = p.log_end_offset();
+        let refused = p.append_verified(&txn_batch(7, 0, seq, 1), NOW, origin, 7, token);
+        assert_eq!(
+            producer_error(refused),
+            code::INVALID_TXN_STATE,
+            "{origin:?}"
+        );
+        assert_eq!(p.log_end_offset(), end, "nothing written");
+    }
+}

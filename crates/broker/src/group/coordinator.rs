@@ -128,6 +128,17 @@ pub fn java_string_hash(s: &str) -> i32 {
 
 /// The partition of an internal topic with `partitions` partitions that holds the state of
 /// `key` (a group or transactional id), as Kafka places it.
+/// The transaction a TxnOffsetCommit writes its offsets in.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct TxnOffsetWrite {
+    pub producer_id: i64,
+    pub epoch: i16,
+    /// The guard token of a verification with a transaction coordinator on another broker
+    /// (`Partition::begin_txn_verification` on the offsets partition): the write is refused
+    /// (INVALID_TXN_STATE) if a marker of the producer came in between.
+    pub verified: Option<u64>,
+}
+
 pub fn partition_for_key(key: &str, partitions: i32) -> i32 {
     assert!(
         partitions > 0,
@@ -385,14 +396,15 @@ impl GroupCoordinator {
         self.persist_as(broker, group_id, records, None)
     }
 
-    /// [`Self::persist`], as a transactional batch of `txn_producer` when given. A partition
-    /// this broker does not lead (any more) is NOT_COORDINATOR, as in Kafka.
+    /// [`Self::persist`], as a transactional batch of `txn` when given (guarded by its
+    /// verification token, if it has one). A partition this broker does not lead (any more)
+    /// is NOT_COORDINATOR, as in Kafka.
     fn persist_as(
         &self,
         broker: &dyn CoordinatorServices,
         group_id: &str,
         records: &[OffsetsRecord],
-        txn_producer: Option<(i64, i16)>,
+        txn: Option<TxnOffsetWrite>,
     ) -> Result<Option<PendingWrite>, i16> {
         if records.is_empty() {
             return Ok(None);
@@ -400,16 +412,27 @@ impl GroupCoordinator {
         let p = self.partition_for(group_id);
         let partition = broker.partition(OFFSETS_TOPIC, p).ok_or(NOT_COORDINATOR)?;
         let now = self.now_ms();
-        match partition.append(
-            &encode_records(records, now, txn_producer),
-            AppendOrigin::Coordinator,
-            now,
-        ) {
+        let batch = encode_records(records, now, txn.map(|t| (t.producer_id, t.epoch)));
+        let written = match txn.and_then(|t| t.verified.map(|token| (t.producer_id, token))) {
+            Some((producer_id, token)) => partition.append_verified(
+                &batch,
+                now,
+                AppendOrigin::Coordinator,
+                producer_id,
+                token,
+            ),
+            None => partition.append(&batch, AppendOrigin::Coordinator, now),
+        };
+        match written {
             Ok(info) => Ok(Some(PendingWrite {
                 partition,
                 required_hw: info.last_offset + 1,
             })),
             Err(AppendError::NotLeader) => Err(NOT_COORDINATOR),
+            Err(AppendError::Producer(code, why)) => {
+                tracing::info!(group = group_id, why, "transactional offsets refused");
+                Err(code)
+            }
             Err(e) => {
                 tracing::error!(group = group_id, error = %e, "cannot persist group state");
                 Err(KAFKA_STORAGE_ERROR)
@@ -705,9 +728,8 @@ impl GroupCoordinator {
         Ok(codes)
     }
 
-    /// OffsetCommit, and TxnOffsetCommit when `txn_producer` = (producer id, epoch) is
-    /// given: then the records are written as part of that producer's transaction and stay
-    /// pending until its marker. `entries`: (topic, partition, offset, leader epoch,
+    /// OffsetCommit, and TxnOffsetCommit when `txn` is given: then the records are written
+    /// as part of that producer's transaction and stay pending until its marker. `entries`: (topic, partition, offset, leader epoch,
     /// metadata). Returns one code per entry, or a code for all of them.
     #[allow(clippy::too_many_arguments)]
     pub fn commit(
@@ -718,7 +740,7 @@ impl GroupCoordinator {
         instance_id: Option<&str>,
         generation: i32,
         entries: Vec<(String, i32, i64, i32, String)>,
-        txn_producer: Option<(i64, i16)>,
+        txn: Option<TxnOffsetWrite>,
     ) -> CommitOutcome {
         let mut inner = self.lock();
         let now = self.now_ms();
@@ -765,7 +787,7 @@ impl GroupCoordinator {
             };
             codes.push(code);
         }
-        let written = match self.persist_as(broker, group_id, &records, txn_producer) {
+        let written = match self.persist_as(broker, group_id, &records, txn) {
             Ok(written) => written,
             Err(e) => {
                 let codes = codes
@@ -778,8 +800,8 @@ impl GroupCoordinator {
                 };
             }
         };
-        let store = match txn_producer {
-            Some((producer_id, _)) => inner
+        let store = match txn {
+            Some(TxnOffsetWrite { producer_id, .. }) => inner
                 .pending_txn_offsets
                 .entry(producer_id)
                 .or_default()

@@ -363,7 +363,13 @@ fn append(
             )
         });
         return match verified {
-            Ok(()) => partition.append_verified(records, broker.clock.now_ms(), producer.0, token),
+            Ok(()) => partition.append_verified(
+                records,
+                broker.clock.now_ms(),
+                AppendOrigin::Client,
+                producer.0,
+                token,
+            ),
             Err((c, m)) => refused(c, m),
         };
     }

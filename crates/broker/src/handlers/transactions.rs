@@ -28,7 +28,8 @@ use super::txn_verification::verify_with;
 use super::wire::{s, NONE};
 use crate::blocking::block_in_place_or_run;
 use crate::broker::{Broker, TxnCoordinatorAt};
-use crate::group::coordinator::OFFSETS_TOPIC;
+use crate::coordinator_services::CoordinatorServices;
+use crate::group::coordinator::{TxnOffsetWrite, OFFSETS_TOPIC};
 use crate::txn::state::{code, code_for_version, TxnError, TxnStatus};
 
 fn log_refusal(api: &str, id: &str, e: &TxnError) {
@@ -248,7 +249,7 @@ pub async fn txn_offset_commit(
     // A coordinator on another broker is asked first (KIP-890 verification); the offsets
     // are then written as the producer's transactional batch.
     let producer = (request.producer_id.0, request.producer_epoch);
-    let commit = || {
+    let commit = |verified: Option<u64>| {
         broker.groups.commit(
             broker,
             group,
@@ -256,27 +257,40 @@ pub async fn txn_offset_commit(
             request.group_instance_id.as_ref().map(|i| i.as_str()),
             request.generation_id,
             entries.clone(),
-            Some(producer),
+            Some(TxnOffsetWrite {
+                producer_id: producer.0,
+                epoch: producer.1,
+                verified,
+            }),
         )
     };
     let codes = match broker.txn_coordinator_at(id) {
         TxnCoordinatorAt::Here => block_in_place_or_run(|| {
             broker
                 .txns
-                .append_in_txn(broker, id, producer, &offsets_partition, false, commit)
+                .append_in_txn(broker, id, producer, &offsets_partition, false, || {
+                    commit(None)
+                })
         }),
-        TxnCoordinatorAt::There(coordinator) => block_in_place_or_run(|| {
-            verify_with(
-                &broker.inter_broker,
-                &coordinator,
-                id,
-                producer,
-                &offsets_partition,
-                false,
-            )
-        })
-        .map(|()| commit())
-        .map_err(|(c, m)| TxnError(c, m)),
+        TxnCoordinatorAt::There(coordinator) => {
+            // Guarded as a verified produce is: a marker between the verification and the
+            // write (the transaction ended meanwhile) makes the write INVALID_TXN_STATE.
+            let token = broker
+                .partition(&offsets_partition.0, offsets_partition.1)
+                .map(|p| p.begin_txn_verification(producer.0));
+            block_in_place_or_run(|| {
+                verify_with(
+                    &broker.inter_broker,
+                    &coordinator,
+                    id,
+                    producer,
+                    &offsets_partition,
+                    false,
+                )
+            })
+            .map(|()| commit(token))
+            .map_err(|(c, m)| TxnError(c, m))
+        }
         TxnCoordinatorAt::Unavailable => Err(TxnError(
             code::COORDINATOR_NOT_AVAILABLE,
             "the transaction coordinator is not available".into(),
