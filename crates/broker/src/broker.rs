@@ -110,6 +110,8 @@ pub struct Broker {
     /// this broker sends as leader, one for what it copies as follower).
     pub leader_throttle: ReplicationThrottle,
     pub follower_throttle: ReplicationThrottle,
+    /// The Prometheus series (`metrics.listener`).
+    pub metrics: crate::metrics::BrokerMetrics,
 }
 
 impl Broker {
@@ -168,6 +170,7 @@ impl Broker {
             inter_broker: InterBrokerClient::default(),
             leader_throttle: ReplicationThrottle::new(std::time::Instant::now()),
             follower_throttle: ReplicationThrottle::new(std::time::Instant::now()),
+            metrics: crate::metrics::BrokerMetrics::default(),
         };
         broker.cluster_id = broker.seat.claim_cluster_id(&dir, local_cluster_id)?;
         // Long enough for another process's session under this node id to expire.

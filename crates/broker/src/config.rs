@@ -421,6 +421,12 @@ pub const BROKER_CONFIGS: &[BrokerConfigDef] = &[
         "1 keeps eligible leader replicas (KIP-966) and the strict min-ISR high watermark; 0 turns both off (read by controllers and brokers: set it alike on every node)",
     ),
     def(
+        "metrics.listener",
+        T,
+        Some("http://127.0.0.1:9644"),
+        "HTTP endpoint for /metrics (Prometheus) and /v1/status/live|ready; empty turns it off",
+    ),
+    def(
         "leader.replication.throttled.rate",
         L { min: 0 },
         Some(MAX_LONG),
@@ -730,6 +736,25 @@ impl BrokerConfig {
             self.num("leader.replication.throttled.rate"),
             self.num("follower.replication.throttled.rate"),
         )
+    }
+
+    /// `metrics.listener` as an address to bind (`None`: off); `http://HOST:PORT`.
+    pub fn metrics_listener(&self) -> Result<Option<std::net::SocketAddr>, String> {
+        let value = self.get("metrics.listener").unwrap_or_default();
+        let value = value.trim();
+        if value.is_empty() {
+            return Ok(None);
+        }
+        let addr = value
+            .strip_prefix("http://")
+            .unwrap_or(value)
+            .trim_end_matches('/');
+        use std::net::ToSocketAddrs;
+        addr.to_socket_addrs()
+            .ok()
+            .and_then(|mut a| a.next())
+            .map(Some)
+            .ok_or_else(|| format!("metrics.listener '{value}' is not http://HOST:PORT"))
     }
 
     /// `eligible.leader.replicas.version` >= 1.

@@ -76,11 +76,20 @@ pub async fn dispatch(broker: &Broker, frame: Bytes) -> Outcome {
         ))
         }
     };
+    let started = std::time::Instant::now();
+    let api = api_key;
     let Reply { response, files } = match handlers::handle(broker, &header, request).await {
         Ok(Some(r)) => r,
-        Ok(None) => return Outcome::NoResponse,
+        Ok(None) => {
+            broker.metrics.request(api, started.elapsed());
+            return Outcome::NoResponse;
+        }
         Err(reason) => return Outcome::Close(reason),
     };
+    count_errors(broker, api, &response);
+    if let ResponseKind::Fetch(fetch) = &response {
+        count_bytes_out(broker, fetch, &files);
+    }
     let encoded = match response {
         ResponseKind::Fetch(fetch) if !files.is_empty() => {
             fetch_frame(api_version, correlation_id, fetch, files).map(Outcome::RespondFromFiles)
@@ -89,11 +98,64 @@ pub async fn dispatch(broker: &Broker, frame: Bytes) -> Outcome {
             encode_response(api_key, api_version, correlation_id, &response).map(Outcome::Respond)
         }
     };
+    broker.metrics.request(api, started.elapsed());
     encoded.unwrap_or_else(|e| {
         Outcome::Close(format!(
             "cannot encode {api_key:?} v{api_version} response: {e}"
         ))
     })
+}
+
+/// The record bytes of each topic a Fetch response sends: its in-memory records, and for a
+/// null placeholder the next file slice (they come in encoding order).
+fn count_bytes_out(
+    broker: &Broker,
+    fetch: &kafka_protocol::messages::FetchResponse,
+    files: &[gregor_storage::FileRecords],
+) {
+    let mut files = files.iter();
+    for t in &fetch.responses {
+        let bytes: usize = t
+            .partitions
+            .iter()
+            .map(|p| match &p.records {
+                Some(records) => records.len(),
+                None => files.next().map_or(0, |f| f.len()),
+            })
+            .sum();
+        broker.metrics.fetched(t.topic.0.as_str(), bytes as u64);
+    }
+}
+
+/// Counts the errors a Produce or Fetch response carries, one per partition (as Kafka's
+/// ErrorsPerSec), and the top-level error of the others that have one.
+fn count_errors(broker: &Broker, api: ApiKey, response: &ResponseKind) {
+    let count = |code: i16| {
+        if code != 0 {
+            broker.metrics.error(api, code);
+        }
+    };
+    match response {
+        ResponseKind::Produce(r) => r
+            .responses
+            .iter()
+            .flat_map(|t| &t.partition_responses)
+            .for_each(|p| count(p.error_code)),
+        ResponseKind::Fetch(r) => {
+            count(r.error_code);
+            r.responses
+                .iter()
+                .flat_map(|t| &t.partitions)
+                .for_each(|p| count(p.error_code));
+        }
+        ResponseKind::JoinGroup(r) => count(r.error_code),
+        ResponseKind::SyncGroup(r) => count(r.error_code),
+        ResponseKind::Heartbeat(r) => count(r.error_code),
+        ResponseKind::FindCoordinator(r) => count(r.error_code),
+        ResponseKind::InitProducerId(r) => count(r.error_code),
+        ResponseKind::EndTxn(r) => count(r.error_code),
+        _ => {}
+    }
 }
 
 /// Encodes `response` with its header and length prefix.

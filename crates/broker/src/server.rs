@@ -85,6 +85,7 @@ pub async fn start(config: BrokerConfig) -> Result<BrokerHandle, BrokerError> {
     if host == "0.0.0.0" || host == "::" {
         host = "127.0.0.1".into();
     }
+    let metrics_addr = config.metrics_listener().map_err(BrokerError::Start)?;
     let max_connections = config.max_connections();
     let broker = Arc::new(block_in_place_or_run(|| {
         Broker::open(config, &host, port, crate::clock::system())
@@ -121,6 +122,22 @@ pub async fn start(config: BrokerConfig) -> Result<BrokerHandle, BrokerError> {
         shutdown_rx.clone(),
     ));
     background.spawn(crate::isr_manager::run(broker.clone(), shutdown_rx.clone()));
+    if let Some(addr) = metrics_addr {
+        // A port in use costs the endpoint, not the broker.
+        match TcpListener::bind(addr).await {
+            Ok(l) => {
+                tracing::info!(%addr, "metrics and health on http://{addr}");
+                background.spawn(crate::metrics_server::serve(
+                    l,
+                    broker.clone(),
+                    shutdown_rx.clone(),
+                ));
+            }
+            Err(e) => {
+                tracing::error!(%addr, error = %e, "cannot listen for metrics: /metrics and the health checks are off")
+            }
+        }
+    }
     background.spawn(crate::coordinator_ownership::run(
         broker.clone(),
         shutdown_rx.clone(),

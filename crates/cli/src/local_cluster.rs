@@ -2,7 +2,7 @@
 //!
 //! `up` starts N `gregor broker` processes on 127.0.0.1, each both broker and controller,
 //! in the background: node `i` serves clients on `base-port + i - 1` and the quorum on
-//! `base-port + 100 + i - 1`, with data under `DIR/node-<i>/data`, its output in
+//! `base-port + 100 + i - 1` (metrics and health on `base-port + 200 + i - 1`), with data under `DIR/node-<i>/data`, its output in
 //! `DIR/node-<i>/broker.log` and its pid in `DIR/node-<i>/pid`. The layout is kept in
 //! `DIR/cluster.json`, so `status`, `stop`, `kill`, `start` and `down` work from any shell
 //! given the same `--dir`. Every wait is bounded; a node that does not come up is reported
@@ -22,6 +22,8 @@ use crate::common::{print_json, table, FormatArg, OutputFormat};
 const NODE_WAIT: Duration = Duration::from_secs(30);
 /// The quorum ports are this far above the client ports.
 const CONTROLLER_PORT_OFFSET: u16 = 100;
+/// The metrics and health ports (`metrics.listener`) are this far above the client ports.
+const METRICS_PORT_OFFSET: u16 = 200;
 
 #[derive(Subcommand)]
 pub enum LocalClusterCommand {
@@ -51,7 +53,8 @@ pub struct UpArgs {
     /// Number of nodes (each both broker and controller).
     #[arg(long, default_value_t = 3)]
     pub nodes: u16,
-    /// Client port of node 1; node i uses base-port + i - 1, its quorum port 100 above.
+    /// Client port of node 1; node i uses base-port + i - 1, its quorum port 100 above, its
+    /// metrics and health port 200 above.
     #[arg(long, default_value_t = 19092)]
     pub base_port: u16,
     /// A broker config `key=value` given to every node; repeatable.
@@ -149,6 +152,11 @@ impl Layout {
         self.base_port + CONTROLLER_PORT_OFFSET + id - 1
     }
 
+    /// Node `id`'s metrics and health endpoint (`metrics.listener`).
+    fn metrics_port(&self, id: u16) -> u16 {
+        self.base_port + METRICS_PORT_OFFSET + id - 1
+    }
+
     fn node_dir(&self, id: u16) -> PathBuf {
         self.dir.join(format!("node-{id}"))
     }
@@ -195,6 +203,10 @@ impl Layout {
             ),
             format!("controller.quorum.voters={}", self.voters()),
             format!("log.dirs={}", dir.join("data").display()),
+            format!(
+                "metrics.listener=http://127.0.0.1:{}",
+                self.metrics_port(id)
+            ),
         ];
         overrides.extend(self.overrides.iter().cloned());
         for o in &overrides {
@@ -319,7 +331,7 @@ fn up(a: UpArgs) -> Result<ExitCode> {
     if a.nodes == 0 {
         bail!("--nodes must be at least 1");
     }
-    let top = u32::from(a.base_port) + u32::from(CONTROLLER_PORT_OFFSET) + u32::from(a.nodes);
+    let top = u32::from(a.base_port) + u32::from(METRICS_PORT_OFFSET) + u32::from(a.nodes);
     if a.base_port == 0 || top > u32::from(u16::MAX) {
         bail!(
             "--base-port {} leaves no room for {} nodes",

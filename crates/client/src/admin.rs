@@ -128,21 +128,7 @@ impl From<AdminError> for Error {
 /// The result of one item of a multi-item admin call.
 pub type ItemResult<T> = std::result::Result<T, AdminError>;
 
-/// `TopicAlreadyExists` → `TOPIC_ALREADY_EXISTS`.
-pub fn error_name(e: ResponseError) -> String {
-    if let ResponseError::Unknown(code) = e {
-        return format!("UNKNOWN_ERROR_CODE_{code}");
-    }
-    let camel = format!("{e:?}");
-    let mut out = String::with_capacity(camel.len() + 8);
-    for (i, c) in camel.chars().enumerate() {
-        if c.is_ascii_uppercase() && i > 0 {
-            out.push('_');
-        }
-        out.push(c.to_ascii_uppercase());
-    }
-    out
-}
+pub use gregor_protocol::errors::error_name;
 
 /// A topic to create.
 #[derive(Debug, Clone, PartialEq, Eq)]

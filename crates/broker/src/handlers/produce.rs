@@ -146,6 +146,11 @@ pub async fn handle(
                 version,
             ) {
                 Ok(info) => {
+                    broker.metrics.produced(
+                        &partition.topic,
+                        (info.last_offset - info.first_offset + 1).max(0) as u64,
+                        records.len() as u64,
+                    );
                     if acks == -1 {
                         waits.push((partition.clone(), info.last_offset + 1, min_isr));
                     }

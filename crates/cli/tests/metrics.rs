@@ -1,0 +1,264 @@
+//! The metrics and health endpoint of a `gregor broker` process (`metrics.listener`),
+//! scraped over HTTP while librdkafka produces and consumes: the counters match what the test
+//! did (records and bytes in, bytes out, requests, an error it caused), the state gauges
+//! what the broker holds, the health checks answer, and Debian's `promtool check metrics`
+//! accepts the exposition. The broker is killed by its guard on every path.
+
+mod support;
+
+use std::io::{Read, Write};
+use std::net::TcpStream;
+use std::process::{Command, Stdio};
+use std::time::Duration;
+
+use rdkafka::config::ClientConfig;
+use rdkafka::consumer::{BaseConsumer, Consumer};
+use rdkafka::producer::{BaseProducer, BaseRecord, Producer};
+use rdkafka::{Offset, TopicPartitionList};
+use support::{free_port, BrokerProcess};
+
+/// `GET path` on `port`: the status code and the body.
+fn get(port: u16, path: &str) -> (u16, String) {
+    let mut s = TcpStream::connect(("127.0.0.1", port)).unwrap();
+    s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+    write!(
+        s,
+        "GET {path} HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\n\r\n"
+    )
+    .unwrap();
+    let mut response = String::new();
+    s.read_to_string(&mut response).unwrap();
+    let status = response[9..12].parse().unwrap();
+    let body = response
+        .split_once("\r\n\r\n")
+        .map(|(_, b)| b.to_string())
+        .unwrap_or_default();
+    // hyper may send the body chunked: drop the chunk sizes.
+    let body = if response
+        .to_ascii_lowercase()
+        .contains("transfer-encoding: chunked")
+    {
+        dechunk(&body)
+    } else {
+        body
+    };
+    (status, body)
+}
+
+fn dechunk(body: &str) -> String {
+    let mut out = String::new();
+    let mut rest = body;
+    while let Some((size, tail)) = rest.split_once("\r\n") {
+        let n = usize::from_str_radix(size.trim(), 16).unwrap_or(0);
+        if n == 0 {
+            break;
+        }
+        out.push_str(&tail[..n]);
+        rest = &tail[n + 2..];
+    }
+    out
+}
+
+/// The value of the series `name{labels}` (labels as written, e.g. `topic="m"`).
+fn value(text: &str, series: &str) -> f64 {
+    text.lines()
+        .find(|l| l.starts_with(series) && l[series.len()..].starts_with(' '))
+        .and_then(|l| l.rsplit(' ').next())
+        .and_then(|v| v.parse().ok())
+        .unwrap_or_else(|| panic!("no series {series} in:\n{text}"))
+}
+
+#[test]
+fn a_scrape_counts_what_clients_did_and_the_health_checks_answer() {
+    let dir = tempfile::tempdir().unwrap();
+    let metrics_port = free_port();
+    let listener = format!("metrics.listener=http://127.0.0.1:{metrics_port}");
+    let broker = BrokerProcess::start(dir.path(), free_port(), &[&listener]);
+    let addr = broker.addr();
+
+    let (live, body) = get(metrics_port, "/v1/status/live");
+    assert_eq!((live, body.as_str()), (200, "live\n"));
+    let (ready, body) = get(metrics_port, "/v1/status/ready");
+    assert_eq!(ready, 200, "{body}");
+    assert_eq!(get(metrics_port, "/nope").0, 404);
+
+    // 1,000 records of 100 bytes in, all read back.
+    let producer: BaseProducer = ClientConfig::new()
+        .set("bootstrap.servers", &addr)
+        .set("acks", "all")
+        .set("linger.ms", "5")
+        .create()
+        .unwrap();
+    let value_bytes = vec![b'v'; 100];
+    for _ in 0..1000 {
+        loop {
+            match producer.send(
+                BaseRecord::<(), [u8]>::to("m")
+                    .partition(0)
+                    .payload(&value_bytes),
+            ) {
+                Ok(()) => break,
+                Err((_, _)) => {
+                    producer.poll(Duration::from_millis(10));
+                }
+            }
+        }
+    }
+    producer.flush(Duration::from_secs(30)).unwrap();
+    let consumer: BaseConsumer = ClientConfig::new()
+        .set("bootstrap.servers", &addr)
+        .set("group.id", "metrics-reader")
+        .set("enable.auto.commit", "false")
+        .create()
+        .unwrap();
+    let mut tpl = TopicPartitionList::new();
+    tpl.add_partition_offset("m", 0, Offset::Beginning).unwrap();
+    consumer.assign(&tpl).unwrap();
+    let mut read = 0;
+    let deadline = std::time::Instant::now() + Duration::from_secs(30);
+    while read < 1000 && std::time::Instant::now() < deadline {
+        if let Some(Ok(_)) = consumer.poll(Duration::from_millis(100)) {
+            read += 1;
+        }
+    }
+    assert_eq!(read, 1000);
+    drop(consumer);
+    // A fetch past the end: OFFSET_OUT_OF_RANGE, counted as a Fetch error.
+    let stray: BaseConsumer = ClientConfig::new()
+        .set("bootstrap.servers", &addr)
+        .set("group.id", "metrics-stray")
+        .set("auto.offset.reset", "error")
+        .create()
+        .unwrap();
+    let mut tpl = TopicPartitionList::new();
+    tpl.add_partition_offset("m", 0, Offset::Offset(1_000_000))
+        .unwrap();
+    stray.assign(&tpl).unwrap();
+    let deadline = std::time::Instant::now() + Duration::from_secs(20);
+    let mut refused = false;
+    while !refused && std::time::Instant::now() < deadline {
+        refused = matches!(stray.poll(Duration::from_millis(100)), Some(Err(_)));
+    }
+    assert!(refused, "the consumer saw the out-of-range error");
+
+    let (status, text) = get(metrics_port, "/metrics");
+    assert_eq!(status, 200);
+    assert_eq!(
+        value(
+            &text,
+            r#"kafka_server_brokertopicmetrics_messages_in_total{topic="m"}"#
+        ),
+        1000.0
+    );
+    let bytes_in = value(
+        &text,
+        r#"kafka_server_brokertopicmetrics_bytes_in_bytes_total{topic="m"}"#,
+    );
+    assert!((100_000.0..200_000.0).contains(&bytes_in), "{bytes_in}");
+    let bytes_out = value(
+        &text,
+        r#"kafka_server_brokertopicmetrics_bytes_out_bytes_total{topic="m"}"#,
+    );
+    assert!(
+        bytes_out >= bytes_in,
+        "every batch was read once at least: {bytes_out}"
+    );
+    assert!(
+        value(
+            &text,
+            r#"kafka_network_requestmetrics_requests_total{request="Produce"}"#
+        ) >= 1.0
+    );
+    assert!(
+        value(
+            &text,
+            r#"kafka_network_requestmetrics_total_time_seconds_count{request="Fetch"}"#
+        ) >= 1.0
+    );
+    assert!(
+        value(
+            &text,
+            r#"kafka_network_requestmetrics_errors_total{request="Fetch",error="OFFSET_OUT_OF_RANGE"}"#
+        ) >= 1.0
+    );
+    // One broker leads everything it hosts: `m` and `__consumer_offsets` (the groups).
+    let leaders = value(&text, "kafka_server_replicamanager_leaders");
+    assert!(leaders >= 2.0, "{leaders}");
+    assert_eq!(
+        value(&text, "kafka_server_replicamanager_partitions"),
+        leaders
+    );
+    assert_eq!(
+        value(
+            &text,
+            "kafka_server_replicamanager_under_replicated_partitions"
+        ),
+        0.0
+    );
+    assert_eq!(
+        value(&text, "kafka_controller_kafkacontroller_active_controllers"),
+        1.0
+    );
+    assert_eq!(
+        value(&text, "kafka_controller_kafkacontroller_offline_partitions"),
+        0.0
+    );
+    assert!(value(&text, "process_open_fds") > 3.0);
+    assert!(value(&text, "process_resident_memory_bytes") > 1e6);
+    assert!(value(&text, "kafka_server_metadata_last_applied_offset") > 0.0);
+
+    // The exposition passes Prometheus' own linter (installed by ./test from Debian).
+    match Command::new("promtool")
+        .args(["check", "metrics"])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+    {
+        Ok(mut child) => {
+            child
+                .stdin
+                .take()
+                .unwrap()
+                .write_all(text.as_bytes())
+                .unwrap();
+            let out = child.wait_with_output().unwrap();
+            // promtool (2.42) lints the Prometheus text format, where a counter's HELP names
+            // the `_total` series; OpenMetrics, which the endpoint serves, puts it on the
+            // family name. That one lint is expected for each counter; any other fails.
+            let report = String::from_utf8_lossy(&out.stdout).into_owned()
+                + &String::from_utf8_lossy(&out.stderr);
+            let unexpected: Vec<&str> = report
+                .lines()
+                .filter(|l| {
+                    let counter_help = l.ends_with(" no help text")
+                        && l.split(' ').next().is_some_and(|n| n.ends_with("_total"));
+                    !l.trim().is_empty() && !counter_help
+                })
+                .collect();
+            assert!(unexpected.is_empty(), "promtool check metrics: {report}");
+        }
+        Err(e) => panic!("promtool is needed (Debian package prometheus; ./test installs it): {e}"),
+    }
+    drop(broker);
+}
+
+#[test]
+fn a_bad_metrics_listener_is_refused_at_start() {
+    let dir = tempfile::tempdir().unwrap();
+    let out = Command::new(env!("CARGO_BIN_EXE_gregor"))
+        .args([
+            "broker",
+            "--override",
+            &format!("listeners=PLAINTEXT://127.0.0.1:{}", free_port()),
+            "--override",
+            &format!("log.dirs={}", dir.path().display()),
+            "--override",
+            "metrics.listener=http://nowhere:notaport",
+        ])
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(stderr.contains("metrics.listener"), "{stderr}");
+}
