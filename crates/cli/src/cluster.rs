@@ -25,6 +25,10 @@ pub enum ClusterCommand {
     /// Elect leaders: give partitions back to their preferred replica, or (unclean) give a
     /// partition without a leader any live replica.
     ElectLeaders(ElectArgs),
+    /// One screen of cluster health: nodes down, the controller, leaderless,
+    /// under-replicated and under-min-ISR partitions, preferred-leader imbalance; exits 1
+    /// when unhealthy.
+    Health(InfoArgs),
 }
 
 #[derive(Args)]
@@ -123,6 +127,7 @@ pub async fn run(command: ClusterCommand) -> Result<ExitCode> {
         ClusterCommand::Info(a) => a,
         ClusterCommand::Quorum(a) => return quorum(a).await,
         ClusterCommand::ElectLeaders(a) => return elect_leaders(a).await,
+        ClusterCommand::Health(a) => return crate::health::run(a.format, a.conn).await,
     };
     let admin = admin_client(&a.conn).await?;
     let c = admin.describe_cluster().await?;
@@ -183,10 +188,12 @@ pub async fn run(command: ClusterCommand) -> Result<ExitCode> {
 }
 
 /// `gregor cluster quorum`: DescribeQuorum at the active controller.
-async fn quorum(a: InfoArgs) -> Result<ExitCode> {
+/// The metadata quorum as its leader reports it (DescribeQuorum at the active controller).
+pub async fn describe_quorum(
+    admin: &gregor_client::AdminClient,
+) -> Result<kafka_protocol::messages::describe_quorum_response::PartitionData> {
     use kafka_protocol::messages::describe_quorum_request::{PartitionData, TopicData};
     use kafka_protocol::messages::{DescribeQuorumRequest, TopicName};
-    let admin = admin_client(&a.conn).await?;
     let c = admin.describe_cluster().await?;
     let timeout = admin.config().request_timeout;
     let (_, host, port) = c
@@ -213,8 +220,9 @@ async fn quorum(a: InfoArgs) -> Result<ExitCode> {
     };
     let p = response
         .topics
-        .first()
-        .and_then(|t| t.partitions.first())
+        .into_iter()
+        .next()
+        .and_then(|t| t.partitions.into_iter().next())
         .ok_or_else(|| anyhow!("DescribeQuorum answered no partition"))?;
     if p.error_code != 0 {
         return Err(anyhow!(
@@ -223,6 +231,12 @@ async fn quorum(a: InfoArgs) -> Result<ExitCode> {
             p.error_code
         ));
     }
+    Ok(p)
+}
+
+async fn quorum(a: InfoArgs) -> Result<ExitCode> {
+    let admin = admin_client(&a.conn).await?;
+    let p = &describe_quorum(&admin).await?;
     let leader_end = p
         .current_voters
         .iter()

@@ -17,6 +17,7 @@ mod cluster;
 mod common;
 mod consume;
 mod group;
+mod health;
 mod local_cluster;
 mod perf;
 mod produce;

@@ -3,8 +3,9 @@
 //! others; restarted, it catches up, rejoins the ISRs, and the active controller's periodic
 //! check (`leader.imbalance.check.interval.seconds`, 1 s here) gives it back every partition
 //! that prefers it, while an idempotent acks=all producer writes to every partition: every
-//! acknowledged record is readable afterwards, once each. Every process is killed by its
-//! guard, on every path.
+//! acknowledged record is readable afterwards, once each. `gregor cluster health` reports
+//! the dead node and the under-replicated partitions (exit 1), then healthy (exit 0). Every
+//! process is killed by its guard, on every path.
 
 mod support;
 
@@ -90,6 +91,24 @@ fn described_status(bootstrap: &str) -> Vec<Vec<String>> {
                 .collect()
         })
         .collect()
+}
+
+/// `gregor cluster health --format json`: its exit code and report.
+fn health(bootstrap: &str) -> (i32, serde_json::Value) {
+    let out = Command::new(env!("CARGO_BIN_EXE_gregor"))
+        .args([
+            "cluster",
+            "health",
+            "--format",
+            "json",
+            "--brokers",
+            bootstrap,
+        ])
+        .output()
+        .unwrap();
+    let json = serde_json::from_slice(&out.stdout)
+        .unwrap_or_else(|e| panic!("no JSON ({e}): {}", String::from_utf8_lossy(&out.stderr)));
+    (out.status.code().unwrap_or(-1), json)
 }
 
 /// Sends `n` records `tag-<i>` round-robin over the partitions, `every` apart; panics on
@@ -192,6 +211,45 @@ async fn leadership_returns_to_the_preferred_replicas_after_a_restart() {
             "partition {i}: {status:?}"
         );
     }
+    // `gregor cluster health`: unhealthy, the node down, its partitions under-replicated.
+    let o = others.clone();
+    let (code, report) = tokio::task::spawn_blocking(move || health(&o))
+        .await
+        .unwrap();
+    assert_eq!(code, 1, "{report}");
+    assert_eq!(report["healthy"], false);
+    assert_eq!(report["down_nodes"], serde_json::json!([victim]));
+    let under = report["under_replicated_partitions"].as_array().unwrap();
+    assert_eq!(
+        under.len(),
+        PARTITIONS as usize,
+        "every partition has a replica there: {report}"
+    );
+    assert_eq!(
+        report["non_preferred_leader_partitions"]
+            .as_array()
+            .unwrap()
+            .len(),
+        preferring.len()
+    );
+    let o = others.clone();
+    let text = tokio::task::spawn_blocking(move || {
+        Command::new(env!("CARGO_BIN_EXE_gregor"))
+            .args(["cluster", "health", "--brokers", &o])
+            .output()
+            .unwrap()
+    })
+    .await
+    .unwrap();
+    let text = String::from_utf8_lossy(&text.stdout).into_owned();
+    assert!(
+        text.contains("Healthy:                          false"),
+        "{text}"
+    );
+    assert!(
+        text.contains(&format!("Nodes down:                       [{victim}]")),
+        "{text}"
+    );
 
     // Restarted under a steady producer: it rejoins the ISRs and gets its leaderships back.
     let writer = {
@@ -216,6 +274,15 @@ async fn leadership_returns_to_the_preferred_replicas_after_a_restart() {
         .await
         .unwrap();
     assert!(status.iter().all(|s| s.is_empty()), "{status:?}");
+    let b = bootstrap.clone();
+    let (code, report) = tokio::task::spawn_blocking(move || health(&b))
+        .await
+        .unwrap();
+    assert_eq!(
+        (code, &report["healthy"]),
+        (0, &serde_json::json!(true)),
+        "{report}"
+    );
 
     // Every acknowledged record, once.
     let b = bootstrap.clone();

@@ -736,7 +736,27 @@ fn cluster_info_text_and_json() {
             assert!(0 <= min && min <= max, "{r}");
         }
     }
+    let text = ok(&gregor(&b.addr, &["cluster", "health"], b""));
+    assert!(
+        text.contains("Healthy:                          true"),
+        "{text}"
+    );
+    assert!(
+        text.contains("Nodes down:                       []"),
+        "{text}"
+    );
+    let v = json(&gregor(
+        &b.addr,
+        &["cluster", "health", "--format", "json"],
+        b"",
+    ));
+    assert_eq!(v["healthy"], true, "{v}");
+    assert_eq!(v["live_brokers"], serde_json::json!([1]), "{v}");
     let dead = format!("127.0.0.1:{}", free_port());
+    one_line_error(
+        &gregor(&dead, &["cluster", "health"], b""),
+        &format!("cannot reach {dead}: connection refused"),
+    );
     one_line_error(
         &gregor(&dead, &["cluster", "info"], b""),
         &format!("cannot reach {dead}: connection refused"),
