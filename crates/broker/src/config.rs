@@ -427,6 +427,12 @@ pub const BROKER_CONFIGS: &[BrokerConfigDef] = &[
         "HTTP endpoint for /metrics (Prometheus) and /v1/status/live|ready; empty turns it off",
     ),
     def(
+        "metrics.partition.series.enable",
+        B,
+        Some("true"),
+        "export the per-partition series (log size and segments, consumer lag); off for very large clusters",
+    ),
+    def(
         "leader.replication.throttled.rate",
         L { min: 0 },
         Some(MAX_LONG),

@@ -132,6 +132,11 @@ fn send(broker: &Broker, changes: Vec<IsrChange>) {
             .find(|r| r.topic_id == change.topic_id && r.partition == change.partition);
         match result.map(|r| &r.outcome) {
             Some(Ok(state)) if state.partition_epoch > change.partition_epoch => {
+                let before = image
+                    .topic_by_id(&change.topic_id)
+                    .and_then(|t| t.partitions.get(&change.partition))
+                    .map_or(state.isr.len(), |p| p.isr.len());
+                broker.metrics.isr_changed(before, state.isr.len());
                 tracing::info!(topic = %change.topic, partition = change.partition, isr = ?state.isr, partition_epoch = state.partition_epoch, "ISR changed")
             }
             Some(Ok(_)) => release(broker, std::slice::from_ref(change)),

@@ -42,6 +42,24 @@ pub struct ErrorLabel {
     pub error: String,
 }
 
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct PartitionLabel {
+    pub topic: String,
+    pub partition: i32,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct StateLabel {
+    pub state: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct LagLabel {
+    pub group: String,
+    pub topic: String,
+    pub partition: i32,
+}
+
 /// Gauges set from the broker's state at each scrape.
 #[derive(Default)]
 struct StateGauges {
@@ -56,7 +74,15 @@ struct StateGauges {
     metadata_applied_offset: Gauge,
     open_fds: Gauge,
     resident_memory: Gauge,
-    cpu_seconds: Gauge<f64, std::sync::atomic::AtomicU64>,
+    /// A counter (Prometheus' `process_cpu_seconds_total`), moved up to /proc's value at
+    /// each scrape.
+    cpu_seconds: Counter<f64, std::sync::atomic::AtomicU64>,
+    connections: Gauge,
+    groups: Family<StateLabel, Gauge>,
+    transactions: Family<StateLabel, Gauge>,
+    log_size: Family<PartitionLabel, Gauge>,
+    log_segments: Family<PartitionLabel, Gauge>,
+    consumer_lag: Family<LagLabel, Gauge>,
 }
 
 /// One topic's counters, looked up by name without allocating.
@@ -85,7 +111,15 @@ pub struct BrokerMetrics {
     /// hashes them twice: per API (fixed at start), per topic (added on first use).
     apis: Vec<ApiSeries>,
     topics: RwLock<HashMap<String, TopicCounters>>,
+    isr_shrinks: Counter,
+    isr_expands: Counter,
+    connections_created: Counter,
     state: StateGauges,
+    /// Whether the per-partition series (log size and segments, consumer lag) are kept
+    /// (`metrics.partition.series.enable`).
+    per_partition: std::sync::atomic::AtomicBool,
+    /// One scrape at a time: the labelled state gauges are cleared and refilled.
+    scraping: std::sync::Mutex<()>,
 }
 
 fn request_histogram() -> Histogram {
@@ -168,6 +202,55 @@ impl Default for BrokerMetrics {
         for (name, help, gauge) in gauges {
             registry.register(name, help, gauge.clone());
         }
+        let isr_shrinks = Counter::default();
+        let isr_expands = Counter::default();
+        let connections_created = Counter::default();
+        registry.register(
+            "kafka_server_replicamanager_isr_shrinks",
+            "ISR shrinks of partitions led here, accepted by the controller (IsrShrinksPerSec)",
+            isr_shrinks.clone(),
+        );
+        registry.register(
+            "kafka_server_replicamanager_isr_expands",
+            "ISR expansions of partitions led here, accepted by the controller (IsrExpandsPerSec)",
+            isr_expands.clone(),
+        );
+        registry.register(
+            "kafka_server_socketservermetrics_connection_creation",
+            "Client connections accepted (connection-creation-total)",
+            connections_created.clone(),
+        );
+        registry.register(
+            "kafka_server_socketservermetrics_connections",
+            "Client connections open (connection-count)",
+            state.connections.clone(),
+        );
+        registry.register(
+            "kafka_coordinator_group_groupmetadatamanager_groups",
+            "Consumer groups this broker coordinates, by state (NumGroups<State>)",
+            state.groups.clone(),
+        );
+        registry.register(
+            "kafka_coordinator_transaction_transactions",
+            "Transactional ids this broker coordinates, by state",
+            state.transactions.clone(),
+        );
+        registry.register_with_unit(
+            "kafka_log_log_size",
+            "Bytes of a partition's log hosted here (kafka.log:type=Log,name=Size)",
+            Unit::Bytes,
+            state.log_size.clone(),
+        );
+        registry.register(
+            "kafka_log_log_segments",
+            "Segments of a partition's log hosted here (NumLogSegments)",
+            state.log_segments.clone(),
+        );
+        registry.register(
+            "kafka_consumergroup_lag",
+            "Records between a group's committed offset and the high watermark, for groups coordinated and partitions hosted here (as kafka-exporter)",
+            state.consumer_lag.clone(),
+        );
         registry.register_with_unit(
             "process_resident_memory",
             "Resident memory",
@@ -188,7 +271,12 @@ impl Default for BrokerMetrics {
             errors,
             apis,
             topics: RwLock::default(),
+            isr_shrinks,
+            isr_expands,
+            connections_created,
             state,
+            per_partition: std::sync::atomic::AtomicBool::new(true),
+            scraping: std::sync::Mutex::new(()),
         }
     }
 }
@@ -249,8 +337,34 @@ impl BrokerMetrics {
             .insert(topic.to_string(), c);
     }
 
+    /// An ISR change the controller accepted: from `before` members to `after`.
+    pub fn isr_changed(&self, before: usize, after: usize) {
+        if after < before {
+            self.isr_shrinks.inc();
+        } else if after > before {
+            self.isr_expands.inc();
+        }
+    }
+
+    /// A client connection opened (`true`) or closed.
+    pub fn connection(&self, opened: bool) {
+        if opened {
+            self.connections_created.inc();
+            self.state.connections.inc();
+        } else {
+            self.state.connections.dec();
+        }
+    }
+
+    /// Keep (or drop) the per-partition series.
+    pub fn set_per_partition(&self, on: bool) {
+        self.per_partition
+            .store(on, std::sync::atomic::Ordering::Relaxed);
+    }
+
     /// The OpenMetrics text of every series, the state gauges computed from `broker` now.
     pub fn render(&self, broker: &Broker) -> String {
+        let _one = self.scraping.lock().expect("metrics poisoned");
         self.refresh(broker);
         let mut out = String::new();
         prometheus_client::encoding::text::encode(&mut out, &self.registry)
@@ -303,9 +417,81 @@ impl BrokerMetrics {
         g.preferred_imbalance.set(imbalance);
         g.fenced_brokers.set(fenced);
         g.metadata_applied_offset.set(image.offset);
+        self.refresh_coordinators(broker);
+        self.refresh_partitions(broker, &hosted);
         let process = crate::process_stats::read();
         g.open_fds.set(process.open_fds as i64);
         g.resident_memory.set(process.resident_bytes as i64);
-        g.cpu_seconds.set(process.cpu_seconds);
+        let behind = process.cpu_seconds - g.cpu_seconds.get();
+        if behind > 0.0 {
+            g.cpu_seconds.inc_by(behind);
+        }
+    }
+
+    fn refresh_coordinators(&self, broker: &Broker) {
+        let g = &self.state;
+        g.groups.clear();
+        for (_, _, state) in broker.groups.list(&[]) {
+            g.groups
+                .get_or_create(&StateLabel {
+                    state: state.to_string(),
+                })
+                .inc();
+        }
+        g.transactions.clear();
+        for t in broker.txns.all() {
+            g.transactions
+                .get_or_create(&StateLabel {
+                    state: t.status.name().to_string(),
+                })
+                .inc();
+        }
+    }
+
+    fn refresh_partitions(
+        &self,
+        broker: &Broker,
+        hosted: &[std::sync::Arc<crate::partition::Partition>],
+    ) {
+        let g = &self.state;
+        g.log_size.clear();
+        g.log_segments.clear();
+        g.consumer_lag.clear();
+        if !self
+            .per_partition
+            .load(std::sync::atomic::Ordering::Relaxed)
+        {
+            return;
+        }
+        let mut high_watermarks = HashMap::new();
+        for p in hosted {
+            let label = PartitionLabel {
+                topic: p.topic.clone(),
+                partition: p.index,
+            };
+            let (size, segments) = p.with_log(|log| (log.size_bytes(), log.segment_count()));
+            g.log_size.get_or_create(&label).set(size as i64);
+            g.log_segments.get_or_create(&label).set(segments as i64);
+            high_watermarks.insert((p.topic.clone(), p.index), p.high_watermark());
+        }
+        for (group, _, _) in broker.groups.list(&[]) {
+            let Ok(offsets) = broker.groups.fetch_offsets(&group, None) else {
+                continue;
+            };
+            for (topic, partition, committed) in offsets {
+                let Some(&hw) = high_watermarks.get(&(topic.clone(), partition)) else {
+                    continue;
+                };
+                if committed.offset >= 0 {
+                    g.consumer_lag
+                        .get_or_create(&LagLabel {
+                            group: group.clone(),
+                            topic,
+                            partition,
+                        })
+                        .set((hw - committed.offset).max(0));
+                }
+            }
+        }
     }
 }

@@ -122,6 +122,12 @@ pub async fn start(config: BrokerConfig) -> Result<BrokerHandle, BrokerError> {
         shutdown_rx.clone(),
     ));
     background.spawn(crate::isr_manager::run(broker.clone(), shutdown_rx.clone()));
+    broker.metrics.set_per_partition(
+        broker
+            .config()
+            .get("metrics.partition.series.enable")
+            .is_none_or(|v| v.eq_ignore_ascii_case("true")),
+    );
     if let Some(addr) = metrics_addr {
         // A port in use costs the endpoint, not the broker.
         match TcpListener::bind(addr).await {
@@ -251,9 +257,11 @@ async fn accept_until(
                 let broker = broker.clone();
                 let shutdown = shutdown.clone();
                 connections.spawn(async move {
-                    if let Err(e) = serve_connection(stream, broker, shutdown).await {
+                    broker.metrics.connection(true);
+                    if let Err(e) = serve_connection(stream, broker.clone(), shutdown).await {
                         tracing::info!(%peer, error = %e, "connection closed");
                     }
+                    broker.metrics.connection(false);
                     drop(permit);
                 });
             }

@@ -2,7 +2,9 @@
 //! scraped over HTTP while librdkafka produces and consumes: the counters match what the test
 //! did (records and bytes in, bytes out, requests, an error it caused), the state gauges
 //! what the broker holds, the health checks answer, and Debian's `promtool check metrics`
-//! accepts the exposition. The broker is killed by its guard on every path.
+//! accepts the exposition; the Grafana dashboard queries only exported series; a real
+//! Prometheus server (Debian's) scrapes the broker and answers a query. Every process is
+//! killed by its guard on every path.
 
 mod support;
 
@@ -122,6 +124,13 @@ fn a_scrape_counts_what_clients_did_and_the_health_checks_answer() {
         }
     }
     assert_eq!(read, 1000);
+    // The group commits 600: a lag of 400.
+    let mut at = TopicPartitionList::new();
+    at.add_partition_offset("m", 0, Offset::Offset(600))
+        .unwrap();
+    consumer
+        .commit(&at, rdkafka::consumer::CommitMode::Sync)
+        .unwrap();
     drop(consumer);
     // A fetch past the end: OFFSET_OUT_OF_RANGE, counted as a Fetch error.
     let stray: BaseConsumer = ClientConfig::new()
@@ -204,8 +213,38 @@ fn a_scrape_counts_what_clients_did_and_the_health_checks_answer() {
         0.0
     );
     assert!(value(&text, "process_open_fds") > 3.0);
+    assert_eq!(
+        value(
+            &text,
+            r#"kafka_consumergroup_lag{group="metrics-reader",topic="m",partition="0"}"#
+        ),
+        400.0
+    );
+    let log_size = value(
+        &text,
+        r#"kafka_log_log_size_bytes{topic="m",partition="0"}"#,
+    );
+    assert!(log_size >= bytes_in, "{log_size} {bytes_in}");
+    assert_eq!(
+        value(&text, r#"kafka_log_log_segments{topic="m",partition="0"}"#),
+        1.0
+    );
+    assert!(
+        value(
+            &text,
+            "kafka_server_socketservermetrics_connection_creation_total"
+        ) >= 3.0
+    );
+    assert!(
+        value(
+            &text,
+            r#"kafka_coordinator_group_groupmetadatamanager_groups{state="Empty"}"#
+        ) >= 1.0
+    );
     assert!(value(&text, "process_resident_memory_bytes") > 1e6);
     assert!(value(&text, "kafka_server_metadata_last_applied_offset") > 0.0);
+
+    dashboard_queries_name_exported_series(&text);
 
     // The exposition passes Prometheus' own linter (installed by ./test from Debian).
     match Command::new("promtool")
@@ -261,4 +300,112 @@ fn a_bad_metrics_listener_is_refused_at_start() {
     assert!(!out.status.success());
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert!(stderr.contains("metrics.listener"), "{stderr}");
+}
+
+/// The Grafana dashboard (`deploy/grafana`, file-provisioning format) parses, and every
+/// query names only series this broker exports (`text`, a scrape).
+fn dashboard_queries_name_exported_series(text: &str) {
+    let path = concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/../../deploy/grafana/gregor-dashboard.json"
+    );
+    let dashboard: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(path).unwrap()).unwrap();
+    assert!(dashboard["uid"].is_string() && dashboard["title"].is_string());
+    // Exported names: each family (`# TYPE name kind`) with the suffixes its samples carry.
+    let mut exported = std::collections::BTreeSet::new();
+    for line in text.lines() {
+        let mut words = line.split(' ');
+        if let (Some("#"), Some("TYPE"), Some(name), Some(kind)) =
+            (words.next(), words.next(), words.next(), words.next())
+        {
+            let suffixes: &[&str] = match kind {
+                "counter" => &["_total"],
+                "histogram" => &["_bucket", "_sum", "_count"],
+                _ => &[""],
+            };
+            for s in suffixes {
+                exported.insert(format!("{name}{s}"));
+            }
+        }
+    }
+    let mut queries = 0;
+    for panel in dashboard["panels"].as_array().unwrap() {
+        for target in panel["targets"].as_array().into_iter().flatten() {
+            let expr = target["expr"].as_str().unwrap();
+            queries += 1;
+            let names = expr
+                .split(|c: char| !(c.is_ascii_alphanumeric() || c == '_'))
+                .filter(|w| w.starts_with("kafka_") || w.starts_with("process_"));
+            for name in names {
+                assert!(
+                    exported.contains(name),
+                    "dashboard query {expr:?} names {name}, which is not exported"
+                );
+            }
+        }
+    }
+    assert!(queries >= 20, "{queries} queries");
+}
+
+/// A child process killed and reaped when dropped (on every path).
+struct Child(std::process::Child);
+
+impl Drop for Child {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+#[test]
+fn a_real_prometheus_scrapes_the_broker() {
+    let dir = tempfile::tempdir().unwrap();
+    let metrics_port = free_port();
+    let listener = format!("metrics.listener=http://127.0.0.1:{metrics_port}");
+    let broker = BrokerProcess::start(&dir.path().join("broker"), free_port(), &[&listener]);
+    let prometheus_port = free_port();
+    let config = dir.path().join("prometheus.yml");
+    std::fs::write(
+        &config,
+        format!(
+            "global:\n  scrape_interval: 1s\nscrape_configs:\n  - job_name: gregor\n    static_configs:\n      - targets: ['127.0.0.1:{metrics_port}']\n"
+        ),
+    )
+    .unwrap();
+    let _prometheus = Child(
+        Command::new("prometheus")
+            .arg(format!("--config.file={}", config.display()))
+            .arg(format!(
+                "--storage.tsdb.path={}",
+                dir.path().join("tsdb").display()
+            ))
+            .arg(format!("--web.listen-address=127.0.0.1:{prometheus_port}"))
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("prometheus is needed (Debian package prometheus; ./test installs it)"),
+    );
+    // Bounded: Prometheus starts, scrapes every second, and answers the query.
+    let deadline = std::time::Instant::now() + Duration::from_secs(40);
+    let query = "/api/v1/query?query=kafka_controller_kafkacontroller_active_controllers";
+    loop {
+        let answer = TcpStream::connect(("127.0.0.1", prometheus_port))
+            .ok()
+            .map(|_| get(prometheus_port, query));
+        if let Some((200, body)) = &answer {
+            let v: serde_json::Value = serde_json::from_str(body).unwrap_or_default();
+            if let Some(sample) = v["data"]["result"].as_array().and_then(|r| r.first()) {
+                assert_eq!(sample["metric"]["job"], "gregor", "{v}");
+                assert_eq!(sample["value"][1], "1", "one active controller: {v}");
+                break;
+            }
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "Prometheus never had the series: {answer:?}"
+        );
+        std::thread::sleep(Duration::from_millis(250));
+    }
+    drop(broker);
 }
