@@ -3,8 +3,9 @@
 //! others; restarted, it catches up, rejoins the ISRs, and the active controller's periodic
 //! check (`leader.imbalance.check.interval.seconds`, 1 s here) gives it back every partition
 //! that prefers it, while an idempotent acks=all producer writes to every partition: every
-//! acknowledged record is readable afterwards, once each. `gregor cluster health` reports
-//! the dead node and the under-replicated partitions (exit 1), then healthy (exit 0). Every
+//! acknowledged record is readable afterwards, once each. `gregor cluster health` and the
+//! brokers' metrics report the dead node and the under-replicated partitions (exit 1), then
+//! healthy (exit 0, nothing under-replicated, no imbalance). Every
 //! process is killed by its guard, on every path.
 
 mod support;
@@ -158,8 +159,13 @@ fn read_all(bootstrap: &str) -> Vec<String> {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn leadership_returns_to_the_preferred_replicas_after_a_restart() {
     let root = tempfile::tempdir().unwrap();
-    let extra = |_: &Node| {
+    let metrics_ports: Vec<u16> = (0..3).map(|_| support::free_port()).collect();
+    let extra = |n: &Node| {
         vec![
+            format!(
+                "metrics.listener=http://127.0.0.1:{}",
+                metrics_ports[(n.id - 1) as usize]
+            ),
             "leader.imbalance.check.interval.seconds=1".to_string(),
             "replica.lag.time.max.ms=1500".into(),
             "replica.fetch.backoff.ms=200".into(),
@@ -211,6 +217,18 @@ async fn leadership_returns_to_the_preferred_replicas_after_a_restart() {
             "partition {i}: {status:?}"
         );
     }
+    // The survivors' metrics: every partition under-replicated, led by one of them.
+    let under: f64 = (0..3)
+        .filter(|&i| i != victim_at)
+        .map(|i| {
+            let (_, text) = support::http::get(metrics_ports[i], "/metrics");
+            support::http::value(
+                &text,
+                "kafka_server_replicamanager_under_replicated_partitions",
+            )
+        })
+        .sum();
+    assert_eq!(under, PARTITIONS as f64);
     // `gregor cluster health`: unhealthy, the node down, its partitions under-replicated.
     let o = others.clone();
     let (code, report) = tokio::task::spawn_blocking(move || health(&o))
@@ -283,6 +301,19 @@ async fn leadership_returns_to_the_preferred_replicas_after_a_restart() {
         (0, &serde_json::json!(true)),
         "{report}"
     );
+    for port in &metrics_ports {
+        let (_, text) = support::http::get(*port, "/metrics");
+        let under = support::http::value(
+            &text,
+            "kafka_server_replicamanager_under_replicated_partitions",
+        );
+        assert_eq!(under, 0.0, "broker on metrics port {port}");
+        let imbalance = support::http::value(
+            &text,
+            "kafka_controller_kafkacontroller_preferred_replica_imbalance",
+        );
+        assert_eq!(imbalance, 0.0);
+    }
 
     // Every acknowledged record, once.
     let b = bootstrap.clone();

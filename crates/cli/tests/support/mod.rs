@@ -6,6 +6,7 @@
 
 pub mod cluster;
 pub mod elect;
+pub mod http;
 pub mod replicated;
 
 use std::io::{BufRead, BufReader};
