@@ -60,6 +60,20 @@ pub struct LagLabel {
     pub partition: i32,
 }
 
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct DelayedLabel {
+    pub delayed_operation: String,
+}
+
+/// A request waiting in a purgatory, counted in its size while this lives.
+pub struct Waiting(Gauge);
+
+impl Drop for Waiting {
+    fn drop(&mut self) {
+        self.0.dec();
+    }
+}
+
 /// Gauges set from the broker's state at each scrape.
 #[derive(Default)]
 struct StateGauges {
@@ -113,6 +127,9 @@ pub struct BrokerMetrics {
     topics: RwLock<HashMap<String, TopicCounters>>,
     isr_shrinks: Counter,
     isr_expands: Counter,
+    /// Requests waiting: acks=all produces for replication, fetches for records.
+    produce_purgatory: Gauge,
+    fetch_purgatory: Gauge,
     connections_created: Counter,
     state: StateGauges,
     /// Whether the per-partition series (log size and segments, consumer lag) are kept
@@ -215,6 +232,22 @@ impl Default for BrokerMetrics {
             "ISR expansions of partitions led here, accepted by the controller (IsrExpandsPerSec)",
             isr_expands.clone(),
         );
+        let purgatory = Family::<DelayedLabel, Gauge>::default();
+        let produce_purgatory = purgatory
+            .get_or_create(&DelayedLabel {
+                delayed_operation: "Produce".into(),
+            })
+            .clone();
+        let fetch_purgatory = purgatory
+            .get_or_create(&DelayedLabel {
+                delayed_operation: "Fetch".into(),
+            })
+            .clone();
+        registry.register(
+            "kafka_server_delayedoperationpurgatory_purgatory_size",
+            "Requests waiting: acks=all produces for the ISR, fetches for min.bytes (PurgatorySize)",
+            purgatory,
+        );
         registry.register(
             "kafka_server_socketservermetrics_connection_creation",
             "Client connections accepted (connection-creation-total)",
@@ -273,6 +306,8 @@ impl Default for BrokerMetrics {
             topics: RwLock::default(),
             isr_shrinks,
             isr_expands,
+            produce_purgatory,
+            fetch_purgatory,
             connections_created,
             state,
             per_partition: std::sync::atomic::AtomicBool::new(true),
@@ -344,6 +379,18 @@ impl BrokerMetrics {
         } else if after > before {
             self.isr_expands.inc();
         }
+    }
+
+    /// An acks=all produce starts waiting for replication (until the guard drops).
+    pub fn produce_waiting(&self) -> Waiting {
+        self.produce_purgatory.inc();
+        Waiting(self.produce_purgatory.clone())
+    }
+
+    /// A fetch starts waiting for records (until the guard drops).
+    pub fn fetch_waiting(&self) -> Waiting {
+        self.fetch_purgatory.inc();
+        Waiting(self.fetch_purgatory.clone())
     }
 
     /// A client connection opened (`true`) or closed.

@@ -185,6 +185,19 @@ fn a_scrape_counts_what_clients_did_and_the_health_checks_answer() {
             "kafka_server_socketservermetrics_connection_creation_total"
         ) >= 3.0
     );
+    // No acks=all produce waits now; a parked fetch of a client may.
+    let parked = value(
+        &text,
+        r#"kafka_server_delayedoperationpurgatory_purgatory_size{delayed_operation="Fetch"}"#,
+    );
+    assert!((0.0..=3.0).contains(&parked), "{parked}");
+    assert_eq!(
+        value(
+            &text,
+            r#"kafka_server_delayedoperationpurgatory_purgatory_size{delayed_operation="Produce"}"#
+        ),
+        0.0
+    );
     assert!(
         value(
             &text,

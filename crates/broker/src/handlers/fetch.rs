@@ -105,11 +105,13 @@ pub async fn handle(
         if bytes >= min_bytes || had_error || now >= deadline {
             return (response, files);
         }
-        if watches.is_empty()
-            || tokio::time::timeout_at(deadline, any_changed(&mut watches))
+        let waiting = broker.metrics.fetch_waiting();
+        let woken = !watches.is_empty()
+            && tokio::time::timeout_at(deadline, any_changed(&mut watches))
                 .await
-                .is_err()
-        {
+                .is_ok();
+        drop(waiting);
+        if !woken {
             // Timed out with nothing new: the last read is the answer.
             let (response, files, _, _) = read_all(broker, &request, &targets, max_bytes, version);
             return (response, files);

@@ -220,6 +220,7 @@ pub async fn handle(
     }
     let deadline =
         tokio::time::Instant::now() + Duration::from_millis(request.timeout_ms.max(0) as u64);
+    let _waiting = (!waits.is_empty()).then(|| broker.metrics.produce_waiting());
     for (partition, required_hw, min_isr) in waits {
         let failure = match partition.wait_replicated(required_hw, deadline).await {
             Err(ReplicationWait::TimedOut) => Some((
