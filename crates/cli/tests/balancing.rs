@@ -15,9 +15,7 @@ use std::process::Command;
 use std::time::{Duration, Instant};
 
 use rdkafka::consumer::{BaseConsumer, Consumer};
-use rdkafka::message::Message;
 use rdkafka::producer::{FutureProducer, FutureRecord};
-use rdkafka::{Offset, TopicPartitionList};
 use support::cluster::*;
 use support::replicated::*;
 
@@ -130,30 +128,6 @@ async fn send_all(p: &FutureProducer, n: usize, tag: &str, every: Duration) {
             other => panic!("{tag}-{i:06} was not acknowledged: {other:?}"),
         }
     }
-}
-
-/// Every value of every partition from the start, until nothing more comes for 3 s.
-fn read_all(bootstrap: &str) -> Vec<String> {
-    let mut c = client(bootstrap);
-    c.set("group.id", "bal-reader")
-        .set("enable.auto.commit", "false");
-    let consumer: BaseConsumer = c.create().unwrap();
-    let mut tpl = TopicPartitionList::new();
-    for p in 0..PARTITIONS {
-        tpl.add_partition_offset(TOPIC, p, Offset::Beginning)
-            .unwrap();
-    }
-    consumer.assign(&tpl).unwrap();
-    let mut values = Vec::new();
-    let deadline = Instant::now() + WAIT;
-    let mut quiet_since = Instant::now();
-    while Instant::now() < deadline && quiet_since.elapsed() < Duration::from_secs(3) {
-        if let Some(Ok(m)) = consumer.poll(Duration::from_millis(100)) {
-            values.push(String::from_utf8(m.payload().unwrap_or_default().to_vec()).unwrap());
-            quiet_since = Instant::now();
-        }
-    }
-    values
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -317,9 +291,11 @@ async fn leadership_returns_to_the_preferred_replicas_after_a_restart() {
 
     // Every acknowledged record, once.
     let b = bootstrap.clone();
-    let values = tokio::task::spawn_blocking(move || read_all(&b))
-        .await
-        .unwrap();
+    let values = tokio::task::spawn_blocking(move || {
+        read_committed_partitions(&b, TOPIC, &(0..PARTITIONS).collect::<Vec<_>>())
+    })
+    .await
+    .unwrap();
     let got: BTreeSet<&String> = values.iter().collect();
     assert_eq!(got.len(), values.len(), "no record twice");
     let want: BTreeSet<String> = (0..120)

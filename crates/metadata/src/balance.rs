@@ -211,28 +211,7 @@ mod tests {
     use uuid::Uuid;
 
     use super::*;
-    use crate::record::MetadataBatch;
-
-    fn apply(image: &MetadataImage, records: Vec<MetadataRecord>) -> MetadataImage {
-        let batch = MetadataBatch {
-            base_offset: image.next_offset(),
-            epoch: 1,
-            records,
-        };
-        image.apply_batch(&batch).unwrap().0
-    }
-
-    fn register(b: i32) -> MetadataRecord {
-        MetadataRecord::RegisterBroker {
-            node_id: b,
-            host: "127.0.0.1".into(),
-            port: 9000 + b as u16,
-            rack: None,
-            incarnation_id: Uuid::new_v4(),
-            broker_epoch: None,
-            fenced: false,
-        }
-    }
+    use crate::test_images::{apply, register};
 
     /// Brokers 1-3 live; topic t with `n` partitions, partition i preferring broker
     /// 1 + i % 3 (replicas rotated), all led by their preferred replica.

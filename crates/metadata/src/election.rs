@@ -311,31 +311,14 @@ mod tests {
     use uuid::Uuid;
 
     use super::*;
-    use crate::record::MetadataBatch;
-
-    fn apply(image: &MetadataImage, records: Vec<MetadataRecord>) -> MetadataImage {
-        let batch = MetadataBatch {
-            base_offset: image.next_offset(),
-            epoch: 1,
-            records,
-        };
-        image.apply_batch(&batch).unwrap().0
-    }
+    use crate::test_images::{apply, register};
 
     /// Brokers 1-3 live; topic t with partitions 0 (replicas 1,2,3) and 1 (replicas 2,1).
     fn cluster() -> (MetadataImage, Uuid) {
         let id = Uuid::new_v4();
         let mut records = Vec::new();
         for b in 1..=3 {
-            records.push(MetadataRecord::RegisterBroker {
-                node_id: b,
-                host: "127.0.0.1".into(),
-                port: 9000 + b as u16,
-                rack: None,
-                incarnation_id: Uuid::new_v4(),
-                broker_epoch: None,
-                fenced: false,
-            });
+            records.push(register(b));
         }
         records.push(MetadataRecord::Topic {
             name: "t".into(),

@@ -21,6 +21,8 @@ pub mod placement;
 pub mod quorum;
 pub mod reassignment;
 pub mod record;
+#[cfg(test)]
+mod test_images;
 
 pub use controller::{Controller, ControllerError};
 pub use controller_op::{ControllerOp, ControllerReply};

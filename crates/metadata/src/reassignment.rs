@@ -222,36 +222,17 @@ fn change(topic_id: Uuid, p: &PartitionImage, next: PartitionImage) -> Option<Me
 mod tests {
     use super::*;
     use crate::image::MetadataImage;
-    use crate::record::MetadataBatch;
+    use crate::test_images::{apply, register};
 
     fn image_with(replicas: Vec<i32>) -> (MetadataImage, Uuid) {
         let id = Uuid::new_v4();
-        let mut records: Vec<MetadataRecord> = (1..=4)
-            .map(|b| MetadataRecord::RegisterBroker {
-                node_id: b,
-                host: "127.0.0.1".into(),
-                port: 9000 + b as u16,
-                rack: None,
-                incarnation_id: Uuid::new_v4(),
-                broker_epoch: None,
-                fenced: false,
-            })
-            .collect();
+        let mut records: Vec<MetadataRecord> = (1..=4).map(register).collect();
         records.push(MetadataRecord::Topic {
             name: "t".into(),
             topic_id: id,
         });
         records.push(MetadataRecord::new_partition(id, 0, replicas));
         (apply(&MetadataImage::default(), records), id)
-    }
-
-    fn apply(image: &MetadataImage, records: Vec<MetadataRecord>) -> MetadataImage {
-        let batch = MetadataBatch {
-            base_offset: image.next_offset(),
-            epoch: 1,
-            records,
-        };
-        image.apply_batch(&batch).unwrap().0
     }
 
     fn p(image: &MetadataImage) -> PartitionImage {
