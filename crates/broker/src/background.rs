@@ -1,4 +1,5 @@
-//! Periodic broker work: time-based flushes (flush.ms), the recovery-point and
+//! Periodic broker work: opening replicas that could not be opened, time-based flushes
+//! (flush.ms), the recovery-point and
 //! log-start-offset checkpoints, retention (log.retention.check.interval.ms) and the log
 //! cleaner for compacted topics. Each runs on its configured interval until shutdown.
 
@@ -30,6 +31,15 @@ pub async fn run(broker: Arc<Broker>, mut shutdown: watch::Receiver<bool>) {
             _ = tokio::time::sleep(Duration::from_millis(tick)) => {}
         }
         let now = broker.clock.now_ms();
+        if !broker.replicas.offline().is_empty() {
+            let broker = broker.clone();
+            let _ = tokio::task::spawn_blocking(move || {
+                broker
+                    .replicas
+                    .retry_offline(&broker.image(), &broker.config())
+            })
+            .await;
+        }
         if (now - last_flush_check_ms) as u64 >= flush_every {
             last_flush_check_ms = now;
             let broker = broker.clone();
@@ -49,7 +59,10 @@ pub async fn run(broker: Arc<Broker>, mut shutdown: watch::Receiver<bool>) {
                 for p in broker.replicas.all() {
                     match p.apply_retention(now) {
                         Ok(0) => {}
-                        Ok(n) => tracing::info!(topic = %p.topic, partition = p.index, segments = n, "retention deleted segments"),
+                        Ok(n) => {
+                            broker.metrics.retention_deleted(n);
+                            tracing::info!(topic = %p.topic, partition = p.index, segments = n, "retention deleted segments")
+                        }
                         Err(e) => tracing::error!(topic = %p.topic, partition = p.index, error = %e, "retention failed"),
                     }
                 }
@@ -87,9 +100,15 @@ pub async fn run_cleaner(broker: Arc<Broker>, mut shutdown: watch::Receiver<bool
                     return;
                 }
                 let now = broker.clock.now_ms();
+                let started = std::time::Instant::now();
                 let task = tokio::task::spawn_blocking(move || (p.clean(now, dedupe), p));
                 match task.await {
-                    Ok((Ok(cleaned), _)) => cleaned_any |= cleaned,
+                    Ok((Ok(cleaned), _)) => {
+                        if cleaned {
+                            broker.metrics.cleaned(started.elapsed());
+                        }
+                        cleaned_any |= cleaned;
+                    }
                     Ok((Err(e), p)) => {
                         tracing::error!(topic = %p.topic, partition = p.index, error = %e, "cleaning failed")
                     }

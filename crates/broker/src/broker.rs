@@ -136,12 +136,14 @@ impl Broker {
         );
         let log_dir = LogDir::open(&dir, clock.clone())?.with_open_files(open_files);
         let local_cluster_id = crate::meta_properties::read(&dir, node_id)?;
+        let metrics = crate::metrics::BrokerMetrics::default();
         let (seat, events) = ControllerSeat::start(
             cluster,
             &dir,
             local_cluster_id.as_deref(),
             config.session_timeout(),
             config.election_defaults(),
+            metrics.controller_times(),
         )?;
         let replicas = Arc::new(ReplicaManager::new(node_id, log_dir));
         let metadata = Arc::new(MetadataListener::new(node_id, config.clone()));
@@ -170,15 +172,25 @@ impl Broker {
             inter_broker: InterBrokerClient::default(),
             leader_throttle: ReplicationThrottle::new(std::time::Instant::now()),
             follower_throttle: ReplicationThrottle::new(std::time::Instant::now()),
-            metrics: crate::metrics::BrokerMetrics::default(),
+            metrics,
         };
         broker.cluster_id = broker.seat.claim_cluster_id(&dir, local_cluster_id)?;
         // Long enough for another process's session under this node id to expire.
         broker.join_cluster(Instant::now() + QUORUM_START_TIMEOUT + config.session_timeout())?;
         let caught_up = broker.controller_image_offset();
-        broker
+        match broker
             .metadata
-            .wait_applied(-1, caught_up, QUORUM_START_TIMEOUT)?;
+            .wait_applied(-1, caught_up, QUORUM_START_TIMEOUT)
+        {
+            // A replica that cannot be opened is offline alone (and retried): the broker
+            // serves every other one.
+            Err(ApplyFailure::Storage(e)) => tracing::error!(
+                error = %e,
+                offline = broker.replicas.offline().len(),
+                "started with replicas that could not be opened"
+            ),
+            other => other?,
+        }
         broker.remove_stray_partition_dirs(&broker.image());
         broker.groups.sync_ownership(&broker);
         broker.txns.sync_ownership(&broker);
@@ -233,7 +245,9 @@ impl Broker {
         topic: &str,
         index: i32,
     ) -> kafka_protocol::error::ResponseError {
-        if self.partition_exists(topic, index) {
+        if self.replicas.is_offline(topic, index) {
+            kafka_protocol::error::ResponseError::KafkaStorageError
+        } else if self.partition_exists(topic, index) {
             kafka_protocol::error::ResponseError::NotLeaderOrFollower
         } else {
             kafka_protocol::error::ResponseError::UnknownTopicOrPartition

@@ -8,7 +8,6 @@
 //! ([`serve`]) and answers with Kafka's response and error codes. Clients are never served
 //! these APIs (they are not in ApiVersions).
 
-use std::sync::Mutex;
 use std::time::Instant;
 
 use bytes::{Bytes, BytesMut};
@@ -30,6 +29,7 @@ use kafka_protocol::protocol::{Decodable, Encodable, StrBytes};
 
 use crate::dispatch::encode_response;
 use crate::handlers::wire::{code, controller_error, NONE};
+use crate::timed_controller::TimedController;
 
 /// The versions this broker sends.
 const REGISTRATION_VERSION: i16 = 4;
@@ -270,7 +270,7 @@ fn refusal(error_code: i16, what: &str) -> Result<(), ControllerError> {
 /// On the active controller: answers one BrokerRegistration, BrokerHeartbeat,
 /// AlterPartition or AllocateProducerIds request frame with its response frame. A frame the guard or the codec refuses is an `Err`
 /// (the connection it came on is closed).
-pub fn serve(controller: &Mutex<Controller>, frame: Vec<u8>) -> Result<Vec<u8>, String> {
+pub fn serve(controller: &TimedController, frame: Vec<u8>) -> Result<Vec<u8>, String> {
     if frame.len() < 8 {
         return Err("a controller request shorter than its header".into());
     }
@@ -287,7 +287,7 @@ pub fn serve(controller: &Mutex<Controller>, frame: Vec<u8>) -> Result<Vec<u8>, 
         .map_err(|e| format!("undecodable request header: {e}"))?;
     let request = RequestKind::decode(key, &mut body, version)
         .map_err(|e| format!("undecodable {key:?} v{version}: {e}"))?;
-    let mut controller = controller.lock().expect("controller lock poisoned");
+    let mut controller = controller.lock();
     let response = match request {
         RequestKind::BrokerRegistration(r) => {
             ResponseKind::BrokerRegistration(register(&mut controller, r))
@@ -504,14 +504,14 @@ mod tests {
         }
     }
 
-    fn controller() -> Mutex<Controller> {
+    fn controller() -> TimedController {
         let mut c = Controller::new(
             Box::new(Memory(Arc::new(MetadataImage::default()))),
             Duration::from_secs(9),
             Default::default(),
         );
         c.claim_cluster_id("the-cluster".into()).unwrap();
-        Mutex::new(c)
+        TimedController::new(c, Default::default())
     }
 
     fn registration(cluster_id: &str) -> Vec<u8> {
@@ -530,7 +530,7 @@ mod tests {
     fn a_broker_registers_and_heartbeats_itself_unfenced_in_kafka_frames() {
         let c = controller();
         let epoch = registration_reply(&serve(&c, registration("the-cluster")).unwrap()).unwrap();
-        let broker = c.lock().unwrap().image().brokers[&3].clone();
+        let broker = c.lock().image().brokers[&3].clone();
         assert_eq!((broker.epoch, broker.fenced), (epoch, true));
         assert_eq!(broker.rack.as_deref(), Some("r1"));
         let hb = |offset| {
@@ -572,10 +572,7 @@ mod tests {
         let (b, _) = block().unwrap();
         assert_eq!(len, PRODUCER_ID_BLOCK);
         assert_eq!(b, a + i64::from(len), "the next block follows, no id twice");
-        assert_eq!(
-            c.lock().unwrap().image().next_producer_id,
-            b + i64::from(len)
-        );
+        assert_eq!(c.lock().image().next_producer_id, b + i64::from(len));
         for (broker, broker_epoch) in [(3, epoch + 1), (9, epoch)] {
             let refused = serve(&c, allocate_producer_ids_frame(broker, broker_epoch)).unwrap();
             assert!(matches!(
@@ -593,7 +590,7 @@ mod tests {
             matches!(&refused, Err(ControllerError::Internal(m)) if m.contains("INCONSISTENT_CLUSTER_ID")),
             "{refused:?}"
         );
-        assert!(c.lock().unwrap().image().brokers.is_empty());
+        assert!(c.lock().image().brokers.is_empty());
         // Truncated, and a listener count far beyond the bytes: refused, nothing allocated.
         let frame = registration("the-cluster");
         assert!(serve(&c, frame[..frame.len() - 3].to_vec()).is_err());
@@ -628,10 +625,10 @@ mod tests {
 
     /// Three live brokers and a topic of one partition replicated on all three; the
     /// partition's state.
-    fn controller_with_partition() -> (Mutex<Controller>, gregor_metadata::PartitionImage) {
+    fn controller_with_partition() -> (TimedController, gregor_metadata::PartitionImage) {
         let c = controller();
         {
-            let mut c = c.lock().unwrap();
+            let mut c = c.lock();
             for id in 1..=3 {
                 let reg = gregor_metadata::controller::BrokerRegistration {
                     node_id: id,
@@ -666,12 +663,12 @@ mod tests {
             )
             .unwrap();
         }
-        let p = c.lock().unwrap().image().topic("t").unwrap().partitions[&0].clone();
+        let p = c.lock().image().topic("t").unwrap().partitions[&0].clone();
         (c, p)
     }
 
-    fn shrink(c: &Mutex<Controller>, p: &gregor_metadata::PartitionImage) -> AlterPartition {
-        let image = c.lock().unwrap().image();
+    fn shrink(c: &TimedController, p: &gregor_metadata::PartitionImage) -> AlterPartition {
+        let image = c.lock().image();
         let topic_id = image.topic("t").unwrap().topic_id;
         let epoch = |id: i32| image.brokers[&id].epoch;
         let item = AlterPartitionItem {
@@ -717,7 +714,7 @@ mod tests {
             "{:?}",
             results[1].outcome
         );
-        let now = c.lock().unwrap().image().topic("t").unwrap().partitions[&0].clone();
+        let now = c.lock().image().topic("t").unwrap().partitions[&0].clone();
         assert_eq!(
             (now.isr, now.partition_epoch),
             (vec![p.leader, p.replicas[1]], 1)
@@ -753,7 +750,7 @@ mod tests {
         let refused = serve(&c, hostile).unwrap_err();
         assert!(refused.contains("topics"), "{refused}");
         assert_eq!(
-            c.lock().unwrap().image().topic("t").unwrap().partitions[&0].partition_epoch,
+            c.lock().image().topic("t").unwrap().partitions[&0].partition_epoch,
             0,
             "nothing was changed"
         );

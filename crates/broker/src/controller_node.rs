@@ -74,6 +74,8 @@ pub async fn start_controller(config: BrokerConfig) -> Result<ControllerHandle, 
             local_cluster_id.as_deref(),
             session_timeout,
             election,
+            // A controller-only node serves no metrics endpoint.
+            Default::default(),
         )?;
         let cluster_id = seat.claim_cluster_id(&dir, local_cluster_id)?;
         Ok::<_, BrokerError>((seat, cluster_id))

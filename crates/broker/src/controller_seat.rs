@@ -5,7 +5,7 @@
 //! import a first-release metadata log (once), and learn (or claim) the cluster id.
 
 use std::path::Path;
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use gregor_metadata::controller_op::WireRefusal;
@@ -18,6 +18,8 @@ use crate::blocking;
 use crate::broker::BrokerError;
 use crate::cluster_config::ClusterConfig;
 use crate::meta_properties;
+use crate::metrics::ControllerTimes;
+use crate::timed_controller::TimedController;
 
 /// Where the metadata quorum keeps its log, vote and snapshot (Kafka's directory name).
 pub const METADATA_DIR: &str = "__cluster_metadata-0";
@@ -29,7 +31,7 @@ pub const QUORUM_START_TIMEOUT: Duration = Duration::from_secs(30);
 pub struct ControllerSeat {
     node_id: i32,
     quorum: Arc<QuorumHandle>,
-    controller: Arc<Mutex<Controller>>,
+    controller: Arc<TimedController>,
 }
 
 impl ControllerSeat {
@@ -43,6 +45,7 @@ impl ControllerSeat {
         cluster_id: Option<&str>,
         session_timeout: Duration,
         election: ElectionDefaults,
+        times: ControllerTimes,
     ) -> Result<(ControllerSeat, UnboundedReceiver<QuorumEvent>), BrokerError> {
         let node_id = cluster.node_id;
         let metadata_dir = data_dir.join(METADATA_DIR);
@@ -56,11 +59,10 @@ impl ControllerSeat {
                 "the metadata quorum elected no leader within {QUORUM_START_TIMEOUT:?}"
             )));
         }
-        let controller = Arc::new(Mutex::new(Controller::new(
-            Box::new(quorum.clone()),
-            session_timeout,
-            election,
-        )));
+        let controller = Arc::new(TimedController::new(
+            Controller::new(Box::new(quorum.clone()), session_timeout, election),
+            times,
+        ));
         {
             // Operations other nodes forward while this node is the active controller.
             let controller = controller.clone();
@@ -173,9 +175,7 @@ impl ControllerSeat {
 
     /// Runs `f` on this node's controller (under its mutex, off the async workers).
     pub fn with_controller<T>(&self, f: impl FnOnce(&mut Controller) -> T) -> T {
-        blocking::block_in_place_or_run(|| {
-            f(&mut self.controller.lock().expect("controller lock poisoned"))
-        })
+        blocking::block_in_place_or_run(|| f(&mut self.controller.lock()))
     }
 
     /// While this node is the active controller: fences every broker whose session ran out.
@@ -284,10 +284,10 @@ fn refuses_connections(host: &str, port: u16) -> bool {
 /// Runs `op` on this node's controller; returns its reply and the offset of the last record
 /// written so far (what a caller waits to have applied).
 fn execute_locally(
-    controller: &Mutex<Controller>,
+    controller: &TimedController,
     op: ControllerOp,
 ) -> Result<(ControllerReply, i64), ControllerError> {
-    let mut controller = controller.lock().expect("controller lock poisoned");
+    let mut controller = controller.lock();
     let reply = controller.execute(op)?;
     Ok((
         reply,

@@ -11,8 +11,11 @@ use gregor_protocol::versions;
 use kafka_protocol::messages::{ApiKey, RequestHeader, RequestKind, ResponseHeader, ResponseKind};
 use kafka_protocol::protocol::{Decodable, Encodable};
 
+use std::time::{Duration, Instant};
+
 use crate::broker::Broker;
 use crate::handlers::{self, Reply};
+use crate::metrics::{with_remote_time, RequestTimes};
 use crate::zero_copy::{fetch_frame, Piece};
 
 /// Decoded requests may use at most this many times their frame size in memory (as the
@@ -37,8 +40,24 @@ pub enum Outcome {
     Close(String),
 }
 
-/// Serves one request frame (without its length prefix).
-pub async fn dispatch(broker: &Broker, frame: Bytes) -> Outcome {
+/// A request served: what to do with the connection, and (for a request that reached its
+/// handler) its API and where its time went, the send time still to add.
+pub struct Served {
+    pub outcome: Outcome,
+    pub timed: Option<(ApiKey, RequestTimes)>,
+}
+
+impl From<Outcome> for Served {
+    fn from(outcome: Outcome) -> Served {
+        Served {
+            outcome,
+            timed: None,
+        }
+    }
+}
+
+/// Serves one request frame (without its length prefix) that arrived at `received`.
+pub async fn dispatch(broker: &Broker, frame: Bytes, received: Instant) -> Served {
     let api_key_raw = i16::from_be_bytes([frame[0], frame[1]]);
     let api_version = i16::from_be_bytes([frame[2], frame[3]]);
     let correlation_id = i32::from_be_bytes([frame[4], frame[5], frame[6], frame[7]]);
@@ -50,14 +69,16 @@ pub async fn dispatch(broker: &Broker, frame: Bytes) -> Outcome {
     {
         return Outcome::Respond(handlers::api_versions::unsupported_version_response(
             correlation_id,
-        ));
+        ))
+        .into();
     }
     match check_request(&frame, max_decoded) {
         Ok(()) => {}
         Err(e) => {
             return Outcome::Close(format!(
                 "request api_key={api_key_raw} version={api_version} correlation_id={correlation_id} refused: {e}"
-            ));
+            ))
+            .into();
         }
     }
     let api_key = ApiKey::try_from(api_key_raw).expect("guard accepts only known api keys");
@@ -66,7 +87,7 @@ pub async fn dispatch(broker: &Broker, frame: Bytes) -> Outcome {
     let header = match RequestHeader::decode(&mut body, api_key.request_header_version(api_version))
     {
         Ok(h) => h,
-        Err(e) => return Outcome::Close(format!("undecodable request header: {e}")),
+        Err(e) => return Outcome::Close(format!("undecodable request header: {e}")).into(),
     };
     let request = match RequestKind::decode(api_key, &mut body, api_version) {
         Ok(r) => r,
@@ -74,21 +95,41 @@ pub async fn dispatch(broker: &Broker, frame: Bytes) -> Outcome {
             return Outcome::Close(format!(
             "undecodable {api_key:?} v{api_version} request (correlation_id={correlation_id}): {e}"
         ))
+            .into()
         }
     };
-    let started = std::time::Instant::now();
+    let started = Instant::now();
     let api = api_key;
-    let Reply { response, files } = match handlers::handle(broker, &header, request).await {
+    let counting = broker.metrics.counting();
+    let (handled, remote) = if counting {
+        with_remote_time(handlers::handle(broker, &header, request)).await
+    } else {
+        (
+            handlers::handle(broker, &header, request).await,
+            Duration::ZERO,
+        )
+    };
+    let times = |started: Instant| RequestTimes {
+        queue: started.saturating_duration_since(received),
+        local: started.elapsed().saturating_sub(remote),
+        remote,
+        send: Duration::ZERO,
+    };
+    let Reply { response, files } = match handled {
         Ok(Some(r)) => r,
         Ok(None) => {
-            broker.metrics.request(api, started.elapsed());
-            return Outcome::NoResponse;
+            return Served {
+                outcome: Outcome::NoResponse,
+                timed: counting.then(|| (api, times(started))),
+            }
         }
-        Err(reason) => return Outcome::Close(reason),
+        Err(reason) => return Outcome::Close(reason).into(),
     };
-    count_errors(broker, api, &response);
-    if let ResponseKind::Fetch(fetch) = &response {
-        count_bytes_out(broker, fetch, &files);
+    if counting {
+        count_errors(broker, api, &response);
+        if let ResponseKind::Fetch(fetch) = &response {
+            count_bytes_out(broker, fetch, &files);
+        }
     }
     let encoded = match response {
         ResponseKind::Fetch(fetch) if !files.is_empty() => {
@@ -98,12 +139,15 @@ pub async fn dispatch(broker: &Broker, frame: Bytes) -> Outcome {
             encode_response(api_key, api_version, correlation_id, &response).map(Outcome::Respond)
         }
     };
-    broker.metrics.request(api, started.elapsed());
-    encoded.unwrap_or_else(|e| {
+    let outcome = encoded.unwrap_or_else(|e| {
         Outcome::Close(format!(
             "cannot encode {api_key:?} v{api_version} response: {e}"
         ))
-    })
+    });
+    Served {
+        outcome,
+        timed: counting.then(|| (api, times(started))),
+    }
 }
 
 /// The record bytes of each topic a Fetch response sends: its in-memory records, and for a

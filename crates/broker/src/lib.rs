@@ -36,6 +36,7 @@ pub mod replica_manager;
 pub mod replica_tracker;
 pub mod replication_throttle;
 pub mod server;
+pub mod timed_controller;
 pub mod txn;
 pub mod zero_copy;
 

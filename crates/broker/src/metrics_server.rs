@@ -1,6 +1,6 @@
 //! The broker's HTTP endpoint beside its Kafka listener (`metrics.listener`): `/metrics`
 //! (Prometheus, OpenMetrics text), `/v1/status/live` (the process serves) and
-//! `/v1/status/ready` (registered and unfenced, a controller known), for scrapers and
+//! `/v1/status/ready` (registered and unfenced, a controller known, no coordinator partition it leads still loading), for scrapers and
 //! Kubernetes probes. The HTTP server is hyper's; nothing of HTTP is written here.
 
 use std::convert::Infallible;
@@ -95,6 +95,12 @@ fn readiness(broker: &Broker) -> Result<(), String> {
     }
     if broker.seat().leader().is_none() {
         return Err("no active controller is known".into());
+    }
+    let loading = broker.groups.loading_partitions() + broker.txns.loading_partitions();
+    if loading > 0 {
+        return Err(format!(
+            "{loading} coordinator partitions (__consumer_offsets, __transaction_state) still loading"
+        ));
     }
     Ok(())
 }

@@ -155,6 +155,9 @@ pub struct Partition {
     /// The log end offset the producer-state snapshot on disk was written at, -1 when not
     /// known: a periodic checkpoint with nothing new since skips its write and fsync.
     snapshot_at: AtomicI64,
+    /// On a follower: records between the leader's high watermark, as its last fetch answer
+    /// gave it, and this replica's log end (Kafka's fetcher `ConsumerLag`).
+    follower_lag: AtomicI64,
     /// The log end offset; every change is published (followers' fetches wait on it).
     leo_watch: watch::Sender<i64>,
     /// The high watermark; every change is published to subscribers, and every change of
@@ -233,6 +236,7 @@ impl Partition {
             node_id,
             log_start_offset: AtomicI64::new(start),
             snapshot_at: AtomicI64::new(-1),
+            follower_lag: AtomicI64::new(0),
             leo_watch: watch::Sender::new(leo),
             leader_epoch: AtomicI32::new(state.leader_epoch),
             hw_watch: watch::Sender::new(hw),
@@ -437,6 +441,13 @@ impl Partition {
     }
     pub fn log_start_offset(&self) -> i64 {
         self.log_start_offset.load(Ordering::Acquire)
+    }
+    /// On a follower, how far its log end is behind the leader's last known high watermark.
+    pub fn follower_lag(&self) -> i64 {
+        self.follower_lag.load(Ordering::Relaxed)
+    }
+    pub(crate) fn set_follower_lag(&self, lag: i64) {
+        self.follower_lag.store(lag.max(0), Ordering::Relaxed);
     }
     /// Replicas in the ISR, the leader included.
     pub fn isr_size(&self) -> usize {

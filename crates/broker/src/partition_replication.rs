@@ -76,6 +76,7 @@ impl Partition {
         if self.is_leader() {
             return Ok(());
         }
+        self.set_follower_lag(leader_hw - log.log_end_offset());
         let hw = leader_hw.min(log.log_end_offset());
         if hw > self.high_watermark() {
             self.advance_hw(hw);

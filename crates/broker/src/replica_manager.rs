@@ -5,6 +5,8 @@
 //! batch is followed by [`ReplicaManager::apply_delta`], which opens logs for new replicas,
 //! hands changed leadership and ISR to existing ones, applies changed topic configs and
 //! deletes the data of removed topics and replicas. Request handlers only look partitions up.
+//! A replica that cannot be opened is offline on this broker alone and opened again with a
+//! backoff ([`ReplicaManager::retry_offline`]); everything else keeps serving.
 
 use std::collections::{BTreeSet, HashMap};
 use std::sync::{Arc, RwLock};
@@ -26,6 +28,33 @@ struct Hosted {
     by_id: HashMap<TopicIdPartition, Arc<Partition>>,
     /// Topic name → id, for every topic with at least one hosted partition.
     topic_ids: HashMap<String, Uuid>,
+    /// Replicas this broker should host but could not open, retried with a backoff.
+    offline: HashMap<TopicIdPartition, OfflineReplica>,
+    /// Offset of the image last applied: a retry with an older image waits for the next.
+    synced_offset: i64,
+}
+
+/// A replica the metadata places here that could not be opened (out of descriptors, a
+/// damaged directory, a disk error): it is offline on this broker alone, answered with
+/// KAFKA_STORAGE_ERROR, and opened again later.
+#[derive(Clone, Debug)]
+pub struct OfflineReplica {
+    pub topic: String,
+    pub index: i32,
+    /// The last attempt's error.
+    pub reason: String,
+    pub failures: u32,
+    pub retry_at_ms: i64,
+}
+
+/// First wait before opening an offline replica again; it doubles with each failure.
+const OFFLINE_RETRY_FIRST_MS: i64 = 1_000;
+const OFFLINE_RETRY_MAX_MS: i64 = 60_000;
+
+fn offline_retry_delay_ms(failures: u32) -> i64 {
+    OFFLINE_RETRY_FIRST_MS
+        .saturating_mul(1 << failures.saturating_sub(1).min(6))
+        .min(OFFLINE_RETRY_MAX_MS)
 }
 
 /// Which part of the image an update covers.
@@ -69,6 +98,57 @@ impl ReplicaManager {
         hosted.by_id.get(&id).cloned()
     }
 
+    /// Why the replica `id` is offline here, if it is.
+    pub fn offline_reason(&self, id: TopicIdPartition) -> Option<String> {
+        let hosted = self.hosted.read().expect("replica map poisoned");
+        hosted.offline.get(&id).map(|o| o.reason.clone())
+    }
+
+    /// Whether the replica `topic`/`index` is placed here but could not be opened.
+    pub fn is_offline(&self, topic: &str, index: i32) -> bool {
+        let hosted = self.hosted.read().expect("replica map poisoned");
+        hosted
+            .offline
+            .values()
+            .any(|o| o.index == index && o.topic == topic)
+    }
+
+    /// Every replica offline here.
+    pub fn offline(&self) -> Vec<OfflineReplica> {
+        let hosted = self.hosted.read().expect("replica map poisoned");
+        hosted.offline.values().cloned().collect()
+    }
+
+    /// Tries again to open the offline replicas whose backoff ran out, with `image` (the
+    /// published one; skipped when an apply is newer). Returns how many opened.
+    pub fn retry_offline(&self, image: &MetadataImage, config: &BrokerConfig) -> usize {
+        let now = self.log_dir.clock().now_ms();
+        let mut hosted = self.hosted.write().expect("replica map poisoned");
+        if image.offset < hosted.synced_offset {
+            return 0;
+        }
+        let mut due: HashMap<Uuid, BTreeSet<i32>> = HashMap::new();
+        for ((id, index), o) in &hosted.offline {
+            if o.retry_at_ms <= now {
+                due.entry(*id).or_default().insert(*index);
+            }
+        }
+        let mut opened = 0;
+        for (id, indexes) in due {
+            let Some(topic) = image.topic_by_id(&id) else {
+                hosted.offline.retain(|(t, _), _| *t != id);
+                continue;
+            };
+            // A failure is logged and rescheduled by sync_topic.
+            let _ = self.sync_topic(&mut hosted, image, topic, &indexes, config, false);
+            opened += indexes
+                .iter()
+                .filter(|i| hosted.by_id.contains_key(&(id, **i)))
+                .count();
+        }
+        opened
+    }
+
     /// Every hosted partition.
     pub fn all(&self) -> Vec<Arc<Partition>> {
         let hosted = self.hosted.read().expect("replica map poisoned");
@@ -85,6 +165,7 @@ impl ReplicaManager {
         config: &BrokerConfig,
     ) -> Result<(), StorageError> {
         let mut hosted = self.hosted.write().expect("replica map poisoned");
+        hosted.synced_offset = hosted.synced_offset.max(image.offset);
         let mut first_error = None;
         let mut note = |r: Result<(), StorageError>| {
             if let Err(e) = r {
@@ -208,6 +289,9 @@ impl ReplicaManager {
                     .open_log(&topic.name, *index, log_config.clone())
                 {
                     Ok(log) => {
+                        if let Some(o) = hosted.offline.remove(&key) {
+                            tracing::info!(topic = %topic.name, partition = index, failures = o.failures, "an offline replica opened");
+                        }
                         let p = Partition::open(
                             topic.name.clone(),
                             *index,
@@ -222,13 +306,27 @@ impl ReplicaManager {
                         hosted.topic_ids.insert(topic.name.clone(), topic.topic_id);
                     }
                     Err(e) => {
-                        tracing::error!(topic = %topic.name, partition = index, error = %e, "cannot open a hosted partition; it stays offline");
+                        let failures = hosted.offline.get(&key).map_or(0, |o| o.failures) + 1;
+                        let retry_in_ms = offline_retry_delay_ms(failures);
+                        tracing::error!(topic = %topic.name, partition = index, error = %e, failures, retry_in_ms, "cannot open a hosted partition; it is offline here until it opens");
+                        hosted.offline.insert(
+                            key,
+                            OfflineReplica {
+                                topic: topic.name.clone(),
+                                index: *index,
+                                reason: e.to_string(),
+                                failures,
+                                retry_at_ms: self.log_dir.clock().now_ms() + retry_in_ms,
+                            },
+                        );
                         if first_error.is_ok() {
                             first_error = Err(e);
                         }
                     }
                 },
-                (None, false) => {}
+                (None, false) => {
+                    hosted.offline.remove(&key);
+                }
             }
         }
         first_error
@@ -239,6 +337,7 @@ impl ReplicaManager {
         if hosted.topic_ids.get(name) == Some(&id) {
             hosted.topic_ids.remove(name);
         }
+        hosted.offline.retain(|(topic_id, _), _| *topic_id != id);
         let keys: Vec<TopicIdPartition> = hosted
             .by_id
             .keys()

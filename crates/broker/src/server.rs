@@ -12,7 +12,7 @@
 
 use std::net::SocketAddr;
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use bytes::BytesMut;
 use gregor_protocol::frame::{split_frame, FrameError};
@@ -24,7 +24,7 @@ use tokio::task::JoinSet;
 use crate::blocking::block_in_place_or_run;
 use crate::broker::{Broker, BrokerError};
 use crate::config::BrokerConfig;
-use crate::dispatch::{dispatch, Outcome};
+use crate::dispatch::{dispatch, Outcome, Served};
 use crate::zero_copy::write_pieces;
 
 /// How long shutdown waits for connections to finish their in-flight request.
@@ -128,6 +128,7 @@ pub async fn start(config: BrokerConfig) -> Result<BrokerHandle, BrokerError> {
             .get("metrics.partition.series.enable")
             .is_none_or(|v| v.eq_ignore_ascii_case("true")),
     );
+    broker.metrics.set_counting(metrics_addr.is_some());
     if let Some(addr) = metrics_addr {
         // A port in use costs the endpoint, not the broker.
         match TcpListener::bind(addr).await {
@@ -293,13 +294,21 @@ async fn serve_connection(
     stream.set_nodelay(true)?;
     let max_frame = broker.config().socket_request_max_bytes();
     let mut buf = BytesMut::with_capacity(READ_BUFFER_BYTES);
+    // When the bytes now in `buf` arrived: the frames of one read share it.
+    let mut received = Instant::now();
     loop {
         while let Some(frame) = split_frame(&mut buf, max_frame)? {
-            match dispatch(&broker, frame).await {
+            let Served { outcome, timed } = dispatch(&broker, frame, received).await;
+            let sending = Instant::now();
+            match outcome {
                 Outcome::Respond(bytes) => stream.write_all(&bytes).await?,
                 Outcome::RespondFromFiles(pieces) => write_pieces(&mut stream, &pieces).await?,
                 Outcome::NoResponse => {}
                 Outcome::Close(reason) => return Err(ConnectionError::Protocol(reason)),
+            }
+            if let Some((api, mut times)) = timed {
+                times.send = sending.elapsed();
+                broker.metrics.request(api, &times);
             }
             if *shutdown.borrow() {
                 return Ok(());
@@ -315,5 +324,6 @@ async fn serve_connection(
         if read == 0 {
             return Ok(());
         }
+        received = Instant::now();
     }
 }

@@ -203,6 +203,23 @@ async fn leadership_returns_to_the_preferred_replicas_after_a_restart() {
         })
         .sum();
     assert_eq!(under, PARTITIONS as f64);
+    // The active controller sees the dead node's metadata log fall behind (its fencing and
+    // the ISR shrinks were written after it died).
+    let behind: Vec<f64> = (0..3)
+        .filter(|&i| i != victim_at)
+        .filter_map(|i| {
+            let (_, text) = support::http::get(metrics_ports[i], "/metrics");
+            let active =
+                support::http::value(&text, "kafka_controller_kafkacontroller_active_controllers");
+            (active == 1.0).then(|| {
+                support::http::value(
+                    &text,
+                    &format!(r#"kafka_server_raft_metrics_replica_lag{{node="{victim}"}}"#),
+                )
+            })
+        })
+        .collect();
+    assert!(behind.len() == 1 && behind[0] >= 1.0, "{behind:?}");
     // `gregor cluster health`: unhealthy, the node down, its partitions under-replicated.
     let o = others.clone();
     let (code, report) = tokio::task::spawn_blocking(move || health(&o))
@@ -287,6 +304,22 @@ async fn leadership_returns_to_the_preferred_replicas_after_a_restart() {
             "kafka_controller_kafkacontroller_preferred_replica_imbalance",
         );
         assert_eq!(imbalance, 0.0);
+        assert_eq!(
+            support::http::value(
+                &text,
+                "kafka_server_replicamanager_preferred_leader_elsewhere"
+            ),
+            0.0
+        );
+        // Each broker follows some partitions (RF 3), each with a lag series.
+        assert!(
+            text.contains(&format!(
+                r#"kafka_server_fetcherlagmetrics_consumer_lag{{topic="{TOPIC}","#
+            )),
+            "no follower lag on metrics port {port}"
+        );
+        let max_lag = support::http::value(&text, "kafka_server_replicafetchermanager_max_lag");
+        assert!(max_lag >= 0.0);
     }
 
     // Every acknowledged record, once.

@@ -25,7 +25,12 @@ fn a_scrape_counts_what_clients_did_and_the_health_checks_answer() {
     let dir = tempfile::tempdir().unwrap();
     let metrics_port = free_port();
     let listener = format!("metrics.listener=http://127.0.0.1:{metrics_port}");
-    let broker = BrokerProcess::start(dir.path(), free_port(), &[&listener]);
+    // Flushes every 100 records, so the flush histogram has some.
+    let broker = BrokerProcess::start(
+        dir.path(),
+        free_port(),
+        &[&listener, "log.flush.interval.messages=100"],
+    );
     let addr = broker.addr();
 
     let (live, body) = get(metrics_port, "/v1/status/live");
@@ -74,6 +79,9 @@ fn a_scrape_counts_what_clients_did_and_the_health_checks_answer() {
         }
     }
     assert_eq!(read, 1000);
+    // Nothing more to read: the consumer's fetches wait in the purgatory (fetch.wait.max.ms,
+    // 500 ms by default), which is their remote time.
+    assert!(consumer.poll(Duration::from_millis(1200)).is_none());
     // The group commits 600: a lag of 400.
     let mut at = TopicPartitionList::new();
     at.add_partition_offset("m", 0, Offset::Offset(600))
@@ -203,6 +211,53 @@ fn a_scrape_counts_what_clients_did_and_the_health_checks_answer() {
             &text,
             r#"kafka_coordinator_group_groupmetadatamanager_groups{state="Empty"}"#
         ) >= 1.0
+    );
+    // Request time, split as Kafka splits it: the long-polls' wait is remote time, the
+    // produces' work local time; every request has a queue and a send time.
+    let fetch_remote = value(
+        &text,
+        r#"kafka_network_requestmetrics_remote_time_seconds_sum{request="Fetch"}"#,
+    );
+    assert!(fetch_remote >= 0.4, "fetch remote time {fetch_remote}");
+    let fetch_total = value(
+        &text,
+        r#"kafka_network_requestmetrics_total_time_seconds_sum{request="Fetch"}"#,
+    );
+    assert!(
+        fetch_total >= fetch_remote,
+        "{fetch_total} < {fetch_remote}"
+    );
+    for part in [
+        "request_queue_time",
+        "local_time",
+        "remote_time",
+        "response_send_time",
+    ] {
+        let count = value(
+            &text,
+            &format!(r#"kafka_network_requestmetrics_{part}_seconds_count{{request="Produce"}}"#),
+        );
+        assert!(count >= 1.0, "{part}: {count}");
+    }
+    assert!(
+        value(
+            &text,
+            r#"kafka_network_requestmetrics_local_time_seconds_sum{request="Produce"}"#
+        ) > 0.0
+    );
+    // The broker's heartbeats ran on its own controller.
+    assert!(
+        value(
+            &text,
+            "kafka_controller_controllereventmanager_event_queue_processing_time_seconds_count"
+        ) >= 1.0
+    );
+    assert!(value(&text, "kafka_log_logflushstats_log_flush_seconds_count") >= 1.0);
+    assert!(value(&text, "kafka_server_raft_metrics_current_leader") >= 0.0);
+    assert!(value(&text, "kafka_server_raft_metrics_log_end_offset") >= 0.0);
+    assert_eq!(
+        value(&text, "kafka_server_replicafetchermanager_max_lag"),
+        0.0
     );
     assert!(value(&text, "process_resident_memory_bytes") > 1e6);
     assert!(value(&text, "kafka_server_metadata_last_applied_offset") > 0.0);

@@ -169,7 +169,11 @@ async fn followers_copy_the_leader_and_a_paused_follower_leaves_and_rejoins_the_
     // At the partition's own leader: the acks=all below is checked against its view.
     wait_isr(addr(all3_leader_at), "all3", vec![1, 2, 3]).await;
     eprintln!("follower {follower} resumed: back in the ISR after {back_after:?}");
-    send(&strict, "all3", 10, "e").await.unwrap();
+    // Metadata may come from a broker that applied the expansion before the leader did
+    // (as in Kafka, where the leader learns it from the AlterPartition answer): a producer
+    // that retries NOT_ENOUGH_REPLICAS, as clients do by default, gets through.
+    let retrying = producer(&addr(leader_at), "all", true);
+    send(&retrying, "all3", 10, "e").await.unwrap();
     let follower_dir = root.path().join(format!("node-{follower}"));
     let deadline = Instant::now() + WAIT;
     while segment_bytes(&follower_dir, "rep") != segment_bytes(&leader_dir, "rep") {

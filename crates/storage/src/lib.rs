@@ -28,6 +28,7 @@ pub mod config;
 pub mod epoch;
 pub mod error;
 pub mod file_records;
+pub mod flush_stats;
 pub mod index;
 pub mod log;
 pub mod log_dir;

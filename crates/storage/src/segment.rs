@@ -771,11 +771,13 @@ impl LogSegment {
     /// fsyncs the log file and writes + fsyncs the indexes.
     pub fn flush(&mut self) -> Result<(), StorageError> {
         if self.dirty {
+            let started = std::time::Instant::now();
             self.log.get()?.sync_data()?;
             self.index.flush()?;
             self.time_index.flush()?;
             self.txn_index.flush()?;
             self.dirty = false;
+            crate::flush_stats::flushed(started.elapsed());
         }
         Ok(())
     }

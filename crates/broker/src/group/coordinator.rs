@@ -118,6 +118,8 @@ pub struct GroupCoordinator {
     /// then the count it was created with.
     partitions: AtomicI32,
     clock: SharedClock,
+    /// Rebalances completed here since start (new generations).
+    rebalances: std::sync::atomic::AtomicU64,
 }
 
 /// Java's `String.hashCode`, which decides a group's offsets partition in Kafka.
@@ -155,6 +157,7 @@ impl GroupCoordinator {
             inner: Mutex::new(Inner::default()),
             wake: Notify::new(),
             partitions: AtomicI32::new(config.offsets_partitions),
+            rebalances: Default::default(),
             config,
             clock,
         }
@@ -505,6 +508,10 @@ impl GroupCoordinator {
         fx: Effects,
     ) -> GroupWrite {
         let mut write = Ok(None);
+        if fx.rebalanced {
+            self.rebalances
+                .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        }
         if fx.persist_group {
             if let Some(group) = inner.groups.get(group_id) {
                 let record = Self::group_record(group);
@@ -910,6 +917,16 @@ impl GroupCoordinator {
                 })
                 .unwrap_or_default(),
         })
+    }
+
+    /// Rebalances completed here since start.
+    pub fn rebalances(&self) -> u64 {
+        self.rebalances.load(std::sync::atomic::Ordering::Relaxed)
+    }
+
+    /// `__consumer_offsets` partitions led here whose groups are still being loaded.
+    pub fn loading_partitions(&self) -> usize {
+        self.lock().owned.values().filter(|o| !o.loaded).count()
     }
 
     /// (group id, protocol type, state) of every group, optionally filtered by state names.

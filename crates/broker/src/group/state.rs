@@ -177,6 +177,8 @@ pub struct Effects {
     pub completions: Vec<Completion>,
     /// The group's membership and assignment changed durably (write group metadata).
     pub persist_group: bool,
+    /// A rebalance completed: the join phase ended in a new generation.
+    pub rebalanced: bool,
 }
 
 /// Either an answer now, or "wait": the answer comes later as a completion.
@@ -591,6 +593,7 @@ impl Group {
         self.join_deadline_ms = None;
         self.generation += 1;
         fx.persist_group = true;
+        fx.rebalanced = true;
         if self.members.is_empty() {
             self.protocol = None;
             self.leader = None;

@@ -32,7 +32,12 @@ pub fn handle(broker: &Broker, request: MetadataRequest, version: i16) -> Metada
     match requested {
         None => {
             let image = broker.image();
-            topics.extend(image.topics.values().map(|t| topic_entry(&image, t)));
+            topics.extend(
+                image
+                    .topics
+                    .values()
+                    .map(|t| topic_entry(broker, &image, t)),
+            );
         }
         Some(names) => {
             for name in names {
@@ -68,7 +73,7 @@ fn requested_topic(broker: &Broker, name: &str, allow_auto_create: bool) -> Meta
     };
     let image = broker.image();
     if let Some(t) = image.topic(name) {
-        return topic_entry(&image, t);
+        return topic_entry(broker, &image, t);
     }
     if validate_topic_name(name).is_err() {
         return error(ResponseError::InvalidTopicException);
@@ -78,7 +83,7 @@ fn requested_topic(broker: &Broker, name: &str, allow_auto_create: bool) -> Meta
     }
     match broker.auto_create_topic(name) {
         Ok(true) => match broker.image().topic(name) {
-            Some(t) => topic_entry(&broker.image(), t),
+            Some(t) => topic_entry(broker, &broker.image(), t),
             None => error(ResponseError::LeaderNotAvailable),
         },
         Ok(false) => error(ResponseError::UnknownTopicOrPartition),
@@ -92,15 +97,30 @@ fn requested_topic(broker: &Broker, name: &str, allow_auto_create: bool) -> Meta
     }
 }
 
-fn topic_entry(image: &MetadataImage, topic: &TopicImage) -> MetadataResponseTopic {
+/// A topic's entry as this broker sees it: the image's leaders and ISR, and this broker
+/// among the offline replicas of the partitions it could not open (a partition it should
+/// lead answers KAFKA_STORAGE_ERROR, as Produce and Fetch do).
+fn topic_entry(
+    broker: &Broker,
+    image: &MetadataImage,
+    topic: &TopicImage,
+) -> MetadataResponseTopic {
     let ids = |ids: &mut dyn Iterator<Item = &i32>| ids.copied().map(BrokerId).collect();
     let partitions = topic
         .partitions
         .values()
         .map(|p| {
             let leader_live = image.is_live(p.leader);
+            let offline_here = p.replicas.contains(&broker.node_id)
+                && broker
+                    .replicas
+                    .offline_reason((topic.topic_id, p.partition))
+                    .is_some();
+            let offline = |r: &&i32| !image.is_live(**r) || (offline_here && **r == broker.node_id);
             MetadataResponsePartition::default()
-                .with_error_code(if leader_live {
+                .with_error_code(if offline_here && p.leader == broker.node_id {
+                    code(ResponseError::KafkaStorageError)
+                } else if leader_live {
                     NONE
                 } else {
                     code(ResponseError::LeaderNotAvailable)
@@ -110,7 +130,7 @@ fn topic_entry(image: &MetadataImage, topic: &TopicImage) -> MetadataResponseTop
                 .with_leader_epoch(p.leader_epoch)
                 .with_replica_nodes(ids(&mut p.replicas.iter()))
                 .with_isr_nodes(ids(&mut p.isr.iter()))
-                .with_offline_replicas(ids(&mut p.replicas.iter().filter(|r| !image.is_live(**r))))
+                .with_offline_replicas(ids(&mut p.replicas.iter().filter(offline)))
         })
         .collect();
     MetadataResponseTopic::default()

@@ -87,6 +87,11 @@ impl TxnCoordinator {
         self.owned.lock().expect("transaction ownership poisoned")
     }
 
+    /// `__transaction_state` partitions led here whose transactions are still being loaded.
+    pub fn loading_partitions(&self) -> usize {
+        self.owned().values().filter(|o| !o.loaded).count()
+    }
+
     /// Brings the ids served here in line with the leadership of the `__transaction_state`
     /// partitions on this broker (at start-up and after every metadata change), as the
     /// group coordinator does with its partitions: partitions lost (or led in a new epoch)
