@@ -9,7 +9,7 @@
 //! backoff ([`ReplicaManager::retry_offline`]); everything else keeps serving.
 
 use std::collections::{BTreeSet, HashMap};
-use std::sync::{Arc, RwLock};
+use std::sync::{Arc, Mutex, RwLock};
 
 use gregor_metadata::{ConfigResource, MetadataDelta, MetadataImage, TopicImage};
 use gregor_storage::error::StorageError;
@@ -70,6 +70,26 @@ pub struct ReplicaManager {
     node_id: i32,
     log_dir: LogDir,
     hosted: RwLock<Hosted>,
+    /// Held through every change of the hosted set (metadata applies, retries), so the map
+    /// lock is taken only for the map's own updates: opening and deleting logs happen
+    /// without it, and lookups by produce and fetch never wait for them.
+    changing: Mutex<()>,
+}
+
+/// File work an update decided under the map lock and does after it: deletions first (a
+/// topic re-created under the same name reuses its directories), then opens.
+#[derive(Default)]
+struct FileWork {
+    deletes: Vec<(Arc<Partition>, &'static str)>,
+    opens: Vec<PendingOpen>,
+}
+
+/// A replica to open: what its `Partition` starts with.
+struct PendingOpen {
+    key: TopicIdPartition,
+    topic: String,
+    config: gregor_storage::config::LogConfig,
+    state: PartitionState,
 }
 
 impl ReplicaManager {
@@ -78,6 +98,7 @@ impl ReplicaManager {
             node_id,
             log_dir,
             hosted: RwLock::new(Hosted::default()),
+            changing: Mutex::new(()),
         }
     }
 
@@ -122,31 +143,42 @@ impl ReplicaManager {
     /// Tries again to open the offline replicas whose backoff ran out, with `image` (the
     /// published one; skipped when an apply is newer). Returns how many opened.
     pub fn retry_offline(&self, image: &MetadataImage, config: &BrokerConfig) -> usize {
+        let _changing = self.changing.lock().expect("replica changes poisoned");
         let now = self.log_dir.clock().now_ms();
-        let mut hosted = self.hosted.write().expect("replica map poisoned");
-        if image.offset < hosted.synced_offset {
-            return 0;
-        }
+        let mut work = FileWork::default();
         let mut due: HashMap<Uuid, BTreeSet<i32>> = HashMap::new();
-        for ((id, index), o) in &hosted.offline {
-            if o.retry_at_ms <= now {
-                due.entry(*id).or_default().insert(*index);
+        {
+            let mut hosted = self.hosted.write().expect("replica map poisoned");
+            if image.offset < hosted.synced_offset {
+                return 0;
+            }
+            for ((id, index), o) in &hosted.offline {
+                if o.retry_at_ms <= now {
+                    due.entry(*id).or_default().insert(*index);
+                }
+            }
+            for (id, indexes) in &due {
+                match image.topic_by_id(id) {
+                    Some(topic) => self.sync_topic(
+                        &mut hosted,
+                        &mut work,
+                        image,
+                        topic,
+                        indexes,
+                        config,
+                        false,
+                    ),
+                    None => hosted.offline.retain(|(t, _), _| t != id),
+                }
             }
         }
-        let mut opened = 0;
-        for (id, indexes) in due {
-            let Some(topic) = image.topic_by_id(&id) else {
-                hosted.offline.retain(|(t, _), _| *t != id);
-                continue;
-            };
-            // A failure is logged and rescheduled by sync_topic.
-            let _ = self.sync_topic(&mut hosted, image, topic, &indexes, config, false);
-            opened += indexes
-                .iter()
-                .filter(|i| hosted.by_id.contains_key(&(id, **i)))
-                .count();
-        }
-        opened
+        // A failure is logged and rescheduled.
+        let _ = self.do_file_work(work);
+        let hosted = self.hosted.read().expect("replica map poisoned");
+        due.iter()
+            .flat_map(|(id, indexes)| indexes.iter().map(move |i| (*id, *i)))
+            .filter(|key| hosted.by_id.contains_key(key))
+            .count()
     }
 
     /// Every hosted partition.
@@ -164,14 +196,10 @@ impl ReplicaManager {
         scope: Scope<'_>,
         config: &BrokerConfig,
     ) -> Result<(), StorageError> {
+        let _changing = self.changing.lock().expect("replica changes poisoned");
+        let mut work = FileWork::default();
         let mut hosted = self.hosted.write().expect("replica map poisoned");
         hosted.synced_offset = hosted.synced_offset.max(image.offset);
-        let mut first_error = None;
-        let mut note = |r: Result<(), StorageError>| {
-            if let Err(e) = r {
-                first_error.get_or_insert(e);
-            }
-        };
         match scope {
             Scope::Everything => {
                 // Hosted topics gone from the image (or re-created under a new id).
@@ -182,30 +210,31 @@ impl ReplicaManager {
                     .map(|(name, id)| (name.clone(), *id))
                     .collect();
                 for (name, id) in gone {
-                    note(self.remove_topic(&mut hosted, &name, id));
+                    Self::remove_topic(&mut hosted, &mut work, &name, id);
                 }
                 for topic in image.topics.values() {
                     let all: BTreeSet<i32> = topic.partitions.keys().copied().collect();
-                    note(self.sync_topic(&mut hosted, image, topic, &all, config, true));
+                    self.sync_topic(&mut hosted, &mut work, image, topic, &all, config, true);
                 }
             }
             Scope::Delta(delta) => {
                 for (name, id) in &delta.removed_topics {
-                    note(self.remove_topic(&mut hosted, name, *id));
+                    Self::remove_topic(&mut hosted, &mut work, name, *id);
                 }
                 for (id, partitions) in &delta.changed_partitions {
                     if let Some(topic) = image.topic_by_id(id) {
                         let configs_changed = delta
                             .changed_configs
                             .contains(&ConfigResource::Topic(topic.name.clone()));
-                        note(self.sync_topic(
+                        self.sync_topic(
                             &mut hosted,
+                            &mut work,
                             image,
                             topic,
                             partitions,
                             config,
                             configs_changed,
-                        ));
+                        );
                     }
                 }
                 for resource in &delta.changed_configs {
@@ -216,15 +245,74 @@ impl ReplicaManager {
                         continue;
                     };
                     if !delta.changed_partitions.contains_key(&topic.topic_id) {
-                        note(self.sync_topic(
+                        self.sync_topic(
                             &mut hosted,
+                            &mut work,
                             image,
                             topic,
                             &BTreeSet::new(),
                             config,
                             true,
-                        ));
+                        );
                     }
+                }
+            }
+        }
+        drop(hosted);
+        self.do_file_work(work)
+    }
+
+    /// Deletes and opens what an update decided, without the map lock; each opened replica
+    /// is hosted (or recorded offline) as soon as it opened. Returns the first error.
+    fn do_file_work(&self, work: FileWork) -> Result<(), StorageError> {
+        let mut first_error = None;
+        for (p, why) in work.deletes {
+            if let Err(e) = p.delete_files() {
+                tracing::error!(topic = %p.topic, partition = p.index, error = %e, "cannot delete the data of {why}");
+                first_error.get_or_insert(e);
+            }
+        }
+        for open in work.opens {
+            let (id, index) = open.key;
+            let opened = self
+                .log_dir
+                .open_log(&open.topic, index, open.config)
+                .map(|log| {
+                    Partition::open(
+                        open.topic.clone(),
+                        index,
+                        id,
+                        self.node_id,
+                        log,
+                        open.state,
+                        self.log_dir.high_watermark(&open.topic, index),
+                        self.log_dir.clock().now_ms(),
+                    )
+                });
+            let mut hosted = self.hosted.write().expect("replica map poisoned");
+            match opened {
+                Ok(p) => {
+                    if let Some(o) = hosted.offline.remove(&open.key) {
+                        tracing::info!(topic = %open.topic, partition = index, failures = o.failures, "an offline replica opened");
+                    }
+                    hosted.by_id.insert(open.key, Arc::new(p));
+                    hosted.topic_ids.insert(open.topic, id);
+                }
+                Err(e) => {
+                    let failures = hosted.offline.get(&open.key).map_or(0, |o| o.failures) + 1;
+                    let retry_in_ms = offline_retry_delay_ms(failures);
+                    tracing::error!(topic = %open.topic, partition = index, error = %e, failures, retry_in_ms, "cannot open a hosted partition; it is offline here until it opens");
+                    hosted.offline.insert(
+                        open.key,
+                        OfflineReplica {
+                            topic: open.topic,
+                            index,
+                            reason: e.to_string(),
+                            failures,
+                            retry_at_ms: self.log_dir.clock().now_ms() + retry_in_ms,
+                        },
+                    );
+                    first_error.get_or_insert(e);
                 }
             }
         }
@@ -233,15 +321,17 @@ impl ReplicaManager {
 
     /// Opens, updates or drops the replicas of `partitions` of `topic`, and with
     /// `configs_changed` pushes the topic's log config to every hosted partition of it.
+    #[allow(clippy::too_many_arguments)]
     fn sync_topic(
         &self,
         hosted: &mut Hosted,
+        work: &mut FileWork,
         image: &MetadataImage,
         topic: &TopicImage,
         partitions: &BTreeSet<i32>,
         config: &BrokerConfig,
         configs_changed: bool,
-    ) -> Result<(), StorageError> {
+    ) {
         let overrides = image.configs_of(&ConfigResource::Topic(topic.name.clone()));
         let log_config = config.log_config(&overrides);
         let hw_min_isr = if config.eligible_leader_replicas() {
@@ -265,7 +355,6 @@ impl ReplicaManager {
                 }
             }
         }
-        let mut first_error = Ok(());
         for index in partitions {
             let key = (topic.topic_id, *index);
             let Some(pimage) = topic.partitions.get(index) else {
@@ -280,60 +369,23 @@ impl ReplicaManager {
                 (Some(_), false) => {
                     // This broker is no longer a replica: its copy goes.
                     let p = hosted.by_id.remove(&key).expect("just found");
-                    if let Err(e) = p.delete_files() {
-                        tracing::error!(topic = %topic.name, partition = index, error = %e, "cannot delete a removed replica");
-                    }
+                    work.deletes.push((p, "a removed replica"));
                 }
-                (None, true) => match self
-                    .log_dir
-                    .open_log(&topic.name, *index, log_config.clone())
-                {
-                    Ok(log) => {
-                        if let Some(o) = hosted.offline.remove(&key) {
-                            tracing::info!(topic = %topic.name, partition = index, failures = o.failures, "an offline replica opened");
-                        }
-                        let p = Partition::open(
-                            topic.name.clone(),
-                            *index,
-                            topic.topic_id,
-                            self.node_id,
-                            log,
-                            state,
-                            self.log_dir.high_watermark(&topic.name, *index),
-                            self.log_dir.clock().now_ms(),
-                        );
-                        hosted.by_id.insert(key, Arc::new(p));
-                        hosted.topic_ids.insert(topic.name.clone(), topic.topic_id);
-                    }
-                    Err(e) => {
-                        let failures = hosted.offline.get(&key).map_or(0, |o| o.failures) + 1;
-                        let retry_in_ms = offline_retry_delay_ms(failures);
-                        tracing::error!(topic = %topic.name, partition = index, error = %e, failures, retry_in_ms, "cannot open a hosted partition; it is offline here until it opens");
-                        hosted.offline.insert(
-                            key,
-                            OfflineReplica {
-                                topic: topic.name.clone(),
-                                index: *index,
-                                reason: e.to_string(),
-                                failures,
-                                retry_at_ms: self.log_dir.clock().now_ms() + retry_in_ms,
-                            },
-                        );
-                        if first_error.is_ok() {
-                            first_error = Err(e);
-                        }
-                    }
-                },
+                (None, true) => work.opens.push(PendingOpen {
+                    key,
+                    topic: topic.name.clone(),
+                    config: log_config.clone(),
+                    state,
+                }),
                 (None, false) => {
                     hosted.offline.remove(&key);
                 }
             }
         }
-        first_error
     }
 
-    /// Drops every hosted partition of topic `id` and deletes its data.
-    fn remove_topic(&self, hosted: &mut Hosted, name: &str, id: Uuid) -> Result<(), StorageError> {
+    /// Drops every hosted partition of topic `id`; its data goes with `work`.
+    fn remove_topic(hosted: &mut Hosted, work: &mut FileWork, name: &str, id: Uuid) {
         if hosted.topic_ids.get(name) == Some(&id) {
             hosted.topic_ids.remove(name);
         }
@@ -344,14 +396,10 @@ impl ReplicaManager {
             .filter(|(topic_id, _)| *topic_id == id)
             .copied()
             .collect();
-        let mut result = Ok(());
         for key in keys {
             let p = hosted.by_id.remove(&key).expect("just listed");
-            if let Err(e) = p.delete_files() {
-                result = Err(e);
-            }
+            work.deletes.push((p, "a deleted topic"));
         }
-        result
     }
 
     /// Writes the recovery-point, log-start-offset and high-watermark checkpoints and the producer-state
