@@ -9,14 +9,22 @@
 //!
 //! `GREGOR_FAILOVER_TRIALS` (default 5) sets the trials per fault and
 //! `GREGOR_FAILOVER_PARTITIONS` (default 4000) the partitions the broker stopped with
-//! SIGTERM leads in the large controlled-shutdown run. docs/benchmarks.md has the figures.
+//! SIGTERM leads in the large controlled-shutdown run. `GREGOR_FAILOVER_SOCKET_TIMEOUT_MS`
+//! (default 5000) is the producer's `socket.timeout.ms`, and `GREGOR_FAILOVER_DEBUG` a
+//! librdkafka `debug` list whose log is printed with the time since the test began.
+//! Besides the produce wait, each trial prints when a surviving broker's Metadata first
+//! named the new leader: the brokers' share of the failover. docs/benchmarks.md has the
+//! figures.
 
 mod support;
 
+use std::sync::OnceLock;
+use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
 use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, TopicReplication};
-use rdkafka::client::DefaultClientContext;
+use rdkafka::client::{ClientContext, DefaultClientContext};
+use rdkafka::config::RDKafkaLogLevel;
 use rdkafka::consumer::{BaseConsumer, Consumer};
 use rdkafka::producer::{FutureProducer, FutureRecord};
 use support::cluster::*;
@@ -47,8 +55,49 @@ fn report(what: &str, times: &mut [Duration]) {
     );
 }
 
+/// When the test began: the origin of every time it prints.
+fn began() -> Instant {
+    static BEGAN: OnceLock<Instant> = OnceLock::new();
+    *BEGAN.get_or_init(Instant::now)
+}
+
+/// Prints librdkafka's log (when `debug` is set) with the time since the test began.
+struct StderrLog;
+
+impl ClientContext for StderrLog {
+    fn log(&self, _level: RDKafkaLogLevel, fac: &str, log_message: &str) {
+        eprintln!(
+            "{:9.3} {fac} {log_message}",
+            began().elapsed().as_secs_f64()
+        );
+    }
+}
+
+/// Polls Metadata at `survivor` from now until it names a leader of partition 0 of `topic`
+/// other than `old`; the thread answers how long that took.
+fn watch_leader_change(survivor: String, topic: &'static str, old: i32) -> JoinHandle<Duration> {
+    let from = Instant::now();
+    std::thread::spawn(move || loop {
+        if let Some((leader, _, _)) = partition_state(&survivor, topic) {
+            if leader >= 0 && leader != old {
+                return from.elapsed();
+            }
+        }
+        assert!(
+            from.elapsed() < Duration::from_secs(60),
+            "no new leader named by {survivor}"
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    })
+}
+
 /// Sends one record to partition `partition` of `topic` and waits for its acknowledgement.
-async fn send_one(p: &FutureProducer, topic: &str, partition: i32, i: usize) {
+async fn send_one<C: ClientContext + 'static>(
+    p: &FutureProducer<C>,
+    topic: &str,
+    partition: i32,
+    i: usize,
+) {
     let value = format!("r-{i:08}");
     p.send(
         FutureRecord::<(), String>::to(topic)
@@ -64,8 +113,8 @@ async fn send_one(p: &FutureProducer, topic: &str, partition: i32, i: usize) {
 /// The longest wait for an acknowledgement of records sent one after the other to
 /// `partition` for `window` after `fault` is applied (its time included): how long produce
 /// was unavailable.
-async fn longest_wait(
-    p: &FutureProducer,
+async fn longest_wait<C: ClientContext + 'static>(
+    p: &FutureProducer<C>,
     topic: &str,
     partition: i32,
     sent: &mut usize,
@@ -104,11 +153,22 @@ async fn failover_times_of_a_leader_killed_paused_and_stopped() {
     let (nodes, mut procs) = start_three(root.path(), |_| Vec::new()).await;
     let bootstrap = bootstrap_of(&nodes);
     create(&bootstrap, "timed", "2").await;
-    let producer: FutureProducer = durable_config(&bootstrap, "0").create().unwrap();
+    let mut config = durable_config(&bootstrap, "0");
+    config.set(
+        "socket.timeout.ms",
+        env_or("GREGOR_FAILOVER_SOCKET_TIMEOUT_MS", 5000).to_string(),
+    );
+    if let Ok(debug) = std::env::var("GREGOR_FAILOVER_DEBUG") {
+        config.set("debug", debug);
+        config.set_log_level(RDKafkaLogLevel::Debug);
+    }
+    began();
+    let producer: FutureProducer<StderrLog> = config.create_with_context(StderrLog).unwrap();
     let mut sent = 0usize;
     let voters = voters_of(&nodes);
     for fault in [Fault::Kill, Fault::Stop, Fault::Terminate] {
         let mut times = Vec::with_capacity(trials);
+        let mut moved = Vec::with_capacity(trials);
         for _ in 0..trials {
             // The leader as every broker reports it: one just resumed from SIGSTOP still
             // serves its metadata from before the pause for a moment (and would name itself).
@@ -127,13 +187,33 @@ async fn failover_times_of_a_leader_killed_paused_and_stopped() {
                 _ => Duration::from_secs(5),
             };
             let target = &procs[at];
-            let t = longest_wait(&producer, "timed", 0, &mut sent, window, || match fault {
-                Fault::Kill => target.signal(libc::SIGKILL),
-                Fault::Stop => target.signal(libc::SIGSTOP),
-                Fault::Terminate => target.signal(libc::SIGTERM),
+            let survivor = format!("127.0.0.1:{}", nodes[(at + 1) % nodes.len()].port);
+            let mut watcher = None;
+            let t = longest_wait(&producer, "timed", 0, &mut sent, window, || {
+                eprintln!(
+                    "{:9.3} {fault:?} broker {}",
+                    began().elapsed().as_secs_f64(),
+                    nodes[at].id
+                );
+                match fault {
+                    Fault::Kill => target.signal(libc::SIGKILL),
+                    Fault::Stop => target.signal(libc::SIGSTOP),
+                    Fault::Terminate => target.signal(libc::SIGTERM),
+                }
+                watcher = Some(watch_leader_change(survivor, "timed", nodes[at].id));
             })
             .await;
+            let m = watcher
+                .expect("the fault ran")
+                .join()
+                .expect("a new leader");
+            eprintln!(
+                "{fault:?}: produce waited {:.2} s, new leader in Metadata after {:.2} s",
+                t.as_secs_f64(),
+                m.as_secs_f64()
+            );
             times.push(t);
+            moved.push(m);
             match fault {
                 Fault::Stop => procs[at].signal(libc::SIGCONT),
                 Fault::Kill | Fault::Terminate => {
@@ -146,6 +226,10 @@ async fn failover_times_of_a_leader_killed_paused_and_stopped() {
             wait_isr(bootstrap.clone(), "timed", vec![1, 2, 3]).await;
         }
         report(&format!("{fault:?} of the leader"), &mut times);
+        report(
+            "  until a survivor's Metadata names the new leader",
+            &mut moved,
+        );
     }
     drop(procs);
 }
