@@ -5,7 +5,9 @@
 //! producer that sent through it all loses, duplicates and reorders nothing; the killed
 //! broker restarts and rejoins the ISR. A leader stopped with SIGTERM first moves its
 //! leadership away while it still serves (controlled shutdown), so a producer waits well
-//! under a second, and then exits cleanly. Every process is killed by its guard, on every
+//! under a second, and then exits cleanly. A leader paused with SIGSTOP is fenced after its
+//! session, and the Gregor client moves to the new leader without waiting out its request
+//! timeout. Every process is killed by its guard, on every
 //! path.
 
 mod support;
@@ -170,6 +172,102 @@ async fn a_leader_stopped_with_sigterm_hands_over_first_and_producers_wait_under
     procs[leader_at] = spawn(root.path(), &nodes[leader_at], &voters_of(&nodes));
     procs[leader_at].wait_listening();
     wait_isr(addr(survivors[0]), "handover", vec![1, 2, 3]).await;
+    drop(procs);
+}
+
+/// A leader paused with SIGSTOP keeps its connections open and answers nothing: the
+/// controller fences it after `broker.session.timeout.ms` (9 s) and elects a new leader, and
+/// the Gregor client, whose requests to the paused broker would otherwise wait out
+/// `request.timeout.ms` (30 s), notices the silence, learns the new leader from another
+/// broker and resends there: nothing lost, duplicated or reordered. The paused broker then
+/// resumes, is told it no longer leads, and rejoins the ISR.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_paused_leader_is_replaced_and_the_gregor_client_moves_on_before_its_request_timeout() {
+    const RECORDS: usize = 12_000;
+    let root = tempfile::tempdir().unwrap();
+    let (nodes, procs) = start_three(root.path(), |_| Vec::new()).await;
+    let addr = |i: usize| format!("127.0.0.1:{}", nodes[i].port);
+    create(&addr(0), "paused", "2").await;
+    let leader = in_sync_leader(addr(0), "paused").await;
+    let leader_at = nodes.iter().position(|n| n.id == leader).unwrap();
+    let survivors: Vec<usize> = (0..3).filter(|&i| i != leader_at).collect();
+
+    let config = gregor_client::ClientConfig::from_pairs([
+        ("bootstrap.servers", bootstrap_of(&nodes).as_str()),
+        ("acks", "all"),
+        ("enable.idempotence", "true"),
+        ("linger.ms", "1"),
+        ("delivery.timeout.ms", "120000"),
+    ]);
+    let producer = Arc::new(gregor_client::Producer::new(&config).unwrap());
+    let acked_at: Arc<std::sync::Mutex<Vec<Instant>>> = Arc::default();
+    let sender = {
+        let (producer, acked_at) = (producer.clone(), acked_at.clone());
+        tokio::spawn(async move {
+            let mut waits = Vec::with_capacity(RECORDS);
+            for i in 0..RECORDS {
+                let record = gregor_client::ProducerRecord::new("paused", format!("r-{i:06}"))
+                    .with_partition(0);
+                let delivery = producer.send(record).await.expect("queued");
+                let acked_at = acked_at.clone();
+                waits.push(tokio::spawn(async move {
+                    let outcome = delivery.await.map(drop).map_err(|e| e.to_string());
+                    acked_at.lock().unwrap().push(Instant::now());
+                    outcome
+                }));
+                tokio::time::sleep(Duration::from_millis(1)).await;
+            }
+            let mut failed = Vec::new();
+            for w in waits {
+                if let Err(e) = w.await.unwrap() {
+                    failed.push(e);
+                }
+            }
+            failed
+        })
+    };
+    let deadline = Instant::now() + WAIT;
+    while acked_at.lock().unwrap().len() < 1_000 {
+        assert!(Instant::now() < deadline, "the producer never got going");
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    procs[leader_at].signal(libc::SIGSTOP);
+    let paused_at = Instant::now();
+    let failed = tokio::time::timeout(Duration::from_secs(100), sender)
+        .await
+        .expect("every record answered")
+        .unwrap();
+    assert!(
+        failed.is_empty(),
+        "acks=all with idempotence retries: {failed:?}"
+    );
+    let mut times = acked_at.lock().unwrap().clone();
+    times.sort();
+    let longest = times
+        .windows(2)
+        .filter(|w| w[1] > paused_at)
+        .map(|w| w[1] - w[0])
+        .max()
+        .expect("acknowledgements after the pause");
+    let new_leader = leaders(&addr(survivors[0]), "paused").unwrap()[0];
+    eprintln!("leader {leader} SIGSTOPped: broker {new_leader} leads; longest wait for an ack {longest:?}");
+    assert_ne!(new_leader, leader);
+    // Fenced after the 9 s session timeout at most (plus a check of the silence each second),
+    // far below the 30 s the requests to the paused broker would otherwise wait.
+    assert!(
+        longest < Duration::from_secs(14),
+        "produce unavailable for {longest:?}"
+    );
+
+    procs[leader_at].signal(libc::SIGCONT);
+    let reader = addr(survivors[0]);
+    let values = tokio::task::spawn_blocking(move || {
+        read_values(&reader, "paused", "read_committed", RECORDS)
+    })
+    .await
+    .unwrap();
+    assert_exactly_once_in_order(&values, RECORDS);
+    wait_isr(addr(survivors[0]), "paused", vec![1, 2, 3]).await;
     drop(procs);
 }
 

@@ -32,6 +32,7 @@ pub(crate) fn estimate_record_size(
             .sum::<usize>()
 }
 
+use crate::in_flight::InFlight;
 /// A topic-partition.
 pub(crate) use crate::record::Tp;
 
@@ -429,9 +430,8 @@ pub(crate) struct State {
     pub closed: bool,
     /// The sender should exit once everything is resolved.
     pub shutdown: bool,
-    pub node_in_flight: HashMap<i32, usize>,
-    /// Produce requests in flight overall.
-    pub requests_in_flight: usize,
+    /// Produce requests outstanding, per broker.
+    pub in_flight: InFlight,
     pub idempotence: Idempotence,
     pub topics: BTreeSet<String>,
     pub metadata_needed: bool,
@@ -452,8 +452,7 @@ impl State {
             flushing: 0,
             closed: false,
             shutdown: false,
-            node_in_flight: HashMap::new(),
-            requests_in_flight: 0,
+            in_flight: InFlight::default(),
             idempotence: Idempotence {
                 enabled: idempotent,
                 ..Idempotence::default()

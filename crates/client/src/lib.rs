@@ -27,6 +27,7 @@ pub mod producer;
 pub mod serialization;
 
 mod accumulator;
+mod in_flight;
 mod record;
 mod requests;
 mod sender;

@@ -39,6 +39,9 @@ pub struct TopicMetadata {
 #[derive(Debug, Clone, Default)]
 pub struct MetadataCache {
     pub brokers: HashMap<i32, String>,
+    /// Every broker address any response named, kept after a broker leaves `brokers` (a
+    /// fenced broker is not listed) so that connections to it can still be found.
+    pub addresses: HashMap<i32, String>,
     pub topics: HashMap<String, TopicMetadata>,
     pub last_refresh: Option<Instant>,
 }
@@ -52,6 +55,8 @@ impl MetadataCache {
                 .iter()
                 .map(|b| (b.node_id.0, format!("{}:{}", b.host.as_str(), b.port)))
                 .collect();
+            self.addresses
+                .extend(self.brokers.iter().map(|(id, a)| (*id, a.clone())));
         }
         for t in &response.topics {
             let Some(name) = t.name.as_ref() else {
@@ -135,36 +140,60 @@ impl Cluster {
         self.cache.lock().unwrap().topics.remove(topic);
     }
 
-    /// A live connection to `addr`, opened (and negotiated) on first use.
+    /// A live connection to `addr`, opened (and negotiated) on first use. The pool is not
+    /// locked while connecting, so a broker that accepts but does not answer holds up only
+    /// the callers that want it.
     pub async fn connection(&self, addr: &str) -> Result<Arc<Connection>> {
-        let mut conns = self.conns.lock().await;
-        if let Some(c) = conns.get(addr) {
-            if !c.is_closed() {
-                return Ok(c.clone());
-            }
+        if let Some(c) = self.open_connection(addr).await {
+            return Ok(c);
         }
         let c = Arc::new(Connection::connect(addr, &self.client_id, self.request_timeout).await?);
-        conns.insert(addr.to_string(), c.clone());
-        Ok(c)
+        let mut conns = self.conns.lock().await;
+        match conns.get(addr) {
+            // Another caller connected meanwhile: keep one connection per broker.
+            Some(existing) if !existing.is_closed() => Ok(existing.clone()),
+            _ => {
+                conns.insert(addr.to_string(), c.clone());
+                Ok(c)
+            }
+        }
+    }
+
+    /// The pooled connection to `addr`, if it is open.
+    async fn open_connection(&self, addr: &str) -> Option<Arc<Connection>> {
+        let conns = self.conns.lock().await;
+        conns.get(addr).filter(|c| !c.is_closed()).cloned()
+    }
+
+    /// The `host:port` of broker `node_id` as the metadata last named it.
+    pub fn address_of(&self, node_id: i32) -> Option<String> {
+        self.cache.lock().unwrap().addresses.get(&node_id).cloned()
+    }
+
+    /// Closes the pooled connection to `addr`: its outstanding requests fail at once with a
+    /// network error, and the next use reconnects.
+    pub async fn close_connection(&self, addr: &str) {
+        if let Some(c) = self.conns.lock().await.remove(addr) {
+            c.close();
+        }
     }
 
     /// A connection to broker `node_id` as the metadata names it.
     pub async fn node_connection(&self, node_id: i32) -> Result<Arc<Connection>> {
-        let addr = self
-            .cache
-            .lock()
-            .unwrap()
-            .brokers
-            .get(&node_id)
-            .cloned()
-            .ok_or_else(|| {
-                Error::NoBrokerAvailable(format!("broker {node_id} is not in the metadata"))
-            })?;
+        let addr = self.address_of(node_id).ok_or_else(|| {
+            Error::NoBrokerAvailable(format!("broker {node_id} is not in the metadata"))
+        })?;
         self.connection(&addr).await
     }
 
     /// A connection to any broker: known brokers first, then the bootstrap servers.
     pub async fn any_connection(&self) -> Result<Arc<Connection>> {
+        self.any_connection_except(&[]).await
+    }
+
+    /// A connection to any broker but those at `avoid`: an open one to a known broker if
+    /// there is one, else known brokers, then the bootstrap servers.
+    async fn any_connection_except(&self, avoid: &[String]) -> Result<Arc<Connection>> {
         let mut candidates: Vec<String> = self
             .cache
             .lock()
@@ -175,6 +204,12 @@ impl Cluster {
             .collect();
         candidates.sort();
         candidates.extend(self.bootstrap.iter().cloned());
+        candidates.retain(|a| !avoid.contains(a));
+        for addr in &candidates {
+            if let Some(c) = self.open_connection(addr).await {
+                return Ok(c);
+            }
+        }
         let mut errors = Vec::new();
         for addr in candidates {
             match self.connection(&addr).await {
@@ -216,6 +251,12 @@ impl Cluster {
     /// Fetches metadata for `topics` (auto-creating them if the broker allows) and merges it
     /// into the cache.
     pub async fn refresh(&self, topics: &[String]) -> Result<()> {
+        self.refresh_avoiding(topics, &[]).await
+    }
+
+    /// Like [`Cluster::refresh`], asking a broker not at `avoid` (e.g. one that stopped
+    /// answering).
+    pub async fn refresh_avoiding(&self, topics: &[String], avoid: &[String]) -> Result<()> {
         let request = MetadataRequest::default()
             .with_topics(Some(
                 topics
@@ -227,7 +268,7 @@ impl Cluster {
                     .collect(),
             ))
             .with_allow_auto_topic_creation(true);
-        self.request(request).await.map(drop)
+        self.request(request, avoid).await.map(drop)
     }
 
     /// Fetches metadata for every topic, merges it into the cache and returns the names of
@@ -236,7 +277,7 @@ impl Cluster {
         let request = MetadataRequest::default()
             .with_topics(None)
             .with_allow_auto_topic_creation(false);
-        let response = self.request(request).await?;
+        let response = self.request(request, &[]).await?;
         let mut names: Vec<String> = response
             .topics
             .iter()
@@ -247,9 +288,13 @@ impl Cluster {
         Ok(names)
     }
 
-    async fn request(&self, request: MetadataRequest) -> Result<MetadataResponse> {
+    async fn request(
+        &self,
+        request: MetadataRequest,
+        avoid: &[String],
+    ) -> Result<MetadataResponse> {
         let _guard = self.refresh_lock.lock().await;
-        let conn = self.any_connection().await?;
+        let conn = self.any_connection_except(avoid).await?;
         let response = conn
             .send(ApiKey::Metadata, &RequestKind::Metadata(request))?
             .await?;

@@ -15,7 +15,7 @@ use kafka_protocol::messages::{
 };
 use kafka_protocol::protocol::StrBytes;
 
-use crate::accumulator::{Batch, ProducerIdentity};
+use crate::accumulator::{Batch, ProducerIdentity, Tp};
 use crate::error::{Error, Result};
 use crate::metadata::is_metadata_error;
 use crate::producer::shared::Inner;
@@ -24,9 +24,17 @@ use crate::producer::txn_requests;
 /// Longest idle sleep; the loop also wakes on every notification.
 const IDLE: Duration = Duration::from_millis(500);
 
+/// How long a broker with Produce requests outstanding may answer nothing before the sender
+/// asks another broker whether their partitions still have it as leader, and how often it
+/// asks again while the silence lasts. A broker that was paused or hung keeps its
+/// connections open, so without this the producer would notice the failover only after
+/// `request.timeout.ms` (30 s by default).
+const SILENCE_CHECK: Duration = Duration::from_secs(1);
+
 pub(crate) async fn run(inner: Arc<Inner>) {
     let mut last_metadata_attempt: Option<Instant> = None;
     let mut last_pid_attempt: Option<Instant> = None;
+    let mut last_silence_check: Option<Instant> = None;
     loop {
         let now = Instant::now();
         let backoff = inner.config.retry_backoff;
@@ -34,7 +42,7 @@ pub(crate) async fn run(inner: Arc<Inner>) {
         // Exit once shut down and everything accepted is resolved.
         {
             let st = inner.state.lock().unwrap();
-            if st.shutdown && st.unacked == 0 && st.requests_in_flight == 0 {
+            if st.shutdown && st.unacked == 0 && st.in_flight.total() == 0 {
                 return;
             }
         }
@@ -50,7 +58,7 @@ pub(crate) async fn run(inner: Arc<Inner>) {
             idem.enabled
                 && st.txn.is_none()
                 && (idem.identity.is_none() || idem.needs_reset)
-                && st.requests_in_flight == 0
+                && st.in_flight.total() == 0
                 && st.unacked > 0
         };
         if need_pid && last_pid_attempt.is_none_or(|t| now.duration_since(t) >= backoff) {
@@ -107,6 +115,20 @@ pub(crate) async fn run(inner: Arc<Inner>) {
             continue;
         }
 
+        let silent = inner
+            .state
+            .lock()
+            .unwrap()
+            .in_flight
+            .silent(now, SILENCE_CHECK);
+        if !silent.is_empty()
+            && last_silence_check.is_none_or(|t| now.duration_since(t) >= SILENCE_CHECK)
+        {
+            last_silence_check = Some(now);
+            abandon_moved_leaders(&inner, silent).await;
+            continue;
+        }
+
         let (requests, mut wake_at, more) = drain(&inner, now);
         for (node, batches) in requests {
             dispatch(&inner, node, batches).await;
@@ -132,6 +154,46 @@ pub(crate) async fn run(inner: Arc<Inner>) {
         tokio::select! {
             _ = inner.wake_sender.notified() => {}
             _ = tokio::time::sleep_until(wake_at.into()) => {}
+        }
+    }
+}
+
+/// Asks a broker other than the `silent` ones for the leaders of the partitions those wait
+/// on; a silent broker that no longer leads one of them is cut off: its outstanding requests
+/// fail at once and their batches are retried at the new leader, in sequence order. (With
+/// idempotence a batch the old leader did replicate is answered as a duplicate by the new
+/// one; one it did not is written there; and the old leader, fenced, cannot acknowledge it.)
+async fn abandon_moved_leaders(inner: &Inner, silent: Vec<(i32, Vec<Tp>)>) {
+    let addrs: Vec<(i32, String, Vec<Tp>)> = silent
+        .into_iter()
+        .filter_map(|(node, tps)| Some((node, inner.cluster.address_of(node)?, tps)))
+        .collect();
+    let avoid: Vec<String> = addrs.iter().map(|(_, a, _)| a.clone()).collect();
+    let mut topics: Vec<String> = addrs
+        .iter()
+        .flat_map(|(_, _, tps)| tps.iter().map(|tp| tp.0.clone()))
+        .collect();
+    topics.sort();
+    topics.dedup();
+    let refresh = inner.cluster.refresh_avoiding(&topics, &avoid);
+    match tokio::time::timeout(SILENCE_CHECK, refresh).await {
+        Ok(Ok(())) => {}
+        Ok(Err(e)) => return tracing::debug!("metadata from a broker that answers: {e}"),
+        Err(_) => return tracing::debug!("metadata from a broker that answers: timed out"),
+    }
+    let cache = inner.cluster.snapshot();
+    for (node, addr, tps) in addrs {
+        let moved = tps
+            .iter()
+            .filter(|tp| cache.leader(&tp.0, tp.1).is_some_and(|l| l != node))
+            .count();
+        if moved > 0 {
+            tracing::info!(
+                "broker {node} ({addr}) has answered nothing for over {SILENCE_CHECK:?} and \
+                 no longer leads {moved} of the partitions it holds requests for: \
+                 retrying them at the new leaders"
+            );
+            inner.cluster.close_connection(&addr).await;
         }
     }
 }
@@ -213,8 +275,7 @@ fn drain(inner: &Inner, now: Instant) -> (BTreeMap<i32, Vec<Batch>>, Instant, bo
             continue;
         };
         // A new request to this leader needs a free in-flight slot on its connection.
-        let node_busy = st.node_in_flight.get(&leader).copied().unwrap_or(0);
-        if !out.contains_key(&leader) && node_busy >= config.max_in_flight {
+        if !out.contains_key(&leader) && st.in_flight.at(leader) >= config.max_in_flight {
             continue;
         }
         let bytes = request_bytes.entry(leader).or_insert(0);
@@ -232,16 +293,15 @@ fn drain(inner: &Inner, now: Instant) -> (BTreeMap<i32, Vec<Batch>>, Instant, bo
         if let Some((_, seq)) = batch.sequence {
             q.in_flight_sequences.push(seq);
         }
-        if !out.contains_key(&leader) {
-            *st.node_in_flight.entry(leader).or_insert(0) += 1;
-            st.requests_in_flight += 1;
-        }
         inner.partitioner.on_batch_sent(&tp.0, tp.1);
         out.entry(leader).or_default().push(batch);
         more |= !q.batches.is_empty();
     }
     if metadata_needed {
         st.metadata_needed = true;
+    }
+    for (node, batches) in &out {
+        st.in_flight.sent(*node, batches.iter().map(|b| &b.tp), now);
     }
     (out, wake_at, more)
 }
@@ -414,10 +474,8 @@ fn finish(inner: &Inner, node: i32, results: Vec<(Batch, BatchResult)>, sizes: O
     let mut done: Vec<(Batch, BatchResult)> = Vec::new();
     {
         let mut st = inner.state.lock().unwrap();
-        if let Some(n) = st.node_in_flight.get_mut(&node) {
-            *n = n.saturating_sub(1);
-        }
-        st.requests_in_flight = st.requests_in_flight.saturating_sub(1);
+        st.in_flight
+            .ended(node, results.iter().map(|(b, _)| &b.tp), now);
         for (i, (mut batch, result)) in results.into_iter().enumerate() {
             if let (Some(q), Some((_, seq))) = (st.queues.get_mut(&batch.tp), batch.sequence) {
                 q.in_flight_sequences.retain(|s| *s != seq);
