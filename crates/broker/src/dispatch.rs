@@ -11,6 +11,9 @@ use gregor_protocol::versions;
 use kafka_protocol::messages::{ApiKey, RequestHeader, RequestKind, ResponseHeader, ResponseKind};
 use kafka_protocol::protocol::{Decodable, Encodable};
 
+use std::future::Future;
+use std::pin::Pin;
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use crate::broker::Broker;
@@ -56,8 +59,86 @@ impl From<Outcome> for Served {
     }
 }
 
+/// A request decoded: the header fields its response needs, and the body.
+struct Decoded {
+    header: RequestHeader,
+    request: RequestKind,
+    api_key: ApiKey,
+}
+
+/// A request's first stage, as [`dispatch_staged`] serves it.
+pub enum Staged {
+    /// Served in full.
+    Served(Served),
+    /// A Produce whose records are written and whose answer waits for replication
+    /// (acks=all): the connection may take its next Produce meanwhile and answers both in
+    /// order.
+    Replicating(Pin<Box<dyn Future<Output = Served> + Send>>),
+}
+
 /// Serves one request frame (without its length prefix) that arrived at `received`.
 pub async fn dispatch(broker: &Broker, frame: Bytes, received: Instant) -> Served {
+    let decoded = match decode(frame) {
+        Ok(d) => d,
+        Err(outcome) => return outcome.into(),
+    };
+    let started = Instant::now();
+    let Decoded {
+        header,
+        request,
+        api_key,
+    } = decoded;
+    let handled = handlers::handle(broker, &header, request);
+    finish(broker, api_key, &header, received, started, handled).await
+}
+
+/// Like [`dispatch`], but a Produce that waits for replication comes back as soon as its
+/// records are written, with the rest of its serving to run (and answer) later.
+pub async fn dispatch_staged(broker: &Arc<Broker>, frame: Bytes, received: Instant) -> Staged {
+    if !is_produce(&frame) {
+        return Staged::Served(dispatch(broker, frame, received).await);
+    }
+    let decoded = match decode(frame) {
+        Ok(d) => d,
+        Err(outcome) => return Staged::Served(outcome.into()),
+    };
+    let started = Instant::now();
+    let Decoded {
+        header,
+        request: RequestKind::Produce(request),
+        api_key,
+    } = decoded
+    else {
+        unreachable!("is_produce checked the api key")
+    };
+    let appended = handlers::produce::append(broker, request, header.request_api_version);
+    let replicating = appended.waits_for_replicas();
+    let broker = broker.clone();
+    let rest = async move {
+        let reply = async {
+            Ok(handlers::produce::complete(&broker, appended)
+                .await
+                .map(|r| Reply {
+                    response: ResponseKind::Produce(r),
+                    files: Vec::new(),
+                }))
+        };
+        finish(&broker, api_key, &header, received, started, reply).await
+    };
+    if replicating {
+        Staged::Replicating(Box::pin(rest))
+    } else {
+        Staged::Served(rest.await)
+    }
+}
+
+/// Whether a request frame (without its length prefix) is a Produce.
+pub fn is_produce(frame: &[u8]) -> bool {
+    frame.len() >= 2 && i16::from_be_bytes([frame[0], frame[1]]) == ApiKey::Produce as i16
+}
+
+/// Checks and decodes a request frame; what the connection must do if it cannot be served.
+fn decode(frame: Bytes) -> Result<Decoded, Outcome> {
     let api_key_raw = i16::from_be_bytes([frame[0], frame[1]]);
     let api_version = i16::from_be_bytes([frame[2], frame[3]]);
     let correlation_id = i32::from_be_bytes([frame[4], frame[5], frame[6], frame[7]]);
@@ -67,47 +148,48 @@ pub async fn dispatch(broker: &Broker, frame: Bytes, received: Instant) -> Serve
     if api_key_raw == ApiKey::ApiVersions as i16
         && !versions::is_supported(ApiKey::ApiVersions, api_version)
     {
-        return Outcome::Respond(handlers::api_versions::unsupported_version_response(
-            correlation_id,
-        ))
-        .into();
+        return Err(Outcome::Respond(
+            handlers::api_versions::unsupported_version_response(correlation_id),
+        ));
     }
-    match check_request(&frame, max_decoded) {
-        Ok(()) => {}
-        Err(e) => {
-            return Outcome::Close(format!(
-                "request api_key={api_key_raw} version={api_version} correlation_id={correlation_id} refused: {e}"
-            ))
-            .into();
-        }
+    if let Err(e) = check_request(&frame, max_decoded) {
+        return Err(Outcome::Close(format!(
+            "request api_key={api_key_raw} version={api_version} correlation_id={correlation_id} refused: {e}"
+        )));
     }
     let api_key = ApiKey::try_from(api_key_raw).expect("guard accepts only known api keys");
     debug_assert!(versions::is_supported(api_key, api_version));
     let mut body = frame;
-    let header = match RequestHeader::decode(&mut body, api_key.request_header_version(api_version))
-    {
-        Ok(h) => h,
-        Err(e) => return Outcome::Close(format!("undecodable request header: {e}")).into(),
-    };
-    let request = match RequestKind::decode(api_key, &mut body, api_version) {
-        Ok(r) => r,
-        Err(e) => {
-            return Outcome::Close(format!(
+    let header = RequestHeader::decode(&mut body, api_key.request_header_version(api_version))
+        .map_err(|e| Outcome::Close(format!("undecodable request header: {e}")))?;
+    let request = RequestKind::decode(api_key, &mut body, api_version).map_err(|e| {
+        Outcome::Close(format!(
             "undecodable {api_key:?} v{api_version} request (correlation_id={correlation_id}): {e}"
         ))
-            .into()
-        }
-    };
-    let started = Instant::now();
-    let api = api_key;
+    })?;
+    Ok(Decoded {
+        header,
+        request,
+        api_key,
+    })
+}
+
+/// Runs a request's handler (begun at `started`) to its reply and encodes the response,
+/// counting its time and errors.
+async fn finish(
+    broker: &Broker,
+    api: ApiKey,
+    header: &RequestHeader,
+    received: Instant,
+    started: Instant,
+    handler: impl Future<Output = Result<Option<Reply>, String>>,
+) -> Served {
+    let (api_version, correlation_id) = (header.request_api_version, header.correlation_id);
     let counting = broker.metrics.counting();
     let (handled, remote) = if counting {
-        with_remote_time(handlers::handle(broker, &header, request)).await
+        with_remote_time(handler).await
     } else {
-        (
-            handlers::handle(broker, &header, request).await,
-            Duration::ZERO,
-        )
+        (handler.await, Duration::ZERO)
     };
     let times = |started: Instant| RequestTimes {
         queue: started.saturating_duration_since(received),
@@ -136,12 +218,12 @@ pub async fn dispatch(broker: &Broker, frame: Bytes, received: Instant) -> Serve
             fetch_frame(api_version, correlation_id, fetch, files).map(Outcome::RespondFromFiles)
         }
         response => {
-            encode_response(api_key, api_version, correlation_id, &response).map(Outcome::Respond)
+            encode_response(api, api_version, correlation_id, &response).map(Outcome::Respond)
         }
     };
     let outcome = encoded.unwrap_or_else(|e| {
         Outcome::Close(format!(
-            "cannot encode {api_key:?} v{api_version} response: {e}"
+            "cannot encode {api:?} v{api_version} response: {e}"
         ))
     });
     Served {

@@ -24,7 +24,7 @@ use tokio::task::JoinSet;
 use crate::blocking::block_in_place_or_run;
 use crate::broker::{Broker, BrokerError};
 use crate::config::BrokerConfig;
-use crate::dispatch::{dispatch, Outcome, Served};
+use crate::dispatch::{dispatch_staged, Outcome, Served, Staged};
 use crate::zero_copy::write_pieces;
 
 /// How long shutdown waits for connections to finish their in-flight request.
@@ -286,6 +286,18 @@ enum ConnectionError {
     Protocol(String),
 }
 
+/// Produce requests of one connection that may wait for replication at once; the next
+/// frame is not read until the oldest is answered. (Clients keep at most 5 in flight.)
+const MAX_REPLICATING_PER_CONNECTION: usize = 16;
+
+/// A request served or being served, in the connection's answer queue.
+type Answer = std::pin::Pin<Box<dyn std::future::Future<Output = Served> + Send>>;
+
+/// Serves one connection: requests are taken in the order they arrive and answered in that
+/// order. A Produce waiting for replication (acks=all) does not hold up the next Produce:
+/// its records are written, and the connection takes the next one while followers fetch
+/// (so a client's in-flight requests replicate together); any other request waits until
+/// every earlier one is answered, so it sees their effects as in Kafka.
 async fn serve_connection(
     mut stream: TcpStream,
     broker: Arc<Broker>,
@@ -296,34 +308,96 @@ async fn serve_connection(
     let mut buf = BytesMut::with_capacity(READ_BUFFER_BYTES);
     // When the bytes now in `buf` arrived: the frames of one read share it.
     let mut received = Instant::now();
+    // Answers still to write, oldest first: the first may be waiting for replication.
+    let mut answers: std::collections::VecDeque<Answer> = std::collections::VecDeque::new();
+    // A frame taken from `buf` that must wait until the answers before it are written.
+    let mut held: Option<(bytes::Bytes, Instant)> = None;
     loop {
-        while let Some(frame) = split_frame(&mut buf, max_frame)? {
-            let Served { outcome, timed } = dispatch(&broker, frame, received).await;
-            let sending = Instant::now();
-            match outcome {
-                Outcome::Respond(bytes) => stream.write_all(&bytes).await?,
-                Outcome::RespondFromFiles(pieces) => write_pieces(&mut stream, &pieces).await?,
-                Outcome::NoResponse => {}
-                Outcome::Close(reason) => return Err(ConnectionError::Protocol(reason)),
+        loop {
+            if held.is_none() {
+                held = split_frame(&mut buf, max_frame)?.map(|f| (f, received));
             }
-            if let Some((api, mut times)) = timed {
-                times.send = sending.elapsed();
-                broker.metrics.request(api, &times);
+            let Some((frame, at)) = held.take() else {
+                break;
+            };
+            let must_wait = !answers.is_empty()
+                && (answers.len() >= MAX_REPLICATING_PER_CONNECTION
+                    || !crate::dispatch::is_produce(&frame));
+            if must_wait {
+                held = Some((frame, at));
+                break;
+            }
+            match dispatch_staged(&broker, frame, at).await {
+                Staged::Served(served) if answers.is_empty() => {
+                    write_answer(&mut stream, &broker, served).await?;
+                }
+                Staged::Served(served) => answers.push_back(Box::pin(std::future::ready(served))),
+                Staged::Replicating(rest) => answers.push_back(rest),
             }
             if *shutdown.borrow() {
-                return Ok(());
+                return finish_answers(&mut stream, &broker, answers).await;
             }
         }
         if buf.capacity() - buf.len() < 4096 {
             buf.reserve(READ_BUFFER_BYTES);
         }
-        let read = tokio::select! {
-            _ = shutdown.changed() => return Ok(()),
-            read = stream.read_buf(&mut buf) => read?,
-        };
-        if read == 0 {
-            return Ok(());
+        // Read more only while nothing taken waits: a held frame bounds what is buffered.
+        let reading = held.is_none();
+        tokio::select! {
+            served = next_answer(&mut answers) => {
+                write_answer(&mut stream, &broker, served).await?;
+            }
+            _ = shutdown.changed() => return finish_answers(&mut stream, &broker, answers).await,
+            read = stream.read_buf(&mut buf), if reading => {
+                // The peer is gone: answers still due have nobody to read them.
+                if read? == 0 {
+                    return Ok(());
+                }
+                received = Instant::now();
+            }
         }
-        received = Instant::now();
     }
+}
+
+/// The oldest answer once it is ready (taken off the queue); never, while there is none.
+/// Cancel safe: an answer not yet ready stays first in the queue.
+async fn next_answer(answers: &mut std::collections::VecDeque<Answer>) -> Served {
+    let Some(first) = answers.front_mut() else {
+        return std::future::pending().await;
+    };
+    let served = first.await;
+    answers.pop_front();
+    served
+}
+
+/// Writes the answers still due, in order, before the connection closes.
+async fn finish_answers(
+    stream: &mut TcpStream,
+    broker: &Broker,
+    answers: std::collections::VecDeque<Answer>,
+) -> Result<(), ConnectionError> {
+    for answer in answers {
+        write_answer(stream, broker, answer.await).await?;
+    }
+    Ok(())
+}
+
+/// Writes one request's answer (or closes the connection, as it says) and counts its time.
+async fn write_answer(
+    stream: &mut TcpStream,
+    broker: &Broker,
+    Served { outcome, timed }: Served,
+) -> Result<(), ConnectionError> {
+    let sending = Instant::now();
+    match outcome {
+        Outcome::Respond(bytes) => stream.write_all(&bytes).await?,
+        Outcome::RespondFromFiles(pieces) => write_pieces(stream, &pieces).await?,
+        Outcome::NoResponse => {}
+        Outcome::Close(reason) => return Err(ConnectionError::Protocol(reason)),
+    }
+    if let Some((api, mut times)) = timed {
+        times.send = sending.elapsed();
+        broker.metrics.request(api, &times);
+    }
+    Ok(())
 }

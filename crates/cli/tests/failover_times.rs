@@ -11,7 +11,8 @@
 //! `GREGOR_FAILOVER_PARTITIONS` (default 4000) the partitions the broker stopped with
 //! SIGTERM leads in the large controlled-shutdown run. `GREGOR_FAILOVER_SOCKET_TIMEOUT_MS`
 //! (default 5000) is the producer's `socket.timeout.ms`, and `GREGOR_FAILOVER_DEBUG` a
-//! librdkafka `debug` list whose log is printed with the time since the test began.
+//! librdkafka `debug` list whose log is printed with the time since the test began;
+//! `GREGOR_FAILOVER_CLIENT=gregor` measures the Gregor client (default settings) instead.
 //! Besides the produce wait, each trial prints when a surviving broker's Metadata first
 //! named the new leader: the brokers' share of the failover. docs/benchmarks.md has the
 //! figures.
@@ -91,30 +92,48 @@ fn watch_leader_change(survivor: String, topic: &'static str, old: i32) -> JoinH
     })
 }
 
-/// Sends one record to partition `partition` of `topic` and waits for its acknowledgement.
-async fn send_one<C: ClientContext + 'static>(
-    p: &FutureProducer<C>,
-    topic: &str,
-    partition: i32,
-    i: usize,
-) {
-    let value = format!("r-{i:08}");
-    p.send(
-        FutureRecord::<(), String>::to(topic)
-            .partition(partition)
-            .payload(&value),
-        Duration::from_secs(60),
-    )
-    .await
-    .map_err(|(e, _)| e)
-    .expect("acks=all with idempotence retries through a failover");
+/// The producer a run measures: librdkafka, or the Gregor client when
+/// `GREGOR_FAILOVER_CLIENT=gregor` (both idempotent, acks=all, linger 0).
+enum TimedProducer {
+    Librdkafka(FutureProducer<StderrLog>),
+    Gregor(gregor_client::Producer),
+}
+
+impl TimedProducer {
+    /// Sends one record to partition `partition` of `topic` and waits for its
+    /// acknowledgement.
+    async fn send_one(&self, topic: &str, partition: i32, i: usize) {
+        let value = format!("r-{i:08}");
+        match self {
+            TimedProducer::Librdkafka(p) => {
+                p.send(
+                    FutureRecord::<(), String>::to(topic)
+                        .partition(partition)
+                        .payload(&value),
+                    Duration::from_secs(60),
+                )
+                .await
+                .map_err(|(e, _)| e)
+                .expect("acks=all with idempotence retries through a failover");
+            }
+            TimedProducer::Gregor(p) => {
+                let record =
+                    gregor_client::ProducerRecord::new(topic, value).with_partition(partition);
+                p.send(record)
+                    .await
+                    .expect("queued")
+                    .await
+                    .expect("acks=all with idempotence retries through a failover");
+            }
+        }
+    }
 }
 
 /// The longest wait for an acknowledgement of records sent one after the other to
 /// `partition` for `window` after `fault` is applied (its time included): how long produce
 /// was unavailable.
-async fn longest_wait<C: ClientContext + 'static>(
-    p: &FutureProducer<C>,
+async fn longest_wait(
+    p: &TimedProducer,
     topic: &str,
     partition: i32,
     sent: &mut usize,
@@ -122,7 +141,7 @@ async fn longest_wait<C: ClientContext + 'static>(
     fault: impl FnOnce(),
 ) -> Duration {
     for _ in 0..20 {
-        send_one(p, topic, partition, *sent).await;
+        p.send_one(topic, partition, *sent).await;
         *sent += 1;
     }
     fault();
@@ -130,7 +149,7 @@ async fn longest_wait<C: ClientContext + 'static>(
     let mut last = faulted;
     let mut longest = Duration::ZERO;
     while faulted.elapsed() < window {
-        send_one(p, topic, partition, *sent).await;
+        p.send_one(topic, partition, *sent).await;
         *sent += 1;
         longest = longest.max(last.elapsed());
         last = Instant::now();
@@ -163,7 +182,17 @@ async fn failover_times_of_a_leader_killed_paused_and_stopped() {
         config.set_log_level(RDKafkaLogLevel::Debug);
     }
     began();
-    let producer: FutureProducer<StderrLog> = config.create_with_context(StderrLog).unwrap();
+    let producer = if std::env::var("GREGOR_FAILOVER_CLIENT").as_deref() == Ok("gregor") {
+        let config = gregor_client::ClientConfig::from_pairs([
+            ("bootstrap.servers", bootstrap.as_str()),
+            ("acks", "all"),
+            ("enable.idempotence", "true"),
+            ("linger.ms", "0"),
+        ]);
+        TimedProducer::Gregor(gregor_client::Producer::new(&config).unwrap())
+    } else {
+        TimedProducer::Librdkafka(config.create_with_context(StderrLog).unwrap())
+    };
     let mut sent = 0usize;
     let voters = voters_of(&nodes);
     for fault in [Fault::Kill, Fault::Stop, Fault::Terminate] {
@@ -317,7 +346,11 @@ async fn controlled_shutdown_of_a_broker_leading_many_partitions() {
         created.elapsed()
     );
 
-    let producer: FutureProducer = durable_config(&bootstrap, "0").create().unwrap();
+    let producer = TimedProducer::Librdkafka(
+        durable_config(&bootstrap, "0")
+            .create_with_context(StderrLog)
+            .unwrap(),
+    );
     let voters = voters_of(&nodes);
     let mut sent = 0usize;
     let (mut waits, mut moved) = (Vec::new(), Vec::new());

@@ -93,6 +93,12 @@ impl InFlight {
         }
     }
 
+    /// When the first node with requests outstanding will have been silent for `silence`
+    /// if it answers nothing until then.
+    pub fn silent_at(&self, silence: Duration) -> Option<Instant> {
+        self.nodes.values().map(|n| n.heard_at + silence).min()
+    }
+
     /// Nodes with requests outstanding that have not answered anything for `silence`, each
     /// with the partitions those requests carry.
     pub fn silent(&self, now: Instant, silence: Duration) -> Vec<(i32, Vec<Tp>)> {
@@ -147,5 +153,6 @@ mod tests {
         f.ended(1, [&tp(0)], t0 + second);
         assert!(f.silent(t0 + second, second).is_empty());
         assert_eq!(f.silent(t0 + 2 * second, second), vec![(1, vec![tp(1)])]);
+        assert_eq!(f.silent_at(second), Some(t0 + 2 * second));
     }
 }

@@ -25,11 +25,13 @@ use crate::producer::txn_requests;
 const IDLE: Duration = Duration::from_millis(500);
 
 /// How long a broker with Produce requests outstanding may answer nothing before the sender
-/// asks another broker whether their partitions still have it as leader, and how often it
-/// asks again while the silence lasts. A broker that was paused or hung keeps its
-/// connections open, so without this the producer would notice the failover only after
-/// `request.timeout.ms` (30 s by default).
+/// asks another broker whether their partitions still have it as leader. A broker that was
+/// paused or hung keeps its connections open, so without this the producer would notice
+/// the failover only after `request.timeout.ms` (30 s by default).
 const SILENCE_CHECK: Duration = Duration::from_secs(1);
+/// How often the sender asks again while the silence lasts: the new leader is known within
+/// this of the controller's election.
+const SILENCE_RECHECK: Duration = Duration::from_millis(250);
 
 pub(crate) async fn run(inner: Arc<Inner>) {
     let mut last_metadata_attempt: Option<Instant> = None;
@@ -122,7 +124,7 @@ pub(crate) async fn run(inner: Arc<Inner>) {
             .in_flight
             .silent(now, SILENCE_CHECK);
         if !silent.is_empty()
-            && last_silence_check.is_none_or(|t| now.duration_since(t) >= SILENCE_CHECK)
+            && last_silence_check.is_none_or(|t| now.duration_since(t) >= SILENCE_RECHECK)
         {
             last_silence_check = Some(now);
             abandon_moved_leaders(&inner, silent).await;
@@ -148,6 +150,17 @@ pub(crate) async fn run(inner: Arc<Inner>) {
             wake_at = wake_at.min(at);
         }
         if let Some(at) = add_retry_at {
+            wake_at = wake_at.min(at);
+        }
+        // The next silence check, if a broker with requests outstanding stays silent.
+        let silence_at = inner
+            .state
+            .lock()
+            .unwrap()
+            .in_flight
+            .silent_at(SILENCE_CHECK);
+        if let Some(at) = silence_at {
+            let at = last_silence_check.map_or(at, |t| at.max(t + SILENCE_RECHECK));
             wake_at = wake_at.min(at);
         }
         let wake_at = wake_at.max(Instant::now() + Duration::from_millis(1));

@@ -7,6 +7,7 @@
 //! `min.insync.replicas`, and answered NOT_ENOUGH_REPLICAS_AFTER_APPEND when the ISR shrank
 //! below it while the write waited; NOT_LEADER_OR_FOLLOWER when the lead moved meanwhile.
 
+use std::sync::Arc;
 use std::time::Duration;
 
 use kafka_protocol::error::ResponseError;
@@ -41,11 +42,36 @@ fn partition_error(
         .with_error_message(message.map(s))
 }
 
+/// A Produce whose records are written (or refused), with the partitions whose answer waits
+/// for replication (acks=all).
+pub struct Appended {
+    acks: i16,
+    responses: Vec<TopicProduceResponse>,
+    /// (partition, the HW that covers the write, its min.insync.replicas).
+    waits: Vec<(Arc<Partition>, i64, usize)>,
+    deadline: tokio::time::Instant,
+}
+
+impl Appended {
+    /// Whether the answer waits for followers (at most until the request's timeout).
+    pub fn waits_for_replicas(&self) -> bool {
+        !self.waits.is_empty()
+    }
+}
+
+/// Serves a Produce: writes, then waits as the acks rule says.
 pub async fn handle(
     broker: &Broker,
     request: ProduceRequest,
     version: i16,
 ) -> Option<ProduceResponse> {
+    complete(broker, append(broker, request, version)).await
+}
+
+/// The first half of a Produce: writes each partition's records as leader (nothing here
+/// waits for another broker but a transaction's verification), so a connection may take its
+/// next Produce while this one waits for replication.
+pub fn append(broker: &Broker, request: ProduceRequest, version: i16) -> Appended {
     let acks = request.acks;
     let mut waits = Vec::new();
     let mut responses = Vec::with_capacity(request.topic_data.len());
@@ -138,7 +164,7 @@ pub async fn handle(
                     }
                 }
             }
-            match append(
+            match append_records(
                 broker,
                 &partition,
                 request.transactional_id.as_ref(),
@@ -215,11 +241,28 @@ pub async fn handle(
                 .with_partition_responses(partitions),
         );
     }
+    let deadline =
+        tokio::time::Instant::now() + Duration::from_millis(request.timeout_ms.max(0) as u64);
+    Appended {
+        acks,
+        responses,
+        waits,
+        deadline,
+    }
+}
+
+/// The second half of a Produce: waits until every acks=all write is replicated (or failed),
+/// then answers; `None` for acks=0.
+pub async fn complete(broker: &Broker, appended: Appended) -> Option<ProduceResponse> {
+    let Appended {
+        acks,
+        mut responses,
+        waits,
+        deadline,
+    } = appended;
     if acks == 0 {
         return None;
     }
-    let deadline =
-        tokio::time::Instant::now() + Duration::from_millis(request.timeout_ms.max(0) as u64);
     let _waiting = (!waits.is_empty()).then(|| broker.metrics.produce_waiting());
     for (partition, required_hw, min_isr) in waits {
         let failure = match partition.wait_replicated(required_hw, deadline).await {
@@ -316,7 +359,7 @@ fn mark_failed(
 /// batch is written only if the transaction coordinator has the partition in
 /// the producer's ongoing transaction (KIP-890 verification, checked and written under the
 /// coordinator lock so no EndTxn can come between).
-fn append(
+fn append_records(
     broker: &Broker,
     partition: &Partition,
     transactional_id: Option<&TransactionalId>,
