@@ -7,19 +7,19 @@
 
 mod support;
 
-use std::io::{Read, Write};
+use std::io::Write;
 use std::time::{Duration, Instant};
 
 use bytes::{Buf, Bytes, BytesMut};
 use kafka_protocol::messages::produce_request::{PartitionProduceData, TopicProduceData};
 use kafka_protocol::messages::{
-    ApiKey, MetadataRequest, ProduceRequest, ProduceResponse, RequestHeader, ResponseHeader,
-    TopicName,
+    ApiKey, MetadataRequest, ProduceRequest, ProduceResponse, ResponseHeader, TopicName,
 };
-use kafka_protocol::protocol::{Decodable, Encodable, StrBytes};
+use kafka_protocol::protocol::{Decodable, StrBytes};
 use kafka_protocol::records::{
     Compression, Record, RecordBatchEncoder, RecordEncodeOptions, TimestampType,
 };
+use support::raw::{frame, read_frame};
 use support::replicated::*;
 
 const PRODUCE_VERSION: i16 = 9;
@@ -52,32 +52,6 @@ fn batch(value: &str) -> Bytes {
     };
     RecordBatchEncoder::encode(&mut buf, [&record], &options).unwrap();
     buf.freeze()
-}
-
-/// Appends one request frame (length prefix included) to `out`.
-fn frame<R: Encodable>(out: &mut Vec<u8>, key: ApiKey, version: i16, correlation: i32, body: &R) {
-    let mut buf = BytesMut::new();
-    buf.extend_from_slice(&[0; 4]);
-    RequestHeader::default()
-        .with_request_api_key(key as i16)
-        .with_request_api_version(version)
-        .with_correlation_id(correlation)
-        .with_client_id(Some(StrBytes::from_static_str("pipelining-test")))
-        .encode(&mut buf, key.request_header_version(version))
-        .unwrap();
-    body.encode(&mut buf, version).unwrap();
-    let len = (buf.len() - 4) as u32;
-    buf[..4].copy_from_slice(&len.to_be_bytes());
-    out.extend_from_slice(&buf);
-}
-
-/// One response frame's body (after its length prefix).
-fn read_frame(conn: &mut std::net::TcpStream) -> Bytes {
-    let mut size = [0u8; 4];
-    conn.read_exact(&mut size).unwrap();
-    let mut body = vec![0u8; u32::from_be_bytes(size) as usize];
-    conn.read_exact(&mut body).unwrap();
-    Bytes::from(body)
 }
 
 /// Three acks=all Produce requests and a Metadata request written at once on one

@@ -624,13 +624,13 @@ fn gregor_cli(args: &[&str], stdin: &str) -> (bool, String) {
 /// One Produce v12 (acks=1, a record set the leader would refuse as corrupt) to partition 0
 /// of `topic` at `addr`: the partition's error code and the current leader it names.
 fn produce_raw(addr: &str, topic: &str) -> (i16, i32) {
-    use bytes::{Buf, BytesMut};
+    use bytes::Buf;
     use kafka_protocol::messages::produce_request::{PartitionProduceData, TopicProduceData};
     use kafka_protocol::messages::{
-        ApiKey, ProduceRequest, ProduceResponse, RequestHeader, ResponseHeader, TopicName,
+        ApiKey, ProduceRequest, ProduceResponse, ResponseHeader, TopicName,
     };
-    use kafka_protocol::protocol::{Decodable, Encodable, StrBytes};
-    use std::io::{Read, Write};
+    use kafka_protocol::protocol::{Decodable, StrBytes};
+    use std::io::Write;
     const VERSION: i16 = 12;
     let request = ProduceRequest::default()
         .with_acks(1)
@@ -640,26 +640,13 @@ fn produce_raw(addr: &str, topic: &str) -> (i16, i32) {
             .with_partition_data(vec![PartitionProduceData::default()
                 .with_index(0)
                 .with_records(Some(bytes::Bytes::from(vec![0u8; 100])))])]);
-    let mut buf = BytesMut::new();
-    buf.extend_from_slice(&[0; 4]);
-    RequestHeader::default()
-        .with_request_api_key(ApiKey::Produce as i16)
-        .with_request_api_version(VERSION)
-        .with_correlation_id(7)
-        .encode(&mut buf, ApiKey::Produce.request_header_version(VERSION))
-        .unwrap();
-    request.encode(&mut buf, VERSION).unwrap();
-    let len = (buf.len() - 4) as u32;
-    buf[..4].copy_from_slice(&len.to_be_bytes());
+    let mut requests = Vec::new();
+    support::raw::frame(&mut requests, ApiKey::Produce, VERSION, 7, &request);
     let mut conn = std::net::TcpStream::connect(addr).unwrap();
     conn.set_read_timeout(Some(Duration::from_secs(10)))
         .unwrap();
-    conn.write_all(&buf).unwrap();
-    let mut size = [0u8; 4];
-    conn.read_exact(&mut size).unwrap();
-    let mut body = vec![0u8; u32::from_be_bytes(size) as usize];
-    conn.read_exact(&mut body).unwrap();
-    let mut body = bytes::Bytes::from(body);
+    conn.write_all(&requests).unwrap();
+    let mut body = support::raw::read_frame(&mut conn);
     ResponseHeader::decode(&mut body, ApiKey::Produce.response_header_version(VERSION)).unwrap();
     let response = ProduceResponse::decode(&mut body, VERSION).unwrap();
     assert!(!body.has_remaining());

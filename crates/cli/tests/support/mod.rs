@@ -7,6 +7,7 @@
 pub mod cluster;
 pub mod elect;
 pub mod http;
+pub mod raw;
 pub mod replicated;
 
 use std::io::{BufRead, BufReader};
